@@ -1,0 +1,3 @@
+"""ComfyBurst shared package: one schema, the domain rules and thin cloud adapters."""
+
+SCHEMA_VERSION = 1

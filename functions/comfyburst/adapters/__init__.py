@@ -1,0 +1,1 @@
+"""Thin adapters from the ports in `comfyburst.ports` to Google Cloud clients."""

@@ -1,0 +1,172 @@
+"""JobStore port over google-cloud-firestore: jobs, VM leases and idempotency documents."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any, TypeVar
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+from pydantic import BaseModel
+
+from comfyburst.errors import NotFound, PreconditionFailed
+from comfyburst.ports import JobMutation
+from comfyburst.schema import Job, VmRecord
+from comfyburst.states import JobState
+
+M = TypeVar("M", bound=BaseModel)
+
+# Document ids cannot contain '/', be '.' or '..', or look like '__x__'; such keys are hashed.
+_SAFE_ID = re.compile(r"^(?!__.*__$)(?!\.{1,2}$)[A-Za-z0-9._:\-]{1,200}$")
+
+
+def _convert(value: Any) -> Any:
+    """The one converter between pydantic data and Firestore values, used both ways.
+
+    Models are dumped, enums become their values, datetimes become plain aware UTC datetimes
+    (Firestore stores them as timestamps and returns DatetimeWithNanoseconds; naive ones are
+    taken as UTC). Containers are converted recursively.
+    """
+    if isinstance(value, BaseModel):
+        return _convert(value.model_dump(mode="python"))
+    if isinstance(value, datetime):
+        utc = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+        # DatetimeWithNanoseconds is a datetime subclass; rebuild a plain one for pydantic.
+        return datetime(*utc.timetuple()[:6], utc.microsecond, tzinfo=UTC)
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: _convert(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_convert(v) for v in value]
+    return value
+
+
+def _to_doc(model: BaseModel) -> dict[str, Any]:
+    doc: dict[str, Any] = _convert(model)
+    return doc
+
+
+def _from_doc(cls: type[M], data: dict[str, Any] | None) -> M:
+    return cls.model_validate(_convert(data or {}))
+
+
+def idempotency_doc_id(key: str) -> str:
+    """The idempotency document id for a caller's key (hashed when not a safe id)."""
+    if _SAFE_ID.match(key):
+        return key
+    return "sha256-" + hashlib.sha256(key.encode()).hexdigest()
+
+
+class FirestoreJobStore:
+    """Jobs in `jobs/{id}`, leases in `vms/{name}`, keys in `idempotency/{key}`."""
+
+    def __init__(self, client: firestore.Client, settings: Any) -> None:
+        self._client = client
+        self._jobs = client.collection(settings.jobs_collection)
+        self._vms = client.collection(settings.vms_collection)
+        self._idempotency = client.collection(settings.idempotency_collection)
+
+    # --- jobs -------------------------------------------------------------------------
+
+    def create_job(self, job: Job) -> tuple[Job, bool]:
+        batch = self._client.batch()
+        if job.idempotency_key is not None:
+            key_ref = self._idempotency.document(idempotency_doc_id(job.idempotency_key))
+            batch.create(key_ref, {"job_id": job.job_id, "created_at": job.created_at})
+        batch.create(self._jobs.document(job.job_id), _to_doc(job))
+        try:
+            batch.commit()
+        except gexc.AlreadyExists:
+            if job.idempotency_key is None:
+                raise PreconditionFailed(f"job {job.job_id} already exists") from None
+            return self._earlier_job(job), False
+        return job, True
+
+    def _earlier_job(self, job: Job) -> Job:
+        key = job.idempotency_key or ""
+        snap = self._idempotency.document(idempotency_doc_id(key)).get()
+        earlier_id = (snap.to_dict() or {}).get("job_id") if snap.exists else None
+        earlier = self.get_job(earlier_id) if earlier_id else None
+        if earlier is None:
+            # Batches are atomic, so this is a job id collision rather than a lost key.
+            raise PreconditionFailed(f"job {job.job_id} already exists")
+        return earlier
+
+    def get_job(self, job_id: str) -> Job | None:
+        snap = self._jobs.document(job_id).get()
+        return _from_doc(Job, snap.to_dict()) if snap.exists else None
+
+    def update_job(self, job_id: str, mutate: JobMutation) -> Job:
+        ref = self._jobs.document(job_id)
+
+        @firestore.transactional
+        def run(transaction: firestore.Transaction) -> Job:
+            snap = ref.get(transaction=transaction)
+            if not snap.exists:
+                raise NotFound(f"job {job_id} not found")
+            current = _from_doc(Job, snap.to_dict())
+            updated = mutate(current)
+            if updated is None:
+                return current
+            if updated.job_id != job_id:
+                raise ValueError("a mutation must not change the job id")
+            transaction.set(ref, _to_doc(updated))
+            return updated
+
+        result: Job = run(self._client.transaction())
+        return result
+
+    def patch_job(self, job_id: str, fields: dict[str, object]) -> None:
+        if any(path == "state" or path.startswith("state.") for path in fields):
+            raise ValueError("patch_job never changes the state; use update_job")
+        try:
+            self._jobs.document(job_id).update(_convert(fields))
+        except gexc.NotFound:
+            raise NotFound(f"job {job_id} not found") from None
+
+    def list_jobs(self, states: Iterable[JobState], limit: int = 500) -> list[Job]:
+        values = [JobState(s).value for s in states]
+        if not values:
+            return []
+        query = (
+            self._jobs.where(filter=FieldFilter("state", "in", values))
+            .order_by("created_at")
+            .limit(limit)
+        )
+        return [_from_doc(Job, snap.to_dict()) for snap in query.stream()]
+
+    # --- VM leases ----------------------------------------------------------------------
+
+    def get_vm(self, name: str) -> tuple[VmRecord | None, object | None]:
+        snap = self._vms.document(name).get()
+        if not snap.exists:
+            return None, None
+        return _from_doc(VmRecord, snap.to_dict()), snap.update_time
+
+    def list_vms(self) -> list[VmRecord]:
+        return [_from_doc(VmRecord, snap.to_dict()) for snap in self._vms.stream()]
+
+    def put_vm(self, vm: VmRecord, expected_version: object | None) -> object:
+        ref = self._vms.document(vm.name)
+        doc = _to_doc(vm)
+        try:
+            if expected_version is None:
+                result = ref.create(doc)
+            else:
+                option = self._client.write_option(last_update_time=expected_version)
+                result = ref.update(doc, option=option)
+        except (gexc.AlreadyExists, gexc.FailedPrecondition, gexc.NotFound) as exc:
+            raise PreconditionFailed(f"vm {vm.name} changed: {exc.message}") from None
+        return result.update_time
+
+
+def job_doc(job: Job) -> dict[str, Any]:
+    """The Firestore document of a job (for tests and tools that seed data)."""
+    return _to_doc(job)
+

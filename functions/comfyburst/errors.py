@@ -1,0 +1,111 @@
+"""One root exception, small named subclasses, and their HTTP status in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ComfyBurstError(Exception):
+    """Root of every error ComfyBurst raises on purpose."""
+
+    code = "internal"
+    http_status = 500
+
+    def __init__(self, message: str, *, field: str | None = None, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.details = details
+
+    def to_body(self) -> dict[str, Any]:
+        """The machine-readable error body the API answers with."""
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            error["field"] = self.field
+        if self.details is not None:
+            error["details"] = self.details
+        return {"error": error}
+
+
+class InvalidRequest(ComfyBurstError):
+    """The caller sent something we will not accept."""
+
+    code = "invalid_request"
+    http_status = 400
+
+
+class PayloadTooLarge(InvalidRequest):
+    code = "payload_too_large"
+    http_status = 413
+
+
+class WorkflowRejected(ComfyBurstError):
+    """Pre-flight found that the workflow cannot run; details are ComfyUI-shaped."""
+
+    code = "workflow_invalid"
+    http_status = 422
+
+
+class Unauthenticated(ComfyBurstError):
+    code = "unauthenticated"
+    http_status = 401
+
+
+class Forbidden(ComfyBurstError):
+    code = "forbidden"
+    http_status = 403
+
+
+class NotFound(ComfyBurstError):
+    code = "not_found"
+    http_status = 404
+
+
+class Conflict(ComfyBurstError):
+    """The request conflicts with the current state (e.g. cancelling a finished job)."""
+
+    code = "conflict"
+    http_status = 409
+
+
+class IllegalTransition(ComfyBurstError):
+    """A job state change that the transition table does not allow."""
+
+    code = "illegal_transition"
+    http_status = 409
+
+    def __init__(self, current: str, target: str) -> None:
+        super().__init__(f"job cannot move from {current} to {target}")
+        self.current = current
+        self.target = target
+
+
+class PreconditionFailed(ComfyBurstError):
+    """An optimistic write lost its race (document changed or already exists)."""
+
+    code = "precondition_failed"
+    http_status = 409
+
+
+class SettingsError(ComfyBurstError):
+    """A required setting is missing or invalid."""
+
+    code = "settings"
+
+
+class CapacityError(ComfyBurstError):
+    """Compute could not start a VM: stockout, quota, or not ready. Retry elsewhere."""
+
+    code = "capacity"
+    http_status = 503
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ManifestInvalid(ComfyBurstError):
+    """A done.json that does not validate; the job fails, the event is not retried."""
+
+    code = "manifest_invalid"
+    http_status = 400

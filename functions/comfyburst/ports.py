@@ -1,0 +1,144 @@
+"""The ports the domain talks through. Adapters implement them over Google Cloud clients;
+in-memory fakes (tests/fakes.py) implement them for unit tests of domain code."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from comfyburst.schema import Job, VmRecord
+from comfyburst.states import JobState
+
+# A function given the current job, returning the job to store (or None to leave it as it is).
+# It runs inside the store's transaction and may run more than once if the transaction retries,
+# so it must be pure.
+JobMutation = Callable[[Job], Job | None]
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class JobStore(Protocol):
+    """Job, VM-lease and idempotency documents (Firestore)."""
+
+    def create_job(self, job: Job) -> tuple[Job, bool]:
+        """Create the job (and `idempotency/{key}` when it has a key) atomically.
+
+        Returns (job, True) when created, or (the job created earlier with that key, False).
+        """
+        ...
+
+    def get_job(self, job_id: str) -> Job | None: ...
+
+    def update_job(self, job_id: str, mutate: JobMutation) -> Job:
+        """Read the job, apply `mutate`, write the result, all in one transaction.
+
+        Raises NotFound for an unknown job. Returns the job as stored afterwards.
+        """
+        ...
+
+    def patch_job(self, job_id: str, fields: dict[str, object]) -> None:
+        """Merge a few fields without a transaction (progress, heartbeat). Never the state."""
+        ...
+
+    def list_jobs(self, states: Iterable[JobState], limit: int = 500) -> list[Job]:
+        """Jobs in any of the given states, oldest first."""
+        ...
+
+    def get_vm(self, name: str) -> tuple[VmRecord | None, object | None]:
+        """The VM document and an opaque version token for a conditional write."""
+        ...
+
+    def list_vms(self) -> list[VmRecord]: ...
+
+    def put_vm(self, vm: VmRecord, expected_version: object | None) -> object:
+        """Write the VM document only if unchanged since `expected_version` was read.
+
+        `expected_version=None` means create-if-absent. Raises PreconditionFailed when the
+        document changed or already exists. Returns the new version.
+        """
+        ...
+
+
+class BlobStore(Protocol):
+    """Objects in Cloud Storage buckets."""
+
+    def write(
+        self,
+        bucket: str,
+        name: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        if_generation_match: int | None = None,
+    ) -> int:
+        """Write an object; `if_generation_match=0` means only if absent (PreconditionFailed
+        otherwise). Returns the new generation."""
+        ...
+
+    def read(self, bucket: str, name: str) -> bytes | None: ...
+
+    def generation(self, bucket: str, name: str) -> int | None: ...
+
+    def list(self, bucket: str, prefix: str) -> list[str]: ...
+
+    def delete(self, bucket: str, name: str) -> None: ...
+
+    def upload_file(self, bucket: str, name: str, path: str, content_type: str) -> int: ...
+
+    def download_file(self, bucket: str, name: str, path: str) -> bool: ...
+
+
+class UrlSigner(Protocol):
+    def sign_get(self, bucket: str, name: str, ttl_s: int) -> str:
+        """A V4 signed GET URL valid for ttl_s seconds."""
+        ...
+
+
+class Publisher(Protocol):
+    def publish(self, data: bytes, attributes: dict[str, str]) -> str:
+        """Publish to the results topic and wait until the server accepted it."""
+        ...
+
+
+@dataclass(frozen=True)
+class VmStatus:
+    """What the fleet says of one VM."""
+
+    name: str
+    zone: str
+    status: str  # PROVISIONING, STAGING, RUNNING, STOPPING, SUSPENDED, TERMINATED, ...
+    metadata: dict[str, str] = field(default_factory=dict)
+    fingerprint: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+class Fleet(Protocol):
+    """Compute Engine instances of the GPU pool."""
+
+    def list(self) -> list[VmStatus]:
+        """Every VM of the pool (selected by its label), in every zone."""
+        ...
+
+    def get(self, zone: str, name: str) -> VmStatus: ...
+
+    def start(self, zone: str, name: str, request_id: str) -> str:
+        """Request a start; returns the operation name. Raises CapacityError (stockout,
+        quota, not ready) so the caller can try another VM."""
+        ...
+
+    def stop(self, zone: str, name: str, request_id: str) -> str: ...
+
+    def set_metadata(
+        self, zone: str, name: str, items: dict[str, str], fingerprint: str | None, request_id: str
+    ) -> str:
+        """Replace the given keys (others kept). Raises PreconditionFailed on a stale
+        fingerprint."""
+        ...
+
+    def operation_error(self, zone: str, operation: str) -> str | None:
+        """The error code of a finished, failed operation; None while pending or when it
+        succeeded."""
+        ...

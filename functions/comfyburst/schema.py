@@ -1,0 +1,387 @@
+"""The one definition of ComfyBurst's data: requests, jobs, done manifests, results, VM leases.
+
+Imported by the functions, the worker agent and the ComfyUI node. Every top-level document
+carries `schema_version`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import posixpath
+from datetime import datetime
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from comfyburst import SCHEMA_VERSION
+from comfyburst.states import JobState
+
+MAX_SIGNED_URL_TTL_S = 7 * 24 * 3600  # V4 signed URLs live at most 7 days
+
+
+class ModelKind(str, Enum):
+    """ComfyUI model folders a job may bring files into."""
+
+    CHECKPOINTS = "checkpoints"
+    LORAS = "loras"
+    VAE = "vae"
+    CONTROLNET = "controlnet"
+    UPSCALE_MODELS = "upscale_models"
+    CLIP = "clip"
+    CLIP_VISION = "clip_vision"
+    TEXT_ENCODERS = "text_encoders"
+    UNET = "unet"
+    DIFFUSION_MODELS = "diffusion_models"
+    EMBEDDINGS = "embeddings"
+    STYLE_MODELS = "style_models"
+    HYPERNETWORKS = "hypernetworks"
+    GLIGEN = "gligen"
+    PHOTOMAKER = "photomaker"
+
+
+def check_relative_path(value: str, *, allow_subdirs: bool) -> str:
+    """Reject names that could escape their folder: '..', absolute, backslash, NUL, empty parts."""
+    if not value or len(value) > 255:
+        raise ValueError("must be 1 to 255 characters")
+    if "\x00" in value or "\\" in value:
+        raise ValueError("must not contain NUL or backslash")
+    if value.startswith("/") or (len(value) > 1 and value[1] == ":"):
+        raise ValueError("must be a relative path")
+    parts = value.split("/")
+    if not allow_subdirs and len(parts) > 1:
+        raise ValueError("must be a plain file name without '/'")
+    if any(part in ("", ".", "..") for part in parts):
+        raise ValueError("must not contain empty, '.' or '..' path parts")
+    if posixpath.normpath(value) != value:
+        raise ValueError("must be a normalised relative path")
+    if any(ord(ch) < 32 for ch in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(_Strict):
+    """A model file the job needs, fetched into ComfyUI's folder for its kind."""
+
+    kind: ModelKind
+    filename: str = Field(description="File name inside the kind's folder; may hold sub-folders.")
+    url: str = Field(max_length=2048, description="https:// (allow-listed host) or gs:// URL.")
+    sha256: str | None = Field(default=None, description="Expected SHA-256, lowercase hex.")
+    size_bytes: int | None = Field(default=None, ge=1)
+
+    @field_validator("filename")
+    @classmethod
+    def _safe_filename(cls, value: str) -> str:
+        return check_relative_path(value, allow_subdirs=True)
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_digest(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.lower()
+        if len(value) != 64 or any(ch not in "0123456789abcdef" for ch in value):
+            raise ValueError("must be 64 hexadecimal characters")
+        return value
+
+    @property
+    def key(self) -> str:
+        """The cache key of this file: '{kind}/{filename}'."""
+        return f"{self.kind.value}/{self.filename}"
+
+
+class InputImage(_Strict):
+    """An input file uploaded with the job; LoadImage nodes refer to it by `name`."""
+
+    name: str
+    data_b64: str = Field(description="The file's bytes, standard base64.")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        return check_relative_path(value, allow_subdirs=False)
+
+    @field_validator("data_b64")
+    @classmethod
+    def _valid_base64(cls, value: str) -> str:
+        try:
+            base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError("is not valid base64") from exc
+        return value
+
+    def decode(self) -> bytes:
+        return base64.b64decode(self.data_b64, validate=True)
+
+    @property
+    def size_bytes(self) -> int:
+        """Decoded size without decoding."""
+        padding = self.data_b64[-2:].count("=")
+        return len(self.data_b64) * 3 // 4 - padding
+
+
+class OutputFormat(str, Enum):
+    ORIGINAL = "original"  # whatever ComfyUI wrote
+    PNG = "png"
+    WEBP = "webp"
+    JPEG = "jpeg"
+
+
+class JobOptions(_Strict):
+    timeout_s: int = Field(default=1800, ge=10, le=24 * 3600, description="Deadline from submit.")
+    output_format: OutputFormat = OutputFormat.ORIGINAL
+    signed_url_ttl_s: int = Field(default=3600, ge=60, le=MAX_SIGNED_URL_TTL_S)
+
+
+class WorkflowNode(BaseModel):
+    """One node of an API-format workflow; extra keys such as `_meta` are kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+    class_type: str = Field(min_length=1, max_length=256)
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobRequest(_Strict):
+    """What a caller submits: an API-format workflow, the models it needs, its input images."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    workflow: dict[str, WorkflowNode] = Field(min_length=1)
+    models: list[ModelSpec] = Field(default_factory=list, max_length=64)
+    inputs: list[InputImage] = Field(default_factory=list, max_length=64)
+    options: JobOptions = Field(default_factory=JobOptions)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> JobRequest:
+        keys = [m.key for m in self.models]
+        duplicates = sorted({k for k in keys if keys.count(k) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate model filenames: {', '.join(duplicates)}")
+        names = [i.name for i in self.inputs]
+        dup_inputs = sorted({n for n in names if names.count(n) > 1})
+        if dup_inputs:
+            raise ValueError(f"duplicate input names: {', '.join(dup_inputs)}")
+        return self
+
+    def workflow_dict(self) -> dict[str, Any]:
+        """The workflow as plain JSON, as ComfyUI's /prompt wants it."""
+        return {k: v.model_dump(mode="json") for k, v in self.workflow.items()}
+
+
+class RequestSummary(_Strict):
+    """What the job document keeps of the request (the whole request lives in GCS)."""
+
+    node_count: int
+    class_types: list[str]
+    models: list[str] = Field(description="'{kind}/{filename}' of every model the job brings")
+    input_names: list[str]
+    workflow_bytes: int
+
+    @classmethod
+    def of(cls, request: JobRequest, workflow_bytes: int) -> RequestSummary:
+        return cls(
+            node_count=len(request.workflow),
+            class_types=sorted({n.class_type for n in request.workflow.values()}),
+            models=[m.key for m in request.models],
+            input_names=[i.name for i in request.inputs],
+            workflow_bytes=workflow_bytes,
+        )
+
+
+class Progress(_Strict):
+    node: str | None = None
+    value: int = 0
+    max: int = 0
+    fraction: float = Field(default=0.0, ge=0.0, le=1.0, description="Whole-workflow fraction.")
+
+
+class JobError(_Strict):
+    type: str = Field(description="Machine-readable kind, e.g. execution_error, model_fetch.")
+    message: str
+    node_id: str | None = None
+    node_type: str | None = None
+    details: Any = None
+
+
+class OutputFile(_Strict):
+    name: str
+    size_bytes: int = Field(ge=0)
+    sha256: str
+    content_type: str
+    gs_uri: str | None = None
+    signed_url: str | None = None
+    signed_url_expires_at: datetime | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        return check_relative_path(value, allow_subdirs=True)
+
+
+class VmRef(_Strict):
+    name: str
+    zone: str
+    operation: str | None = Field(default=None, description="The start operation, if known.")
+
+
+class Job(_Strict):
+    """The job document, `jobs/{job_id}`."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    job_id: str
+    state: JobState = JobState.QUEUED
+    attempt: int = Field(default=1, ge=1)
+    max_attempts: int = Field(default=3, ge=1)
+    request: RequestSummary
+    options: JobOptions = Field(default_factory=JobOptions)
+    vm: VmRef | None = None
+    created_at: datetime
+    dispatched_at: datetime | None = None
+    started_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    finished_at: datetime | None = None
+    deadline_at: datetime
+    state_changed_at: datetime
+    expire_at: datetime | None = Field(default=None, description="Firestore TTL field.")
+    progress: Progress = Field(default_factory=Progress)
+    outputs: list[OutputFile] = Field(default_factory=list)
+    error: JobError | None = None
+    queued_reason: str | None = None
+    cancel_requested: bool = False
+    idempotency_key: str | None = None
+    caller: str | None = None
+    worker_timings: WorkerTimings | None = None
+
+
+class DoneStatus(str, Enum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+
+    @property
+    def job_state(self) -> JobState:
+        return JobState(self.value)
+
+
+class WorkerTimings(_Strict):
+    """Per-phase timings the worker measures, in seconds."""
+
+    claim_s: float = 0.0
+    model_fetch_s: float = 0.0
+    model_bytes_downloaded: int = 0
+    model_cache_hits: int = 0
+    model_downloads: int = 0
+    queue_wait_s: float = 0.0
+    execution_s: float = 0.0
+    upload_s: float = 0.0
+    total_s: float = 0.0
+    gpu_s: float = Field(default=0.0, description="VM seconds this job held the GPU.")
+
+
+class DoneManifest(_Strict):
+    """`jobs/{job_id}/done.json` in the signals bucket: the done flag, written last."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    job_id: str
+    attempt: int = Field(ge=1)
+    vm: str
+    status: DoneStatus
+    outputs: list[OutputFile] = Field(default_factory=list)
+    error: JobError | None = None
+    timings: WorkerTimings = Field(default_factory=WorkerTimings)
+    written_at: datetime
+    next_job_id: str | None = Field(
+        default=None, description="The job this VM claimed next, so its lease is kept."
+    )
+
+    @model_validator(mode="after")
+    def _error_matches_status(self) -> DoneManifest:
+        if self.status is DoneStatus.SUCCEEDED and self.error is not None:
+            raise ValueError("a succeeded manifest carries no error")
+        if self.status is DoneStatus.FAILED and self.error is None:
+            raise ValueError("a failed manifest must carry an error")
+        return self
+
+
+class ResultOutput(_Strict):
+    name: str
+    gs_uri: str
+    signed_url: str | None
+    content_type: str
+    size_bytes: int
+
+
+class ResultTimings(_Strict):
+    queued_s: float | None = None
+    boot_s: float | None = None
+    run_s: float | None = None
+    total_s: float | None = None
+
+
+class ResultMessage(_Strict):
+    """Published to the results topic once per terminal job; attributes job_id and status."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    job_id: str
+    status: JobState
+    outputs: list[ResultOutput] = Field(default_factory=list)
+    error: JobError | None = None
+    timings: ResultTimings = Field(default_factory=ResultTimings)
+    attempt: int
+
+    def attributes(self) -> dict[str, str]:
+        return {"job_id": self.job_id, "status": self.status.value}
+
+
+class Lease(_Strict):
+    job_id: str
+    expires_at: datetime
+
+
+class VmRecord(_Strict):
+    """`vms/{vm_name}`: the per-VM lease document, claimed with a precondition."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    name: str
+    zone: str
+    lease: Lease | None = None
+    models_cached: list[str] = Field(default_factory=list)
+    last_seen: datetime | None = None
+    cooldown_until: datetime | None = Field(
+        default=None, description="Skip this VM until then (its zone had a stockout)."
+    )
+
+    def is_leased(self, now: datetime) -> bool:
+        return self.lease is not None and self.lease.expires_at > now
+
+
+class DeploymentConfig(_Strict):
+    """The deployment's non-secret settings, given to each VM in its metadata."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    project_id: str
+    jobs_bucket: str
+    outputs_bucket: str
+    signals_bucket: str
+    models_bucket: str | None = None
+    jobs_collection: str = "jobs"
+    vms_collection: str = "vms"
+    heartbeat_interval_s: float = 5.0
+    lease_ttl_s: int = 900
+    drain_grace_s: float = 30.0
+    model_hosts: list[str] = Field(default_factory=list)
+    http_model_hosts: list[str] = Field(
+        default_factory=list, description="host:port allowed over plain http (local tests only)"
+    )
+    gs_model_buckets: list[str] = Field(default_factory=list)
+    civitai_token_secret: str | None = Field(default=None, description="Secret Manager name")
+    huggingface_token_secret: str | None = Field(default=None, description="Secret Manager name")
+
+
+Job.model_rebuild()

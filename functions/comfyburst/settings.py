@@ -1,0 +1,111 @@
+"""Settings of each deployable, read once in its entry point (environment, prefix COMFYBURST_)."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from comfyburst.schema import DeploymentConfig
+
+DEFAULT_MODEL_HOSTS = ["civitai.com", "huggingface.co", "storage.googleapis.com"]
+
+
+def _split_list(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+# Lists come from the environment as comma-separated values.
+CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
+
+
+class AuthMode(str, Enum):
+    IAM = "iam"  # Cloud Run checks the caller's Google ID token before our code runs
+    API_KEY = "api_key"  # our code checks X-API-Key against hashed keys
+
+
+class FunctionSettings(BaseSettings):
+    """Settings of the Cloud Functions (API, done-flag trigger, reaper)."""
+
+    model_config = SettingsConfigDict(env_prefix="COMFYBURST_", extra="ignore")
+
+    project_id: str = Field(description="Google Cloud project id")
+    jobs_bucket: str = Field(description="Bucket for request.json, inputs and the catalogue")
+    outputs_bucket: str = Field(description="Bucket the worker uploads outputs to")
+    signals_bucket: str = Field(description="Bucket for done.json flags (the trigger's bucket)")
+    models_bucket: str | None = Field(default=None, description="Optional model mirror bucket")
+    results_topic: str = Field(description="Pub/Sub topic id for result messages")
+    jobs_collection: str = "jobs"
+    vms_collection: str = "vms"
+    idempotency_collection: str = "idempotency"
+    pool_label: str = Field(
+        default="comfyburst-pool=default", description="key=value label selecting the GPU VMs"
+    )
+    pool_zones: CsvList = Field(default_factory=list, description="Zones of the GPU pool")
+    compute_endpoint: str | None = Field(
+        default=None, description="Compute API endpoint override (the local stand-in)"
+    )
+    boot_timeout_s: int = 600
+    heartbeat_timeout_s: int = 120
+    heartbeat_interval_s: float = 5.0
+    lease_ttl_s: int = 900
+    max_attempts: int = 3
+    drain_grace_s: float = 30.0
+    stockout_cooldown_s: int = 300
+    job_ttl_days: int = 30
+    max_workflow_bytes: int = 2_000_000
+    max_nodes: int = 2000
+    max_input_bytes: int = 20_000_000
+    model_hosts: CsvList = Field(default_factory=lambda: list(DEFAULT_MODEL_HOSTS))
+    http_model_hosts: CsvList = Field(
+        default_factory=list, description="host:port allowed over http; local tests only"
+    )
+    gs_model_buckets: CsvList = Field(default_factory=list)
+    auth_mode: AuthMode = AuthMode.IAM
+    api_key_hashes: CsvList = Field(
+        default_factory=list, description="sha256 hex of accepted API keys (from Secret Manager)"
+    )
+    signing_key_file: str | None = Field(
+        default=None, description="Service-account key file for signing URLs (local only)"
+    )
+    signing_service_account: str | None = Field(
+        default=None, description="SA email for key-less signing; default: the runtime SA"
+    )
+    catalogue_object: str = "catalogue/object_info.json"
+    civitai_token_secret: str | None = None
+    huggingface_token_secret: str | None = None
+
+    def deployment_config(self) -> DeploymentConfig:
+        """What a VM needs to know, without secrets."""
+        return DeploymentConfig(
+            project_id=self.project_id,
+            jobs_bucket=self.jobs_bucket,
+            outputs_bucket=self.outputs_bucket,
+            signals_bucket=self.signals_bucket,
+            models_bucket=self.models_bucket,
+            jobs_collection=self.jobs_collection,
+            vms_collection=self.vms_collection,
+            heartbeat_interval_s=self.heartbeat_interval_s,
+            lease_ttl_s=self.lease_ttl_s,
+            drain_grace_s=self.drain_grace_s,
+            model_hosts=self.model_hosts,
+            http_model_hosts=self.http_model_hosts,
+            gs_model_buckets=self.all_model_buckets(),
+            civitai_token_secret=self.civitai_token_secret,
+            huggingface_token_secret=self.huggingface_token_secret,
+        )
+
+    def all_model_buckets(self) -> list[str]:
+        buckets = list(self.gs_model_buckets)
+        if self.models_bucket and self.models_bucket not in buckets:
+            buckets.append(self.models_bucket)
+        return buckets
+
+    def pool_label_pair(self) -> tuple[str, str]:
+        key, _, value = self.pool_label.partition("=")
+        return key.strip(), value.strip()

@@ -1,0 +1,115 @@
+"""Configuration and fault models of the Compute Engine stand-in."""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# GCE resource names: lowercase letter first, then letters, digits, hyphens; at most 63.
+_NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GuestSpec(_Model):
+    """The command a VM runs once it reaches RUNNING (later: the worker agent)."""
+
+    argv: list[str] = Field(min_length=1)
+    env: dict[str, str] = {}
+    # A real VM does not inherit the host's environment; the worker needs PATH and the
+    # emulator hosts, so inheriting is the practical default.
+    inherit_env: bool = True
+
+
+class InstanceSpec(_Model):
+    """One VM of the pool; it exists from the start, TERMINATED."""
+
+    name: str
+    zone: str
+    labels: dict[str, str] = {}
+    machine_type: str = "g2-standard-8"
+    accelerator_type: str | None = "nvidia-l4"
+    accelerator_count: int = Field(default=1, ge=0)
+    # Overrides the stand-in's default guest for this VM only.
+    guest: GuestSpec | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError(f"invalid GCE instance name: {value!r}")
+        return value
+
+
+class ComputeStandinConfig(_Model):
+    """Everything the stand-in needs; loadable from JSON."""
+
+    project: str = "comfyburst-local"
+    project_number: int = 123456789012
+    instances: list[InstanceSpec] = []
+    staging_s: float = Field(default=1.0, ge=0)
+    stopping_s: float = Field(default=0.5, ge=0)
+    stop_grace_s: float = Field(default=5.0, ge=0)
+    # Default guest for every VM; None means VMs run nothing (still reach RUNNING).
+    guest: GuestSpec | None = None
+    log_dir: Path = Path(".localcloud/compute/logs")
+    service_account_email: str | None = None
+    # The real API holds operations/{op}/wait for at most about two minutes.
+    operation_wait_max_s: float = Field(default=120.0, gt=0)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ComputeStandinConfig:
+        seen: set[tuple[str, str]] = set()
+        for spec in self.instances:
+            key = (spec.zone, spec.name)
+            if key in seen:
+                raise ValueError(f"duplicate instance {spec.zone}/{spec.name}")
+            seen.add(key)
+        return self
+
+    @property
+    def sa_email(self) -> str:
+        """The default service account, as GCE names it."""
+        return (
+            self.service_account_email
+            or f"{self.project_number}-compute@developer.gserviceaccount.com"
+        )
+
+
+class FaultKind(str, Enum):
+    """What goes wrong on the next matching start."""
+
+    # ZONE_RESOURCE_POOL_EXHAUSTED: no capacity in the zone (quota does not help).
+    STOCKOUT = "stockout"
+    # QUOTA_EXCEEDED: the project's regional GPU/CPU quota is spent.
+    QUOTA = "quota"
+    # The VM reaches RUNNING but the guest never starts, like a hung boot.
+    BOOT_FAILURE = "boot_failure"
+
+
+class Fault(_Model):
+    """A fault injected into `start`, matched by zone and/or instance (None = any)."""
+
+    kind: FaultKind
+    zone: str | None = None
+    instance: str | None = None
+    count: int | Literal["always"] = 1
+    # Stockout only: "sync" fails the start call (HTTP 503); "operation" fails its operation.
+    mode: Literal["sync", "operation"] = "sync"
+
+    @field_validator("count")
+    @classmethod
+    def _positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("count must be >= 1 or 'always'")
+        return value
+
+    def matches(self, zone: str, instance: str) -> bool:
+        """Whether this fault applies to a start of zone/instance."""
+        return self.zone in (None, zone) and self.instance in (None, instance)

@@ -1,0 +1,426 @@
+"""The VM state machine: start/stop/setMetadata, operations, requestId dedupe, faults, guests."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from localcloud.compute import _errors as errors
+from localcloud.compute._config import ComputeStandinConfig, Fault, FaultKind
+from localcloud.compute._filter import compile_filter
+from localcloud.compute._guest import Guest, guest_env
+from localcloud.compute._metadata_server import MetadataServer, instance_tree
+from localcloud.compute._resources import (
+    PROVISIONING,
+    RUNNING,
+    STAGING,
+    STOPPING,
+    TERMINATED,
+    Operation,
+    Vm,
+    new_fingerprint,
+    now_rfc3339,
+    zone_path,
+)
+
+_METADATA_MAX_BYTES = 512 * 1024
+_BOOTING = (PROVISIONING, STAGING, RUNNING)
+
+
+class Fleet:
+    """All VMs of one stand-in; every mutation happens under `cond`."""
+
+    def __init__(self, config: ComputeStandinConfig) -> None:
+        self.config = config
+        self.cond = threading.Condition()
+        self._vms = {
+            (s.zone, s.name): Vm(config.project, s, s.guest or config.guest)
+            for s in config.instances
+        }
+        self._ops: dict[str, Operation] = {}
+        self._by_request: dict[str, Operation] = {}
+        self._faults: list[Fault] = []
+        self._timers: set[threading.Timer] = set()
+        self._closing = threading.Event()
+
+    # --- lookups -------------------------------------------------------------------------
+
+    def _check_project(self, project: str) -> None:
+        if project != self.config.project:
+            raise errors.not_found(f"projects/{project}")
+
+    def _vm(self, project: str, zone: str, name: str) -> Vm:
+        self._check_project(project)
+        vm = self._vms.get((zone, name))
+        if vm is None:
+            raise errors.not_found(f"{zone_path(project, zone)}/instances/{name}")
+        return vm
+
+    def get_instance(self, project: str, zone: str, name: str) -> dict[str, Any]:
+        """GET instances/{name}."""
+        with self.cond:
+            return self._vm(project, zone, name).to_json()
+
+    def list_instances(
+        self, project: str, zone: str | None, filter_text: str | None
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Matching instances grouped by zone (every configured zone, maybe empty)."""
+        self._check_project(project)
+        predicate = compile_filter(filter_text)
+        with self.cond:
+            grouped: dict[str, list[dict[str, Any]]] = {zone: []} if zone else {}
+            for vm in self._vms.values():
+                if zone in (None, vm.zone):
+                    body = vm.to_json()
+                    matched = grouped.setdefault(vm.zone, [])
+                    if predicate(body):
+                        matched.append(body)
+            return grouped
+
+    def _op(self, project: str, zone: str, name: str) -> Operation:
+        self._check_project(project)
+        op = self._ops.get(name)
+        if op is None or op.zone != zone:
+            raise errors.not_found(f"{zone_path(project, zone)}/operations/{name}")
+        return op
+
+    def get_operation(self, project: str, zone: str, name: str) -> dict[str, Any]:
+        """GET operations/{op}."""
+        with self.cond:
+            return self._op(project, zone, name).to_json()
+
+    def wait_operation(self, project: str, zone: str, name: str) -> dict[str, Any]:
+        """POST operations/{op}/wait: hold until DONE or the server's wait limit."""
+        deadline = time.monotonic() + self.config.operation_wait_max_s
+        with self.cond:
+            op = self._op(project, zone, name)
+            while not op.done and not self._closing.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self.cond.wait(remaining)
+            return op.to_json()
+
+    # --- mutations -----------------------------------------------------------------------
+
+    def _deduped(
+        self, project: str, request_id: str | None, action: Callable[[], Operation]
+    ) -> dict[str, Any]:
+        if request_id is not None:
+            try:
+                valid = uuid.UUID(request_id).int != 0
+            except ValueError:
+                valid = False
+            if not valid:
+                raise errors.invalid(
+                    "requestId",
+                    request_id,
+                    "The request ID must be a valid UUID with the exception that zero UUID "
+                    "is not supported (00000000-0000-0000-0000-000000000000).",
+                )
+        with self.cond:
+            key = f"{project}/{request_id}"
+            if request_id is not None and key in self._by_request:
+                return self._by_request[key].to_json()
+            op = action()
+            self._ops[op.name] = op
+            if request_id is not None:
+                self._by_request[key] = op
+            self.cond.notify_all()
+            return op.to_json()
+
+    def start(
+        self, project: str, zone: str, name: str, request_id: str | None = None
+    ) -> dict[str, Any]:
+        """POST instances/{name}/start."""
+        return self._deduped(project, request_id, lambda: self._start(project, zone, name))
+
+    def _start(self, project: str, zone: str, name: str) -> Operation:
+        vm = self._vm(project, zone, name)
+        op = Operation(project, zone, "start", vm)
+        if vm.status in _BOOTING:
+            op.finish()
+            return op
+        if vm.status != TERMINATED:
+            raise errors.not_ready(vm.path)
+        for kind in (FaultKind.QUOTA, FaultKind.STOCKOUT):
+            fault = self._take_fault(kind, vm)
+            if fault is None:
+                continue
+            error = self._fault_error(kind, vm)
+            if fault.mode == "sync":
+                raise error
+            # The operation is accepted, then fails; the VM never leaves TERMINATED.
+            self._schedule(self.config.staging_s, vm, lambda: op.finish(error))
+            return op
+        vm.boot_failure = self._take_fault(FaultKind.BOOT_FAILURE, vm) is not None
+        vm.generation += 1
+        vm.status, vm.pending_ops = PROVISIONING, [op]
+        vm.exit_code = vm.guest_error = None
+        staging_s = self.config.staging_s
+        self._schedule(staging_s / 2, vm, lambda: setattr(vm, "status", STAGING))
+        self._schedule(staging_s, vm, lambda: self._boot(vm))
+        return op
+
+    def stop(
+        self, project: str, zone: str, name: str, request_id: str | None = None
+    ) -> dict[str, Any]:
+        """POST instances/{name}/stop."""
+        return self._deduped(project, request_id, lambda: self._stop(project, zone, name))
+
+    def _stop(self, project: str, zone: str, name: str) -> Operation:
+        vm = self._vm(project, zone, name)
+        op = Operation(project, zone, "stop", vm)
+        if vm.status == TERMINATED:
+            op.finish()
+        elif vm.status == STOPPING:
+            vm.pending_ops.append(op)
+        else:
+            for interrupted in vm.pending_ops:
+                interrupted.finish()
+            vm.generation += 1
+            vm.status, vm.pending_ops = STOPPING, [op]
+            threading.Thread(
+                target=self._power_off,
+                args=(vm, vm.generation, vm.guest, vm.metadata_server),
+                name=f"stop-{vm.name}",
+                daemon=True,
+            ).start()
+        return op
+
+    def set_metadata(
+        self,
+        project: str,
+        zone: str,
+        name: str,
+        body: dict[str, Any] | None,
+        request_id: str | None = None,
+    ) -> dict[str, Any]:
+        """POST instances/{name}/setMetadata with `{fingerprint, items}`."""
+        return self._deduped(
+            project, request_id, lambda: self._set_metadata(project, zone, name, body or {})
+        )
+
+    def _set_metadata(self, project: str, zone: str, name: str, body: dict[str, Any]) -> Operation:
+        vm = self._vm(project, zone, name)
+        if body.get("fingerprint") != vm.fingerprint:
+            raise errors.fingerprint_mismatch()
+        items: list[dict[str, str]] = []
+        for item in body.get("items") or []:
+            key, value = item.get("key"), item.get("value", "")
+            if not isinstance(key, str) or not key or any(i["key"] == key for i in items):
+                raise errors.invalid("metadata.items.key", str(key), "Duplicate or empty key.")
+            items.append({"key": key, "value": str(value)})
+        size = sum(len(i["key"]) + len(i["value"].encode()) for i in items)
+        if size > _METADATA_MAX_BYTES:
+            raise errors.invalid("metadata", f"{size} bytes", "Metadata exceeds 512 KB.")
+        vm.metadata_items, vm.fingerprint = items, new_fingerprint()
+        op = Operation(project, zone, "setMetadata", vm)
+        op.finish()
+        return op
+
+    # --- transitions (run on timers and worker threads) ----------------------------------
+
+    def _schedule(self, delay_s: float, vm: Vm, action: Callable[[], None]) -> None:
+        generation = vm.generation
+
+        def fire() -> None:
+            with self.cond:
+                self._timers.discard(timer)
+                if self._closing.is_set() or vm.generation != generation:
+                    return
+                action()
+                self.cond.notify_all()
+
+        timer = threading.Timer(delay_s, fire)
+        timer.daemon = True
+        self._timers.add(timer)
+        timer.start()
+
+    def _boot(self, vm: Vm) -> None:
+        vm.status, vm.last_start_at = RUNNING, now_rfc3339()
+        vm.metadata_server = MetadataServer(self._tree_fn(vm), self.cond)
+        spec = vm.guest_spec
+        if spec is not None and not vm.boot_failure:
+            env = guest_env(
+                os.environ if spec.inherit_env else None, spec.env, vm.metadata_server.address
+            )
+            log_path = self.config.log_dir / f"{vm.name}.log"
+            try:
+                vm.guest = Guest(spec.argv, env, log_path, self._guest_exited_cb(vm))
+            except OSError as exc:
+                # A guest that cannot start is a VM that halts at boot; say why in the log.
+                vm.guest_error = f"{type(exc).__name__}: {exc}"
+                with open(log_path, "a") as log:
+                    log.write(f"--- localcloud compute: guest failed to start: {exc}\n")
+                vm.metadata_server.close()
+                self._set_terminated(vm)
+                return
+        for op in vm.pending_ops:
+            op.finish()
+        vm.pending_ops = []
+
+    def _tree_fn(self, vm: Vm) -> Callable[[], dict[str, Any]]:
+        config = self.config
+        return lambda: instance_tree(
+            project=config.project,
+            project_number=config.project_number,
+            name=vm.name,
+            zone=vm.zone,
+            instance_id=vm.id,
+            machine_type=vm.spec.machine_type,
+            attributes=vm.attributes(),
+            sa_email=config.sa_email,
+        )
+
+    def _guest_exited_cb(self, vm: Vm) -> Callable[[Guest, int], None]:
+        def exited(guest: Guest, code: int) -> None:
+            with self.cond:
+                if vm.guest is not guest:
+                    return
+                vm.exit_code = code
+                if vm.status != RUNNING:
+                    return  # a stop is under way and finishes the transition
+                # The guest halted the VM (like `shutdown -h now`): TERMINATED, no stop call.
+                server = vm.metadata_server
+                self._set_terminated(vm)
+            if server is not None:
+                server.close()
+
+        return exited
+
+    def _power_off(
+        self, vm: Vm, generation: int, guest: Guest | None, server: MetadataServer | None
+    ) -> None:
+        started = time.monotonic()
+        if guest is not None:
+            guest.terminate(self.config.stop_grace_s)
+        if server is not None:
+            server.close()
+        self._closing.wait(max(0.0, self.config.stopping_s - (time.monotonic() - started)))
+        with self.cond:
+            if vm.generation == generation:
+                self._set_terminated(vm)
+
+    def _set_terminated(self, vm: Vm) -> None:
+        vm.generation += 1
+        vm.status, vm.last_stop_at = TERMINATED, now_rfc3339()
+        vm.guest, vm.metadata_server = None, None
+        for op in vm.pending_ops:
+            op.finish()
+        vm.pending_ops = []
+        self.cond.notify_all()
+
+    # --- faults --------------------------------------------------------------------------
+
+    def _take_fault(self, kind: FaultKind, vm: Vm) -> Fault | None:
+        for index, fault in enumerate(self._faults):
+            if fault.kind == kind and fault.matches(vm.zone, vm.name):
+                if fault.count != "always":
+                    remaining = int(fault.count) - 1
+                    if remaining:
+                        self._faults[index] = fault.model_copy(update={"count": remaining})
+                    else:
+                        del self._faults[index]
+                return fault
+        return None
+
+    def _fault_error(self, kind: FaultKind, vm: Vm) -> errors.GceError:
+        if kind == FaultKind.STOCKOUT:
+            return errors.stockout(zone_path(vm.project, vm.zone))
+        accelerator = vm.spec.accelerator_type
+        metric = (
+            f"NVIDIA_{accelerator.removeprefix('nvidia-').upper().replace('-', '_')}_GPUS"
+            if accelerator and vm.spec.accelerator_count
+            else "CPUS"
+        )
+        return errors.quota_exceeded(metric, vm.zone.rsplit("-", 1)[0])
+
+    def add_faults(self, faults: list[Fault]) -> list[Fault]:
+        """Arm faults; they are consumed in the order added."""
+        with self.cond:
+            self._faults.extend(faults)
+            return list(self._faults)
+
+    def faults(self) -> list[Fault]:
+        """The armed faults."""
+        with self.cond:
+            return list(self._faults)
+
+    def clear_faults(self) -> None:
+        """Disarm every fault."""
+        with self.cond:
+            self._faults.clear()
+
+    # --- admin ---------------------------------------------------------------------------
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Every VM's state, for tests and the CLI."""
+        with self.cond:
+            return [
+                {
+                    "name": vm.name,
+                    "zone": vm.zone,
+                    "status": vm.status,
+                    "labels": dict(vm.spec.labels),
+                    "pid": vm.guest.pid if vm.guest else None,
+                    "guest_exit_code": vm.exit_code,
+                    "guest_error": vm.guest_error,
+                    "boot_failure": vm.boot_failure,
+                    "metadata_host": vm.metadata_server.address if vm.metadata_server else None,
+                    "metadata": vm.attributes(),
+                    "fingerprint": vm.fingerprint,
+                    "log_path": str(self.config.log_dir / f"{vm.name}.log"),
+                    "last_start_at": vm.last_start_at,
+                    "last_stop_at": vm.last_stop_at,
+                }
+                for vm in self._vms.values()
+            ]
+
+    def reset(self) -> None:
+        """Power off every VM at once, empty its metadata, disarm faults, abort operations."""
+        aborted = errors.GceError(409, "ABORTED", "The Compute stand-in was reset.")
+        with self.cond:
+            victims: list[tuple[Guest | None, MetadataServer | None]] = []
+            for vm in self._vms.values():
+                victims.append((vm.guest, vm.metadata_server))
+                for op in vm.pending_ops:
+                    op.finish(aborted)
+                vm.pending_ops = []
+                self._set_terminated(vm)
+                vm.last_stop_at = None
+                vm.metadata_items, vm.fingerprint = [], new_fingerprint()
+                vm.exit_code = vm.guest_error = None
+                vm.boot_failure = False
+            for op in self._ops.values():
+                op.finish(aborted)
+            self._faults.clear()
+        self._kill_all(victims)
+
+    def _kill_all(self, victims: list[tuple[Guest | None, MetadataServer | None]]) -> None:
+        def kill(guest: Guest | None, server: MetadataServer | None) -> None:
+            if guest is not None:
+                guest.terminate(self.config.stop_grace_s)
+            if server is not None:
+                server.close()
+
+        threads = [threading.Thread(target=kill, args=v, daemon=True) for v in victims]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def close(self) -> None:
+        """End every guest and metadata server; pending timers do nothing afterwards."""
+        self._closing.set()
+        with self.cond:
+            for timer in list(self._timers):
+                timer.cancel()
+            self._timers.clear()
+        self.reset()
+        with self.cond:
+            self.cond.notify_all()

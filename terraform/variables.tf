@@ -1,0 +1,304 @@
+# Inputs of the ComfyBurst root module. Units are in the names (_s, _days, _gb, _mb).
+
+variable "project_id" {
+  type        = string
+  description = "Google Cloud project that holds the whole deployment."
+}
+
+variable "region" {
+  type        = string
+  description = "Region of the functions, buckets, Scheduler job and the GPU pool's subnet."
+  default     = "us-central1"
+}
+
+variable "name_prefix" {
+  type        = string
+  description = "Prefix of every resource name; bucket names are '<project_id>-<name_prefix>-<purpose>'."
+  default     = "comfyburst"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,18}[a-z0-9]$", var.name_prefix))
+    error_message = "name_prefix must be 3-20 characters: lowercase letters, digits and hyphens."
+  }
+}
+
+variable "labels" {
+  type        = map(string)
+  description = "Labels added to every labelled resource."
+  default     = {}
+}
+
+variable "enable_apis" {
+  type        = bool
+  description = "Enable the Google APIs the deployment needs (turn off when the project is managed elsewhere)."
+  default     = true
+}
+
+# --- Storage -------------------------------------------------------------------------------
+
+variable "storage_location" {
+  type        = string
+  description = "Location of the buckets; defaults to the region."
+  default     = null
+}
+
+variable "jobs_retention_days" {
+  type        = number
+  description = "Days after which requests and inputs in the jobs bucket are deleted (catalogue/ is kept)."
+  default     = 30
+}
+
+variable "outputs_retention_days" {
+  type        = number
+  description = "Days after which rendered outputs are deleted."
+  default     = 30
+}
+
+variable "signals_retention_days" {
+  type        = number
+  description = "Days after which done flags are deleted."
+  default     = 30
+}
+
+variable "models_retention_days" {
+  type        = number
+  description = "Days after which mirrored models are deleted; 0 keeps them forever."
+  default     = 0
+}
+
+variable "create_models_bucket" {
+  type        = bool
+  description = "Create the models mirror bucket, so VMs pull models from GCS instead of Civitai / Hugging Face."
+  default     = true
+}
+
+variable "force_destroy_buckets" {
+  type        = bool
+  description = "Let terraform destroy delete non-empty buckets (for throwaway deployments)."
+  default     = false
+}
+
+# --- Firestore ---------------------------------------------------------------------------
+
+variable "firestore_location" {
+  type        = string
+  description = "Firestore location (a region or multi-region such as nam5). Fixed once created."
+  default     = "nam5"
+}
+
+variable "create_firestore_database" {
+  type        = bool
+  description = "Create the (default) Firestore database; false when the project already has one in native mode."
+  default     = true
+}
+
+variable "job_ttl_days" {
+  type        = number
+  description = "Days after which job documents expire (Firestore TTL on expire_at)."
+  default     = 30
+}
+
+# --- Pub/Sub -----------------------------------------------------------------------------
+
+variable "results_retention_s" {
+  type        = number
+  description = "How long the results subscription keeps unacknowledged messages, in seconds."
+  default     = 604800
+}
+
+variable "results_ack_deadline_s" {
+  type        = number
+  description = "Ack deadline of the results subscription, in seconds."
+  default     = 60
+}
+
+variable "results_max_delivery_attempts" {
+  type        = number
+  description = "Deliveries of a result message before it goes to the dead-letter topic (5-100)."
+  default     = 10
+}
+
+# --- Functions ---------------------------------------------------------------------------
+
+variable "functions_runtime" {
+  type        = string
+  description = "Cloud Functions (gen2) Python runtime."
+  default     = "python312"
+}
+
+variable "api_memory_mb" {
+  type        = number
+  description = "Memory of the API function, in MiB."
+  default     = 512
+}
+
+variable "api_timeout_s" {
+  type        = number
+  description = "Request timeout of the API function, in seconds."
+  default     = 60
+}
+
+variable "api_max_instances" {
+  type        = number
+  description = "Maximum instances of the API function."
+  default     = 10
+}
+
+variable "api_invoker_members" {
+  type        = list(string)
+  description = "IAM members allowed to call the API in iam auth mode, e.g. [\"user:me@example.com\"]."
+  default     = []
+}
+
+variable "auth_mode" {
+  type        = string
+  description = "API authentication: 'iam' (Cloud Run checks a Google ID token) or 'api_key' (public endpoint, X-API-Key checked against hashes in Secret Manager)."
+  default     = "iam"
+
+  validation {
+    condition     = contains(["iam", "api_key"], var.auth_mode)
+    error_message = "auth_mode must be 'iam' or 'api_key'."
+  }
+}
+
+variable "event_function_timeout_s" {
+  type        = number
+  description = "Timeout of the done-flag trigger function, in seconds (event functions allow at most 540)."
+  default     = 120
+}
+
+variable "reaper_timeout_s" {
+  type        = number
+  description = "Timeout of the reaper function, in seconds."
+  default     = 120
+}
+
+variable "reaper_schedule" {
+  type        = string
+  description = "Cron schedule of the reaper (Cloud Scheduler syntax)."
+  default     = "* * * * *"
+}
+
+variable "scheduler_time_zone" {
+  type        = string
+  description = "Time zone of the reaper schedule."
+  default     = "Etc/UTC"
+}
+
+variable "function_settings" {
+  type        = map(string)
+  description = "Extra COMFYBURST_* settings for the functions, keyed by the setting's name without prefix (e.g. { boot_timeout_s = \"900\" })."
+  default     = {}
+}
+
+# --- GPU pool ----------------------------------------------------------------------------
+
+variable "pool_name" {
+  type        = string
+  description = "Value of the comfyburst-pool label the dispatcher selects VMs by."
+  default     = "default"
+}
+
+variable "gpu_vm_count" {
+  type        = number
+  description = "Number of GPU VMs in the pool (created stopped). 0 until the image exists."
+  default     = 1
+}
+
+variable "gpu_zones" {
+  type        = list(string)
+  description = "Zones of the pool, in the region; VMs are spread over them round-robin."
+  default     = ["us-central1-a", "us-central1-b", "us-central1-c"]
+}
+
+variable "gpu_machine_type" {
+  type        = string
+  description = "Machine type of the GPU VMs."
+  default     = "n1-standard-8"
+}
+
+variable "gpu_accelerator_type" {
+  type        = string
+  description = "Accelerator type attached to each VM (ignored when gpu_accelerator_count is 0, e.g. for g2/a2 machine types that bring their GPU)."
+  default     = "nvidia-tesla-t4"
+}
+
+variable "gpu_accelerator_count" {
+  type        = number
+  description = "Accelerators per VM; 0 for machine types with built-in GPUs (g2, a2, a3)."
+  default     = 1
+}
+
+variable "gpu_image_family" {
+  type        = string
+  description = "Image family baked by gpu_image/ (packer build)."
+  default     = "comfyburst-gpu"
+}
+
+variable "gpu_image_project_id" {
+  type        = string
+  description = "Project holding the image family; defaults to project_id."
+  default     = null
+}
+
+variable "gpu_boot_disk_size_gb" {
+  type        = number
+  description = "Boot disk size in GB; it holds the model cache, which survives stop/start."
+  default     = 200
+}
+
+variable "gpu_boot_disk_type" {
+  type        = string
+  description = "Boot disk type of the GPU VMs."
+  default     = "pd-balanced"
+}
+
+variable "gpu_spot" {
+  type        = bool
+  description = "Use Spot VMs (cheaper, preemptible; the reaper requeues preempted jobs)."
+  default     = false
+}
+
+variable "subnet_cidr" {
+  type        = string
+  description = "CIDR range of the GPU pool's subnet."
+  default     = "10.80.0.0/24"
+}
+
+variable "allow_iap_ssh" {
+  type        = bool
+  description = "Allow SSH to the GPU VMs through Identity-Aware Proxy (for debugging)."
+  default     = false
+}
+
+# --- Worker ------------------------------------------------------------------------------
+
+variable "heartbeat_interval_s" {
+  type        = number
+  description = "Seconds between the worker's heartbeats."
+  default     = 5
+}
+
+variable "lease_ttl_s" {
+  type        = number
+  description = "Lifetime of a VM lease, in seconds."
+  default     = 900
+}
+
+variable "drain_grace_s" {
+  type        = number
+  description = "Seconds a worker waits for another queued job before shutting its VM down."
+  default     = 30
+}
+
+variable "model_hosts" {
+  type        = list(string)
+  description = "Hosts model URLs may point to (https)."
+  default     = ["civitai.com", "huggingface.co", "storage.googleapis.com"]
+}
+
+variable "gs_model_buckets" {
+  type        = list(string)
+  description = "Extra buckets gs:// model URLs may point to (the models bucket is always allowed)."
+  default     = []
+}

@@ -1,0 +1,238 @@
+"""In-memory fakes of the ports, for unit tests of domain code only."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from itertools import count
+
+from comfyburst.errors import CapacityError, NotFound, PreconditionFailed
+from comfyburst.ports import JobMutation, VmStatus
+from comfyburst.schema import Job, VmRecord
+from comfyburst.states import JobState
+
+
+class FixedClock:
+    """A clock that moves only when told."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.current = start or datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self.current
+
+    def advance(self, seconds: float) -> datetime:
+        self.current += timedelta(seconds=seconds)
+        return self.current
+
+
+class InMemoryJobStore:
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self.jobs: dict[str, Job] = {}
+        self.idempotency: dict[str, str] = {}
+        self.vms: dict[str, tuple[VmRecord, int]] = {}
+        self._versions = count(1)
+
+    def create_job(self, job: Job) -> tuple[Job, bool]:
+        with self._lock:
+            key = job.idempotency_key
+            if key is not None and key in self.idempotency:
+                return self.jobs[self.idempotency[key]], False
+            if job.job_id in self.jobs:
+                raise PreconditionFailed(f"job {job.job_id} exists")
+            if key is not None:
+                self.idempotency[key] = job.job_id
+            self.jobs[job.job_id] = job.model_copy(deep=True)
+            return job, True
+
+    def get_job(self, job_id: str) -> Job | None:
+        with self._lock:
+            job = self.jobs.get(job_id)
+            return job.model_copy(deep=True) if job else None
+
+    def update_job(self, job_id: str, mutate: JobMutation) -> Job:
+        with self._lock:
+            current = self.jobs.get(job_id)
+            if current is None:
+                raise NotFound(f"job {job_id} not found")
+            updated = mutate(current.model_copy(deep=True))
+            if updated is None:
+                return current.model_copy(deep=True)
+            self.jobs[job_id] = updated.model_copy(deep=True)
+            return updated
+
+    def patch_job(self, job_id: str, fields: dict[str, object]) -> None:
+        with self._lock:
+            current = self.jobs.get(job_id)
+            if current is None:
+                raise NotFound(f"job {job_id} not found")
+            if "state" in fields:
+                raise ValueError("patch_job never changes the state")
+            data = current.model_dump()
+            for path, value in fields.items():
+                target = data
+                *parents, leaf = path.split(".")
+                for part in parents:
+                    target = target[part]
+                target[leaf] = value
+            self.jobs[job_id] = Job.model_validate(data)
+
+    def list_jobs(self, states: Iterable[JobState], limit: int = 500) -> list[Job]:
+        wanted = set(states)
+        with self._lock:
+            jobs = [j for j in self.jobs.values() if j.state in wanted]
+        jobs.sort(key=lambda j: j.created_at)
+        return [j.model_copy(deep=True) for j in jobs[:limit]]
+
+    def get_vm(self, name: str) -> tuple[VmRecord | None, object | None]:
+        with self._lock:
+            if name not in self.vms:
+                return None, None
+            record, version = self.vms[name]
+            return record.model_copy(deep=True), version
+
+    def list_vms(self) -> list[VmRecord]:
+        with self._lock:
+            return [r.model_copy(deep=True) for r, _ in self.vms.values()]
+
+    def put_vm(self, vm: VmRecord, expected_version: object | None) -> object:
+        with self._lock:
+            existing = self.vms.get(vm.name)
+            if expected_version is None and existing is not None:
+                raise PreconditionFailed(f"vm {vm.name} exists")
+            if expected_version is not None and (
+                existing is None or existing[1] != expected_version
+            ):
+                raise PreconditionFailed(f"vm {vm.name} changed")
+            version = next(self._versions)
+            self.vms[vm.name] = (vm.model_copy(deep=True), version)
+            return version
+
+
+class InMemoryBlobStore:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.objects: dict[tuple[str, str], tuple[bytes, str, int]] = {}
+        self._generations = count(1)
+
+    def write(
+        self,
+        bucket: str,
+        name: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        if_generation_match: int | None = None,
+    ) -> int:
+        with self._lock:
+            existing = self.objects.get((bucket, name))
+            if if_generation_match is not None:
+                current = existing[2] if existing else 0
+                if current != if_generation_match:
+                    raise PreconditionFailed(f"gs://{bucket}/{name} generation mismatch")
+            generation = next(self._generations)
+            self.objects[(bucket, name)] = (bytes(data), content_type, generation)
+            return generation
+
+    def read(self, bucket: str, name: str) -> bytes | None:
+        with self._lock:
+            item = self.objects.get((bucket, name))
+            return item[0] if item else None
+
+    def generation(self, bucket: str, name: str) -> int | None:
+        with self._lock:
+            item = self.objects.get((bucket, name))
+            return item[2] if item else None
+
+    def list(self, bucket: str, prefix: str) -> list[str]:
+        with self._lock:
+            return sorted(n for b, n in self.objects if b == bucket and n.startswith(prefix))
+
+    def delete(self, bucket: str, name: str) -> None:
+        with self._lock:
+            self.objects.pop((bucket, name), None)
+
+    def upload_file(self, bucket: str, name: str, path: str, content_type: str) -> int:
+        with open(path, "rb") as fh:
+            return self.write(bucket, name, fh.read(), content_type)
+
+    def download_file(self, bucket: str, name: str, path: str) -> bool:
+        data = self.read(bucket, name)
+        if data is None:
+            return False
+        with open(path, "wb") as fh:
+            fh.write(data)
+        return True
+
+
+class FakeSigner:
+    def sign_get(self, bucket: str, name: str, ttl_s: int) -> str:
+        return f"https://signed.invalid/{bucket}/{name}?ttl={ttl_s}"
+
+
+class InMemoryPublisher:
+    def __init__(self) -> None:
+        self.messages: list[tuple[bytes, dict[str, str]]] = []
+        self.fail_next = 0
+
+    def publish(self, data: bytes, attributes: dict[str, str]) -> str:
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            raise RuntimeError("injected publish failure")
+        self.messages.append((data, dict(attributes)))
+        return str(len(self.messages))
+
+
+class FakeFleet:
+    """VMs that change state at once; faults are set per VM or per zone."""
+
+    def __init__(self, vms: Iterable[tuple[str, str]]) -> None:
+        self._lock = threading.Lock()
+        self.vms = {name: VmStatus(name=name, zone=zone, status="TERMINATED", fingerprint="f0")
+                    for name, zone in vms}
+        self.stockout_zones: set[str] = set()
+        self.calls: list[tuple[str, str]] = []
+        self._fingerprints = count(1)
+
+    def list(self) -> list[VmStatus]:
+        with self._lock:
+            return list(self.vms.values())
+
+    def get(self, zone: str, name: str) -> VmStatus:
+        with self._lock:
+            return self.vms[name]
+
+    def start(self, zone: str, name: str, request_id: str) -> str:
+        with self._lock:
+            self.calls.append(("start", name))
+            vm = self.vms[name]
+            if zone in self.stockout_zones:
+                raise CapacityError("stockout", reason="ZONE_RESOURCE_POOL_EXHAUSTED")
+            if vm.status == "STOPPING":
+                raise CapacityError("not ready", reason="RESOURCE_NOT_READY")
+            self.vms[name] = replace(vm, status="RUNNING")
+            return f"op-start-{name}-{request_id}"
+
+    def stop(self, zone: str, name: str, request_id: str) -> str:
+        with self._lock:
+            self.calls.append(("stop", name))
+            self.vms[name] = replace(self.vms[name], status="TERMINATED")
+            return f"op-stop-{name}-{request_id}"
+
+    def set_metadata(
+        self, zone: str, name: str, items: dict[str, str], fingerprint: str | None, request_id: str
+    ) -> str:
+        with self._lock:
+            self.calls.append(("set_metadata", name))
+            vm = self.vms[name]
+            if fingerprint != vm.fingerprint:
+                raise PreconditionFailed("stale fingerprint")
+            self.vms[name] = replace(
+                vm, metadata={**vm.metadata, **items}, fingerprint=f"f{next(self._fingerprints)}"
+            )
+            return f"op-meta-{name}-{request_id}"
+
+    def operation_error(self, zone: str, operation: str) -> str | None:
+        return None
