@@ -1,0 +1,199 @@
+"""`comfyburst`: submit, follow, cancel jobs; watch results; run the local cloud."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from comfyburst.client import ApiClient, ApiError, ClientSettings
+from comfyburst.errors import SettingsError
+from comfyburst_cli.requests_builder import CliInputError, load_request
+
+app = typer.Typer(
+    help="ComfyBurst: render ComfyUI workflows on GPUs that exist only while there is work."
+)
+local_app = typer.Typer(help="The local cloud: emulators, Compute stand-in, functions, workers.")
+app.add_typer(local_app, name="local")
+console = Console()
+LOCAL_ENV = Path(".localcloud/env")
+
+
+def load_env_file(path: Path) -> dict[str, str]:
+    """Read the `export K=V` lines the local cloud writes."""
+    values: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line.startswith("export "):
+            key, _, value = line[len("export ") :].partition("=")
+            values[key] = shlex.split(value)[0] if value else ""
+    return values
+
+
+def _client() -> ApiClient:
+    if not os.environ.get("COMFYBURST_API_URL") and LOCAL_ENV.exists():
+        for key, value in load_env_file(LOCAL_ENV).items():
+            os.environ.setdefault(key, value)
+    try:
+        return ApiClient(ClientSettings())
+    except SettingsError as exc:
+        console.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(2) from exc
+
+
+def _fail(exc: ApiError) -> typer.Exit:
+    console.print(f"[red]error {exc.status} ({exc.code}):[/red] {exc.message}")
+    for node_id, node in exc.node_errors.items():
+        for err in node.get("errors", []):
+            console.print(
+                f"  node {node_id} ({node.get('class_type')}): {err.get('message')}"
+                f" — {err.get('details')}"
+            )
+    return typer.Exit(1)
+
+
+def _show(job: dict[str, Any]) -> None:
+    table = Table(show_header=False, box=None)
+    for key in ("job_id", "state", "attempt", "queued_reason"):
+        if job.get(key) is not None:
+            table.add_row(key, str(job[key]))
+    if job.get("vm"):
+        table.add_row("vm", f"{job['vm'].get('name')} ({job['vm'].get('zone')})")
+    if job.get("timings"):
+        table.add_row("timings", json.dumps(job["timings"]))
+    if job.get("error"):
+        table.add_row("error", json.dumps(job["error"]))
+    for out in job.get("outputs") or []:
+        table.add_row(
+            "output", f"{out.get('name')} {out.get('size_bytes')} B {out.get('signed_url')}"
+        )
+    console.print(table)
+
+
+def _follow(client: ApiClient, job_id: str) -> dict[str, Any]:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task(f"{job_id} queued", total=1.0)
+
+        def update(job: dict[str, Any]) -> None:
+            fraction = (job.get("progress") or {}).get("fraction") or 0.0
+            progress.update(task, completed=fraction, description=f"{job_id} {job.get('state')}")
+
+        return client.wait(job_id, on_update=update)
+
+
+def _save_outputs(client: ApiClient, job: dict[str, Any], out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for out in job.get("outputs") or []:
+        if out.get("signed_url"):
+            target = out_dir / Path(out["name"]).name
+            size = client.download(out["signed_url"], str(target))
+            console.print(f"saved {target} ({size} bytes)")
+
+
+@app.command()
+def submit(
+    workflow: Annotated[
+        Path, typer.Argument(help="API-format workflow JSON, or a whole job request")
+    ],
+    model: Annotated[list[str], typer.Option(help="KIND[/FILENAME]=URL[#sha256=HEX]")] = [],  # noqa: B006
+    input: Annotated[
+        list[Path], typer.Option(help="An input image (LoadImage uses its name)")
+    ] = [],  # noqa: B006
+    timeout_s: Annotated[int | None, typer.Option(help="Job deadline in seconds")] = None,
+    wait: Annotated[bool, typer.Option(help="Follow the job to its end")] = False,
+    out: Annotated[Path | None, typer.Option(help="With --wait: save outputs here")] = None,
+    idempotency_key: Annotated[str | None, typer.Option(help="Repeat-safe submit key")] = None,
+) -> None:
+    """Submit a workflow."""
+    try:
+        request = load_request(workflow, model, input, timeout_s)
+    except CliInputError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    client = _client()
+    try:
+        job = client.submit(request, idempotency_key)
+        if wait:
+            job = _follow(client, job["job_id"])
+            if out is not None:
+                _save_outputs(client, job, out)
+    except ApiError as exc:
+        raise _fail(exc) from exc
+    _show(job)
+    if wait and job.get("state") != "succeeded":
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(job_id: str, wait: bool = False, out: Path | None = None) -> None:
+    """Show a job (and follow it with --wait)."""
+    client = _client()
+    try:
+        job = _follow(client, job_id) if wait else client.get(job_id)
+        if out is not None:
+            _save_outputs(client, job, out)
+    except ApiError as exc:
+        raise _fail(exc) from exc
+    _show(job)
+
+
+@app.command()
+def cancel(job_id: str) -> None:
+    """Cancel a job."""
+    client = _client()
+    try:
+        _show(client.cancel(job_id))
+    except ApiError as exc:
+        raise _fail(exc) from exc
+
+
+@app.command()
+def watch(
+    subscription: Annotated[str | None, typer.Argument(help="projects/P/subscriptions/S")] = None,
+    max_messages: Annotated[int | None, typer.Option(help="Stop after this many results")] = None,
+    timeout_s: Annotated[float | None, typer.Option(help="Stop after this many seconds")] = None,
+) -> None:
+    """Print each result message as it arrives on a subscription."""
+    from comfyburst_cli.watch import watch as run_watch
+
+    if not os.environ.get("COMFYBURST_RESULTS_SUBSCRIPTION") and LOCAL_ENV.exists():
+        for key, value in load_env_file(LOCAL_ENV).items():
+            os.environ.setdefault(key, value)
+    subscription = subscription or os.environ.get("COMFYBURST_RESULTS_SUBSCRIPTION")
+    if not subscription:
+        console.print(
+            "[red]error:[/red] give a subscription or set COMFYBURST_RESULTS_SUBSCRIPTION"
+        )
+        raise typer.Exit(2)
+    run_watch(subscription, max_messages=max_messages, timeout_s=timeout_s)
+
+
+@local_app.command("up")
+def local_up() -> None:
+    """Start the local cloud and write .localcloud/env."""
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "localcloud", "up"]))
+
+
+@local_app.command("down")
+def local_down() -> None:
+    """Stop everything the local cloud started."""
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "localcloud", "down"]))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,79 @@
+"""The edge to ComfyUI: every `comfy.*`, `folder_paths` and `server` import lives here, inside
+functions, so the package imports and is tested without ComfyUI."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from importlib import resources
+
+
+def progress_reporter(total: int) -> Callable[[int], None]:
+    """A callback that moves ComfyUI's progress bar of the running node (no-op outside)."""
+    try:
+        import comfy.utils
+    except ImportError:
+        return lambda value: None
+    bar = comfy.utils.ProgressBar(total)
+    return lambda value: bar.update_absolute(value, total)
+
+
+def interrupt_requested() -> bool:
+    """True when the user pressed Cancel in ComfyUI."""
+    try:
+        import comfy.model_management
+    except ImportError:
+        return False
+    return bool(comfy.model_management.processing_interrupted())
+
+
+def raise_if_interrupted() -> None:
+    try:
+        import comfy.model_management
+    except ImportError:
+        return
+    comfy.model_management.throw_exception_if_processing_interrupted()
+
+
+def _folder(getter: str) -> str | None:
+    try:
+        import folder_paths
+    except ImportError:
+        return None
+    return str(getattr(folder_paths, getter)())
+
+
+def user_directory() -> str | None:
+    return _folder("get_user_directory")
+
+
+def output_directory() -> str | None:
+    return _folder("get_output_directory")
+
+
+def input_directory() -> str | None:
+    return _folder("get_input_directory")
+
+
+def _catalogue_combo(class_type: str, input_name: str) -> list[str]:
+    """A combo's values from the catalogue that ships with the shared package."""
+    data = resources.files("comfyburst.preflight").joinpath("data/object_info.json").read_text()
+    spec = json.loads(data)[class_type]["input"]["required"][input_name]
+    values = spec[0] if isinstance(spec[0], list) else spec[1].get("options", [])
+    return [str(v) for v in values]
+
+
+def sampler_names() -> list[str]:
+    try:
+        import comfy.samplers
+    except ImportError:
+        return _catalogue_combo("KSampler", "sampler_name")
+    return list(comfy.samplers.KSampler.SAMPLERS)
+
+
+def scheduler_names() -> list[str]:
+    try:
+        import comfy.samplers
+    except ImportError:
+        return _catalogue_combo("KSampler", "scheduler")
+    return list(comfy.samplers.KSampler.SCHEDULERS)

@@ -1,0 +1,89 @@
+"""Run one job on the ComfyBurst API from inside a node: submit, follow, cancel, fetch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from comfyburst.client import ApiClient, ApiError
+
+PROGRESS_STEPS = 1000
+
+
+class RemoteJobError(RuntimeError):
+    """The remote job could not run; the message names the remote node and ComfyUI's words."""
+
+
+class RemoteJobCancelled(RuntimeError):
+    """The remote job was cancelled (from ComfyUI or elsewhere)."""
+
+
+@dataclass
+class RemoteResult:
+    job: dict[str, Any]
+    images: list[tuple[str, bytes]] = field(default_factory=list)
+    files: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+def describe_rejection(exc: ApiError) -> str:
+    """A pre-flight or request rejection as one readable message, node by node."""
+    lines = [f"ComfyBurst rejected the workflow ({exc.status} {exc.code}): {exc.message}"]
+    for node_id, node in sorted(exc.node_errors.items()):
+        for err in node.get("errors", []):
+            lines.append(
+                f"  node {node_id} ({node.get('class_type')}): {err.get('message')}"
+                f" — {err.get('details')}"
+            )
+    return "\n".join(lines)
+
+
+def describe_failure(job: dict[str, Any]) -> str:
+    error = job.get("error") or {}
+    where = ""
+    if error.get("node_id"):
+        where = f" on remote node {error['node_id']}"
+        if error.get("node_type"):
+            where += f" ({error['node_type']})"
+    return (
+        f"ComfyBurst job {job.get('job_id')} {job.get('state')}{where}: "
+        f"{error.get('message') or 'no details'}"
+    )
+
+
+def run_job(
+    client: ApiClient,
+    request: dict[str, Any],
+    *,
+    is_image: Callable[[str], bool],
+    on_progress: Callable[[int], None] = lambda value: None,
+    interrupted: Callable[[], bool] = lambda: False,
+    poll_s: float = 0.5,
+) -> RemoteResult:
+    """Submit, follow with progress (0..PROGRESS_STEPS), cancel remotely when `interrupted`,
+    and fetch every output."""
+    try:
+        job = client.submit(request)
+    except ApiError as exc:
+        raise RemoteJobError(describe_rejection(exc)) from exc
+
+    def update(current: dict[str, Any]) -> None:
+        fraction = float((current.get("progress") or {}).get("fraction") or 0.0)
+        on_progress(int(min(max(fraction, 0.0), 1.0) * PROGRESS_STEPS))
+
+    job = client.wait(job["job_id"], poll_s=poll_s, on_update=update, should_cancel=interrupted)
+    if job.get("state") == "cancelled":
+        raise RemoteJobCancelled(f"ComfyBurst job {job.get('job_id')} was cancelled")
+    if job.get("state") != "succeeded":
+        raise RemoteJobError(describe_failure(job))
+    on_progress(PROGRESS_STEPS)
+    result = RemoteResult(job=job)
+    for output in job.get("outputs") or []:
+        url = output.get("signed_url")
+        if not url:
+            raise RemoteJobError(f"output {output.get('name')} of {job['job_id']} has no URL")
+        name = PurePosixPath(output["name"]).name
+        target = result.images if is_image(name) else result.files
+        target.append((name, client.fetch(url)))
+    return result

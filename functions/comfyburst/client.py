@@ -1,0 +1,210 @@
+"""HTTP client of the ComfyBurst API, shared by the CLI and the ComfyUI node.
+
+Auth: an API key (`X-API-Key`), or a Google ID token for Cloud Run IAM — from a
+service-account key file or Application Default Credentials (metadata server, gcloud).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import requests
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from comfyburst.errors import ComfyBurstError, SettingsError
+
+TERMINAL = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
+ID_TOKEN_REFRESH_MARGIN_S = 300
+
+
+class ClientSettings(BaseSettings):
+    """Where the API is and how to authenticate (environment, prefix COMFYBURST_)."""
+
+    model_config = SettingsConfigDict(env_prefix="COMFYBURST_", extra="ignore")
+
+    api_url: str | None = Field(default=None, description="Base URL of the deployed API")
+    api_key: str | None = Field(default=None, description="API key (api_key auth mode)")
+    id_token_audience: str | None = Field(
+        default=None, description="Audience for the Google ID token; default: the API URL"
+    )
+    credentials_file: str | None = Field(
+        default=None, description="Service-account key file for ID tokens; default: ADC"
+    )
+    auth: str = Field(default="auto", description="auto | api_key | id_token | none")
+    timeout_s: float = 30.0
+
+    def require_url(self) -> str:
+        if not self.api_url:
+            raise SettingsError(
+                "ComfyBurst API URL is not set: set COMFYBURST_API_URL "
+                "(or api_url in the settings file)"
+            )
+        return self.api_url.rstrip("/")
+
+
+class ApiError(ComfyBurstError):
+    """The API answered with an error; `status` and the machine-readable `body` kept."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        message = error.get("message") if isinstance(error, dict) else None
+        super().__init__(message or f"API answered HTTP {status}")
+        self.status = status
+        self.body = body
+        self.code = (error.get("code") if isinstance(error, dict) else None) or "api_error"
+
+    @property
+    def node_errors(self) -> dict[str, Any]:
+        """ComfyUI-shaped node errors of a pre-flight rejection (empty otherwise)."""
+        if isinstance(self.body, dict) and isinstance(self.body.get("node_errors"), dict):
+            return self.body["node_errors"]
+        return {}
+
+
+class _IdTokenSource:
+    """Google ID tokens for one audience, refreshed before they expire."""
+
+    def __init__(self, audience: str, credentials_file: str | None) -> None:
+        self._audience = audience
+        self._credentials_file = credentials_file
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._expires_at = 0.0
+
+    def token(self) -> str:
+        with self._lock:
+            if self._token is None or time.time() > self._expires_at - ID_TOKEN_REFRESH_MARGIN_S:
+                self._token, self._expires_at = self._fetch()
+            return self._token
+
+    def _fetch(self) -> tuple[str, float]:
+        import google.auth.transport.requests
+        import google.oauth2.id_token
+        from google.oauth2 import service_account
+
+        request = google.auth.transport.requests.Request()
+        if self._credentials_file:
+            creds = service_account.IDTokenCredentials.from_service_account_file(
+                self._credentials_file, target_audience=self._audience
+            )
+            creds.refresh(request)
+            expiry = creds.expiry.timestamp() if creds.expiry else time.time() + 3000
+            return creds.token, expiry
+        token = google.oauth2.id_token.fetch_id_token(request, self._audience)
+        # Google ID tokens live one hour; refresh well before that.
+        return token, time.time() + 3600
+
+
+class ApiClient:
+    """Submit, watch, cancel jobs on a ComfyBurst API."""
+
+    def __init__(
+        self,
+        settings: ClientSettings,
+        *,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.base_url = settings.require_url()
+        self._settings = settings
+        self._session = session or requests.Session()
+        self._id_tokens: _IdTokenSource | None = None
+        mode = settings.auth
+        if mode == "auto":
+            mode = "api_key" if settings.api_key else "none"
+            if not settings.api_key and (
+                settings.credentials_file or self.base_url.startswith("https://")
+            ):
+                mode = "id_token"
+        if mode == "api_key" and not settings.api_key:
+            raise SettingsError("auth is api_key but COMFYBURST_API_KEY is not set")
+        if mode == "id_token":
+            audience = settings.id_token_audience or self.base_url
+            self._id_tokens = _IdTokenSource(audience, settings.credentials_file)
+        self.auth_mode = mode
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        if self.auth_mode == "api_key" and self._settings.api_key:
+            headers["X-API-Key"] = self._settings.api_key
+        elif self._id_tokens is not None:
+            headers["Authorization"] = f"Bearer {self._id_tokens.token()}"
+        return headers
+
+    def _call(
+        self, method: str, path: str, json_body: Any = None, headers: dict[str, str] | None = None
+    ) -> Any:
+        response = self._session.request(
+            method,
+            f"{self.base_url}{path}",
+            json=json_body,
+            headers={**self._headers(), **(headers or {})},
+            timeout=self._settings.timeout_s,
+        )
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"error": {"code": "bad_response", "message": response.text[:500]}}
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, body)
+        return body
+
+    def submit(self, request: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
+        """POST /jobs; the same idempotency key never makes a second job."""
+        key = idempotency_key or str(uuid.uuid4())
+        return self._call("POST", "/jobs", request, {"Idempotency-Key": key})
+
+    def validate(self, request: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/jobs:validate", request)
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/jobs/{job_id}")
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/jobs/{job_id}:cancel")
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        poll_s: float = 0.5,
+        timeout_s: float | None = None,
+        on_update: Callable[[dict[str, Any]], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> dict[str, Any]:
+        """Poll until the job is terminal; `should_cancel` returning True cancels it remotely."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        cancel_sent = False
+        while True:
+            job = self.get(job_id)
+            if on_update is not None:
+                on_update(job)
+            if job.get("state") in TERMINAL:
+                return job
+            if should_cancel is not None and not cancel_sent and should_cancel():
+                self.cancel(job_id)
+                cancel_sent = True
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job.get('state')} after {timeout_s} s")
+            time.sleep(poll_s)
+
+    def fetch(self, url: str) -> bytes:
+        """The bytes behind a (signed) output URL."""
+        response = self._session.get(url, timeout=self._settings.timeout_s)
+        response.raise_for_status()
+        return response.content
+
+    def download(self, url: str, path: str, chunk_bytes: int = 1 << 20) -> int:
+        """Save a (signed) output URL to a file; returns the byte count."""
+        written = 0
+        with self._session.get(url, stream=True, timeout=self._settings.timeout_s) as response:
+            response.raise_for_status()
+            with open(path, "wb") as fh:
+                for chunk in response.iter_content(chunk_bytes):
+                    fh.write(chunk)
+                    written += len(chunk)
+        return written
