@@ -66,6 +66,12 @@ variable "models_retention_days" {
   default     = 0
 }
 
+variable "function_source_retention_days" {
+  type        = number
+  description = "Days after which old function source zips are deleted (deployed functions keep their built image)."
+  default     = 90
+}
+
 variable "create_models_bucket" {
   type        = bool
   description = "Create the models mirror bucket, so VMs pull models from GCS instead of Civitai / Hugging Face."

@@ -87,6 +87,12 @@ class InMemoryJobStore:
         jobs.sort(key=lambda j: j.created_at)
         return [j.model_copy(deep=True) for j in jobs[:limit]]
 
+    def list_unpublished_results(self, limit: int = 100) -> list[Job]:
+        with self._lock:
+            jobs = [j for j in self.jobs.values() if j.state.terminal and not j.result_published_at]
+        jobs.sort(key=lambda j: j.finished_at or j.created_at)
+        return [j.model_copy(deep=True) for j in jobs[:limit]]
+
     def get_vm(self, name: str) -> tuple[VmRecord | None, object | None]:
         with self._lock:
             if name not in self.vms:
@@ -190,9 +196,12 @@ class FakeFleet:
 
     def __init__(self, vms: Iterable[tuple[str, str]]) -> None:
         self._lock = threading.Lock()
-        self.vms = {name: VmStatus(name=name, zone=zone, status="TERMINATED", fingerprint="f0")
-                    for name, zone in vms}
+        self.vms = {
+            name: VmStatus(name=name, zone=zone, status="TERMINATED", fingerprint="f0")
+            for name, zone in vms
+        }
         self.stockout_zones: set[str] = set()
+        self.operation_errors: dict[str, str] = {}  # operation name -> error code, set by tests
         self.calls: list[tuple[str, str]] = []
         self._fingerprints = count(1)
 
@@ -235,4 +244,4 @@ class FakeFleet:
             return f"op-meta-{name}-{request_id}"
 
     def operation_error(self, zone: str, operation: str) -> str | None:
-        return None
+        return self.operation_errors.get(operation)

@@ -48,6 +48,11 @@ class JobStore(Protocol):
         """Jobs in any of the given states, oldest first."""
         ...
 
+    def list_unpublished_results(self, limit: int = 100) -> list[Job]:
+        """Terminal jobs whose result message was not published yet (`result_published_at`
+        null), so the reaper can publish their stored result again."""
+        ...
+
     def get_vm(self, name: str) -> tuple[VmRecord | None, object | None]:
         """The VM document and an opaque version token for a conditional write."""
         ...

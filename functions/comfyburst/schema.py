@@ -256,6 +256,11 @@ class Job(_Strict):
     idempotency_key: str | None = None
     caller: str | None = None
     worker_timings: WorkerTimings | None = None
+    # The result message is fixed when the job turns terminal and stored here, so a retried
+    # publish (event redelivery) sends the same bytes; consumers dedupe on job_id + status.
+    result: ResultMessage | None = None
+    result_sha256: str | None = Field(default=None, description="sha256 of the result body")
+    result_published_at: datetime | None = None
 
 
 class DoneStatus(str, Enum):

@@ -33,7 +33,13 @@ TERMINAL_STATES = frozenset(
 # starting/running -> queued is the retry of a retryable infrastructure fault (attempt + 1).
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.QUEUED: frozenset(
-        {JobState.STARTING, JobState.RUNNING, JobState.CANCELLED, JobState.TIMED_OUT, JobState.FAILED}
+        {
+            JobState.STARTING,
+            JobState.RUNNING,
+            JobState.CANCELLED,
+            JobState.TIMED_OUT,
+            JobState.FAILED,
+        }
     ),
     JobState.STARTING: frozenset(
         {

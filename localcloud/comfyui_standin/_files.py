@@ -11,6 +11,7 @@ from aiohttp import web
 from PIL import Image
 
 from ._paths import FOLDER_TYPES, Dirs, UnsafePathError, inside, split_annotated
+from ._state import STANDIN_KEY
 
 _PREVIEW_FORMATS = {"webp": "image/webp", "jpeg": "image/jpeg", "jpg": "image/jpeg"}
 
@@ -21,7 +22,7 @@ def _empty(status: int) -> web.Response:
 
 async def view(request: web.Request) -> web.Response:
     """Serve a file of the input/output/temp area; 404 when missing, 400 on `..`."""
-    dirs: Dirs = request.app["standin"].dirs
+    dirs: Dirs = request.app[STANDIN_KEY].dirs
     query = request.query
     filename, folder_type = split_annotated(query.get("filename", ""), query.get("type", "output"))
     if not filename or filename.startswith("/") or ".." in filename:
@@ -70,7 +71,7 @@ def _transcode(path: Path, preview: str | None, channel: str) -> tuple[bytes, st
 
 async def upload_image(request: web.Request) -> web.Response:
     """Store a multipart `image`; identical content is reused, a clash becomes `name (1).ext`."""
-    dirs: Dirs = request.app["standin"].dirs
+    dirs: Dirs = request.app[STANDIN_KEY].dirs
     form = await request.post()
     image = form.get("image")
     if not isinstance(image, web.FileField) or not image.filename:

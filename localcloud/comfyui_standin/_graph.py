@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Callable
@@ -71,3 +72,23 @@ def signatures(prompt: dict[str, Any], volatile: Callable[[str], Any]) -> dict[s
         if sig is not None:
             result[node_id] = sig
     return result
+
+
+def coerce_numbers(prompt: dict[str, Any], object_info: dict[str, Any]) -> dict[str, Any]:
+    """A copy with numeric strings on INT/FLOAT inputs converted, as the real server stores it."""
+    coerced: dict[str, Any] = {}
+    for node_id, node in prompt.items():
+        spec = object_info.get(node.get("class_type"), {}).get("input", {})
+        kinds = {
+            name: config[0]
+            for section in ("required", "optional")
+            for name, config in spec.get(section, {}).items()
+        }
+        inputs = dict(node.get("inputs") or {})
+        for name, value in inputs.items():
+            kind = kinds.get(name)
+            if isinstance(value, str) and kind in ("INT", "FLOAT"):
+                with contextlib.suppress(ValueError):
+                    inputs[name] = int(value) if kind == "INT" else float(value)
+        coerced[node_id] = {**node, "inputs": inputs}
+    return coerced

@@ -14,8 +14,6 @@ class Verdict:
     http_status: int
     body: dict[str, Any]
     outputs_to_execute: list[str]
-    # The prompt as it will run (the validator may coerce values, e.g. "64" → 64).
-    prompt: dict[str, Any]
 
 
 class Validator(Protocol):
@@ -26,17 +24,17 @@ class Validator(Protocol):
     ) -> Verdict: ...
 
 
-def preflight_validator(prompt: Any, object_info: dict[str, Any], input_files: list[str]) -> Verdict:
+def preflight_validator(
+    prompt: Any, object_info: dict[str, Any], input_files: list[str]
+) -> Verdict:
     """The shared validator, imported at call time so the stand-in imports without it."""
     from comfyburst.preflight import Catalogue, validate_prompt
 
     catalogue = Catalogue.from_object_info(object_info)
     verdict = validate_prompt(prompt, catalogue, extra_models={}, input_files=input_files)
-    coerced = getattr(verdict, "prompt", None)
     return Verdict(
         accepted=bool(verdict.accepted),
         http_status=int(verdict.http_status),
         body=dict(verdict.body),
         outputs_to_execute=[str(n) for n in verdict.outputs_to_execute],
-        prompt=coerced if isinstance(coerced, dict) else prompt,
     )

@@ -132,7 +132,9 @@ class _Run:
             status_str = "error"
             self.emit("execution_error", self._error_data(failure), True)
         else:
-            self.emit("execution_success", {"prompt_id": self.prompt_id, "timestamp": _now_ms()}, True)
+            self.emit(
+                "execution_success", {"prompt_id": self.prompt_id, "timestamp": _now_ms()}, True
+            )
         self._keep_cache(sigs)
         delay_s = self.ex._faults().history_delay_s
         if delay_s:
@@ -165,9 +167,9 @@ class _Run:
         if sig is not None:
             self.ex._cache[sig] = result
         self.values[node_id] = result.outputs
-        self.set_progress(node_id, "finished", steps or 1.0, steps or 1.0)
         if result.ui is not None:
             self._show(node_id, result.ui)
+        self.set_progress(node_id, "finished", steps or 1.0, steps or 1.0)
         self.executed.append(node_id)
 
     def _show(self, node_id: str, ui: dict[str, Any]) -> None:

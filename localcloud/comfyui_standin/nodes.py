@@ -60,7 +60,9 @@ def from_pil(images: list[Image.Image]) -> np.ndarray:
     return np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0 for im in images])
 
 
-def empty_image(ctx: NodeContext, width: Any, height: Any, batch_size: Any, color: Any) -> NodeResult:
+def empty_image(
+    ctx: NodeContext, width: Any, height: Any, batch_size: Any, color: Any
+) -> NodeResult:
     """A batch of solid-colour images; `color` is 0xRRGGBB."""
     rgb = int(color)
     pixel = np.array([(rgb >> 16) & 0xFF, (rgb >> 8) & 0xFF, rgb & 0xFF], dtype=np.float32) / 255.0

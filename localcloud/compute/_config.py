@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
@@ -82,7 +82,7 @@ class ComputeStandinConfig(_Model):
         )
 
 
-class FaultKind(str, Enum):
+class FaultKind(StrEnum):
     """What goes wrong on the next matching start."""
 
     # ZONE_RESOURCE_POOL_EXHAUSTED: no capacity in the zone (quota does not help).

@@ -96,6 +96,4 @@ def quota_exceeded(metric: str, region: str) -> GceError:
 
 def unsupported(method: str, path: str) -> GceError:
     """The stand-in does not emulate this call; say so instead of guessing."""
-    return GceError(
-        404, "notFound", f"The Compute stand-in does not implement {method} {path}"
-    )
+    return GceError(404, "notFound", f"The Compute stand-in does not implement {method} {path}")

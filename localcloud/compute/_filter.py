@@ -137,8 +137,9 @@ def _comparison(field: str, op: str, literal: str) -> Predicate:
         pattern = re.compile(literal)
         positive = op == "eq"
         return lambda r: (
-            (v := _lookup(r, field)) is not None and bool(pattern.fullmatch(_as_text(v)))
-        ) == positive
+            ((v := _lookup(r, field)) is not None and bool(pattern.fullmatch(_as_text(v))))
+            == positive
+        )
     if op == ":":
         if literal == "*":
             return lambda r: _lookup(r, field) is not None

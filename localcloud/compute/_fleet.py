@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -11,6 +12,7 @@ from typing import Any
 
 from localcloud.compute import _errors as errors
 from localcloud.compute._config import ComputeStandinConfig, Fault, FaultKind
+from localcloud.compute._faults import FaultBook, fault_error
 from localcloud.compute._filter import compile_filter
 from localcloud.compute._guest import Guest, guest_env
 from localcloud.compute._metadata_server import MetadataServer, instance_tree
@@ -43,7 +45,7 @@ class Fleet:
         }
         self._ops: dict[str, Operation] = {}
         self._by_request: dict[str, Operation] = {}
-        self._faults: list[Fault] = []
+        self._faults = FaultBook()
         self._timers: set[threading.Timer] = set()
         self._closing = threading.Event()
 
@@ -148,23 +150,27 @@ class Fleet:
         if vm.status != TERMINATED:
             raise errors.not_ready(vm.path)
         for kind in (FaultKind.QUOTA, FaultKind.STOCKOUT):
-            fault = self._take_fault(kind, vm)
+            fault = self._faults.take(kind, vm)
             if fault is None:
                 continue
-            error = self._fault_error(kind, vm)
+            error = fault_error(kind, vm)
             if fault.mode == "sync":
                 raise error
             # The operation is accepted, then fails; the VM never leaves TERMINATED.
-            self._schedule(self.config.staging_s, vm, lambda: op.finish(error))
+            self._schedule(self.config.staging_s, None, functools.partial(op.finish, error))
             return op
-        vm.boot_failure = self._take_fault(FaultKind.BOOT_FAILURE, vm) is not None
+        vm.boot_failure = self._faults.take(FaultKind.BOOT_FAILURE, vm) is not None
         vm.generation += 1
         vm.status, vm.pending_ops = PROVISIONING, [op]
         vm.exit_code = vm.guest_error = None
-        staging_s = self.config.staging_s
-        self._schedule(staging_s / 2, vm, lambda: setattr(vm, "status", STAGING))
-        self._schedule(staging_s, vm, lambda: self._boot(vm))
+        # Chained, not two timers: under load, timer threads may run out of order.
+        half_s = self.config.staging_s / 2
+        self._schedule(half_s, vm, lambda: self._stage(vm, half_s))
         return op
+
+    def _stage(self, vm: Vm, delay_s: float) -> None:
+        vm.status = STAGING
+        self._schedule(delay_s, vm, lambda: self._boot(vm))
 
     def stop(
         self, project: str, zone: str, name: str, request_id: str | None = None
@@ -225,13 +231,14 @@ class Fleet:
 
     # --- transitions (run on timers and worker threads) ----------------------------------
 
-    def _schedule(self, delay_s: float, vm: Vm, action: Callable[[], None]) -> None:
-        generation = vm.generation
+    def _schedule(self, delay_s: float, vm: Vm | None, action: Callable[[], None]) -> None:
+        # With a VM, the action is void once the VM moved on to another transition.
+        generation = vm.generation if vm else 0
 
         def fire() -> None:
             with self.cond:
                 self._timers.discard(timer)
-                if self._closing.is_set() or vm.generation != generation:
+                if self._closing.is_set() or (vm and vm.generation != generation):
                     return
                 action()
                 self.cond.notify_all()
@@ -243,6 +250,7 @@ class Fleet:
 
     def _boot(self, vm: Vm) -> None:
         vm.status, vm.last_start_at = RUNNING, now_rfc3339()
+        vm.running_since = time.monotonic()
         vm.metadata_server = MetadataServer(self._tree_fn(vm), self.cond)
         spec = vm.guest_spec
         if spec is not None and not vm.boot_failure:
@@ -309,6 +317,9 @@ class Fleet:
     def _set_terminated(self, vm: Vm) -> None:
         vm.generation += 1
         vm.status, vm.last_stop_at = TERMINATED, now_rfc3339()
+        if vm.running_since is not None:
+            vm.billed_s += time.monotonic() - vm.running_since
+            vm.running_since = None
         vm.guest, vm.metadata_server = None, None
         for op in vm.pending_ops:
             op.finish()
@@ -317,39 +328,15 @@ class Fleet:
 
     # --- faults --------------------------------------------------------------------------
 
-    def _take_fault(self, kind: FaultKind, vm: Vm) -> Fault | None:
-        for index, fault in enumerate(self._faults):
-            if fault.kind == kind and fault.matches(vm.zone, vm.name):
-                if fault.count != "always":
-                    remaining = int(fault.count) - 1
-                    if remaining:
-                        self._faults[index] = fault.model_copy(update={"count": remaining})
-                    else:
-                        del self._faults[index]
-                return fault
-        return None
-
-    def _fault_error(self, kind: FaultKind, vm: Vm) -> errors.GceError:
-        if kind == FaultKind.STOCKOUT:
-            return errors.stockout(zone_path(vm.project, vm.zone))
-        accelerator = vm.spec.accelerator_type
-        metric = (
-            f"NVIDIA_{accelerator.removeprefix('nvidia-').upper().replace('-', '_')}_GPUS"
-            if accelerator and vm.spec.accelerator_count
-            else "CPUS"
-        )
-        return errors.quota_exceeded(metric, vm.zone.rsplit("-", 1)[0])
-
     def add_faults(self, faults: list[Fault]) -> list[Fault]:
         """Arm faults; they are consumed in the order added."""
         with self.cond:
-            self._faults.extend(faults)
-            return list(self._faults)
+            return self._faults.add(faults)
 
     def faults(self) -> list[Fault]:
         """The armed faults."""
         with self.cond:
-            return list(self._faults)
+            return self._faults.list()
 
     def clear_faults(self) -> None:
         """Disarm every fault."""
@@ -361,25 +348,7 @@ class Fleet:
     def snapshot(self) -> list[dict[str, Any]]:
         """Every VM's state, for tests and the CLI."""
         with self.cond:
-            return [
-                {
-                    "name": vm.name,
-                    "zone": vm.zone,
-                    "status": vm.status,
-                    "labels": dict(vm.spec.labels),
-                    "pid": vm.guest.pid if vm.guest else None,
-                    "guest_exit_code": vm.exit_code,
-                    "guest_error": vm.guest_error,
-                    "boot_failure": vm.boot_failure,
-                    "metadata_host": vm.metadata_server.address if vm.metadata_server else None,
-                    "metadata": vm.attributes(),
-                    "fingerprint": vm.fingerprint,
-                    "log_path": str(self.config.log_dir / f"{vm.name}.log"),
-                    "last_start_at": vm.last_start_at,
-                    "last_stop_at": vm.last_stop_at,
-                }
-                for vm in self._vms.values()
-            ]
+            return [vm.admin_view(self.config.log_dir) for vm in self._vms.values()]
 
     def reset(self) -> None:
         """Power off every VM at once, empty its metadata, disarm faults, abort operations."""
@@ -391,8 +360,10 @@ class Fleet:
                 for op in vm.pending_ops:
                     op.finish(aborted)
                 vm.pending_ops = []
-                self._set_terminated(vm)
-                vm.last_stop_at = None
+                if vm.status == TERMINATED:
+                    vm.generation += 1
+                else:
+                    self._set_terminated(vm)
                 vm.metadata_items, vm.fingerprint = [], new_fingerprint()
                 vm.exit_code = vm.guest_error = None
                 vm.boot_failure = False

@@ -11,8 +11,14 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-# Variables a real VM never has and that would make google-auth skip the metadata server.
-_HOST_ONLY_ENV = ("GOOGLE_APPLICATION_CREDENTIALS",)
+# The host's identity: a real VM has none of these, and each would make google-auth (or the
+# clients) take the project or credentials from the host instead of the metadata server.
+_HOST_ONLY_ENV = (
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "GOOGLE_CLOUD_PROJECT",
+    "GCLOUD_PROJECT",
+    "CLOUDSDK_CORE_PROJECT",
+)
 
 
 class Guest:
@@ -58,8 +64,11 @@ class Guest:
             self._killpg(signal.SIGKILL)
             self.exit_code = self.process.wait()
             self._reaped = True
-        self.exited.set()
-        self._on_exit(self, self.exit_code)
+        try:
+            # Before `exited`, so whoever waits in terminate() sees the exit fully recorded.
+            self._on_exit(self, self.exit_code)
+        finally:
+            self.exited.set()
 
     def _killpg(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -81,7 +90,7 @@ class Guest:
 def guest_env(
     base: Mapping[str, str] | None, extra: Mapping[str, str], metadata_host: str
 ) -> dict[str, str]:
-    """The guest's environment: base (or nothing), extra, and the metadata server address."""
+    """The guest's env: base minus the host's identity, then extra, then the metadata address."""
     env = {k: v for k, v in (base or {}).items() if k not in _HOST_ONLY_ENV}
     env.update(extra)
     env["GCE_METADATA_HOST"] = metadata_host

@@ -21,7 +21,8 @@ class ServerThread:
 
     def __init__(self, handler: type[BaseHTTPRequestHandler], host: str, port: int) -> None:
         self.server = _Server((host, port), handler)
-        self.host, self.port = self.server.server_address[:2]
+        bound_host, self.port = self.server.server_address[:2]
+        self.host = bound_host if isinstance(bound_host, str) else bound_host.decode()
         self._thread = threading.Thread(
             target=self.server.serve_forever,
             kwargs={"poll_interval": _POLL_S},
@@ -48,7 +49,7 @@ class QuietHandler(BaseHTTPRequestHandler):
     server_version = "localcloud"
     sys_version = ""
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         """Silence per-request logging; tests and the CLI log what matters themselves."""
 
     def send_body(

@@ -156,10 +156,10 @@ class MetadataServer:
             return
         path = url.path[len(_PREFIX) :]
         parts = [p for p in path.split("/") if p]
-        if len(parts) == 4 and parts[:2] == ["instance", "service-accounts"]:
-            if parts[3] in ("token", "identity"):
-                self._credential(req, parts[2], parts[3], params, flavor)
-                return
+        is_account = len(parts) == 4 and parts[:2] == ["instance", "service-accounts"]
+        if is_account and parts[3] in ("token", "identity"):
+            self._credential(req, parts[2], parts[3], params, flavor)
+            return
         self._value(req, path, params, flavor)
 
     def _value(

@@ -8,6 +8,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from localcloud.compute._config import GuestSpec, InstanceSpec
@@ -73,6 +74,9 @@ class Vm:
     exit_code: int | None = None
     metadata_server: MetadataServer | None = None
     boot_failure: bool = False
+    # Billing: seconds spent RUNNING or STOPPING (GCE bills until TERMINATED), monotonic clock.
+    billed_s: float = 0.0
+    running_since: float | None = None
     # Operations to finish when the current transition completes.
     pending_ops: list[Operation] = field(default_factory=list)
 
@@ -96,9 +100,35 @@ class Vm:
         """`projects/p/zones/z/instances/n`."""
         return instance_path(self.project, self.zone, self.name)
 
+    def running_seconds(self) -> float:
+        """Seconds billed so far: finished RUNNING periods plus the current one."""
+        current = time.monotonic() - self.running_since if self.running_since else 0.0
+        return round(self.billed_s + current, 3)
+
     def attributes(self) -> dict[str, str]:
         """Metadata items as a dict."""
         return {item["key"]: item.get("value", "") for item in self.metadata_items}
+
+    def admin_view(self, log_dir: Path) -> dict[str, Any]:
+        """The stand-in's own view (guest pid, exit code, metadata host) for tests and the CLI."""
+        return {
+            "name": self.name,
+            "zone": self.zone,
+            "status": self.status,
+            "labels": dict(self.spec.labels),
+            "pid": self.guest.pid if self.guest else None,
+            "guest_exit_code": self.exit_code,
+            "guest_error": self.guest_error,
+            "boot_failure": self.boot_failure,
+            "metadata_host": self.metadata_server.address if self.metadata_server else None,
+            "metadata": self.attributes(),
+            "fingerprint": self.fingerprint,
+            "log_path": str(log_dir / f"{self.name}.log"),
+            "last_start_at": self.last_start_at,
+            "last_stop_at": self.last_stop_at,
+            # Seconds RUNNING or STOPPING so far: what GCE bills (chaos and pool reports).
+            "running_seconds": self.running_seconds(),
+        }
 
     def to_json(self) -> dict[str, Any]:
         """The instance resource as GCE answers it."""
@@ -199,9 +229,7 @@ class Operation:
         if self.end_time:
             body["endTime"] = self.end_time
         if self.error is not None:
-            body["error"] = {
-                "errors": [{"code": self.error.reason, "message": self.error.message}]
-            }
+            body["error"] = {"errors": [{"code": self.error.reason, "message": self.error.message}]}
             body["httpErrorStatusCode"] = self.error.http_status
             body["httpErrorMessage"] = _HTTP_REASONS.get(self.error.http_status, "ERROR")
         return body

@@ -169,4 +169,3 @@ class FirestoreJobStore:
 def job_doc(job: Job) -> dict[str, Any]:
     """The Firestore document of a job (for tests and tools that seed data)."""
     return _to_doc(job)
-

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from datetime import timedelta
 from typing import Any
@@ -56,10 +57,8 @@ class GcsBlobStore:
         return [blob.name for blob in self._client.list_blobs(bucket, prefix=prefix)]
 
     def delete(self, bucket: str, name: str) -> None:
-        try:
+        with contextlib.suppress(gexc.NotFound):  # already gone is what the caller wanted
             self._blob(bucket, name).delete()
-        except gexc.NotFound:
-            pass  # already gone is what the caller wanted
 
     def upload_file(self, bucket: str, name: str, path: str, content_type: str) -> int:
         blob = self._blob(bucket, name)
@@ -92,12 +91,16 @@ class KeyFileUrlSigner:
         kwargs: dict[str, Any] = {}
         if self._endpoint:
             kwargs["api_access_endpoint"] = self._endpoint
-        url: str = self._client.bucket(bucket).blob(name).generate_signed_url(
-            version="v4",
-            expiration=timedelta(seconds=ttl_s),
-            method="GET",
-            credentials=self._credentials,
-            **kwargs,
+        url: str = (
+            self._client.bucket(bucket)
+            .blob(name)
+            .generate_signed_url(
+                version="v4",
+                expiration=timedelta(seconds=ttl_s),
+                method="GET",
+                credentials=self._credentials,
+                **kwargs,
+            )
         )
         return url
 
@@ -136,11 +139,15 @@ class IamUrlSigner:
     def sign_get(self, bucket: str, name: str, ttl_s: int) -> str:
         token = self._fresh_token()
         email = self._email or self._credentials.service_account_email
-        url: str = self._client.bucket(bucket).blob(name).generate_signed_url(
-            version="v4",
-            expiration=timedelta(seconds=ttl_s),
-            method="GET",
-            service_account_email=email,
-            access_token=token,
+        url: str = (
+            self._client.bucket(bucket)
+            .blob(name)
+            .generate_signed_url(
+                version="v4",
+                expiration=timedelta(seconds=ttl_s),
+                method="GET",
+                service_account_email=email,
+                access_token=token,
+            )
         )
         return url

@@ -3,6 +3,23 @@
 The API checks every workflow against the GPU image's node catalogue (ComfyUI's
 `/object_info`) and answers exactly what ComfyUI's `POST /prompt` would: status, `error` and
 `node_errors`.
+
+Where the captured transcripts (tests/test_data/comfyui_api/prompt_errors.json) show nothing,
+these are our choices:
+- a `prompt` that is None answers `no_prompt`; any other non-object answers `invalid_prompt`;
+- an output node whose own link points nowhere: `exception_during_validation` under it (a
+  non-output node's bad link is reported under it through its consumer, as captured);
+- a list input that is not a pair: `bad_linked_input`; a loop of links: `dependency_cycle`;
+- `traceback` in exception errors is empty (ComfyUI's lists its own source lines);
+- `dependent_outputs` lists the failed outputs that really depend on the node;
+- errors within a node follow the catalogue's `input_order`, outputs follow the prompt's order;
+- union link types (`A,B`) fit when every received type is accepted; `*` fits anything;
+- a COMBO input without an `options` list (filled by the frontend) is not checked;
+- `input_files=None` skips file checks of LoadImage-style inputs (the API cannot know what a
+  job uploads; it may pass the job's declared input names to get the check). When given, a
+  file passes if it is listed there or in the catalogue (baked into the image); `name [temp]`
+  and `name [output]` always pass;
+- the workflow is never rewritten (ComfyUI stores coerced numbers back into it).
 """
 
 from comfyburst.preflight._catalogue import Catalogue, CatalogueError, ClassSpec, InputSpec

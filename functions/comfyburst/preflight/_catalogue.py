@@ -83,7 +83,10 @@ class Catalogue:
         for name, entry in object_info.items():
             if not isinstance(name, str) or not isinstance(entry, Mapping):
                 raise CatalogueError(f"object_info entry {name!r} is not a node class object")
-            classes[name] = _parse_class(name, entry)
+            try:
+                classes[name] = _parse_class(name, entry)
+            except (TypeError, ValueError) as exc:  # e.g. unhashable names in input_order
+                raise CatalogueError(f"object_info entry {name!r} is malformed: {exc}") from exc
         return cls(classes)
 
     @classmethod

@@ -70,7 +70,7 @@ def validate_prompt(
     outputs: list[str] = []
     # Every node needs a known class, connected to an output or not.
     for node_id, node in prompt.items():
-        if not isinstance(node, Mapping) or "class_type" not in node:
+        if not _is_mapping(node) or "class_type" not in node:
             return _rejected(err.missing_class_type(node_id))
         class_type = node["class_type"]
         spec = catalogue.get(class_type) if isinstance(class_type, str) else None
@@ -106,9 +106,9 @@ class _Run:
         self._prompt = prompt
         self._classes = classes
         self._extras: dict[str, tuple[str, ...]] = {
-            kind: tuple(names) for kind, names in (extra_models or {}).items()
+            kind: _names(names) for kind, names in (extra_models or {}).items()
         }
-        self._files = None if input_files is None else frozenset(input_files)
+        self._files = None if input_files is None else frozenset(_names(input_files))
         self._active: set[str] = set()
         self.valid: dict[str, bool] = {}
         self.errors: dict[str, list[err.ErrorDict]] = {}  # in the order nodes finished
@@ -183,7 +183,7 @@ class _Run:
         inputs = node.get("inputs", _MISSING)
         if inputs is _MISSING:
             raise _LinkFault(KeyError("inputs"))
-        if not isinstance(inputs, Mapping):
+        if not _is_mapping(inputs):
             raise _LinkFault(TypeError(f"inputs is a {type(inputs).__name__}, not an object"))
         errors: list[err.ErrorDict] = []
         valid = True
@@ -244,23 +244,22 @@ class _Run:
             return None
         if spec.upload is not None:
             return self._check_upload(spec, value)
+        # A literal on a link-typed input (no options) passes, as in ComfyUI; it fails when run.
         if spec.options is None or _in_options(spec, value):
             return None
         extras = self._extra_models(spec)
         if value in extras:
             return None
-        # A literal on a link-typed input passes here, as in ComfyUI (it fails when run).
         return err.value_not_in_list(spec, value, _allowed(spec, extras))
 
     def _check_upload(self, spec: InputSpec, value: Any) -> err.ErrorDict | None:
         if self._files is None or spec.upload not in (UPLOAD_IMAGE, UPLOAD_FILE):
             return None
-        if _input_file_present(value, self._files):
+        # The catalogue's list holds the files baked into the image's input folder.
+        if _input_file_present(value, self._files) or _in_options(spec, value):
             return None
         if spec.upload == UPLOAD_IMAGE:
             return err.invalid_image_file(spec, value)
-        if spec.options is not None and _in_options(spec, value):
-            return None
         return err.value_not_in_list(spec, value, _allowed(spec, sorted(self._files)))
 
     def _extra_models(self, spec: InputSpec) -> tuple[str, ...]:
@@ -270,6 +269,16 @@ class _Run:
         for kind in spec.model_kinds:
             found += self._extras.get(kind, ())
         return found
+
+
+def _names(names: Iterable[str]) -> tuple[str, ...]:
+    # A lone string is one name, not an iterable of one-letter names.
+    return (names,) if isinstance(names, str) else tuple(names)
+
+
+def _is_mapping(value: object) -> bool:
+    # JSON objects are dicts; the ABC check is only for other mappings (and slower).
+    return type(value) is dict or isinstance(value, Mapping)
 
 
 def _in_options(spec: InputSpec, value: Any) -> bool:

@@ -1,0 +1,79 @@
+# Targets shared by the team; add yours below (small, additive edits).
+
+.PHONY: test deploy-check deploy-tools checkov-venv packer
+
+CHECKOV_VERSION := 3.3.30
+
+# Every test, including the offline deploy checks (tests/test_deploy_*.py), whose tools
+# deploy-tools installs first so none of them is skipped.
+# (venv and lint first; pytest's exit 5, "no tests collected", fails the target too.)
+test: venv lint deploy-tools
+	.venv/bin/pytest
+
+# Only the offline deploy checks: HCL parses, terraform fmt, checkov, shellcheck,
+# packer validate, wiring between terraform, the image and the code.
+deploy-check: deploy-tools
+	.venv/bin/pytest tests/test_deploy_hcl.py tests/test_deploy_tools.py tests/test_deploy_wiring.py
+
+deploy-tools: checkov-venv packer
+
+# checkov's dependencies replace python-hcl2's `hcl2` package: keep it in its own venv.
+checkov-venv: .venv-checkov/bin/checkov
+
+.venv-checkov/bin/checkov:
+	python3 -m venv .venv-checkov
+	.venv-checkov/bin/pip install --quiet checkov==$(CHECKOV_VERSION)
+
+# Packer 1.6.6 from Debian (googlecompute builder built in) for `packer validate`.
+packer:
+	@command -v packer >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q packer; }
+
+# --- Foundation: venv, local cloud, lint, bench ---------------------------------------------
+
+.PHONY: venv up down status lint bench demo chaos
+
+PYTHON ?= python3
+VENV_STAMP := .venv/.installed
+MYPY_PATHS := functions/comfyburst/schema.py functions/comfyburst/states.py \
+	functions/comfyburst/errors.py functions/comfyburst/ports.py functions/comfyburst/settings.py \
+	functions/comfyburst/domain functions/comfyburst/adapters functions/comfyburst/wiring.py
+
+venv: $(VENV_STAMP)
+
+# Reinstalled only when a requirement or package definition changes.
+$(VENV_STAMP): requirements-dev.txt functions/requirements.txt pyproject.toml \
+		functions/pyproject.toml gpu_image/worker/pyproject.toml
+	test -x .venv/bin/python || $(PYTHON) -m venv .venv
+	.venv/bin/pip install --quiet -r requirements-dev.txt
+	.venv/bin/pip install --quiet --no-deps -e functions -e gpu_image/worker -e .
+	touch $@
+
+# The local cloud on fixed ports; `source .localcloud/env` to use it.
+up: venv
+	.venv/bin/python -m localcloud up
+
+down:
+	.venv/bin/python -m localcloud down
+
+status:
+	.venv/bin/python -m localcloud status
+
+lint: venv
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy $(MYPY_PATHS)
+
+# Every tests/bench/bench_*.py as a module, then one combined report in .bench/.
+bench: venv
+	@set -e; for f in tests/bench/bench_*.py; do \
+		m=$$(basename $$f .py); echo "== $$m"; .venv/bin/python -m tests.bench.$$m; done
+	.venv/bin/python -m tests.bench._report
+
+# One job through the whole local cloud, narrated; outputs in ./demo-output/. COMFYUI_URL=…
+# drives a real ComfyUI instead of the stand-in.
+demo: venv
+	.venv/bin/python -m localcloud.demo
+
+# 500 jobs on 8 VMs under injected faults; table + .bench/chaos.json. CHAOS_ARGS="--jobs 50".
+chaos: venv
+	.venv/bin/python -m localcloud.chaos $(CHAOS_ARGS)

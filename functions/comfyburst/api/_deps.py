@@ -1,0 +1,72 @@
+"""What the API's use cases need, built once per process by the entry point."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from comfyburst.ports import BlobStore, Clock, Fleet, JobStore, Publisher, UrlSigner
+from comfyburst.preflight import Catalogue
+from comfyburst.preflight.catalogue_store import CatalogueStore
+from comfyburst.services.dispatch import Dispatcher
+from comfyburst.services.submit import SubmitDeps
+
+
+class _CatalogueReader:
+    """The two reads the catalogue store needs, over the BlobStore port."""
+
+    def __init__(self, blobs: BlobStore) -> None:
+        self._blobs = blobs
+
+    def read_bytes(self, bucket: str, name: str) -> bytes | None:
+        return self._blobs.read(bucket, name)
+
+    def generation(self, bucket: str, name: str) -> int | None:
+        return self._blobs.generation(bucket, name)
+
+
+@dataclass
+class ApiDeps:
+    settings: Any
+    store: JobStore
+    blobs: BlobStore
+    signer: UrlSigner
+    publisher: Publisher
+    fleet: Fleet
+    clock: Clock
+    catalogue: Callable[[], Catalogue]
+    dispatcher: Dispatcher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.dispatcher = Dispatcher(self.store, self.fleet, self.clock, self.settings)
+
+    def submit_deps(self) -> SubmitDeps:
+        return SubmitDeps(
+            self.store, self.blobs, self.clock, self.settings, self.catalogue, self.dispatcher
+        )
+
+
+def build_api_deps(
+    settings: Any,
+    *,
+    store: JobStore,
+    blobs: BlobStore,
+    signer: UrlSigner,
+    publisher: Publisher,
+    fleet: Fleet,
+    clock: Clock,
+    catalogue: Callable[[], Catalogue] | None = None,
+) -> ApiDeps:
+    """ApiDeps; by default the catalogue comes from the jobs bucket (checked each minute),
+    falling back to the one checked in with the package."""
+    if catalogue is None:
+        catalogue_store = CatalogueStore(
+            _CatalogueReader(blobs), settings.jobs_bucket, name=settings.catalogue_object
+        )
+
+        def catalogue() -> Catalogue:
+            return catalogue_store.get(time.monotonic())
+
+    return ApiDeps(settings, store, blobs, signer, publisher, fleet, clock, catalogue)

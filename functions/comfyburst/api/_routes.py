@@ -1,0 +1,126 @@
+"""Routing: one Cloud Function serves every path; each route calls one use case."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+import flask
+from pydantic import BaseModel
+
+from comfyburst.api._auth import authenticate
+from comfyburst.api._deps import ApiDeps
+from comfyburst.api._errors import MethodNotAllowed, RouteNotFound, error_response
+from comfyburst.api.openapi import openapi_document
+from comfyburst.api.views import Health, JobView, ValidateResponse
+from comfyburst.domain.request_policy import RequestPolicy
+from comfyburst.errors import PayloadTooLarge
+from comfyburst.services import cancel, status, submit
+from comfyburst.settings import AuthMode
+
+logger = logging.getLogger(__name__)
+
+_JOB_PATH = re.compile(r"^/jobs/(?P<job_id>[A-Za-z0-9_-]{1,64})(?P<action>:cancel)?$")
+_ANY_JOB_PATH = re.compile(r"^/jobs/[^/]+$")
+
+
+def handle(request: flask.Request, deps: Callable[[], ApiDeps]) -> flask.Response:
+    """Answer one API request; `deps` builds (once) what the use cases need."""
+    path = request.path.rstrip("/") or "/"
+    try:
+        return _route(request, path, deps)
+    except Exception as exc:
+        status_code, body = error_response(exc, path=path, method=request.method)
+        response = _json(status_code, body)
+        if isinstance(exc, MethodNotAllowed) and exc.details:
+            response.headers["Allow"] = ", ".join(exc.details["allow"])
+        return response
+
+
+def _route(request: flask.Request, path: str, deps: Callable[[], ApiDeps]) -> flask.Response:
+    method = request.method
+    if path == "/healthz":
+        _allow(method, "GET")
+        return _model(200, Health())
+    if path == "/openapi.json":
+        _allow(method, "GET")
+        mode = AuthMode(deps().settings.auth_mode)
+        return _json(200, openapi_document(mode))
+    if path in ("/jobs", "/jobs:validate"):
+        _allow(method, "POST")
+        api = deps()
+        caller = authenticate(request.headers, api.settings)
+        body = _read_body(request, api.settings)
+        if path == "/jobs:validate":
+            return _validate(api, body)
+        result = submit.submit_job(
+            api.submit_deps(),
+            body,
+            idempotency_key=request.headers.get("Idempotency-Key"),
+            caller=caller,
+        )
+        response = _model(202 if result.created else 200, JobView.of(result.job))
+        response.headers["Location"] = f"/jobs/{result.job.job_id}"
+        return response
+    match = _JOB_PATH.match(path)
+    if match is None:
+        if _ANY_JOB_PATH.match(path):
+            raise RouteNotFound("job not found (malformed job id)")
+        raise RouteNotFound(f"no route for {path}")
+    job_id = match["job_id"]
+    if match["action"]:
+        _allow(method, "POST")
+        api = deps()
+        authenticate(request.headers, api.settings)
+        outcome = cancel.cancel_job(api.store, api.publisher, api.clock, job_id)
+        return _model(200 if outcome.cancelled else 202, JobView.of(outcome.job))
+    _allow(method, "GET")
+    api = deps()
+    authenticate(request.headers, api.settings)
+    job = status.get_job(api.store, api.signer, api.clock, job_id)
+    return _model(200, JobView.of(job))
+
+
+def _validate(api: ApiDeps, body: bytes) -> flask.Response:
+    checked = submit.check_request(body, api.settings, api.catalogue())
+    verdict = checked.verdict
+    valid = submit.workflow_runs_whole(verdict)
+    error = None if valid else submit.PreflightRejected(verdict).details
+    return _model(
+        200,
+        ValidateResponse(
+            valid=valid,
+            error=error if isinstance(error, dict) else None,
+            node_errors=verdict.node_errors,
+            outputs_to_execute=verdict.outputs_to_execute,
+        ),
+    )
+
+
+def _read_body(request: flask.Request, settings: Any) -> bytes:
+    """The raw body, refusing (413) to read more than a valid request can be."""
+    limit = RequestPolicy.from_settings(settings).max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    data: bytes = request.stream.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    return data
+
+
+def _allow(method: str, *allowed: str) -> None:
+    if method not in allowed and not (method == "HEAD" and "GET" in allowed):
+        raise MethodNotAllowed(f"{method} is not allowed here", details={"allow": list(allowed)})
+
+
+def _model(status_code: int, model: BaseModel) -> flask.Response:
+    return flask.Response(
+        model.model_dump_json(exclude_none=False), status_code, mimetype="application/json"
+    )
+
+
+def _json(status_code: int, body: Any) -> flask.Response:
+    return flask.Response(json.dumps(body), status_code, mimetype="application/json")

@@ -1,0 +1,147 @@
+"""The OpenAPI 3.1 document, generated from the same pydantic models the API uses."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from pydantic.json_schema import models_json_schema
+
+from comfyburst.api.views import ErrorBody, Health, JobView, ValidateResponse
+from comfyburst.schema import JobRequest
+from comfyburst.settings import AuthMode
+
+JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_REF = "#/components/schemas/{model}"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": _REF.format(model=name)}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(refs: dict[str, Any], *statuses: int) -> dict[str, Any]:
+    texts = {
+        400: "Malformed or invalid request (error.field names the offending field)",
+        401: "Missing credentials",
+        403: "Credentials not accepted",
+        404: "No such job",
+        405: "Method not allowed on this path",
+        409: "Conflict with the job's state or an earlier use of the Idempotency-Key",
+        413: "Request, workflow or inputs too large",
+        422: "The workflow fails pre-flight validation (ComfyUI-shaped node_errors)",
+        500: "Internal error",
+        503: "A dependency is unavailable; retry",
+    }
+    return {str(s): _json(refs["ErrorBody"], texts[s]) for s in (*statuses, 401, 403, 500, 503)}
+
+
+@functools.cache
+def openapi_document(auth_mode: AuthMode = AuthMode.IAM) -> dict[str, Any]:
+    """The API description; cached per auth mode."""
+    keys, schemas = models_json_schema(
+        [
+            (JobRequest, "validation"),
+            (JobView, "serialization"),
+            (ValidateResponse, "serialization"),
+            (ErrorBody, "serialization"),
+            (Health, "serialization"),
+        ],
+        ref_template=_REF,
+    )
+    refs = {model.__name__: schema for (model, _mode), schema in keys.items()}
+    job_id = {
+        "name": "job_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": JOB_ID_PATTERN},
+    }
+    idempotency = {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "description": "The same key with the same body answers the same job (200).",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
+    }
+    body = {"required": True, "content": {"application/json": {"schema": refs["JobRequest"]}}}
+    job = refs["JobView"]
+    paths: dict[str, Any] = {
+        "/jobs": {
+            "post": {
+                "operationId": "submitJob",
+                "summary": "Submit a job; answers at once with the job (starting or queued)",
+                "parameters": [idempotency],
+                "requestBody": body,
+                "responses": {
+                    "202": _json(job, "Accepted"),
+                    "200": _json(job, "Accepted earlier under this Idempotency-Key"),
+                    **_errors(refs, 400, 409, 413, 422),
+                },
+            }
+        },
+        "/jobs:validate": {
+            "post": {
+                "operationId": "validateJob",
+                "summary": "Check a job request and pre-flight its workflow; submits nothing",
+                "requestBody": body,
+                "responses": {
+                    "200": _json(refs["ValidateResponse"], "The pre-flight verdict"),
+                    **_errors(refs, 400, 413),
+                },
+            }
+        },
+        "/jobs/{job_id}": {
+            "get": {
+                "operationId": "getJob",
+                "summary": "The job, with progress and fresh signed output URLs",
+                "parameters": [job_id],
+                "responses": {"200": _json(job, "The job"), **_errors(refs, 404)},
+            }
+        },
+        "/jobs/{job_id}:cancel": {
+            "post": {
+                "operationId": "cancelJob",
+                "summary": "Cancel: a queued job at once, a starting/running one asynchronously",
+                "parameters": [job_id],
+                "responses": {
+                    "200": _json(job, "Cancelled"),
+                    "202": _json(job, "Cancellation requested; the worker interrupts the run"),
+                    **_errors(refs, 404, 409),
+                },
+            }
+        },
+        "/healthz": {
+            "get": {
+                "operationId": "health",
+                "security": [],
+                "responses": {"200": _json(refs["Health"], "Serving")},
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "security": [],
+                "responses": {"200": {"description": "This document"}},
+            }
+        },
+    }
+    document: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": "ComfyBurst API", "version": "1"},
+        "paths": paths,
+        "components": {"schemas": schemas.get("$defs", {})},
+    }
+    if auth_mode is AuthMode.API_KEY:
+        document["components"]["securitySchemes"] = {
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+        }
+        document["security"] = [{"apiKey": []}]
+    else:
+        document["components"]["securitySchemes"] = {
+            "googleIdToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+        }
+        document["security"] = [{"googleIdToken": []}]
+    return document

@@ -1,0 +1,104 @@
+"""The API's public bodies: the job as callers see it, the pre-flight verdict, error bodies.
+
+The job view leaves out what is internal: the VM, the caller, the stored idempotency key, the
+TTL and the stored result message.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from comfyburst import SCHEMA_VERSION
+from comfyburst.domain.jobs import result_timings
+from comfyburst.schema import (
+    Job,
+    JobError,
+    JobOptions,
+    OutputFile,
+    Progress,
+    RequestSummary,
+    ResultTimings,
+    WorkerTimings,
+)
+from comfyburst.states import JobState
+
+
+class JobView(BaseModel):
+    """A job as `POST /jobs`, `GET /jobs/{id}` and `POST /jobs/{id}:cancel` answer it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    job_id: str
+    state: JobState
+    attempt: int
+    max_attempts: int
+    queued_reason: str | None = Field(default=None, description="Why a queued job waits.")
+    cancel_requested: bool = False
+    created_at: datetime
+    dispatched_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    deadline_at: datetime
+    progress: Progress
+    outputs: list[OutputFile] = Field(
+        description="Outputs once succeeded, each with a signed URL valid for 5 minutes or more."
+    )
+    error: JobError | None = None
+    timings: ResultTimings
+    worker_timings: WorkerTimings | None = None
+    request: RequestSummary
+    options: JobOptions
+
+    @classmethod
+    def of(cls, job: Job) -> JobView:
+        return cls(
+            job_id=job.job_id,
+            state=job.state,
+            attempt=job.attempt,
+            max_attempts=job.max_attempts,
+            queued_reason=job.queued_reason if job.state is JobState.QUEUED else None,
+            cancel_requested=job.cancel_requested,
+            created_at=job.created_at,
+            dispatched_at=job.dispatched_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            deadline_at=job.deadline_at,
+            progress=job.progress,
+            outputs=job.outputs,
+            error=job.error,
+            timings=result_timings(job),
+            worker_timings=job.worker_timings,
+            request=job.request,
+            options=job.options,
+        )
+
+
+class ValidateResponse(BaseModel):
+    """`POST /jobs:validate`: what ComfyUI's `POST /prompt` would say of the workflow."""
+
+    valid: bool
+    error: dict[str, Any] | None = Field(default=None, description="ComfyUI's error object.")
+    node_errors: dict[str, Any] = Field(description="ComfyUI-shaped errors per node id.")
+    outputs_to_execute: list[str]
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Machine-readable, e.g. invalid_request, workflow_invalid.")
+    message: str
+    field: str | None = Field(default=None, description="Dotted path of the offending field.")
+    details: Any = None
+
+
+class ErrorBody(BaseModel):
+    """Every error answer; `node_errors` only for a workflow that failed pre-flight."""
+
+    error: ErrorDetail
+    node_errors: dict[str, Any] | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"

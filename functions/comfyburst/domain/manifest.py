@@ -1,0 +1,80 @@
+"""Pure rules for done flags: which objects are done flags, parsing a manifest, output places."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from pydantic import ValidationError
+
+from comfyburst.errors import ManifestInvalid
+from comfyburst.schema import DoneManifest, OutputFile
+
+DONE_FLAG_NAME = re.compile(r"^jobs/(?P<job_id>[A-Za-z0-9][A-Za-z0-9_.\-]{0,127})/done\.json$")
+MAX_MANIFEST_BYTES = 1_000_000
+
+
+def done_flag_job_id(object_name: str) -> str | None:
+    """The job id of `jobs/{id}/done.json`, or None for any other object."""
+    match = DONE_FLAG_NAME.match(object_name)
+    return match.group("job_id") if match else None
+
+
+def output_object(job_id: str, name: str) -> str:
+    """Where the worker uploads an output: `jobs/{job_id}/outputs/{name}` (outputs bucket)."""
+    return f"jobs/{job_id}/outputs/{name}"
+
+
+def declared_attempt(raw: bytes) -> int | None:
+    """The `attempt` a manifest claims even when it does not validate (to spot stale ones)."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    attempt = data.get("attempt") if isinstance(data, dict) else None
+    return attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else None
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(p) for p in error["loc"]) or "(root)"
+        parts.append(f"{where}: {error['msg']}")
+    more = len(exc.errors()) - 5
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def parse_manifest(raw: bytes, job_id: str) -> DoneManifest:
+    """The validated manifest of job `job_id`; ManifestInvalid with a precise reason otherwise."""
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ManifestInvalid(f"done.json is {len(raw)} bytes, over {MAX_MANIFEST_BYTES}")
+    try:
+        manifest = DoneManifest.model_validate_json(raw)
+    except ValidationError as exc:
+        raise ManifestInvalid(
+            f"done.json does not match the DoneManifest schema: {_describe(exc)}",
+            details=[
+                {"loc": [str(p) for p in e["loc"]], "msg": e["msg"]} for e in exc.errors()[:20]
+            ],
+        ) from None
+    if manifest.job_id != job_id:
+        raise ManifestInvalid(
+            f"done.json at jobs/{job_id}/ names job {manifest.job_id!r}", field="job_id"
+        )
+    return manifest
+
+
+def locate_outputs(manifest: DoneManifest, outputs_bucket: str) -> list[OutputFile]:
+    """The manifest's outputs with `gs_uri` set to where they must be, in the outputs bucket.
+
+    A `gs_uri` the worker gave is kept only when it lies under this job's output prefix, so
+    a manifest can never make us sign URLs for other objects.
+    """
+    prefix = f"gs://{outputs_bucket}/jobs/{manifest.job_id}/outputs/"
+    located = []
+    for output in manifest.outputs:
+        uri = output.gs_uri
+        if uri is None or not uri.startswith(prefix) or ".." in uri[len(prefix) :].split("/"):
+            uri = f"gs://{outputs_bucket}/{output_object(manifest.job_id, output.name)}"
+        located.append(output.model_copy(update={"gs_uri": uri, "signed_url": None}))
+    return located

@@ -1,0 +1,333 @@
+"""The reaper's pure planner: from a snapshot of jobs, leases and the fleet, the actions that make
+every job end and every idle GPU stop. No I/O; `now` and the thresholds are parameters.
+
+Actions that change a job carry the state and attempt it was seen in, so the executor can skip
+them when the job changed meanwhile. VM actions with `after_job` run only if that job action
+was applied (a job the worker claimed a moment ago must keep its VM).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from comfyburst.domain.scheduling import STOCKOUT_REASONS, is_free
+from comfyburst.ports import VmStatus
+from comfyburst.schema import Job, VmRecord
+from comfyburst.states import JobState
+
+# Start-operation errors after which the VM's zone has no capacity for a while.
+STOCKOUT_CODES = STOCKOUT_REASONS
+# Statuses in which a VM bills (or is about to) and can be stopped.
+UP_STATUSES = frozenset({"PROVISIONING", "STAGING", "RUNNING"})
+# Statuses in which no worker runs on the VM.
+DOWN_STATUSES = frozenset({"TERMINATED", "STOPPED", "SUSPENDED", "SUSPENDING", "STOPPING"})
+# A worker that drains after its job holds its VM's lease as `drain:{vm_name}` (no job has
+# that id); the lease is live until it expires, never a lease to a missing job.
+DRAIN_LEASE_PREFIX = "drain:"
+
+
+def is_drain_lease(job_id: str) -> bool:
+    """The lease is a draining worker's hold on its VM, not a job's."""
+    return job_id.startswith(DRAIN_LEASE_PREFIX)
+
+
+@dataclass(frozen=True)
+class ReaperPolicy:
+    """Thresholds, in seconds, from the deployment's settings."""
+
+    boot_timeout_s: float
+    heartbeat_timeout_s: float
+    max_attempts: int
+    stockout_cooldown_s: float = 300.0
+    drain_grace_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class StopVm:
+    name: str
+    zone: str
+    reason: str
+    after_job: str | None = None
+
+
+@dataclass(frozen=True)
+class ReleaseLease:
+    vm_name: str
+    job_id: str
+    reason: str
+    after_job: str | None = None
+
+
+@dataclass(frozen=True)
+class CooldownVm:
+    vm_name: str
+    zone: str
+    until: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
+class RequeueJob:
+    job_id: str
+    seen_state: JobState
+    seen_attempt: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class FailJob:
+    job_id: str
+    seen_state: JobState
+    seen_attempt: int
+    error_type: str
+    message: str
+
+
+@dataclass(frozen=True)
+class TimeOutJob:
+    job_id: str
+    seen_state: JobState
+    seen_attempt: int
+    message: str
+
+
+@dataclass(frozen=True)
+class CancelJob:
+    job_id: str
+    seen_state: JobState
+    seen_attempt: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class DispatchJob:
+    job_id: str
+
+
+JobAction = RequeueJob | FailJob | TimeOutJob | CancelJob
+VmAction = StopVm | ReleaseLease | CooldownVm
+Action = JobAction | VmAction | DispatchJob
+
+
+def _age_s(since: datetime | None, now: datetime) -> float | None:
+    return None if since is None else (now - since).total_seconds()
+
+
+class _Planner:
+    def __init__(
+        self,
+        jobs: Iterable[Job],
+        vms: Iterable[VmRecord],
+        fleet: Iterable[VmStatus],
+        now: datetime,
+        policy: ReaperPolicy,
+        start_errors: Mapping[str, str],
+    ) -> None:
+        self.jobs = sorted(jobs, key=lambda j: (j.created_at, j.job_id))
+        self.by_id = {j.job_id: j for j in self.jobs}
+        self.records = {v.name: v for v in vms}
+        self.fleet = {s.name: s for s in fleet}
+        self.now = now
+        self.policy = policy
+        self.start_errors = start_errors
+        self.job_actions: list[JobAction] = []
+        self.vm_actions: list[VmAction] = []
+        self.ending: set[str] = set()
+        self.stopping: set[str] = set()
+        self.releasing: set[str] = set()
+        self.cooling: set[str] = set()
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _status(self, vm_name: str) -> str | None:
+        status = self.fleet.get(vm_name)
+        return status.status if status else None
+
+    def _end_job(self, action: JobAction, job: Job) -> None:
+        """Record a job action and free its VM once it is applied."""
+        self.job_actions.append(action)
+        self.ending.add(job.job_id)
+        if job.vm is None:
+            return
+        name = job.vm.name
+        if self._status(name) in UP_STATUSES and name not in self.stopping:
+            zone = self.fleet[name].zone
+            self.vm_actions.append(
+                StopVm(name, zone, f"job {job.job_id}: {_why(action)}", after_job=job.job_id)
+            )
+            self.stopping.add(name)
+        record = self.records.get(name)
+        if record and record.lease and record.lease.job_id == job.job_id:
+            self.vm_actions.append(
+                ReleaseLease(name, job.job_id, _why(action), after_job=job.job_id)
+            )
+            self.releasing.add(name)
+
+    def _fault(self, job: Job, reason: str) -> None:
+        """An infrastructure fault: retry the job on another VM, or fail it when spent."""
+        seen = (job.job_id, job.state, job.attempt)
+        if job.cancel_requested:
+            self._end_job(CancelJob(*seen, f"cancel requested; {reason}"), job)
+            return
+        limit = min(job.max_attempts, self.policy.max_attempts)
+        if job.attempt >= limit:
+            message = f"{reason}; all {limit} attempts spent"
+            self._end_job(FailJob(*seen, "attempts_exhausted", message), job)
+        else:
+            self._end_job(RequeueJob(*seen, reason), job)
+
+    # --- policies -------------------------------------------------------------------------
+
+    def job_policies(self) -> None:
+        for job in self.jobs:
+            if job.state.terminal:
+                continue
+            seen = (job.job_id, job.state, job.attempt)
+            if self.now >= job.deadline_at:
+                message = (
+                    f"deadline {job.deadline_at.isoformat()} passed in state {job.state.value}"
+                )
+                self._end_job(TimeOutJob(*seen, message), job)
+            elif job.state is JobState.QUEUED:
+                if job.cancel_requested:
+                    self._end_job(CancelJob(*seen, "cancel requested while queued"), job)
+            else:
+                self._live_job(job)
+
+    def _live_job(self, job: Job) -> None:
+        vm_status = self._status(job.vm.name) if job.vm else None
+        vm_down = job.vm is None or vm_status is None or vm_status in DOWN_STATUSES
+        if job.cancel_requested and vm_down:
+            self._end_job(CancelJob(job.job_id, job.state, job.attempt, "cancelled; VM gone"), job)
+            return
+        if job.state is JobState.STARTING:
+            code = self.start_errors.get(job.job_id)
+            if code is not None:
+                if code in STOCKOUT_CODES and job.vm is not None:
+                    until = self.now + timedelta(seconds=self.policy.stockout_cooldown_s)
+                    self.vm_actions.append(
+                        CooldownVm(job.vm.name, job.vm.zone, until, f"start failed: {code}")
+                    )
+                    self.cooling.add(job.vm.name)
+                self._fault(job, f"start of VM {job.vm.name if job.vm else '?'} failed: {code}")
+                return
+            age = _age_s(job.dispatched_at or job.state_changed_at, self.now)
+            if age is not None and age >= self.policy.boot_timeout_s:
+                self._fault(
+                    job, f"worker did not claim the job within {self.policy.boot_timeout_s:g} s"
+                )
+            return
+        # RUNNING
+        if vm_status in DOWN_STATUSES:
+            self._fault(job, f"VM {job.vm.name if job.vm else '?'} is {vm_status}")
+            return
+        age = _age_s(job.heartbeat_at or job.started_at or job.state_changed_at, self.now)
+        if age is not None and age >= self.policy.heartbeat_timeout_s:
+            self._fault(job, f"no heartbeat for {age:.0f} s")
+
+    def vm_policies(self) -> None:
+        in_use = {
+            j.vm.name for j in self.jobs if j.state.live and j.vm and j.job_id not in self.ending
+        }
+        for name in sorted(self.records):
+            self._stale_lease(self.records[name], in_use)
+        for name in sorted(self.fleet):
+            status = self.fleet[name]
+            if status.status != "RUNNING" or name in self.stopping or name in in_use:
+                continue
+            reason = self._idle_reason(name)
+            if reason is not None:
+                self.vm_actions.append(StopVm(name, status.zone, reason))
+                self.stopping.add(name)
+
+    def _stale_lease(self, record: VmRecord, in_use: set[str]) -> None:
+        """A lease whose job ended (or never existed) keeps the VM from being used again."""
+        lease = record.lease
+        if lease is None or record.name in self.releasing or record.name in in_use:
+            return
+        if is_drain_lease(lease.job_id) and lease.expires_at > self.now:
+            return
+        job = self.by_id.get(lease.job_id)
+        if job is None or job.state.terminal:
+            state = job.state.value if job else "missing"
+            self.vm_actions.append(
+                ReleaseLease(record.name, lease.job_id, f"leased job is {state}")
+            )
+            self.releasing.add(record.name)
+
+    def _idle_reason(self, name: str) -> str | None:
+        """Why a RUNNING VM that no live job names should stop, or None to leave it."""
+        record = self.records.get(name)
+        lease = record.lease if record else None
+        if lease is not None and lease.expires_at > self.now:
+            if is_drain_lease(lease.job_id):
+                return None  # a draining worker holds its VM until the lease expires
+            job = self.by_id.get(lease.job_id)
+            if job is not None and not job.state.terminal and job.job_id not in self.ending:
+                return None  # leased to a job being dispatched
+        if record and record.last_seen:
+            seen_age = _age_s(record.last_seen, self.now) or 0.0
+            if seen_age < self.policy.drain_grace_s:
+                return None  # a draining worker looks for its next job, then shuts down
+        if lease is None:
+            return "running without a lease"
+        if is_drain_lease(lease.job_id):
+            return f"drain lease {lease.job_id} expired"
+        job = self.by_id.get(lease.job_id)
+        if job is None or job.state.terminal:
+            return f"leased job {lease.job_id} is {job.state.value if job else 'missing'}"
+        return f"lease for {lease.job_id} expired"
+
+    def dispatches(self) -> list[DispatchJob]:
+        requeued = {a.job_id for a in self.job_actions if isinstance(a, RequeueJob)}
+        queued = [
+            j
+            for j in self.jobs
+            if (
+                j.state is JobState.QUEUED
+                and not j.cancel_requested
+                and j.job_id not in self.ending
+            )
+            or j.job_id in requeued  # retried at once, on another VM, if one is free
+        ]
+        free = [
+            name
+            for name, status in self.fleet.items()
+            if name not in self.cooling and is_free(status, self._after_release(name), self.now)
+        ]
+        return [DispatchJob(j.job_id) for j in queued[: len(free)]]
+
+    def _after_release(self, name: str) -> VmRecord | None:
+        record = self.records.get(name)
+        if record is not None and name in self.releasing:
+            return record.model_copy(update={"lease": None})
+        return record
+
+
+def _why(action: JobAction) -> str:
+    if isinstance(action, FailJob | TimeOutJob):
+        return action.message
+    return action.reason
+
+
+def plan(
+    jobs: Iterable[Job],
+    vms: Iterable[VmRecord],
+    fleet: Iterable[VmStatus],
+    now: datetime,
+    policy: ReaperPolicy,
+    start_errors: Mapping[str, str] | None = None,
+) -> list[Action]:
+    """The actions for one reaper period: job changes first, then VM changes, then dispatches.
+
+    `jobs` holds every non-terminal job and every job a lease points to (a lease whose job is
+    absent is treated as pointing at a deleted job). `start_errors` maps a starting job's id
+    to the error code of its failed start operation.
+    """
+    planner = _Planner(jobs, vms, fleet, now, policy, start_errors or {})
+    planner.job_policies()
+    planner.vm_policies()
+    dispatches = planner.dispatches()
+    return [*planner.job_actions, *planner.vm_actions, *dispatches]

@@ -1,0 +1,197 @@
+"""What a job request may contain beyond its schema: sizes, model URLs, workflow shape.
+
+Pure checks, no I/O. The limits and allowlists come from FunctionSettings through
+`RequestPolicy.from_settings`, so tests can build a policy by hand.
+
+Model URL rules (each failure names the offending field):
+- `https://` only, to a host on the allowlist: the listed host itself or any subdomain of it
+  (`cdn.civitai.com` matches `civitai.com`; `evilcivitai.com` does not), because the big model
+  sites serve files from subdomains and a registrable domain is owned by one party.
+- `gs://bucket/object` only for buckets of the deployment (`all_model_buckets()`).
+- `http://host:port` only for an exact `http_model_hosts` entry (the local cloud's model server;
+  empty in a real deployment).
+- Never: user info (`user@host`), a port other than 443, an IP literal (including numeric forms
+  such as `2130706433` or `127.1`), or a name that is private by definition (`localhost`,
+  `*.internal`, `*.local`). Names are not resolved here: the allowlist is what keeps requests
+  away from private addresses, and the worker checks the address it connects to (DNS can change
+  between this check and the download).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from comfyburst.errors import InvalidRequest, PayloadTooLarge
+from comfyburst.schema import JobRequest
+
+# Headroom in the raw body for everything that is neither workflow nor input image bytes
+# (model list, options, JSON punctuation).
+_BODY_OVERHEAD_BYTES = 1_000_000
+_PRIVATE_SUFFIXES = (".localhost", ".internal", ".local", ".localdomain", ".home.arpa")
+_NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+))*$")
+
+
+@dataclass(frozen=True)
+class RequestPolicy:
+    """Limits and allowlists a job request is checked against."""
+
+    model_hosts: tuple[str, ...]
+    http_model_hosts: tuple[str, ...] = ()
+    gs_model_buckets: tuple[str, ...] = ()
+    max_workflow_bytes: int = 2_000_000
+    max_nodes: int = 2000
+    max_input_bytes: int = 20_000_000
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> RequestPolicy:
+        """The policy of a deployment (FunctionSettings)."""
+        return cls(
+            model_hosts=tuple(h.lower().rstrip(".") for h in settings.model_hosts),
+            http_model_hosts=tuple(h.lower() for h in settings.http_model_hosts),
+            gs_model_buckets=tuple(settings.all_model_buckets()),
+            max_workflow_bytes=settings.max_workflow_bytes,
+            max_nodes=settings.max_nodes,
+            max_input_bytes=settings.max_input_bytes,
+        )
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The largest raw body worth parsing: base64 inputs grow by 4/3."""
+        return self.max_workflow_bytes + self.max_input_bytes * 4 // 3 + _BODY_OVERHEAD_BYTES
+
+
+def check_body_size(size_bytes: int, policy: RequestPolicy) -> None:
+    """Refuse a body too large to be a valid request, before it is parsed."""
+    if size_bytes > policy.max_body_bytes:
+        raise PayloadTooLarge(
+            f"request body is {size_bytes} bytes; at most {policy.max_body_bytes} are accepted"
+        )
+
+
+def check_raw(data: Any, policy: RequestPolicy) -> int:
+    """Shape and size checks on the parsed JSON before the schema; returns the workflow bytes."""
+    if not isinstance(data, Mapping):
+        raise InvalidRequest("the request body must be a JSON object")
+    workflow = data.get("workflow")
+    if not isinstance(workflow, Mapping):
+        raise InvalidRequest(
+            "workflow must be an API-format ComfyUI workflow: an object of nodes",
+            field="workflow",
+        )
+    if len(workflow) > policy.max_nodes:
+        raise PayloadTooLarge(
+            f"workflow has {len(workflow)} nodes; at most {policy.max_nodes} are accepted",
+            field="workflow",
+        )
+    for node_id, node in workflow.items():
+        if not isinstance(node, Mapping):
+            raise InvalidRequest("a workflow node must be an object", field=f"workflow.{node_id}")
+        if not isinstance(node.get("class_type"), str):
+            raise InvalidRequest(
+                "a workflow node needs a class_type string (is this the API format?)",
+                field=f"workflow.{node_id}.class_type",
+            )
+        if not isinstance(node.get("inputs"), Mapping):
+            raise InvalidRequest(
+                "a workflow node needs an inputs object", field=f"workflow.{node_id}.inputs"
+            )
+    workflow_bytes = len(json.dumps(workflow, separators=(",", ":")).encode())
+    if workflow_bytes > policy.max_workflow_bytes:
+        raise PayloadTooLarge(
+            f"workflow is {workflow_bytes} bytes; at most {policy.max_workflow_bytes} are accepted",
+            field="workflow",
+        )
+    inputs = data.get("inputs")
+    if isinstance(inputs, list):
+        encoded = sum(
+            len(item["data_b64"])
+            for item in inputs
+            if isinstance(item, Mapping) and isinstance(item.get("data_b64"), str)
+        )
+        if encoded * 3 // 4 > policy.max_input_bytes:
+            raise PayloadTooLarge(
+                f"input images total about {encoded * 3 // 4} bytes; at most "
+                f"{policy.max_input_bytes} are accepted",
+                field="inputs",
+            )
+    return workflow_bytes
+
+
+def check_request(request: JobRequest, policy: RequestPolicy) -> None:
+    """Everything the schema cannot know: model URLs against the allowlists, input sizes."""
+    for index, model in enumerate(request.models):
+        check_model_url(model.url, policy, field=f"models.{index}.url")
+    total = 0
+    for index, image in enumerate(request.inputs):
+        size = image.size_bytes
+        if size <= 0:
+            raise InvalidRequest("an input image must not be empty", field=f"inputs.{index}")
+        total += size
+    if total > policy.max_input_bytes:
+        raise PayloadTooLarge(
+            f"input images total {total} bytes; at most {policy.max_input_bytes} are accepted",
+            field="inputs",
+        )
+
+
+def check_model_url(url: str, policy: RequestPolicy, *, field: str = "url") -> None:
+    """Raise InvalidRequest unless a worker may download a model from `url`."""
+
+    def reject(why: str) -> InvalidRequest:
+        return InvalidRequest(f"model URL {why}", field=field)
+
+    if not url.isascii() or any(ord(ch) <= 32 or ord(ch) == 127 for ch in url):
+        raise reject("must be ASCII without spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise reject(f"is malformed: {exc}") from None
+    scheme = parts.scheme.lower()
+    if "@" in parts.netloc:
+        raise reject("must not contain user info")
+    if scheme == "gs":
+        _check_gs(parts.netloc, parts.path, policy, reject)
+        return
+    if scheme not in ("https", "http"):
+        raise reject("must use https:// or gs://")
+    host = (parts.hostname or "").rstrip(".")
+    if not host:
+        raise reject("has no host")
+    if scheme == "http":
+        if parts.netloc.lower() in policy.http_model_hosts:
+            return
+        raise reject("must use https:// (plain http is not allowed)")
+    if port not in (None, 443):
+        raise reject("must not name a port other than 443")
+    if _is_ip_literal(host):
+        raise reject("must name a host, not an IP address")
+    if host == "localhost" or host.endswith(_PRIVATE_SUFFIXES):
+        raise reject(f"names a private host: {host}")
+    if not any(host == allowed or host.endswith("." + allowed) for allowed in policy.model_hosts):
+        allowed_hosts = ", ".join(policy.model_hosts) or "none"
+        raise reject(f"host {host} is not allowed (allowed: {allowed_hosts} and subdomains)")
+
+
+def _check_gs(bucket: str, path: str, policy: RequestPolicy, reject: Any) -> None:
+    if ":" in bucket or not bucket:
+        raise reject("must be gs://BUCKET/OBJECT")
+    if not path.strip("/"):
+        raise reject("must name an object: gs://BUCKET/OBJECT")
+    if bucket not in policy.gs_model_buckets:
+        allowed = ", ".join(policy.gs_model_buckets) or "none configured"
+        raise reject(f"bucket {bucket} is not a model bucket of this deployment ({allowed})")
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return bool(_NUMERIC_HOST.match(host))
+    return True

@@ -1,0 +1,116 @@
+"""Which VM a queued job should start on: a pure ranking over the fleet and the lease documents.
+
+Free means: the VM is TERMINATED, has no live lease and is not cooling down after a stockout.
+Among free VMs, those that already cache more of the job's models come first (no download),
+then zones with fewer busy VMs (spread the load, and the risk of one zone's stockout), then a
+hash of job id and VM name, so that concurrent dispatchers try different VMs first instead of
+all racing for the same lease.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from comfyburst.ports import VmStatus
+from comfyburst.schema import VmRecord
+
+STOCKOUT_REASONS = frozenset(
+    {"ZONE_RESOURCE_POOL_EXHAUSTED", "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS"}
+)
+CAPACITY_OUT_REASONS = STOCKOUT_REASONS | {"QUOTA_EXCEEDED"}
+
+REASON_NO_FREE_VM = "no free VM"
+REASON_NO_CAPACITY = "all zones out of capacity"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A free VM, with how many of the job's models it caches."""
+
+    name: str
+    zone: str
+    cached_models: int
+
+
+def is_free(status: VmStatus, record: VmRecord | None, now: datetime) -> bool:
+    """TERMINATED, no live lease, not cooling down."""
+    if status.status != "TERMINATED":
+        return False
+    if record is None:
+        return True
+    if record.is_leased(now):
+        return False
+    return record.cooldown_until is None or record.cooldown_until <= now
+
+
+def rank_candidates(
+    job_id: str,
+    job_models: Iterable[str],
+    fleet: Sequence[VmStatus],
+    records: Mapping[str, VmRecord],
+    now: datetime,
+) -> list[Candidate]:
+    """The free VMs in the order the job should try them."""
+    wanted = set(job_models)
+    busy: dict[str, int] = {}
+    free: list[Candidate] = []
+    for status in fleet:
+        record = records.get(status.name)
+        busy.setdefault(status.zone, 0)
+        if is_free(status, record, now):
+            cached = len(wanted.intersection(record.models_cached)) if record else 0
+            free.append(Candidate(status.name, status.zone, cached))
+        elif status.status != "TERMINATED" or (record is not None and record.is_leased(now)):
+            busy[status.zone] += 1
+    free.sort(key=lambda c: (-c.cached_models, busy[c.zone], _spread(job_id, c.name)))
+    return free
+
+
+def next_candidate(candidates: Sequence[Candidate], avoid_zones: Iterable[str]) -> Candidate | None:
+    """The first candidate outside `avoid_zones` (zones that just refused), else the first."""
+    avoid = set(avoid_zones)
+    for candidate in candidates:
+        if candidate.zone not in avoid:
+            return candidate
+    return candidates[0] if candidates else None
+
+
+def cooldown_until(reason: str, now: datetime, cooldown_s: int) -> datetime | None:
+    """When a VM that failed to start for `reason` may be tried again; None: at once."""
+    if reason in STOCKOUT_REASONS:
+        return now + timedelta(seconds=cooldown_s)
+    return None
+
+
+def cooling_down(fleet: Sequence[VmStatus], records: Mapping[str, VmRecord], now: datetime) -> int:
+    """How many VMs would be free but for a stockout cooldown."""
+    count = 0
+    for status in fleet:
+        record = records.get(status.name)
+        if (
+            status.status == "TERMINATED"
+            and record is not None
+            and not record.is_leased(now)
+            and record.cooldown_until is not None
+            and record.cooldown_until > now
+        ):
+            count += 1
+    return count
+
+
+def queued_reason(
+    had_candidates: bool, capacity_failures: int, other_failures: int, cooling: int = 0
+) -> str:
+    """Why a job is still queued after a dispatch attempt."""
+    if had_candidates and capacity_failures > 0 and other_failures == 0:
+        return REASON_NO_CAPACITY
+    if not had_candidates and cooling > 0:
+        return REASON_NO_CAPACITY  # the only VMs left are in zones that just ran out
+    return REASON_NO_FREE_VM
+
+
+def _spread(job_id: str, vm_name: str) -> bytes:
+    return hashlib.blake2b(f"{job_id}/{vm_name}".encode(), digest_size=8).digest()

@@ -1,0 +1,271 @@
+"""The reaper use case: snapshot, plan (domain/reaper.py), apply each action through the ports.
+
+Each job change is one `update_job` transaction guarded by the state and attempt the planner
+saw: a job that changed meanwhile is skipped and the next period looks again. One action's
+error never stops the others. Every terminal state set here publishes its result message, and
+results left unpublished by anyone (a failed publish) are published again.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from comfyburst.domain import reaper
+from comfyburst.domain.jobs import requeue
+from comfyburst.errors import NotFound, PreconditionFailed
+from comfyburst.ports import Clock, Fleet, JobStore, Publisher, VmStatus
+from comfyburst.schema import Job, JobError, VmRecord
+from comfyburst.services._leases import release_lease
+from comfyburst.services.results import finish, publish_result
+from comfyburst.states import JobState
+
+log = logging.getLogger(__name__)
+
+_REQUEST_ID_NAMESPACE = uuid.UUID("2b7f4d1e-8c0a-4f43-9a57-5d1f0b7c6e21")
+_LIVE_OR_QUEUED = (JobState.QUEUED, JobState.STARTING, JobState.RUNNING)
+
+Dispatch = Callable[[Sequence[Job]], Sequence[Any]]
+
+
+def policy_from(settings: Any) -> reaper.ReaperPolicy:
+    """The planner's thresholds from FunctionSettings."""
+    return reaper.ReaperPolicy(
+        boot_timeout_s=settings.boot_timeout_s,
+        heartbeat_timeout_s=settings.heartbeat_timeout_s,
+        max_attempts=settings.max_attempts,
+        stockout_cooldown_s=settings.stockout_cooldown_s,
+        drain_grace_s=settings.drain_grace_s,
+    )
+
+
+@dataclass(frozen=True)
+class ReaperDeps:
+    store: JobStore
+    fleet: Fleet
+    publisher: Publisher
+    clock: Clock
+    dispatch: Dispatch | None = None  # Dispatcher.dispatch_many; None: plan dispatches only
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    jobs: list[Job]
+    vms: list[VmRecord]
+    fleet: list[VmStatus]
+    start_errors: dict[str, str]
+
+
+class _Skipped(Exception):
+    """The action no longer applies (a concurrent change won); the next period looks again."""
+
+
+def take_snapshot(deps: ReaperDeps) -> Snapshot:
+    """Jobs first, then leases, then the fleet: a job claimed after the job listing cannot be
+    mistaken for one whose VM died (its VM is RUNNING by the time the fleet is read)."""
+    jobs = deps.store.list_jobs(_LIVE_OR_QUEUED)
+    vms = deps.store.list_vms()
+    known = {j.job_id for j in jobs}
+    for record in vms:
+        if record.lease is not None and record.lease.job_id not in known:
+            leased = deps.store.get_job(record.lease.job_id)
+            known.add(record.lease.job_id)
+            if leased is not None:
+                jobs.append(leased)
+    fleet = deps.fleet.list()
+    start_errors: dict[str, str] = {}
+    for job in jobs:
+        if job.state is JobState.STARTING and job.vm is not None and job.vm.operation:
+            try:
+                code = deps.fleet.operation_error(job.vm.zone, job.vm.operation)
+            except Exception:
+                log.warning("reading start operation of %s failed", job.job_id, exc_info=True)
+                continue
+            if code:
+                start_errors[job.job_id] = code
+    return Snapshot(jobs, vms, fleet, start_errors)
+
+
+def run_reaper(
+    deps: ReaperDeps, policy: reaper.ReaperPolicy, now: datetime | None = None
+) -> dict[str, Any]:
+    """One reaper period; returns a JSON-able summary of every action and its outcome."""
+    now = now or deps.clock.now()
+    snapshot = take_snapshot(deps)
+    actions = reaper.plan(
+        snapshot.jobs, snapshot.vms, snapshot.fleet, now, policy, snapshot.start_errors
+    )
+    executor = _Executor(deps, now)
+    results = [executor.apply(a) for a in actions if not isinstance(a, reaper.DispatchJob)]
+    dispatches = [a for a in actions if isinstance(a, reaper.DispatchJob)]
+    results.extend(executor.dispatch(dispatches))
+    results.extend(executor.republish_unpublished())
+    counts: dict[str, int] = {}
+    for item in results:
+        key = f"{item['action']}:{item['outcome']}"
+        counts[key] = counts.get(key, 0) + 1
+    summary = {"now": now.isoformat(), "counts": counts, "actions": results}
+    log.info("reaper period done: %s", counts)
+    return summary
+
+
+class _Executor:
+    def __init__(self, deps: ReaperDeps, now: datetime) -> None:
+        self.deps = deps
+        self.now = now
+        self.applied_jobs: set[str] = set()
+
+    def apply(self, action: reaper.Action) -> dict[str, Any]:
+        entry = {"action": type(action).__name__, **_plain(action)}
+        after = getattr(action, "after_job", None)
+        if after is not None and after not in self.applied_jobs:
+            return {**entry, "outcome": "skipped", "detail": f"job {after} was not changed"}
+        try:
+            detail = self._apply(action)
+        except _Skipped as exc:
+            return {**entry, "outcome": "skipped", "detail": str(exc)}
+        except Exception as exc:
+            log.exception("reaper action %s failed", entry)
+            return {**entry, "outcome": "error", "detail": f"{type(exc).__name__}: {exc}"}
+        return {**entry, "outcome": "applied", **({"detail": detail} if detail else {})}
+
+    def _apply(self, action: reaper.Action) -> str | None:
+        if isinstance(action, reaper.RequeueJob):
+            self._change_job(action, lambda job: requeue(job, self.now, action.reason))
+            return None
+        if isinstance(action, reaper.FailJob):
+            error = JobError(type=action.error_type, message=action.message)
+            return self._end_job(action, JobState.FAILED, error)
+        if isinstance(action, reaper.TimeOutJob):
+            return self._end_job(
+                action, JobState.TIMED_OUT, JobError(type="timed_out", message=action.message)
+            )
+        if isinstance(action, reaper.CancelJob):
+            error = JobError(type="cancelled", message=action.reason)
+            return self._end_job(action, JobState.CANCELLED, error)
+        if isinstance(action, reaper.StopVm):
+            op = self.deps.fleet.stop(
+                action.zone, action.name, self._request_id("stop", action.name)
+            )
+            return f"operation {op}"
+        if isinstance(action, reaper.ReleaseLease):
+            if not release_lease(self.deps.store, action.vm_name, action.job_id):
+                raise _Skipped("lease already changed")
+            return None
+        if isinstance(action, reaper.CooldownVm):
+            self._cooldown(action)
+            return None
+        raise TypeError(f"unknown action {action!r}")
+
+    def _change_job(self, action: reaper.JobAction, change: Callable[[Job], Job]) -> Job:
+        applied = False
+
+        def mutate(job: Job) -> Job | None:
+            nonlocal applied  # set on every run: a retried transaction decides afresh
+            applied = job.state is action.seen_state and job.attempt == action.seen_attempt
+            return change(job) if applied else None
+
+        try:
+            stored = self.deps.store.update_job(action.job_id, mutate)
+        except NotFound:
+            raise _Skipped("job deleted") from None
+        if not applied:
+            raise _Skipped(f"job is {stored.state.value} (attempt {stored.attempt}) now")
+        self.applied_jobs.add(action.job_id)
+        return stored
+
+    def _end_job(self, action: reaper.JobAction, target: JobState, error: JobError) -> str:
+        stored = self._change_job(
+            action, lambda job: finish(job, target, self.now, None, error=error)
+        )
+        publish_result(self.deps.store, self.deps.publisher, stored, self.deps.clock.now())
+        return "result published"
+
+    def _cooldown(self, action: reaper.CooldownVm) -> None:
+        record, version = self.deps.store.get_vm(action.vm_name)
+        base = record or VmRecord(name=action.vm_name, zone=action.zone)
+        if base.cooldown_until is not None and base.cooldown_until >= action.until:
+            raise _Skipped("already cooling down")
+        try:
+            self.deps.store.put_vm(
+                base.model_copy(update={"cooldown_until": action.until}), version
+            )
+        except PreconditionFailed:
+            raise _Skipped("VM document changed") from None
+
+    def _request_id(self, verb: str, name: str) -> str:
+        # Stable within one period, so a retried call is not applied twice.
+        return str(uuid.uuid5(_REQUEST_ID_NAMESPACE, f"{verb}/{name}/{self.now.isoformat()}"))
+
+    def dispatch(self, actions: list[reaper.DispatchJob]) -> list[dict[str, Any]]:
+        if not actions or self.deps.dispatch is None:
+            return [
+                {
+                    "action": "DispatchJob",
+                    "job_id": a.job_id,
+                    "outcome": "skipped",
+                    "detail": "no dispatcher",
+                }
+                for a in actions
+            ]
+        jobs = [j for j in (self.deps.store.get_job(a.job_id) for a in actions) if j is not None]
+        try:
+            outcomes = self.deps.dispatch(jobs)
+        except Exception as exc:
+            log.exception("dispatch from the reaper failed")
+            return [
+                {
+                    "action": "DispatchJob",
+                    "job_id": j.job_id,
+                    "outcome": "error",
+                    "detail": f"{type(exc).__name__}: {exc}",
+                }
+                for j in jobs
+            ]
+        results = []
+        for job, outcome in zip(jobs, outcomes, strict=False):
+            started = bool(getattr(outcome, "started", False))
+            results.append(
+                {
+                    "action": "DispatchJob",
+                    "job_id": job.job_id,
+                    "outcome": "applied" if started else "skipped",
+                    "detail": getattr(outcome, "reason", None)
+                    or (f"started on {outcome.vm.name}" if started and outcome.vm else None),
+                }
+            )
+        return results
+
+    def republish_unpublished(self) -> list[dict[str, Any]]:
+        """Results whose publish failed earlier (here, in the trigger, in cancel) go out now."""
+        lister = getattr(self.deps.store, "list_unpublished_results", None)
+        if lister is None:
+            return []  # a store without the query: the done-flag redelivery still covers it
+        try:
+            jobs = lister(100)
+        except Exception as exc:
+            log.exception("listing unpublished results failed")
+            return [{"action": "Republish", "outcome": "error", "detail": str(exc)}]
+        results = []
+        for job in jobs:
+            entry = {"action": "Republish", "job_id": job.job_id, "state": job.state.value}
+            try:
+                publish_result(self.deps.store, self.deps.publisher, job, self.deps.clock.now())
+            except Exception as exc:
+                log.exception("republishing the result of %s failed", job.job_id)
+                results.append({**entry, "outcome": "error", "detail": str(exc)})
+                continue
+            results.append({**entry, "outcome": "applied"})
+        return results
+
+
+def _plain(action: Any) -> dict[str, Any]:
+    data = asdict(action)
+    return {
+        k: (v.value if isinstance(v, JobState) else v.isoformat() if isinstance(v, datetime) else v)
+        for k, v in data.items()
+    }

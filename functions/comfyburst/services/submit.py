@@ -1,0 +1,304 @@
+"""Submit: check a job request completely, store it, create the job, dispatch it.
+
+Order matters: every check (size, JSON, schema, policy, pre-flight) runs before anything is
+written, so bad input leaves no document and no object behind. Then `request.json` and the
+inputs go to the jobs bucket while a VM is leased and its metadata written (side by side, to
+save a round trip); the VM's start is requested only once the request is stored; the job
+document is created last, directly in its first state: `starting` with its VM, or `queued`
+with the reason (one write instead of create + transaction). A job that exists always has its
+request. If the process dies between the start and the create, the VM boots for a job that
+does not exist: its worker finds nothing to claim and the reaper stops a VM whose lease names
+a missing job; the caller's retry (same Idempotency-Key) makes the job.
+
+Idempotency: with an `Idempotency-Key`, the job id is derived from the caller and the key, and
+`request.json` is written only if absent. A repeat with the same body answers the same job; a
+repeat with a different body is refused (409 `idempotency_conflict`). The stored request
+itself is the body hash: the request JSON is deterministic, so equal requests give equal bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from comfyburst.domain import request_policy
+from comfyburst.domain.jobs import new_job, transition
+from comfyburst.errors import ComfyBurstError, Conflict, InvalidRequest, PreconditionFailed
+from comfyburst.ports import BlobStore, Clock, JobStore
+from comfyburst.preflight import Catalogue, PromptVerdict, validate_prompt
+from comfyburst.schema import Job, JobRequest
+from comfyburst.services._placement import IO_POOL
+from comfyburst.services.dispatch import Dispatcher, Placement
+from comfyburst.states import JobState
+
+logger = logging.getLogger(__name__)
+
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+MAX_ERROR_DETAILS = 20
+
+
+class IdempotencyConflict(Conflict):
+    """The idempotency key was used before with a different request."""
+
+    code = "idempotency_conflict"
+
+
+# ComfyUI runs a workflow whose outputs only partly validate, dropping the others; we refuse
+# it instead (a paid GPU would silently skip outputs), with the error ComfyUI gives when none do.
+_PARTIAL_ERROR = {
+    "type": "prompt_outputs_failed_validation",
+    "message": "Prompt outputs failed validation",
+    "details": "",
+    "extra_info": {},
+}
+
+
+def workflow_runs_whole(verdict: PromptVerdict) -> bool:
+    """Accepted with every output: no node errors at all."""
+    return verdict.accepted and not verdict.node_errors
+
+
+class PreflightRejected(ComfyBurstError):
+    """Pre-flight says ComfyUI would refuse the workflow; the body carries ComfyUI's answer."""
+
+    code = "workflow_invalid"
+    http_status = 422
+
+    def __init__(self, verdict: PromptVerdict) -> None:
+        comfy_error = verdict.body.get("error") or _PARTIAL_ERROR
+        message = comfy_error.get("message") if isinstance(comfy_error, dict) else None
+        super().__init__(message or "workflow failed validation", details=comfy_error)
+        self.node_errors = verdict.node_errors
+
+    def to_body(self) -> dict[str, Any]:
+        body = super().to_body()
+        body["node_errors"] = self.node_errors
+        return body
+
+
+@dataclass
+class SubmitDeps:
+    """What submit needs: ports, settings, the catalogue, the dispatcher."""
+
+    store: JobStore
+    blobs: BlobStore
+    clock: Clock
+    settings: Any
+    catalogue: Callable[[], Catalogue]
+    dispatcher: Dispatcher
+
+
+@dataclass(frozen=True)
+class CheckedRequest:
+    """A request that passed every check, with what the job document keeps of it."""
+
+    request: JobRequest
+    workflow_bytes: int
+    verdict: PromptVerdict
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    job: Job
+    created: bool  # False: an earlier submit with the same idempotency key made this job
+
+
+def check_request(body: bytes, settings: Any, catalogue: Catalogue) -> CheckedRequest:
+    """Every check, in order: size, JSON, shape and limits, schema, policy. Writes nothing.
+
+    The pre-flight verdict is returned, not raised, so `/jobs:validate` can answer it.
+    """
+    policy = request_policy.RequestPolicy.from_settings(settings)
+    request_policy.check_body_size(len(body), policy)
+    try:
+        data = json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise InvalidJson(f"the request body is not valid JSON: {exc}") from None
+    workflow_bytes = request_policy.check_raw(data, policy)
+    try:
+        request = JobRequest.model_validate(data)
+    except ValidationError as exc:
+        raise _schema_error(exc) from None
+    request_policy.check_request(request, policy)
+    extra_models: dict[str, list[str]] = {}
+    for model in request.models:
+        extra_models.setdefault(model.kind.value, []).append(model.filename)
+    verdict = validate_prompt(
+        request.workflow_dict(),
+        catalogue,
+        extra_models=extra_models,
+        input_files=[image.name for image in request.inputs],
+    )
+    return CheckedRequest(request, workflow_bytes, verdict)
+
+
+class InvalidJson(InvalidRequest):
+    code = "invalid_json"
+
+
+def _reject_constant(name: str) -> Any:
+    # Python's json accepts NaN and Infinity; JSON does not, and they cannot be stored.
+    raise ValueError(f"{name} is not JSON")
+
+
+def submit_job(
+    deps: SubmitDeps, body: bytes, *, idempotency_key: str | None, caller: str | None
+) -> SubmitResult:
+    """Accept a job request: check it, store it, create the job, dispatch it."""
+    if idempotency_key is not None:
+        _check_idempotency_key(idempotency_key)
+    checked = check_request(body, deps.settings, deps.catalogue())
+    if not workflow_runs_whole(checked.verdict):
+        raise PreflightRejected(checked.verdict)
+    request = checked.request
+    request_json = request.model_dump_json().encode()
+    scoped_key = _scoped_key(caller, idempotency_key)
+    job_id = _job_id(scoped_key)
+    if scoped_key is not None:
+        earlier = deps.store.get_job(job_id)
+        if earlier is not None:
+            _same_request_or_conflict(deps, job_id, request_json)
+            return SubmitResult(earlier, False)
+    now = deps.clock.now()
+    job = new_job(
+        job_id=job_id,
+        request=request,
+        workflow_bytes=checked.workflow_bytes,
+        now=now,
+        max_attempts=deps.settings.max_attempts,
+        ttl_days=deps.settings.job_ttl_days,
+        idempotency_key=scoped_key,
+        caller=caller,
+    )
+    # The request goes to GCS while a VM is leased and prepared; no VM starts before it is
+    # stored (`before_start`), and the job document is written last, in its first state.
+    stored_request = IO_POOL.submit(
+        _write_request, deps, job_id, request, request_json, guarded=scoped_key is not None
+    )
+    try:
+        placement = deps.dispatcher.place_new(job, before_start=stored_request.result)
+    finally:
+        stored_request.result()  # (re-)raises a failed write; the placement released its lease
+    return _create(deps, job, placement, now)
+
+
+def _create(deps: SubmitDeps, job: Job, placement: Placement, now: datetime) -> SubmitResult:
+    """Store the job as it is after dispatch: starting on its VM, or queued with the reason."""
+    if placement.vm is not None:
+        first = transition(job, JobState.STARTING, now, vm=placement.vm, dispatched_at=now)
+    else:
+        first = job.model_copy(update={"queued_reason": placement.reason})
+    try:
+        stored, created = deps.store.create_job(first)
+    except BaseException:
+        deps.dispatcher.undo(job, placement)
+        raise
+    if not created:
+        # A concurrent submit with the same key created the job first: ours is not needed.
+        deps.dispatcher.undo(job, placement)
+        return SubmitResult(stored, False)
+    logger.info(
+        "job accepted",
+        extra={
+            "job_id": job.job_id,
+            "state": stored.state.value,
+            "vm": placement.vm.name if placement.vm else None,
+            "queued_reason": stored.queued_reason,
+        },
+    )
+    return SubmitResult(stored, True)
+
+
+def jobs_prefix(job_id: str) -> str:
+    return f"jobs/{job_id}/"
+
+
+def _write_request(
+    deps: SubmitDeps, job_id: str, request: JobRequest, request_json: bytes, *, guarded: bool
+) -> None:
+    bucket = deps.settings.jobs_bucket
+    prefix = jobs_prefix(job_id)
+    try:
+        deps.blobs.write(
+            bucket,
+            prefix + "request.json",
+            request_json,
+            "application/json",
+            if_generation_match=0 if guarded else None,
+        )
+    except PreconditionFailed:
+        # A concurrent submit with the same key got here first; same body: carry on (the
+        # job create below answers its job), else refuse.
+        _same_request_or_conflict(deps, job_id, request_json)
+    for image in request.inputs:
+        deps.blobs.write(bucket, f"{prefix}inputs/{image.name}", image.decode(), _guess(image.name))
+
+
+def _same_request_or_conflict(deps: SubmitDeps, job_id: str, request_json: bytes) -> None:
+    stored = deps.blobs.read(deps.settings.jobs_bucket, jobs_prefix(job_id) + "request.json")
+    if stored is not None and stored != request_json:
+        raise IdempotencyConflict(
+            "this Idempotency-Key was used for a different request",
+            details={"job_id": job_id},
+        )
+
+
+def _check_idempotency_key(key: str) -> None:
+    if (
+        not key
+        or len(key) > MAX_IDEMPOTENCY_KEY_CHARS
+        or not key.isprintable()
+        or not key.isascii()
+    ):
+        raise InvalidRequest(
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters",
+            field="Idempotency-Key",
+        )
+
+
+def _scoped_key(caller: str | None, key: str | None) -> str | None:
+    """The key as stored: hashed with the caller, so two callers never share a key."""
+    if key is None:
+        return None
+    digest = hashlib.sha256(f"{caller or ''}\n{key}".encode()).hexdigest()
+    return f"k-{digest}"
+
+
+def _job_id(scoped_key: str | None) -> str:
+    if scoped_key is None:
+        return uuid.uuid4().hex
+    # 32 hex characters like a random id; stable for one caller and key.
+    return hashlib.sha256(scoped_key.encode()).hexdigest()[:32]
+
+
+def _guess(name: str) -> str:
+    lowered = name.lower()
+    for suffix, content_type in (
+        (".png", "image/png"),
+        (".jpg", "image/jpeg"),
+        (".jpeg", "image/jpeg"),
+        (".webp", "image/webp"),
+        (".gif", "image/gif"),
+    ):
+        if lowered.endswith(suffix):
+            return content_type
+    return "application/octet-stream"
+
+
+def _schema_error(exc: ValidationError) -> InvalidRequest:
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    first = errors[0]
+    field = ".".join(str(part) for part in first["loc"]) or None
+    details = [
+        {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"], "type": e["type"]}
+        for e in errors[:MAX_ERROR_DETAILS]
+    ]
+    return InvalidRequest(f"{field or 'request'}: {first['msg']}", field=field, details=details)

@@ -1,0 +1,94 @@
+"""Builds each adapter from FunctionSettings. Called by entry points, never at import.
+
+Emulator hosts (FIRESTORE_EMULATOR_HOST, STORAGE_EMULATOR_HOST, PUBSUB_EMULATOR_HOST) are
+honoured by the client libraries themselves; the Compute endpoint comes from settings.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from comfyburst.adapters.clock import SystemClock
+from comfyburst.adapters.compute import ComputeFleet
+from comfyburst.adapters.firestore_store import FirestoreJobStore
+from comfyburst.adapters.gcs import GcsBlobStore, IamUrlSigner, KeyFileUrlSigner
+from comfyburst.adapters.pubsub import PubSubPublisher
+from comfyburst.settings import FunctionSettings
+
+
+def clock() -> SystemClock:
+    return SystemClock()
+
+
+def firestore_client(settings: FunctionSettings) -> Any:
+    from google.cloud import firestore
+
+    return firestore.Client(project=settings.project_id)
+
+
+def storage_client(settings: FunctionSettings) -> Any:
+    from google.cloud.storage import Client
+
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        # The emulator needs no credentials; looking for them probes the GCE metadata server,
+        # which costs ~20 s off Google Cloud.
+        from google.auth.credentials import AnonymousCredentials
+
+        return Client(project=settings.project_id, credentials=AnonymousCredentials())
+    return Client(project=settings.project_id)
+
+
+def job_store(settings: FunctionSettings, client: Any = None) -> FirestoreJobStore:
+    return FirestoreJobStore(client or firestore_client(settings), settings)
+
+
+def blob_store(settings: FunctionSettings, client: Any = None) -> GcsBlobStore:
+    return GcsBlobStore(client or storage_client(settings))
+
+
+def url_signer(settings: FunctionSettings, client: Any = None) -> KeyFileUrlSigner | IamUrlSigner:
+    """A key-file signer when a key is configured (local), else key-less IAM signing."""
+    client = client or storage_client(settings)
+    if settings.signing_key_file:
+        return KeyFileUrlSigner(client, settings.signing_key_file)
+    import google.auth
+
+    credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+    return IamUrlSigner(client, credentials, settings.signing_service_account)
+
+
+def publisher(settings: FunctionSettings, client: Any = None) -> PubSubPublisher:
+    from google.cloud.pubsub_v1 import PublisherClient
+    from google.cloud.pubsub_v1.types import BatchSettings
+
+    # One result per publish, and we wait for it: batching would only add its 10 ms latency.
+    client = client or PublisherClient(batch_settings=BatchSettings(max_messages=1))
+    real = PubSubPublisher(client, client.topic_path(settings.project_id, settings.results_topic))
+    faults_file = os.environ.get("COMFYBURST_LOCAL_PUBLISH_FAULTS")
+    if faults_file:  # set by the local cloud's chaos run only; never in a deployment
+        from localcloud.publish_faults import FaultyPublisher
+
+        return FaultyPublisher(real, faults_file)  # type: ignore[return-value]
+    return real
+
+
+def fleet(settings: FunctionSettings) -> ComputeFleet:
+    from google.cloud import compute_v1
+
+    kwargs: dict[str, Any] = {}
+    if settings.compute_endpoint:
+        from google.api_core.client_options import ClientOptions
+        from google.auth.credentials import AnonymousCredentials
+
+        kwargs = {
+            "credentials": AnonymousCredentials(),
+            "client_options": ClientOptions(api_endpoint=settings.compute_endpoint),
+        }
+    return ComputeFleet(
+        compute_v1.InstancesClient(**kwargs),
+        compute_v1.ZoneOperationsClient(**kwargs),
+        settings.project_id,
+        settings.pool_zones,
+        settings.pool_label,
+    )

@@ -1,0 +1,141 @@
+"""Cloud Functions entry points. Each reads settings once per process (lazily, on first use),
+wires the adapters, calls one use case and maps errors to a response."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+import flask
+import functions_framework
+
+from comfyburst.logs import setup_logging
+
+T = TypeVar("T")
+
+setup_logging()
+
+
+class Lazy(Generic[T]):
+    """A value built on first use, once per process; `set` replaces it (tests)."""
+
+    def __init__(self, build: Callable[[], T]) -> None:
+        self._build = build
+        self._value: T | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> T:
+        if self._value is None:
+            with self._lock:
+                if self._value is None:
+                    self._value = self._build()
+        return self._value
+
+    def set(self, value: T | None) -> None:
+        self._value = value
+
+
+def _build_api_deps():  # type: ignore[no-untyped-def]
+    from comfyburst import wiring
+    from comfyburst.api import build_api_deps
+    from comfyburst.settings import FunctionSettings
+
+    settings = FunctionSettings()
+    storage = wiring.storage_client(settings)
+    return build_api_deps(
+        settings,
+        store=wiring.job_store(settings),
+        blobs=wiring.blob_store(settings, storage),
+        signer=wiring.url_signer(settings, storage),
+        publisher=wiring.publisher(settings),
+        fleet=wiring.fleet(settings),
+        clock=wiring.clock(),
+    )
+
+
+api_deps = Lazy(_build_api_deps)
+
+
+@functions_framework.http
+def api(request: flask.Request) -> flask.Response:
+    """The HTTP API: /jobs, /jobs:validate, /jobs/{id}, /jobs/{id}:cancel, /openapi.json,
+    /healthz."""
+    from comfyburst.api import handle
+
+    return handle(request, api_deps)
+
+
+# --- done-flag trigger and reaper (services/complete.py, services/reap.py) ----------------
+
+
+def _build_completion_deps():  # type: ignore[no-untyped-def]
+    from comfyburst import wiring
+    from comfyburst.services.complete import CompletionDeps
+    from comfyburst.settings import FunctionSettings
+
+    settings = FunctionSettings()
+    storage = wiring.storage_client(settings)
+    return CompletionDeps(
+        store=wiring.job_store(settings),
+        blobs=wiring.blob_store(settings, storage),
+        signer=wiring.url_signer(settings, storage),
+        publisher=wiring.publisher(settings),
+        clock=wiring.clock(),
+        signals_bucket=settings.signals_bucket,
+        outputs_bucket=settings.outputs_bucket,
+    )
+
+
+completion_deps = Lazy(_build_completion_deps)
+
+_FINALIZED = "google.cloud.storage.object.v1.finalized"
+
+
+@functions_framework.cloud_event
+def on_done_flag(cloud_event) -> None:  # type: ignore[no-untyped-def]
+    """Eventarc storage trigger on the signals bucket: complete the job a done.json is about.
+
+    Returns normally (200) for anything that must not be retried, including a bad manifest;
+    raises (500, so Eventarc redelivers) only when the result could not be published.
+    """
+    import logging
+
+    from comfyburst.services.complete import handle_done_flag, parse_storage_event
+
+    event_type = cloud_event["type"]
+    if event_type != _FINALIZED:
+        logging.getLogger(__name__).info("ignoring %s event", event_type)
+        return
+    obj = parse_storage_event(
+        cloud_event.data, cloud_event.get("source"), cloud_event.get("subject")
+    )
+    handle_done_flag(completion_deps(), obj)
+
+
+def _build_reaper_deps():  # type: ignore[no-untyped-def]
+    from comfyburst import wiring
+    from comfyburst.services.dispatch import Dispatcher
+    from comfyburst.services.reap import ReaperDeps, policy_from
+    from comfyburst.settings import FunctionSettings
+
+    settings = FunctionSettings()
+    store, fleet, clock = wiring.job_store(settings), wiring.fleet(settings), wiring.clock()
+    dispatcher = Dispatcher(store, fleet, clock, settings)
+    deps = ReaperDeps(store, fleet, wiring.publisher(settings), clock, dispatcher.dispatch_many)
+    return deps, policy_from(settings)
+
+
+reaper_deps = Lazy(_build_reaper_deps)
+
+
+@functions_framework.http
+def reaper(request: flask.Request) -> flask.Response:
+    """Cloud Scheduler, every minute: end stuck jobs, stop idle VMs, dispatch queued jobs.
+
+    Answers 200 with a summary even when single actions failed (the next period retries them).
+    """
+    from comfyburst.services.reap import run_reaper
+
+    deps, policy = reaper_deps()
+    return flask.jsonify(run_reaper(deps, policy))

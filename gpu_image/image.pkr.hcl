@@ -1,0 +1,103 @@
+# The ComfyBurst GPU image: a Deep Learning VM image plus ComfyUI (pinned), pinned custom nodes,
+# the worker agent and their systemd units. Scripts run in the numbered order below.
+
+locals {
+  build_stamp = regex_replace(timestamp(), "[- TZ:]", "")
+  image_name  = "${var.image_family}-${local.build_stamp}"
+  repo_root   = "${path.root}/.."
+}
+
+source "googlecompute" "gpu" {
+  project_id              = var.project_id
+  zone                    = var.zone
+  subnetwork              = var.subnetwork
+  source_image_family     = var.source_image_family
+  source_image_project_id = [var.source_image_project_id]
+
+  machine_type        = var.machine_type
+  accelerator_type    = "projects/${var.project_id}/zones/${var.zone}/acceleratorTypes/${var.accelerator_type}"
+  accelerator_count   = var.accelerator_count
+  on_host_maintenance = "TERMINATE"
+
+  disk_size = var.disk_size_gb
+  disk_type = var.disk_type
+
+  image_name        = local.image_name
+  image_family      = var.image_family
+  image_description = "ComfyBurst GPU worker: ComfyUI ${var.comfyui_commit}"
+  image_labels = {
+    app            = "comfyburst"
+    comfyui_commit = substr(var.comfyui_commit, 0, 12)
+    source_hash    = substr(var.source_hash, 0, 32)
+  }
+
+  service_account_email = var.service_account_email
+  scopes                = ["https://www.googleapis.com/auth/cloud-platform"]
+  use_iap               = var.use_iap
+  omit_external_ip      = var.omit_external_ip
+  use_internal_ip       = var.omit_external_ip
+  tags                  = ["comfyburst-gpu"]
+  ssh_username          = var.ssh_username
+  metadata = {
+    block-project-ssh-keys = "true"
+  }
+}
+
+build {
+  sources = ["source.googlecompute.gpu"]
+
+  provisioner "shell" {
+    inline = ["mkdir -p /tmp/comfyburst-src/functions /tmp/comfyburst-src/worker /tmp/comfyburst-src/systemd"]
+  }
+
+  # The shared package and the worker are installed from these folders (pip install), not copied.
+  provisioner "file" {
+    source      = "${local.repo_root}/functions/"
+    destination = "/tmp/comfyburst-src/functions"
+  }
+
+  provisioner "file" {
+    source      = "${local.repo_root}/gpu_image/worker/"
+    destination = "/tmp/comfyburst-src/worker"
+  }
+
+  provisioner "file" {
+    source      = "${path.root}/systemd/"
+    destination = "/tmp/comfyburst-src/systemd"
+  }
+
+  provisioner "file" {
+    source      = "${path.root}/custom_nodes.txt"
+    destination = "/tmp/comfyburst-src/custom_nodes.txt"
+  }
+
+  provisioner "shell" {
+    execute_command = "sudo -E env {{ .Vars }} bash -euo pipefail '{{ .Path }}'"
+    environment_vars = [
+      "COMFYBURST_SRC=/tmp/comfyburst-src",
+      "COMFYUI_COMMIT=${var.comfyui_commit}",
+      "TORCH_INDEX_URL=${var.torch_index_url}",
+      "JOBS_BUCKET=${var.jobs_bucket}",
+      "PREBAKED_MODELS=${var.prebaked_models}",
+      "HF_TOKEN=${var.huggingface_token}",
+    ]
+    scripts = [
+      "${path.root}/scripts/01-driver-check.sh",
+      "${path.root}/scripts/02-comfyui.sh",
+      "${path.root}/scripts/03-custom-nodes.sh",
+      "${path.root}/scripts/04-worker.sh",
+      "${path.root}/scripts/05-systemd.sh",
+      "${path.root}/scripts/06-model-cache.sh",
+      "${path.root}/scripts/07-export-catalogue.sh",
+    ]
+  }
+
+  post-processor "manifest" {
+    output     = "${path.root}/manifest.json"
+    strip_path = true
+    custom_data = {
+      image_family   = var.image_family
+      comfyui_commit = var.comfyui_commit
+    }
+  }
+}

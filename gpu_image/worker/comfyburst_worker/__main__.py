@@ -1,0 +1,98 @@
+"""Entry point: `python -m comfyburst_worker` / `comfyburst-worker` (started by systemd)."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import time
+import uuid
+from types import SimpleNamespace
+
+from comfyburst.ports import BlobStore, Clock, JobStore
+from comfyburst.schema import DeploymentConfig, VmRef
+from comfyburst_worker._download import HttpDownloader
+from comfyburst_worker._hosts import HostPolicy
+from comfyburst_worker._secrets import load_auth_headers
+from comfyburst_worker.agent import Agent, poweroff
+from comfyburst_worker.claims import LeaseKeeper
+from comfyburst_worker.comfy_client import ComfyClient
+from comfyburst_worker.job_runner import Services
+from comfyburst_worker.metadata import MetadataClient
+from comfyburst_worker.model_cache import ModelCache
+from comfyburst_worker.settings import WorkerSettings
+from comfyburst_worker.ws_follower import WsFollower
+
+log = logging.getLogger("comfyburst_worker")
+
+
+def build_services(
+    settings: WorkerSettings,
+    config: DeploymentConfig,
+    vm: VmRef,
+    store: JobStore,
+    blobs: BlobStore,
+    clock: Clock,
+    auth_headers: dict[str, str] | None = None,
+) -> Services:
+    """Everything a job run needs, from settings and already-built adapters."""
+    policy = HostPolicy(
+        https_hosts=tuple(config.model_hosts),
+        http_hostports=tuple(h.lower() for h in config.http_model_hosts),
+        auth_headers=auth_headers or {},
+    )
+    downloader = HttpDownloader(
+        policy,
+        parallelism=settings.download_parallelism,
+        chunk_bytes=settings.download_chunk_bytes,
+        min_parallel_bytes=settings.download_min_parallel_bytes,
+    )
+    cache = ModelCache(
+        settings.models_root, downloader, blobs, config.models_bucket, config.gs_model_buckets
+    )
+    comfy = ComfyClient(settings.comfyui_url)
+    follower = WsFollower(comfy, f"comfyburst-{vm.name}-{uuid.uuid4().hex[:8]}")
+    leases = LeaseKeeper(store, vm, clock, config.lease_ttl_s)
+    return Services(settings, config, store, blobs, clock, comfy, follower, cache, leases)
+
+
+def _cloud_adapters(config: DeploymentConfig) -> tuple[JobStore, BlobStore, Clock]:
+    from google.cloud import firestore, storage
+
+    from comfyburst.adapters.clock import SystemClock
+    from comfyburst.adapters.firestore_store import FirestoreJobStore
+    from comfyburst.adapters.gcs import GcsBlobStore
+
+    collections = SimpleNamespace(
+        jobs_collection=config.jobs_collection,
+        vms_collection=config.vms_collection,
+        idempotency_collection="idempotency",
+    )
+    store = FirestoreJobStore(firestore.Client(project=config.project_id), collections)
+    blobs = GcsBlobStore(storage.Client(project=config.project_id))
+    return store, blobs, SystemClock()
+
+
+def main(argv: list[str] | None = None) -> int:
+    booted_at = time.monotonic()
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = WorkerSettings()
+    metadata = MetadataClient()
+    config = metadata.deployment_config()
+    vm = VmRef(
+        name=settings.vm_name or metadata.instance_name(), zone=settings.zone or metadata.zone()
+    )
+    boot_job = metadata.job_id()
+    log.info("agent on %s/%s; boot job %s", vm.zone, vm.name, boot_job or "-")
+    store, blobs, clock = _cloud_adapters(config)
+    services = build_services(settings, config, vm, store, blobs, clock, load_auth_headers(config))
+    Agent(services, vm, booted_at).run(boot_job)
+    log.info("no more work; powering off (%s)", settings.poweroff_command)
+    poweroff(settings.poweroff_command, lambda cmd: subprocess.run(cmd, check=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

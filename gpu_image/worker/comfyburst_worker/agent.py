@@ -1,0 +1,194 @@
+"""The agent's life: claim the job the VM booted for, run it, hand over to the next, power off.
+
+Hand-over: when a job ends, one immediate attempt to claim the next job is made BEFORE its
+done flag is written, so the manifest can carry `next_job_id` and the completion trigger keeps
+this VM's lease (re-pointed to the next job). Only when none was waiting does the done flag go
+out without it; the lease is first re-pointed to `drain:{vm_name}` (until the grace plus a
+margin), so neither the trigger (which releases only the manifest's job's lease) nor the reaper
+(which stops a RUNNING VM without a live lease) takes the VM from under the draining agent. It
+then polls for `drain_grace_s` (jobs the dispatcher gave this VM, then queued jobs, those whose
+models are cached first) before releasing the lease and powering off.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from comfyburst.domain.reaper import DRAIN_LEASE_PREFIX
+from comfyburst.errors import PreconditionFailed
+from comfyburst.schema import DoneManifest, DoneStatus, Job, VmRef, WorkerTimings
+from comfyburst.states import JobState
+from comfyburst_worker.claims import claim_queued, claim_starting, rank_queued
+from comfyburst_worker.heartbeat import JobWatch
+from comfyburst_worker.job_runner import JobRunner, Services
+
+log = logging.getLogger(__name__)
+
+_CANDIDATES = 20
+_CLAIM_TRIES = 3
+# Past the drain grace, so a slow last claim attempt and the power-off stay covered; short,
+# so a crashed draining agent's VM is stopped by the reaper soon after.
+_DRAIN_MARGIN_S = 30.0
+
+
+class Agent:
+    def __init__(self, services: Services, vm: VmRef, booted_at: float | None = None) -> None:
+        self.s, self.vm = services, vm
+        self.runner = JobRunner(services)
+        self.booted_at = booted_at if booted_at is not None else time.monotonic()
+        self.finished: list[str] = []
+        self.drain_id = f"{DRAIN_LEASE_PREFIX}{vm.name}"
+        self.drain_until: datetime | None = None
+        # The job id this VM's lease names, as far as this agent knows.
+        self.holder: str | None = None
+
+    def run(self, boot_job_id: str | None) -> None:
+        """Claim, run and drain until no work is left; the caller powers off."""
+        job: Job | None = None
+        claim_s = 0.0
+        if boot_job_id:
+            t0 = time.monotonic()
+            job = claim_starting(self.s.store, boot_job_id, self.vm, self.s.clock)
+            claim_s = time.monotonic() - t0
+            if job is None:
+                log.warning("job %s is not this VM's to claim; draining", boot_job_id)
+        if job is None:
+            self._hold_for_drain(boot_job_id)
+        since = self.booted_at
+        while True:
+            if job is None:
+                job, claim_s = self._drain()
+                since = time.monotonic()
+            if job is None:
+                break
+            self.holder = job.job_id
+            job, claim_s = self._run_one(job, claim_s, since)
+            since = time.monotonic()
+        self.s.leases.release([self.holder, self.drain_id, *self.finished])
+        self.s.cache.wait_for_mirrors()
+        self.s.follower.close()
+
+    def _hold_for_drain(self, from_job: str | None) -> None:
+        """Lease the VM to the drain marker for the grace period (plus a margin)."""
+        grace = self.s.config.drain_grace_s + _DRAIN_MARGIN_S
+        self.drain_until = self.s.clock.now() + timedelta(seconds=grace)
+        if self.s.leases.repoint(from_job, self.drain_id, self.drain_until):
+            self.holder = self.drain_id
+        else:
+            log.warning("lease of %s is not %s's; draining without it", self.vm.name, from_job)
+
+    def _run_one(self, job: Job, claim_s: float, since: float) -> tuple[Job | None, float]:
+        t0 = time.monotonic()
+        log.info("job %s: running (attempt %d)", job.job_id, job.attempt)
+        timings = WorkerTimings(claim_s=round(claim_s, 4))
+        stop = JobRunner.stop_for(job, self.s.comfy, self.s.clock)
+
+        def on_stop() -> None:
+            cancelled = watch.cancelled.is_set()
+            stop.request(DoneStatus.CANCELLED if cancelled else None, lost=watch.lost.is_set())
+
+        watch = JobWatch(
+            self.s.store,
+            self.s.leases,
+            self.s.clock,
+            job,
+            self.s.settings.heartbeat_interval_s or self.s.config.heartbeat_interval_s,
+            self.s.settings.job_poll_interval_s,
+            on_stop=on_stop,
+        )
+        watch.start()
+        try:
+            result = self.runner.run(job, stop, timings)
+        finally:
+            watch.stop()
+        if result.status is None:
+            log.warning("job %s: no longer ours; no done flag", job.job_id)
+            self._hold_for_drain(job.job_id)
+            return None, 0.0
+        t1 = time.monotonic()
+        next_job = self._claim_next(job.job_id)
+        next_claim_s = time.monotonic() - t1
+        if next_job is None:
+            # Before the done flag: the trigger releases only a lease that names this job.
+            self._hold_for_drain(job.job_id)
+        timings.total_s = round(time.monotonic() - t0 + claim_s, 4)
+        timings.gpu_s = round(time.monotonic() - since, 4)
+        manifest = DoneManifest(
+            job_id=job.job_id,
+            attempt=job.attempt,
+            vm=self.vm.name,
+            status=result.status,
+            outputs=result.outputs,
+            error=result.error,
+            timings=result.timings,
+            written_at=self.s.clock.now(),
+            next_job_id=next_job.job_id if next_job else None,
+        )
+        self._write_done(manifest)
+        self.finished.append(job.job_id)
+        log.info("job %s: %s; next %s", job.job_id, result.status.value, manifest.next_job_id)
+        return next_job, next_claim_s
+
+    def _write_done(self, manifest: DoneManifest) -> None:
+        name = f"jobs/{manifest.job_id}/done.json"
+        data = manifest.model_dump_json(exclude_none=True).encode()
+        try:
+            self.s.blobs.write(
+                self.s.config.signals_bucket, name, data, "application/json", if_generation_match=0
+            )
+        except PreconditionFailed:
+            log.warning("%s already exists; the first done flag stands", name)
+
+    def _drain(self) -> tuple[Job | None, float]:
+        deadline = time.monotonic() + self.s.config.drain_grace_s
+        while True:
+            t0 = time.monotonic()
+            job = self._claim_next(self.holder)
+            if job is not None:
+                return job, time.monotonic() - t0
+            if time.monotonic() + self.s.settings.drain_poll_interval_s > deadline:
+                return None, 0.0
+            time.sleep(self.s.settings.drain_poll_interval_s)
+
+    def _claim_next(self, previous: str | None) -> Job | None:
+        """A job the dispatcher gave this VM, else the best queued one; None if none."""
+        store, clock = self.s.store, self.s.clock
+        for job in store.list_jobs([JobState.STARTING], limit=_CANDIDATES):
+            if job.vm is not None and job.vm.name == self.vm.name:
+                claimed = claim_starting(store, job.job_id, self.vm, clock)
+                if claimed is not None:
+                    return claimed
+        queued = [
+            j
+            for j in store.list_jobs([JobState.QUEUED], limit=_CANDIDATES)
+            if not j.cancel_requested and j.deadline_at > clock.now()
+        ]
+        if not queued:
+            return None
+        cached = self.s.leases.models_cached()
+        for job in rank_queued(queued, cached)[:_CLAIM_TRIES]:
+            # The lease first, so no dispatcher takes this VM while the job is being claimed.
+            if not self.s.leases.repoint(previous, job.job_id):
+                return None
+            claimed = claim_queued(store, job.job_id, self.vm, clock)
+            if claimed is not None:
+                return claimed
+            if previous is not None:
+                until = self.drain_until if previous == self.drain_id else None
+                self.s.leases.repoint(job.job_id, previous, until)
+            else:
+                self.s.leases.release([job.job_id])
+        return None
+
+
+def poweroff(command: str, runner: Callable[[list[str]], object]) -> bool:
+    """Run the power-off command; 'exit' means: just let the process end. True if ran."""
+    import shlex
+
+    if command.strip() in ("", "exit"):
+        return False
+    runner(shlex.split(command))
+    return True

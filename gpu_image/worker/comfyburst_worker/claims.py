@@ -1,0 +1,136 @@
+"""Claiming jobs and keeping this VM's lease (`vms/{name}`), with the store's preconditions."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+
+from comfyburst.domain.jobs import transition
+from comfyburst.errors import PreconditionFailed
+from comfyburst.ports import Clock, JobStore
+from comfyburst.schema import Job, Lease, VmRecord, VmRef
+from comfyburst.states import JobState
+
+log = logging.getLogger(__name__)
+
+_PUT_TRIES = 5
+
+
+def claim_starting(store: JobStore, job_id: str, vm: VmRef, clock: Clock) -> Job | None:
+    """`starting → running`, only if the dispatcher gave the job to this VM."""
+
+    def mutate(job: Job) -> Job | None:
+        if job.state is not JobState.STARTING or job.vm is None or job.vm.name != vm.name:
+            return None
+        if job.cancel_requested:
+            return None
+        return transition(job, JobState.RUNNING, clock.now(), vm=job.vm)
+
+    return _claimed(store.update_job(job_id, mutate), vm)
+
+
+def claim_queued(store: JobStore, job_id: str, vm: VmRef, clock: Clock) -> Job | None:
+    """`queued → running` on this VM (the draining worker taking the next job)."""
+
+    def mutate(job: Job) -> Job | None:
+        if job.state is not JobState.QUEUED or job.cancel_requested:
+            return None
+        return transition(job, JobState.RUNNING, clock.now(), vm=vm, queued_reason=None)
+
+    return _claimed(store.update_job(job_id, mutate), vm)
+
+
+def _claimed(job: Job, vm: VmRef) -> Job | None:
+    mine = job.state is JobState.RUNNING and job.vm is not None and job.vm.name == vm.name
+    return job if mine else None
+
+
+def rank_queued(jobs: Iterable[Job], models_cached: set[str]) -> list[Job]:
+    """Queued jobs whose models are all on this VM first, then oldest first."""
+    return sorted(jobs, key=lambda j: (not set(j.request.models) <= models_cached, j.created_at))
+
+
+class LeaseKeeper:
+    """Every write to this VM's document goes through here, re-read on a lost race."""
+
+    def __init__(self, store: JobStore, vm: VmRef, clock: Clock, ttl_s: int) -> None:
+        self.store, self.vm, self.clock, self.ttl_s = store, vm, clock, ttl_s
+
+    def _update(self, change: Callable[[VmRecord], VmRecord | None]) -> VmRecord | None:
+        for _ in range(_PUT_TRIES):
+            record, version = self.store.get_vm(self.vm.name)
+            base = record or VmRecord(name=self.vm.name, zone=self.vm.zone)
+            updated = change(base.model_copy(deep=True))
+            if updated is None:
+                return None
+            try:
+                self.store.put_vm(updated, version if record is not None else None)
+                return updated
+            except PreconditionFailed:
+                continue
+        log.warning("vms/%s kept changing; gave up this write", self.vm.name)
+        return None
+
+    def _lease(self, job_id: str, expires_at: datetime | None) -> Lease:
+        now = self.clock.now()
+        return Lease(job_id=job_id, expires_at=expires_at or now + timedelta(seconds=self.ttl_s))
+
+    def _leased(self, rec: VmRecord, job_id: str, expires_at: datetime | None = None) -> VmRecord:
+        lease = self._lease(job_id, expires_at)
+        return rec.model_copy(update={"lease": lease, "last_seen": self.clock.now()})
+
+    def renew(self, job_id: str) -> bool:
+        """Push the lease's expiry forward while it is this job's."""
+
+        def change(rec: VmRecord) -> VmRecord | None:
+            if rec.lease is None or rec.lease.job_id != job_id:
+                return None
+            return self._leased(rec, job_id)
+
+        return self._update(change) is not None
+
+    def repoint(
+        self, from_job: str | None, to_job: str, expires_at: datetime | None = None
+    ) -> bool:
+        """Lease this VM to `to_job` (until `expires_at`, default the lease TTL from now), if
+        the lease is free, expired, or `from_job`'s."""
+
+        def change(rec: VmRecord) -> VmRecord | None:
+            lease = rec.lease
+            live = lease is not None and rec.is_leased(self.clock.now())
+            if live and lease is not None and lease.job_id not in (from_job, to_job):
+                return None
+            return self._leased(rec, to_job, expires_at)
+
+        return self._update(change) is not None
+
+    def release(self, job_ids: Iterable[str | None]) -> bool:
+        """Drop the lease if it names one of these jobs (or has expired)."""
+        held = {j for j in job_ids if j}
+
+        def change(rec: VmRecord) -> VmRecord | None:
+            lease = rec.lease
+            if lease is None:
+                return None
+            if lease.job_id not in held and rec.is_leased(self.clock.now()):
+                return None
+            return rec.model_copy(update={"lease": None, "last_seen": self.clock.now()})
+
+        return self._update(change) is not None
+
+    def add_models(self, keys: Iterable[str]) -> None:
+        """Record models now on this VM's disk, for the scheduler's preference."""
+        wanted = list(keys)
+
+        def change(rec: VmRecord) -> VmRecord | None:
+            merged = list(dict.fromkeys([*rec.models_cached, *wanted]))
+            if merged == rec.models_cached:
+                return None
+            return rec.model_copy(update={"models_cached": merged})
+
+        self._update(change)
+
+    def models_cached(self) -> set[str]:
+        record, _ = self.store.get_vm(self.vm.name)
+        return set(record.models_cached) if record else set()

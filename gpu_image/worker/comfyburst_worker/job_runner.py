@@ -1,0 +1,309 @@
+"""One job on this VM: request → models → inputs → prompt → websocket → outputs."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from comfyburst.ports import BlobStore, Clock, JobStore
+from comfyburst.schema import (
+    DeploymentConfig,
+    DoneStatus,
+    Job,
+    JobError,
+    JobRequest,
+    OutputFile,
+    Progress,
+    WorkerTimings,
+)
+from comfyburst_worker.claims import LeaseKeeper
+from comfyburst_worker.comfy_client import ComfyClient
+from comfyburst_worker.errors import (
+    ComfyUnavailable,
+    ExecutionFailed,
+    InputError,
+    PromptRejected,
+    WorkerError,
+)
+from comfyburst_worker.model_cache import ModelCache
+from comfyburst_worker.outputs import OutputCollector
+from comfyburst_worker.progress import ProgressWriter
+from comfyburst_worker.run_tracker import Outcome, RunTracker
+from comfyburst_worker.settings import WorkerSettings
+from comfyburst_worker.ws_follower import WsFollower
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    status: DoneStatus | None  # None: the job is no longer ours; write no done flag
+    outputs: list[OutputFile] = field(default_factory=list)
+    error: JobError | None = None
+    timings: WorkerTimings = field(default_factory=WorkerTimings)
+
+
+@dataclass
+class Services:
+    """What a job run talks to; built once per agent."""
+
+    settings: WorkerSettings
+    config: DeploymentConfig
+    store: JobStore
+    blobs: BlobStore
+    clock: Clock
+    comfy: ComfyClient
+    follower: WsFollower
+    cache: ModelCache
+    leases: LeaseKeeper
+
+
+class _Stop:
+    """Why a run should end early; the first reason wins, ComfyUI is interrupted once."""
+
+    def __init__(self, comfy: ComfyClient, deadline_mono: float) -> None:
+        self.comfy, self.deadline_mono = comfy, deadline_mono
+        self.reason: DoneStatus | None = None
+        self.lost = False
+        self.prompt_id: str | None = None
+        self._lock = threading.Lock()
+
+    def request(self, reason: DoneStatus | None, lost: bool = False) -> None:
+        with self._lock:
+            if self.reason is not None or self.lost:
+                return
+            self.reason, self.lost = reason, lost
+            prompt_id = self.prompt_id
+        if prompt_id is not None:
+            try:
+                self.comfy.interrupt(prompt_id)
+            except Exception as exc:
+                log.warning("interrupt of %s failed: %s", prompt_id, exc)
+
+    def attach(self, prompt_id: str) -> None:
+        """The prompt to interrupt; a stop that came while it was being posted lands now."""
+        with self._lock:
+            self.prompt_id = prompt_id
+            pending = self.reason is not None or self.lost
+        if pending:
+            self.comfy.interrupt(prompt_id)
+
+    def check(self) -> bool:
+        if self.reason is None and not self.lost and time.monotonic() >= self.deadline_mono:
+            self.request(DoneStatus.TIMED_OUT)
+        return self.reason is not None or self.lost
+
+
+class JobRunner:
+    """Runs one claimed job; never raises for a job-level failure (it becomes the result)."""
+
+    def __init__(self, services: Services) -> None:
+        self.s = services
+        self._comfy_ready = False
+
+    def run(self, job: Job, stop: _Stop, timings: WorkerTimings) -> RunResult:
+        try:
+            return self._run(job, stop, timings)
+        except WorkerError as exc:
+            if stop.lost:
+                return RunResult(None, timings=timings)
+            log.warning("job %s failed: %s", job.job_id, exc.message)
+            return RunResult(DoneStatus.FAILED, error=exc.job_error(), timings=timings)
+
+    @staticmethod
+    def stop_for(job: Job, comfy: ComfyClient, clock: Clock) -> _Stop:
+        remaining = (job.deadline_at - clock.now()).total_seconds()
+        return _Stop(comfy, time.monotonic() + remaining)
+
+    def _run(self, job: Job, stop: _Stop, timings: WorkerTimings) -> RunResult:
+        request = self._request(job)
+        t0 = time.monotonic()
+        self._models(request, timings)
+        timings.model_fetch_s = round(time.monotonic() - t0, 4)
+        if stop.check():
+            return self._stopped(stop, timings)
+        if not self._comfy_ready:
+            self.s.comfy.wait_ready(self.s.settings.comfyui_ready_timeout_s)
+            self._comfy_ready = True
+        workflow = self._inputs(job, request)
+        if stop.check():
+            return self._stopped(stop, timings)
+        tracker = self._execute(job, workflow, stop, timings)
+        if tracker.outcome is Outcome.SUCCESS and tracker.done:
+            t1 = time.monotonic()
+            entry = self.s.follower.history_after(tracker)
+            _history_times(entry, tracker)
+            collector = OutputCollector(self.s.comfy, self.s.blobs, self.s.config.outputs_bucket)
+            outputs = collector.collect(
+                job.job_id, entry.get("outputs") or tracker.outputs, request.options.output_format
+            )
+            timings.upload_s = round(time.monotonic() - t1, 4)
+            _exec_times(tracker, timings)
+            return RunResult(DoneStatus.SUCCEEDED, outputs=outputs, timings=timings)
+        _exec_times(tracker, timings)
+        if tracker.outcome is Outcome.ERROR:
+            raise _execution_error(tracker.failure or {})
+        if stop.check():
+            return self._stopped(stop, timings)
+        raise ExecutionFailed("ComfyUI interrupted the run (not at our request)")
+
+    def _stopped(self, stop: _Stop, timings: WorkerTimings) -> RunResult:
+        if stop.lost or stop.reason is None:
+            return RunResult(None, timings=timings)
+        error = None
+        if stop.reason is DoneStatus.TIMED_OUT:
+            error = JobError(type="timed_out", message="the job passed its deadline")
+        return RunResult(stop.reason, error=error, timings=timings)
+
+    def _request(self, job: Job) -> JobRequest:
+        name = f"jobs/{job.job_id}/request.json"
+        raw = self.s.blobs.read(self.s.config.jobs_bucket, name)
+        if raw is None:
+            raise InputError(f"gs://{self.s.config.jobs_bucket}/{name} is missing")
+        try:
+            return JobRequest.model_validate_json(raw)
+        except ValidationError as exc:
+            errors = exc.error_count()
+            raise InputError(f"request.json does not validate: {errors} errors") from None
+
+    def _models(self, request: JobRequest, timings: WorkerTimings) -> None:
+        if not request.models:
+            return
+        workers = min(self.s.settings.model_fetch_workers, len(request.models))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="model") as pool:
+            results = list(pool.map(self.s.cache.ensure, request.models))
+        timings.model_cache_hits = sum(r.cache_hit for r in results)
+        timings.model_downloads = sum(not r.cache_hit for r in results)
+        timings.model_bytes_downloaded = sum(r.bytes_downloaded for r in results)
+        if timings.model_downloads:
+            self.s.leases.add_models(r.key for r in results)
+
+    def _inputs(self, job: Job, request: JobRequest) -> dict[str, Any]:
+        workflow = request.workflow_dict()
+        if not request.inputs and not job.request.input_names:
+            return workflow
+        embedded = {i.name: i for i in request.inputs}
+        subfolder = f"comfyburst/{job.job_id}"
+        refs: dict[str, str] = {}
+        for name in job.request.input_names or list(embedded):
+            data = self.s.blobs.read(self.s.config.jobs_bucket, f"jobs/{job.job_id}/inputs/{name}")
+            if data is None and name in embedded:
+                data = embedded[name].decode()
+            if data is None:
+                raise InputError(f"input {name} is missing from the jobs bucket")
+            refs[name] = self._place_input(name, data, subfolder)
+        return rewrite_inputs(workflow, refs)
+
+    def _place_input(self, name: str, data: bytes, subfolder: str) -> str:
+        input_dir = self.s.settings.comfyui_input_dir
+        if input_dir is None:
+            return self.s.comfy.upload_image(name, data, subfolder)
+        target = Path(input_dir) / subfolder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        return f"{subfolder}/{name}"
+
+    def _execute(
+        self, job: Job, workflow: dict[str, Any], stop: _Stop, timings: WorkerTimings
+    ) -> RunTracker:
+        prompt_id = str(uuid.uuid4())
+        tracker = RunTracker(prompt_id=prompt_id, node_count=len(workflow))
+        follower = self.s.follower
+        follower.ensure_connected()
+        posted = time.time()
+        answer = self.s.comfy.post_prompt(workflow, follower.client_id, prompt_id)
+        if answer.status != 200 or answer.body.get("node_errors"):
+            if answer.status == 200:
+                # Accepted with some outputs invalid: run none of it rather than part of it.
+                self.s.comfy.interrupt(prompt_id)
+            raise _prompt_error(answer.status, answer.body)
+        stop.attach(prompt_id)
+        interval_s = self.s.settings.progress_min_interval_s
+        writer = ProgressWriter(self._progress_writer(job.job_id), interval_s)
+        try:
+            follower.follow(tracker, writer.submit, stop.check)
+        finally:
+            writer.close(tracker.progress() if tracker.outcome is Outcome.SUCCESS else None)
+        if tracker.start_ms is not None:
+            timings.queue_wait_s = round(max(0.0, tracker.start_ms / 1000 - posted), 4)
+        return tracker
+
+    def _progress_writer(self, job_id: str) -> Callable[[Progress], None]:
+        store = self.s.store
+
+        def write(progress: Progress) -> None:
+            store.patch_job(job_id, {"progress": progress.model_dump(mode="json")})
+
+        return write
+
+
+def rewrite_inputs(workflow: dict[str, Any], refs: dict[str, str]) -> dict[str, Any]:
+    """Point image-loading inputs at the names ComfyUI stored the uploads under."""
+    for node in workflow.values():
+        if not str(node.get("class_type", "")).startswith("Load"):
+            continue
+        inputs = node.get("inputs") or {}
+        for key, value in inputs.items():
+            if isinstance(value, str) and value in refs:
+                inputs[key] = refs[value]
+    return workflow
+
+
+def _prompt_error(status: int, body: dict[str, Any]) -> WorkerError:
+    if status >= 500 or not body:
+        return ComfyUnavailable(f"ComfyUI answered /prompt with HTTP {status}")
+    error = body.get("error") if isinstance(body.get("error"), dict) else {}
+    node_errors = body.get("node_errors") if isinstance(body.get("node_errors"), dict) else {}
+    for node_id, entry in sorted(node_errors.items()):
+        first = (entry.get("errors") or [{}])[0]
+        detail = first.get("details")
+        message = f"{first.get('message', 'invalid')}" + (f": {detail}" if detail else "")
+        return PromptRejected(
+            message,
+            node_id=str(node_id),
+            node_type=entry.get("class_type"),
+            details={"error": error, "node_errors": node_errors},
+        )
+    message = str(error.get("message") or "ComfyUI rejected the workflow")
+    if error.get("details"):
+        message = f"{message}: {error['details']}"
+    return PromptRejected(message, details={"error": error})
+
+
+def _execution_error(data: dict[str, Any]) -> ExecutionFailed:
+    # The traceback stays in the agent's log; the job gets the node and the message.
+    traceback = "".join(data.get("traceback") or [])
+    log.error("execution_error in node %s: %s", data.get("node_id"), traceback)
+    message = f"{data.get('exception_type', 'Error')}: {data.get('exception_message', '')}".strip()
+    return ExecutionFailed(
+        message,
+        node_id=str(data["node_id"]) if data.get("node_id") is not None else None,
+        node_type=data.get("node_type"),
+        details={"executed": data.get("executed"), "exception_type": data.get("exception_type")},
+    )
+
+
+def _history_times(entry: dict[str, Any], tracker: RunTracker) -> None:
+    messages = (entry.get("status") or {}).get("messages") or []
+    for event, data in messages:
+        stamp = data.get("timestamp") if isinstance(data, dict) else None
+        if stamp is None:
+            continue
+        if event == "execution_start":
+            tracker.start_ms = int(stamp)
+        elif event in ("execution_success", "execution_error", "execution_interrupted"):
+            tracker.end_ms = int(stamp)
+
+
+def _exec_times(tracker: RunTracker, timings: WorkerTimings) -> None:
+    if tracker.start_ms is not None and tracker.end_ms is not None:
+        timings.execution_s = round(max(0, tracker.end_ms - tracker.start_ms) / 1000, 4)

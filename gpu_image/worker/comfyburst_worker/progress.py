@@ -1,0 +1,104 @@
+"""Throttled progress: the latest value wins, written at most once per interval, off-thread."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from comfyburst.schema import Progress
+
+log = logging.getLogger(__name__)
+
+
+class ProgressThrottle:
+    """Decides what to write when; pure apart from the clock it is given."""
+
+    def __init__(self, min_interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.min_interval_s = min_interval_s
+        self._clock = clock
+        self._last_write: float | None = None
+        self._pending: Progress | None = None
+        self._last_written: Progress | None = None
+
+    def offer(self, progress: Progress) -> None:
+        """Record the newest value (an unchanged one is not written again)."""
+        self._pending = None if progress == self._last_written else progress
+
+    def due(self) -> Progress | None:
+        """The pending value, if the interval since the last write has passed."""
+        if self._pending is None:
+            return None
+        now = self._clock()
+        if self._last_write is not None and now - self._last_write < self.min_interval_s:
+            return None
+        return self._take(now)
+
+    def flush(self) -> Progress | None:
+        """The pending value regardless of the interval (the run ended)."""
+        return self._take(self._clock()) if self._pending is not None else None
+
+    def wait_s(self) -> float | None:
+        """Seconds until the pending value is due; None when nothing is pending."""
+        if self._pending is None:
+            return None
+        if self._last_write is None:
+            return 0.0
+        return max(0.0, self.min_interval_s - (self._clock() - self._last_write))
+
+    def _take(self, now: float) -> Progress:
+        value, self._pending = self._pending, None
+        assert value is not None
+        self._last_write, self._last_written = now, value
+        return value
+
+
+class ProgressWriter:
+    """A thread that writes what the throttle lets through; `submit` never blocks on I/O."""
+
+    def __init__(self, write: Callable[[Progress], None], min_interval_s: float) -> None:
+        self._write = write
+        self._throttle = ProgressThrottle(min_interval_s)
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
+        self._thread.start()
+
+    def submit(self, progress: Progress) -> None:
+        with self._cond:
+            self._throttle.offer(progress)
+            self._cond.notify()
+
+    def close(self, final: Progress | None = None) -> None:
+        """Stop the thread; write `final` (or the pending value) once more, synchronously."""
+        with self._cond:
+            self._closed = True
+            if final is not None:
+                self._throttle.offer(final)
+            last = self._throttle.flush()
+            self._cond.notify()
+        self._thread.join(timeout=5)
+        if last is not None:
+            self._safe_write(last)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed:
+                    wait = self._throttle.wait_s()
+                    if wait == 0.0:
+                        break
+                    self._cond.wait(wait)
+                if self._closed:
+                    return
+                value = self._throttle.due()
+            if value is not None:
+                self._safe_write(value)
+
+    def _safe_write(self, value: Progress) -> None:
+        try:
+            self._write(value)
+        except Exception as exc:
+            # Progress is advisory; a failed write must not fail the job.
+            log.warning("progress write failed: %s", exc)

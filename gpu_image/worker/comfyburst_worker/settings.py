@@ -1,0 +1,49 @@
+"""Settings of the worker agent, read once in its entry point (environment, COMFYBURST_WORKER_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class WorkerSettings(BaseSettings):
+    """What the VM image (or the local cloud's guest) tells the agent; the rest is in metadata."""
+
+    model_config = SettingsConfigDict(env_prefix="COMFYBURST_WORKER_", extra="ignore")
+
+    comfyui_url: str = "http://127.0.0.1:8188"
+    comfyui_models_dir: Path = Field(
+        default=Path("/opt/comfyui/models"), description="ComfyUI's models folder"
+    )
+    comfyui_input_dir: Path | None = Field(
+        default=None, description="ComfyUI's input folder when on this machine (skips uploads)"
+    )
+    model_cache_dir: Path | None = Field(
+        default=None,
+        description="Where models live, one folder per kind; default: comfyui_models_dir",
+    )
+    vm_name: str | None = Field(default=None, description="Override of the metadata's name")
+    zone: str | None = Field(default=None, description="Override of the metadata's zone")
+    heartbeat_interval_s: float | None = Field(
+        default=None, gt=0, description="Default: the deployment config's"
+    )
+    job_poll_interval_s: float = Field(default=1.0, gt=0, description="Cancel watch period")
+    progress_min_interval_s: float = Field(default=1.0, ge=0)
+    drain_poll_interval_s: float = Field(default=0.5, gt=0)
+    comfyui_ready_timeout_s: float = Field(default=300.0, gt=0)
+    poweroff_command: str = Field(
+        default="shutdown -h now", description="'exit' ends the agent process instead"
+    )
+    download_parallelism: int = Field(default=8, ge=1, le=64)
+    download_chunk_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024)
+    download_min_parallel_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=0, description="Smaller files use one stream"
+    )
+    model_fetch_workers: int = Field(default=4, ge=1, le=16)
+
+    @property
+    def models_root(self) -> Path:
+        """The on-disk model cache: ComfyUI's models folder unless overridden."""
+        return self.model_cache_dir or self.comfyui_models_dir

@@ -1,0 +1,179 @@
+"""The faults a chaos run injects into a running local cloud, each behind the system's back."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from localcloud.eventarc import to_cloudevent
+from localcloud.harness import disk_root
+from localcloud.publish_faults import arm
+
+KINDS = (
+    "kill_worker",  # SIGKILL the worker agent mid-job (the guest halts, the VM goes TERMINATED)
+    "stop_vm",  # POST .../stop on a VM running a job, not through ComfyBurst
+    "boot_failure",  # the next start of a VM reaches RUNNING but its guest never starts
+    "stockout",  # the next starts in a zone fail with ZONE_RESOURCE_POOL_EXHAUSTED
+    "duplicate_event",  # the done-flag CloudEvent of a finished job delivered again
+    "rewrite_done",  # done.json of a finished job written again (a second finalize event)
+    "delayed_event",  # a done-flag event held back, delivered much later
+    "publish_failure",  # the next result publishes fail (the trigger answers 500)
+    "cancel",  # a live job cancelled through the API
+)
+
+
+@dataclass
+class Injected:
+    """One fault that was injected, for the report."""
+
+    kind: str
+    target: str
+    detail: str = ""
+
+
+class Injector:
+    """Injects faults into the cloud described by `env`; choices come from `rng`."""
+
+    def __init__(self, env: dict[str, str], state_dir: Path, rng: random.Random) -> None:
+        self.env = env
+        self.state_dir = state_dir
+        self.rng = rng
+        self.compute = env["COMFYBURST_COMPUTE_ENDPOINT"]
+        self.project = env["COMFYBURST_PROJECT_ID"]
+        self.signals = env["COMFYBURST_SIGNALS_BUCKET"]
+        self.trigger = env["COMFYBURST_ON_DONE_FLAG_URL"]
+        self.api = env["COMFYBURST_API_URL"]
+        self.session = requests.Session()
+        self.held: list[tuple[str, bytes]] = []  # delayed events: (job id, done.json bytes)
+        self._storage: Any = None
+
+    def _blobs(self) -> Any:
+        if self._storage is None:
+            from google.cloud import storage
+
+            self._storage = storage.Client(project=self.project)
+        return self._storage.bucket(self.signals)
+
+    # --- VM faults -----------------------------------------------------------------------
+
+    def kill_worker(self, running: list[dict[str, Any]]) -> Injected | None:
+        job = self._pick(running)
+        if job is None:
+            return None
+        vm = job["vm"]["name"]
+        pid_file = disk_root(self.state_dir) / vm / "agent.pid"
+        try:
+            pid = int(pid_file.read_text())
+        except (OSError, ValueError):
+            return None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        return Injected("kill_worker", job["job_id"], f"{vm} pid {pid}")
+
+    def stop_vm(self, running: list[dict[str, Any]]) -> Injected | None:
+        job = self._pick(running)
+        if job is None:
+            return None
+        vm, zone = job["vm"]["name"], job["vm"]["zone"]
+        url = f"{self.compute}/compute/v1/projects/{self.project}/zones/{zone}/instances/{vm}/stop"
+        self.session.post(url, timeout=30).raise_for_status()
+        return Injected("stop_vm", job["job_id"], vm)
+
+    def boot_failure(self, vms: list[str]) -> Injected:
+        vm = self.rng.choice(sorted(vms))
+        self._fault({"kind": "boot_failure", "instance": vm, "count": 1})
+        return Injected("boot_failure", vm)
+
+    def stockout(self, zones: list[str]) -> Injected:
+        zone = self.rng.choice(sorted(zones))
+        count = self.rng.randint(1, 3)
+        self._fault({"kind": "stockout", "zone": zone, "count": count, "mode": "sync"})
+        return Injected("stockout", zone, f"next {count} starts")
+
+    def _fault(self, fault: dict[str, Any]) -> None:
+        response = self.session.post(f"{self.compute}/_standin/faults", json=fault, timeout=30)
+        response.raise_for_status()
+
+    # --- event faults --------------------------------------------------------------------
+
+    def _done_bytes(self, job_id: str) -> bytes | None:
+        blob = self._blobs().blob(f"jobs/{job_id}/done.json")
+        try:
+            data: bytes = blob.download_as_bytes()
+        except Exception:  # a job ended by the reaper has no done flag
+            return None
+        return data
+
+    def _deliver(self, job_id: str, data: bytes) -> int:
+        name = f"jobs/{job_id}/done.json"
+        obj = {"bucket": self.signals, "name": name, "size": len(data)}
+        attributes = {"bucketId": self.signals, "objectId": name, "eventType": "OBJECT_FINALIZE"}
+        headers, body = to_cloudevent(json.dumps(obj).encode(), attributes, f"chaos-{job_id}")
+        return self.session.post(self.trigger, data=body, headers=headers, timeout=60).status_code
+
+    def duplicate_event(self, finished: list[str]) -> Injected | None:
+        for job_id in self._shuffled(finished):
+            if self._done_bytes(job_id) is not None:
+                status = self._deliver(job_id, b"")
+                return Injected("duplicate_event", job_id, f"trigger answered {status}")
+        return None
+
+    def rewrite_done(self, finished: list[str]) -> Injected | None:
+        for job_id in self._shuffled(finished):
+            data = self._done_bytes(job_id)
+            if data is not None:
+                blob = self._blobs().blob(f"jobs/{job_id}/done.json")
+                blob.upload_from_string(data, content_type="application/json")
+                return Injected("rewrite_done", job_id)
+        return None
+
+    def hold_event(self, finished: list[str]) -> Injected | None:
+        for job_id in self._shuffled(finished):
+            data = self._done_bytes(job_id)
+            if data is not None:
+                self.held.append((job_id, data))
+                return Injected("delayed_event", job_id, "held")
+        return None
+
+    def release_held(self) -> list[Injected]:
+        released = []
+        for job_id, data in self.held:
+            status = self._deliver(job_id, data)
+            released.append(Injected("delayed_event", job_id, f"delivered late: {status}"))
+        self.held.clear()
+        return released
+
+    def publish_failure(self) -> Injected:
+        count = self.rng.randint(1, 3)
+        arm(self.state_dir / "publish_faults", count)
+        return Injected("publish_failure", "results topic", f"next {count} publishes")
+
+    def cancel(self, live: list[str]) -> Injected | None:
+        if not live:
+            return None
+        job_id = self.rng.choice(sorted(live))
+        response = self.session.post(f"{self.api}/jobs/{job_id}:cancel", timeout=60)
+        return Injected("cancel", job_id, f"API answered {response.status_code}")
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _pick(self, jobs: list[dict[str, Any]]) -> dict[str, Any] | None:
+        with_vm = sorted((j for j in jobs if j.get("vm")), key=lambda j: j["job_id"])
+        return self.rng.choice(with_vm) if with_vm else None
+
+    def _shuffled(self, ids: list[str]) -> list[str]:
+        ordered = sorted(ids)
+        self.rng.shuffle(ordered)
+        return ordered[:5]
+
+    def close(self) -> None:
+        """Close the HTTP session."""
+        self.session.close()

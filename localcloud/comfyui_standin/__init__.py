@@ -1,0 +1,13 @@
+"""ComfyUI STAND-IN (not ComfyUI): speaks ComfyUI's HTTP/websocket protocol, runs image-only nodes.
+
+Written from transcripts of a real ComfyUI 0.3.64 (tests/test_data/comfyui_api/); it executes
+EmptyImage, LoadImage, ImageInvert, ImageScale, ImageBlur, SaveImage and PreviewImage with
+Pillow, validates prompts with the shared `comfyburst.preflight` validator and injects faults
+on request (see `faults.py`). Use `StandinServer` in tests, `python -m localcloud.comfyui_standin`
+from a shell.
+"""
+
+from .faults import ExecutionErrorFault, Faults
+from .server import StandinServer
+
+__all__ = ["ExecutionErrorFault", "Faults", "StandinServer"]

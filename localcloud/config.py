@@ -1,0 +1,84 @@
+"""What a local cloud is made of: ports, names, pool. Defaults are those of `make up`."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FUNCTIONS_DIR = REPO_ROOT / "functions"
+
+# Fixed ports of `make up` (0 = an ephemeral port, for tests).
+DEFAULT_PORTS = {
+    "firestore": 8081,
+    "pubsub": 8085,
+    "gcs": 4443,
+    "compute": 8090,
+    "api": 8080,
+    "on_done_flag": 8091,
+    "reaper": 8092,
+}
+
+# functions/main.py targets and their signature types.
+FUNCTION_TARGETS = {"api": "http", "on_done_flag": "cloudevent", "reaper": "http"}
+
+RESULTS_TOPIC = "comfyburst-results"
+RESULTS_SUBSCRIPTION = "comfyburst-results-sub"
+GCS_TOPIC = "comfyburst-gcs-notifications"
+EVENTARC_SUBSCRIPTION = "comfyburst-eventarc-signals"
+
+
+def default_guest_argv() -> list[str] | None:
+    """The worker agent, once its package has an entry point; else VMs run nothing."""
+    try:
+        found = importlib.util.find_spec("comfyburst_worker.__main__") is not None
+    except ModuleNotFoundError:
+        found = False
+    return [sys.executable, "-m", "comfyburst_worker"] if found else None
+
+
+@dataclass(frozen=True)
+class LocalCloudConfig:
+    """Everything `LocalCloud` starts; all servers bind 127.0.0.1."""
+
+    state_dir: Path = REPO_ROOT / ".localcloud"
+    project_id: str = "comfyburst-local"
+    ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    pool_size: int = 2
+    zones: tuple[str, ...] = ("us-central1-a", "us-central1-b")
+    pool_label: str = "comfyburst-pool=local"
+    bucket_prefix: str = "comfyburst-local"
+    reaper_period_s: float = 3.0
+    start_functions: bool = True
+    start_compute: bool = True
+    guest_argv: list[str] | None = field(default_factory=default_guest_argv)
+    guest_env: dict[str, str] = field(default_factory=dict)
+    compute_staging_s: float = 1.0
+    compute_stopping_s: float = 0.5
+    # Extra COMFYBURST_* settings for the functions and the worker (e.g. shorter timeouts).
+    settings_env: dict[str, str] = field(default_factory=dict)
+    startup_timeout_s: float = 60.0
+
+    @classmethod
+    def ephemeral(cls, state_dir: Path, **overrides: object) -> LocalCloudConfig:
+        """Every port picked at start, so several sessions can run at once."""
+        base = cls(state_dir=state_dir, ports=dict.fromkeys(DEFAULT_PORTS, 0))
+        return replace(base, **overrides)  # type: ignore[arg-type]
+
+    def bucket(self, role: str) -> str:
+        return f"{self.bucket_prefix}-{role}"
+
+    @property
+    def buckets(self) -> dict[str, str]:
+        return {role: self.bucket(role) for role in ("jobs", "outputs", "signals", "models")}
+
+    @property
+    def pool_label_pair(self) -> tuple[str, str]:
+        key, _, value = self.pool_label.partition("=")
+        return key, value
+
+    @property
+    def env_file(self) -> Path:
+        return self.state_dir / "env"

@@ -1,0 +1,28 @@
+variable "project_id" {
+  type        = string
+  description = "Google Cloud project to deploy into."
+}
+
+variable "region" {
+  type        = string
+  description = "Region of the deployment."
+  default     = "us-central1"
+}
+
+variable "gpu_zones" {
+  type        = list(string)
+  description = "Zones of the GPU pool, in the region."
+  default     = ["us-central1-a", "us-central1-b"]
+}
+
+variable "gpu_vm_count" {
+  type        = number
+  description = "GPU VMs in the pool; 0 until `packer build` has created the image."
+  default     = 1
+}
+
+variable "api_invoker_members" {
+  type        = list(string)
+  description = "Who may call the API, e.g. [\"user:me@example.com\"]."
+  default     = []
+}

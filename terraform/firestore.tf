@@ -1,0 +1,31 @@
+# Firestore (native mode) and the TTL that expires job documents.
+
+resource "google_firestore_database" "default" {
+  count = var.create_firestore_database ? 1 : 0
+
+  project                 = var.project_id
+  name                    = "(default)"
+  location_id             = var.firestore_location
+  type                    = "FIRESTORE_NATIVE"
+  delete_protection_state = "DELETE_PROTECTION_ENABLED"
+  # The database outlives `terraform destroy`: it holds the job history and a project's
+  # (default) database name cannot be reused for a while after deletion.
+  deletion_policy = "ABANDON"
+
+  depends_on = [google_project_service.required]
+}
+
+# jobs/{job_id}.expire_at is set to created_at + job_ttl_days by the API.
+resource "google_firestore_field" "jobs_expire_at" {
+  project    = var.project_id
+  database   = "(default)"
+  collection = "jobs"
+  field      = "expire_at"
+
+  ttl_config {}
+
+  # A TTL field needs no single-field index; leaving them out keeps writes cheap.
+  index_config {}
+
+  depends_on = [google_firestore_database.default]
+}

@@ -1,0 +1,206 @@
+# One service account per component, each with only what its code does.
+
+locals {
+  service_accounts = {
+    api       = "ComfyBurst API function"
+    done      = "ComfyBurst done-flag trigger function"
+    reaper    = "ComfyBurst reaper function"
+    worker    = "ComfyBurst GPU worker VMs"
+    eventarc  = "ComfyBurst Eventarc trigger (invokes the done-flag function)"
+    scheduler = "ComfyBurst Cloud Scheduler (invokes the reaper)"
+    build     = "ComfyBurst functions build (Cloud Build for the functions)"
+    imager    = "ComfyBurst image build VM (packer)"
+  }
+
+  # Exactly functions/comfyburst/permissions.py COMPUTE_PERMISSIONS (tests/test_deploy_wiring.py).
+  dispatcher_compute_permissions = [
+    "compute.instances.get",
+    "compute.instances.list",
+    "compute.instances.setMetadata",
+    "compute.instances.start",
+    "compute.instances.stop",
+    "compute.zoneOperations.get",
+  ]
+
+  dispatchers = ["api", "reaper"]
+  signers     = ["api", "done"] # the reaper publishes no outputs, so it signs no URL
+  publishers  = ["api", "done", "reaper"]
+}
+
+resource "google_service_account" "sa" {
+  for_each = local.service_accounts
+
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-${each.key}"
+  display_name = each.value
+
+  depends_on = [google_project_service.required]
+}
+
+# --- Dispatch: the API and the reaper start, stop and configure pool VMs -------------------
+
+resource "google_project_iam_custom_role" "dispatcher" {
+  project     = var.project_id
+  role_id     = "${replace(var.name_prefix, "-", "_")}_dispatcher"
+  title       = "ComfyBurst dispatcher"
+  description = "The compute permissions ComputeFleet uses to run the GPU pool."
+  permissions = local.dispatcher_compute_permissions
+}
+
+resource "google_project_iam_member" "dispatcher" {
+  for_each = toset(local.dispatchers)
+
+  project = var.project_id
+  role    = google_project_iam_custom_role.dispatcher.id
+  member  = google_service_account.sa[each.key].member
+}
+
+# setMetadata/start of a VM that runs as the worker SA needs actAs on that SA, granted there only.
+resource "google_service_account_iam_member" "dispatcher_acts_as_worker" {
+  for_each = toset(local.dispatchers)
+
+  service_account_id = google_service_account.sa["worker"].name
+  role               = "roles/iam.serviceAccountUser"
+  member             = google_service_account.sa[each.key].member
+}
+
+# --- Signed URLs without a key: signBlob on itself ------------------------------------------
+
+resource "google_service_account_iam_member" "self_signer" {
+  for_each = toset(local.signers)
+
+  service_account_id = google_service_account.sa[each.key].name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = google_service_account.sa[each.key].member
+}
+
+# --- Firestore -----------------------------------------------------------------------------
+
+resource "google_project_iam_member" "datastore_user" {
+  for_each = toset(["api", "done", "reaper", "worker"])
+
+  project = var.project_id
+  role    = "roles/datastore.user"
+  member  = google_service_account.sa[each.key].member
+}
+
+# --- Pub/Sub -------------------------------------------------------------------------------
+
+resource "google_pubsub_topic_iam_member" "results_publisher" {
+  for_each = toset(local.publishers)
+
+  project = var.project_id
+  topic   = google_pubsub_topic.results.name
+  role    = "roles/pubsub.publisher"
+  member  = google_service_account.sa[each.key].member
+}
+
+# --- Buckets -------------------------------------------------------------------------------
+
+locals {
+  bucket_grants = {
+    # The API writes request.json and inputs and reads the node catalogue.
+    "api-jobs" = { sa = "api", bucket = google_storage_bucket.jobs.name, role = "roles/storage.objectAdmin" }
+    # Signed GET URLs act with the signer's rights.
+    "api-outputs"    = { sa = "api", bucket = google_storage_bucket.outputs.name, role = "roles/storage.objectViewer" }
+    "done-signals"   = { sa = "done", bucket = google_storage_bucket.signals.name, role = "roles/storage.objectViewer" }
+    "done-outputs"   = { sa = "done", bucket = google_storage_bucket.outputs.name, role = "roles/storage.objectViewer" }
+    "reaper-signals" = { sa = "reaper", bucket = google_storage_bucket.signals.name, role = "roles/storage.objectViewer" }
+    "reaper-outputs" = { sa = "reaper", bucket = google_storage_bucket.outputs.name, role = "roles/storage.objectViewer" }
+    "worker-jobs"    = { sa = "worker", bucket = google_storage_bucket.jobs.name, role = "roles/storage.objectViewer" }
+    "worker-outputs" = { sa = "worker", bucket = google_storage_bucket.outputs.name, role = "roles/storage.objectAdmin" }
+    "worker-signals" = { sa = "worker", bucket = google_storage_bucket.signals.name, role = "roles/storage.objectAdmin" }
+    "build-source"   = { sa = "build", bucket = google_storage_bucket.function_source.name, role = "roles/storage.objectViewer" }
+  }
+  models_grants = var.create_models_bucket ? {
+    # The worker mirrors downloaded models so the next VM pulls them at line rate.
+    "worker-models" = { sa = "worker", bucket = google_storage_bucket.models[0].name, role = "roles/storage.objectAdmin" }
+  } : {}
+}
+
+resource "google_storage_bucket_iam_member" "grant" {
+  for_each = merge(local.bucket_grants, local.models_grants)
+
+  bucket = each.value.bucket
+  role   = each.value.role
+  member = google_service_account.sa[each.value.sa].member
+}
+
+# The image build uploads the node catalogue, and may write nothing else.
+resource "google_storage_bucket_iam_member" "imager_catalogue" {
+  bucket = google_storage_bucket.jobs.name
+  role   = "roles/storage.objectAdmin"
+  member = google_service_account.sa["imager"].member
+
+  condition {
+    title      = "catalogue-only"
+    expression = "resource.name.startsWith(\"projects/_/buckets/${google_storage_bucket.jobs.name}/objects/catalogue/\")"
+  }
+}
+
+# --- Secrets -------------------------------------------------------------------------------
+
+resource "google_secret_manager_secret_iam_member" "worker_model_tokens" {
+  for_each = {
+    civitai     = google_secret_manager_secret.civitai_token.id
+    huggingface = google_secret_manager_secret.huggingface_token.id
+  }
+
+  project   = var.project_id
+  secret_id = each.value
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.sa["worker"].member
+}
+
+resource "google_secret_manager_secret_iam_member" "api_key_hashes" {
+  project   = var.project_id
+  secret_id = google_secret_manager_secret.api_key_hashes.id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.sa["api"].member
+}
+
+# --- Logs and metrics from the VMs and builds -----------------------------------------------
+
+resource "google_project_iam_member" "log_writer" {
+  for_each = toset(["worker", "imager", "build"])
+
+  project = var.project_id
+  role    = "roles/logging.logWriter"
+  member  = google_service_account.sa[each.key].member
+}
+
+resource "google_project_iam_member" "metric_writer" {
+  for_each = toset(["worker", "imager"])
+
+  project = var.project_id
+  role    = "roles/monitoring.metricWriter"
+  member  = google_service_account.sa[each.key].member
+}
+
+# Builds the functions' containers (the documented role for a custom Cloud Functions build SA).
+resource "google_project_iam_member" "functions_builder" {
+  #checkov:skip=CKV_GCP_49:The documented role of a custom Cloud Functions build service account, held by a build-only SA that no runtime uses.
+  project = var.project_id
+  role    = "roles/cloudbuild.builds.builder"
+  member  = google_service_account.sa["build"].member
+}
+
+# --- Eventarc: the GCS service agent publishes, the trigger SA receives and invokes ---------
+
+data "google_storage_project_service_account" "gcs_agent" {
+  project = var.project_id
+
+  depends_on = [google_project_service.required]
+}
+
+resource "google_project_iam_member" "gcs_agent_publisher" {
+  project = var.project_id
+  role    = "roles/pubsub.publisher"
+  member  = data.google_storage_project_service_account.gcs_agent.member
+}
+
+resource "google_project_iam_member" "eventarc_receiver" {
+  project = var.project_id
+  role    = "roles/eventarc.eventReceiver"
+  member  = google_service_account.sa["eventarc"].member
+}

@@ -1,0 +1,73 @@
+# A private network for the GPU pool: no external IPs, Cloud NAT for model downloads,
+# Private Google Access for GCS, Firestore and Secret Manager.
+
+resource "google_compute_network" "pool" {
+  project                 = var.project_id
+  name                    = "${var.name_prefix}-pool"
+  auto_create_subnetworks = false
+
+  depends_on = [google_project_service.required]
+}
+
+resource "google_compute_subnetwork" "pool" {
+  project                  = var.project_id
+  name                     = "${var.name_prefix}-pool"
+  region                   = var.region
+  network                  = google_compute_network.pool.id
+  ip_cidr_range            = var.subnet_cidr
+  private_ip_google_access = true
+
+  log_config {
+    aggregation_interval = "INTERVAL_10_MIN"
+    flow_sampling        = 0.5
+    metadata             = "INCLUDE_ALL_METADATA"
+  }
+}
+
+resource "google_compute_router" "pool" {
+  project = var.project_id
+  name    = "${var.name_prefix}-pool"
+  region  = var.region
+  network = google_compute_network.pool.id
+}
+
+# Cloud NAT bills per VM-hour of VMs using it and per GB: nothing while the pool is stopped.
+resource "google_compute_router_nat" "pool" {
+  project                            = var.project_id
+  name                               = "${var.name_prefix}-pool"
+  region                             = var.region
+  router                             = google_compute_router.pool.name
+  nat_ip_allocate_option             = "AUTO_ONLY"
+  source_subnetwork_ip_ranges_to_nat = "LIST_OF_SUBNETWORKS"
+
+  subnetwork {
+    name                    = google_compute_subnetwork.pool.id
+    source_ip_ranges_to_nat = ["ALL_IP_RANGES"]
+  }
+
+  log_config {
+    enable = true
+    filter = "ERRORS_ONLY"
+  }
+}
+
+# Identity-Aware Proxy's range only, port 22 only, and only when asked for.
+resource "google_compute_firewall" "iap_ssh" {
+  count = var.allow_iap_ssh ? 1 : 0
+
+  project       = var.project_id
+  name          = "${var.name_prefix}-pool-iap-ssh"
+  network       = google_compute_network.pool.id
+  direction     = "INGRESS"
+  source_ranges = ["35.235.240.0/20"]
+  target_tags   = ["${var.name_prefix}-gpu"]
+
+  allow {
+    protocol = "tcp"
+    ports    = ["22"]
+  }
+
+  log_config {
+    metadata = "INCLUDE_ALL_METADATA"
+  }
+}

@@ -1,0 +1,55 @@
+output "api_url" {
+  description = "URL of the HTTP API: paste it into the ComfyBurst node's API URL setting."
+  value       = google_cloudfunctions2_function.api.service_config[0].uri
+}
+
+output "results_topic" {
+  description = "Pub/Sub topic the result messages are published to."
+  value       = google_pubsub_topic.results.id
+}
+
+output "results_subscription" {
+  description = "Pull subscription on the results topic."
+  value       = google_pubsub_subscription.results.id
+}
+
+output "results_dead_letter_topic" {
+  description = "Dead-letter topic of the results subscription."
+  value       = google_pubsub_topic.results_dead_letter.id
+}
+
+output "buckets" {
+  description = "Bucket names by purpose (models is null when not created)."
+  value = {
+    jobs            = google_storage_bucket.jobs.name
+    outputs         = google_storage_bucket.outputs.name
+    signals         = google_storage_bucket.signals.name
+    models          = local.models_bucket
+    function_source = google_storage_bucket.function_source.name
+  }
+}
+
+output "service_accounts" {
+  description = "Service account emails by component."
+  value       = { for key, sa in google_service_account.sa : key => sa.email }
+}
+
+output "image_builder_service_account" {
+  description = "Service account for the packer build VM (gpu_image/, variable service_account_email)."
+  value       = google_service_account.sa["imager"].email
+}
+
+output "gpu_vms" {
+  description = "GPU pool VMs: name => zone."
+  value       = local.gpu_vms
+}
+
+output "pool_label" {
+  description = "key=value label of the pool (COMFYBURST_POOL_LABEL)."
+  value       = "${local.pool_label_key}=${var.pool_name}"
+}
+
+output "subnetwork" {
+  description = "Self link of the pool's subnet (also usable for the packer build VM)."
+  value       = google_compute_subnetwork.pool.self_link
+}

@@ -1,0 +1,119 @@
+"""Shared fixtures. The local cloud starts lazily: only a test that asks for it (or is marked
+`emulator`/`e2e`) starts it, once per session, on ephemeral ports. With
+COMFYBURST_LOCALCLOUD_ENV=.localcloud/env a running `make up` cloud is reused instead."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def localcloud_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The local cloud's env (emulator hosts, COMFYBURST_* settings, URLs), set in os.environ."""
+    from localcloud.cloud import EmulatorsMissing, LocalCloud, read_env_file
+    from localcloud.config import LocalCloudConfig
+
+    cloud: LocalCloud | None = None
+    reuse = os.environ.get("COMFYBURST_LOCALCLOUD_ENV")
+    if reuse:
+        env = read_env_file(REPO_ROOT / reuse)
+    else:
+        state_dir = tmp_path_factory.mktemp("localcloud")
+        cloud = LocalCloud(LocalCloudConfig.ephemeral(state_dir, reaper_period_s=2.0))
+        try:
+            cloud.start()
+        except EmulatorsMissing as exc:
+            pytest.fail(str(exc))
+        env = dict(cloud.env)
+    patch = pytest.MonkeyPatch()
+    for name, value in env.items():
+        patch.setenv(name, value)
+    try:
+        yield env
+    finally:
+        patch.undo()
+        if cloud is not None:
+            cloud.stop()
+
+
+@pytest.fixture(autouse=True)
+def _wipe_localcloud(request: pytest.FixtureRequest) -> None:
+    """Before each emulator/e2e test: empty Firestore and the buckets, reset the VMs."""
+    marked = request.node.get_closest_marker("emulator") or request.node.get_closest_marker("e2e")
+    if marked is None:
+        return
+    from localcloud.wipe import wipe_all
+
+    wipe_all(request.getfixturevalue("localcloud_env"))
+
+
+@pytest.fixture(scope="session")
+def function_settings(localcloud_env: dict[str, str]) -> Any:
+    """FunctionSettings read from the local cloud's env."""
+    from comfyburst.settings import FunctionSettings
+
+    return FunctionSettings()
+
+
+@pytest.fixture(scope="session")
+def job_store(function_settings: Any) -> Any:
+    """FirestoreJobStore on the Firestore emulator."""
+    from comfyburst import wiring
+
+    return wiring.job_store(function_settings)
+
+
+@pytest.fixture(scope="session")
+def storage_client(function_settings: Any) -> Any:
+    """google-cloud-storage client on fake-gcs-server."""
+    from comfyburst import wiring
+
+    return wiring.storage_client(function_settings)
+
+
+@pytest.fixture(scope="session")
+def blob_store(storage_client: Any) -> Any:
+    """GcsBlobStore on fake-gcs-server."""
+    from comfyburst.adapters.gcs import GcsBlobStore
+
+    return GcsBlobStore(storage_client)
+
+
+@pytest.fixture(scope="session")
+def signer(function_settings: Any, storage_client: Any) -> Any:
+    """KeyFileUrlSigner with the local cloud's throwaway key."""
+    from comfyburst import wiring
+
+    return wiring.url_signer(function_settings, storage_client)
+
+
+@pytest.fixture(scope="session")
+def publisher(function_settings: Any) -> Any:
+    """PubSubPublisher on the results topic of the Pub/Sub emulator."""
+    from comfyburst import wiring
+
+    return wiring.publisher(function_settings)
+
+
+@pytest.fixture(scope="session")
+def fleet(function_settings: Any) -> Any:
+    """ComputeFleet on the Compute stand-in's pool."""
+    from comfyburst import wiring
+
+    return wiring.fleet(function_settings)
+
+
+@pytest.fixture(scope="session")
+def subscriber(localcloud_env: dict[str, str]) -> Iterator[Any]:
+    """A Pub/Sub SubscriberClient on the emulator."""
+    from google.cloud import pubsub_v1
+
+    with pubsub_v1.SubscriberClient() as client:
+        yield client

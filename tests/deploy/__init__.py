@@ -1,0 +1,1 @@
+"""Helpers of the offline deploy checks (tests/test_deploy_*.py)."""

@@ -1,0 +1,31 @@
+"""A small chaos run (the full one is `make chaos`): every fault kind once, then the invariants."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from localcloud.chaos import ChaosConfig, report, run_chaos
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+def test_small_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
+    cfg = ChaosConfig(
+        jobs=24, vms=3, seed=11, fault_share=0.01, cancel_share=0.05, job_timeout_s=240,
+        state_dir=tmp_path / "cloud", out=tmp_path / "chaos.json",
+    )  # fmt: skip
+    result = run_chaos(cfg)
+    assert report(result, cfg.out), result
+    assert result["jobs_lost"] == 0
+    assert result["jobs_completed_twice"] == 0
+    assert result["duplicate_results_different_content"] == 0
+    assert result["vms_running_at_end"] == 0
+    assert result["terminal_jobs_without_result"] == 0
+    # Every fault kind was actually injected (the run is not vacuous).
+    assert set(result["injected"]) >= {
+        "kill_worker", "stop_vm", "boot_failure", "stockout", "duplicate_event",
+        "rewrite_done", "delayed_event", "publish_failure", "cancel",
+    }  # fmt: skip
+    assert result["states"].get("succeeded", 0) >= cfg.jobs // 2

@@ -1,0 +1,91 @@
+"""The reaper on the local cloud: Firestore emulator, Compute stand-in, Pub/Sub emulator.
+
+The use case is driven with an injected `now` and tiny thresholds; the local cloud's own timer
+keeps calling the deployed reaper with default thresholds meanwhile, which the assertions
+tolerate (both are the same code, and every job change is guarded by its transaction).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+import requests
+
+from comfyburst.adapters.clock import SystemClock
+from comfyburst.domain.reaper import ReaperPolicy
+from comfyburst.schema import ResultMessage
+from comfyburst.services.dispatch import Dispatcher
+from comfyburst.services.reap import ReaperDeps, run_reaper
+from comfyburst.states import JobState
+from tests._completion_helpers import make_job
+from tests.test_complete_emulator import pull_all, results_sub, wait_for  # noqa: F401
+
+pytestmark = [pytest.mark.emulator, pytest.mark.slow]
+
+TINY = ReaperPolicy(boot_timeout_s=1, heartbeat_timeout_s=1, max_attempts=2)
+
+
+def arm_fault(kind: str) -> None:
+    endpoint = os.environ["COMFYBURST_COMPUTE_ENDPOINT"]
+    body = {"kind": kind, "count": "always"}
+    requests.post(f"{endpoint}/_standin/faults", json=body, timeout=10).raise_for_status()
+
+
+@pytest.fixture
+def deps(function_settings, job_store, fleet, publisher):
+    clock = SystemClock()
+    dispatcher = Dispatcher(job_store, fleet, clock, function_settings)
+    yield ReaperDeps(job_store, fleet, publisher, clock, dispatch=dispatcher.dispatch_many)
+    endpoint = os.environ["COMFYBURST_COMPUTE_ENDPOINT"]
+    requests.delete(f"{endpoint}/_standin/faults", timeout=10)
+
+
+def statuses(fleet) -> dict[str, str]:
+    return {vm.name: vm.status for vm in fleet.list()}
+
+
+def test_running_vm_without_a_job_is_stopped(deps, fleet):
+    arm_fault("boot_failure")  # the VM runs, but no worker in it (nothing shuts it down)
+    vm = fleet.list()[0]
+    fleet.start(vm.zone, vm.name, str(uuid.uuid4()))
+    wait_for(lambda: statuses(fleet)[vm.name] == "RUNNING", 15, "the VM to run", 0.05)
+    summary = run_reaper(deps, TINY)
+    stops = [a for a in summary["actions"] if a["action"] == "StopVm" and a["name"] == vm.name]
+    # The local cloud's timer may have stopped it a moment earlier; then our plan has nothing.
+    assert all(a["outcome"] in ("applied", "error") for a in stops)
+    wait_for(lambda: statuses(fleet)[vm.name] == "TERMINATED", 15, "the VM to stop", 0.05)
+
+
+def test_worker_that_never_starts_is_retried_then_failed(
+    deps,
+    job_store,
+    fleet,
+    subscriber,
+    results_sub,  # noqa: F811
+):
+    arm_fault("boot_failure")
+    job_id = f"reap-{uuid.uuid4().hex[:10]}"
+    job_store.create_job(make_job(job_id, SystemClock().now(), max_attempts=2))
+    attempts_seen: set[int] = set()
+    deadline = time.monotonic() + 60
+    job = job_store.get_job(job_id)
+    while not job.state.terminal:
+        assert time.monotonic() < deadline, f"job still {job.state.value}"
+        # Each period sees a clock a little ahead, so every start has "timed out" at once.
+        run_reaper(deps, TINY, now=SystemClock().now() + timedelta(seconds=5))
+        job = job_store.get_job(job_id)
+        if job.state is JobState.STARTING:
+            attempts_seen.add(job.attempt)
+        time.sleep(0.2)  # polling period of this driver loop: VMs need time to stop
+    assert job.state is JobState.FAILED
+    assert job.error.type == "attempts_exhausted"
+    assert attempts_seen == {1, 2}
+    (message,) = pull_all(subscriber, results_sub, job_id, wait_s=1.0)
+    assert isinstance(message, ResultMessage) and message.status is JobState.FAILED
+    assert message.attempt == 2
+    wait_for(lambda: set(statuses(fleet).values()) == {"TERMINATED"}, 20, "every VM to stop", 0.1)
+    assert all(r.lease is None or r.lease.job_id != job_id for r in job_store.list_vms())
