@@ -121,8 +121,20 @@ def _build_reaper_deps():  # type: ignore[no-untyped-def]
 
     settings = FunctionSettings()
     store, fleet, clock = wiring.job_store(settings), wiring.fleet(settings), wiring.clock()
+    storage = wiring.storage_client(settings)
     dispatcher = Dispatcher(store, fleet, clock, settings)
-    deps = ReaperDeps(store, fleet, wiring.publisher(settings), clock, dispatcher.dispatch_many)
+    deps = ReaperDeps(
+        store,
+        fleet,
+        wiring.publisher(settings),
+        clock,
+        dispatcher.dispatch_many,
+        # The safety net for lost or late done events: it completes jobs from their flags.
+        blobs=wiring.blob_store(settings, storage),
+        signer=wiring.url_signer(settings, storage),
+        signals_bucket=settings.signals_bucket,
+        outputs_bucket=settings.outputs_bucket,
+    )
     return deps, policy_from(settings)
 
 

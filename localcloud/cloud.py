@@ -245,7 +245,8 @@ class LocalCloud:
             "log_dir": str(cfg.state_dir / "compute" / "logs"),
         }
         if cfg.guest_argv:
-            config["guest"] = {"argv": cfg.guest_argv, "env": cfg.guest_env}
+            disks = {"LOCALCLOUD_VM_DISK_ROOT": str(cfg.state_dir / "disks")}
+            config["guest"] = {"argv": cfg.guest_argv, "env": {**disks, **cfg.guest_env}}
         path = cfg.state_dir / "compute" / "config.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(config, indent=2))

@@ -31,12 +31,13 @@ EVENTARC_SUBSCRIPTION = "comfyburst-eventarc-signals"
 
 
 def default_guest_argv() -> list[str] | None:
-    """The worker agent, once its package has an entry point; else VMs run nothing."""
+    """The local VM image (ComfyUI stand-in + worker agent, see vm_guest.py), once the worker
+    has an entry point; else VMs boot and run nothing."""
     try:
         found = importlib.util.find_spec("comfyburst_worker.__main__") is not None
     except ModuleNotFoundError:
         found = False
-    return [sys.executable, "-m", "comfyburst_worker"] if found else None
+    return [sys.executable, "-m", "localcloud.vm_guest"] if found else None
 
 
 @dataclass(frozen=True)

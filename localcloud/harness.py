@@ -151,7 +151,12 @@ class Observer:
 
     def billed_seconds(self) -> dict[str, float]:
         """RUNNING seconds per VM so far (what GCE would bill for the GPU)."""
-        return {vm["name"]: float(vm.get("running_seconds") or 0.0) for vm in self.instances()}
+        # A stand-in without billing accounting reports nothing (not zero).
+        return {
+            vm["name"]: float(vm["running_seconds"])
+            for vm in self.instances()
+            if "running_seconds" in vm
+        }
 
     def wait_all_terminated(self, timeout_s: float) -> list[str]:
         """Poll until no VM is up; the names still up when time ran out."""

@@ -23,7 +23,7 @@ locals {
   ]
 
   dispatchers = ["api", "reaper"]
-  signers     = ["api", "done"] # the reaper publishes no outputs, so it signs no URL
+  signers     = ["api", "done", "reaper"] # the reaper completes jobs from late done flags
   publishers  = ["api", "done", "reaper"]
 }
 

@@ -80,7 +80,9 @@ class Cloud:
 
     def submit(self, request: Any, **headers: str) -> Any:
         data = request if isinstance(request, bytes) else json.dumps(request)
-        return self.client.post("/jobs", data=data, headers=headers, content_type="application/json")
+        return self.client.post(
+            "/jobs", data=data, headers=headers, content_type="application/json"
+        )
 
     def jobs(self) -> list[Any]:
         return self.store.list_jobs(list(JobState))
@@ -92,7 +94,7 @@ class Cloud:
         return found
 
     def nothing_written(self) -> bool:
-        idempotency = self.store._idempotency.limit(1).get()  # noqa: SLF001
+        idempotency = self.store._idempotency.limit(1).get()
         return not self.jobs() and not self.objects() and not idempotency
 
     def vm(self, name: str) -> dict[str, Any]:
@@ -121,7 +123,10 @@ def test_submit_starts_a_vm_with_the_job_hint(cloud: Cloud) -> None:
     job_id = job["job_id"]
     request = cloud.blobs.read(cloud.settings.jobs_bucket, f"jobs/{job_id}/request.json")
     assert json.loads(request)["workflow"] == body()["workflow"]
-    assert cloud.blobs.read(cloud.settings.jobs_bucket, f"jobs/{job_id}/inputs/in.png")[:4] == b"\x89PNG"
+    assert (
+        cloud.blobs.read(cloud.settings.jobs_bucket, f"jobs/{job_id}/inputs/in.png")[:4]
+        == b"\x89PNG"
+    )
     stored = cloud.store.get_job(job_id)
     assert stored.state is JobState.STARTING and stored.vm is not None and stored.vm.operation
     vm = cloud.wait_running(stored.vm.name)
@@ -221,7 +226,9 @@ BAD = [
 
 
 @pytest.mark.parametrize(("request_body", "status"), BAD)
-def test_bad_input_writes_nothing_to_firestore_or_gcs(cloud: Cloud, request_body: Any, status: int) -> None:
+def test_bad_input_writes_nothing_to_firestore_or_gcs(
+    cloud: Cloud, request_body: Any, status: int
+) -> None:
     response = cloud.submit(request_body, **{"Idempotency-Key": "bad"})
     assert response.status_code == status, response.get_json()
     assert cloud.nothing_written()

@@ -239,6 +239,7 @@ def test_workflow_rejected_by_preflight_answers_comfyui_node_errors() -> None:
 def test_missing_model_is_caught_unless_the_job_brings_it() -> None:
     env = fake_env()
     request = ckpt_body()
+    del request["workflow"]["2"]  # the checkpoint branch is the only output
     request["models"] = []
     response = env.submit(request)
     assert response.status_code == 422
@@ -272,15 +273,15 @@ def test_validate_answers_the_verdict_and_writes_nothing() -> None:
     assert env.nothing_written() and env.fleet.calls == []
 
 
-def test_a_workflow_with_one_broken_output_is_refused_though_comfyui_would_run_the_rest() -> None:
+def test_a_workflow_with_one_broken_output_runs_the_valid_one_as_comfyui_does() -> None:
     env = fake_env()
     request = ckpt_body()
     request["workflow"]["6"]["inputs"]["images"] = ["1", 5]  # EmptyImage has one output
     response = env.submit(request)
-    assert response.status_code == 422
+    assert response.status_code == 202
     data = response.get_json()
-    assert data["error"]["details"]["type"] == "prompt_outputs_failed_validation"
-    assert data["node_errors"]["6"]["dependent_outputs"] == ["6"]
+    assert data["preflight_node_errors"]["6"]["dependent_outputs"] == ["6"]
+    assert data["preflight_node_errors"]["6"]["errors"][0]["type"] == "exception_during_validation"
     verdict = env.client.post("/jobs:validate", json=request).get_json()
-    assert verdict["valid"] is False and verdict["outputs_to_execute"] == ["2"]
-    assert env.nothing_written()
+    assert verdict["valid"] is True and verdict["outputs_to_execute"] == ["2"]
+    assert verdict["node_errors"]["6"]["class_type"] == "PreviewImage"

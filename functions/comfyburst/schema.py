@@ -256,6 +256,10 @@ class Job(_Strict):
     idempotency_key: str | None = None
     caller: str | None = None
     worker_timings: WorkerTimings | None = None
+    preflight_node_errors: dict[str, Any] = Field(
+        default_factory=dict,
+        description="ComfyUI-shaped errors of outputs that will not run (the others do).",
+    )
     # The result message is fixed when the job turns terminal and stored here, so a retried
     # publish (event redelivery) sends the same bytes; consumers dedupe on job_id + status.
     result: ResultMessage | None = None

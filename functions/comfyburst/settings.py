@@ -55,6 +55,10 @@ class FunctionSettings(BaseSettings):
     lease_ttl_s: int = 900
     max_attempts: int = 3
     drain_grace_s: float = 30.0
+    dispatch_grace_s: float = Field(
+        default=10.0,
+        description="The reaper dispatches a queued job only this long after it was queued",
+    )
     stockout_cooldown_s: int = 300
     job_ttl_days: int = 30
     max_workflow_bytes: int = 2_000_000

@@ -173,7 +173,12 @@ def bench_breakdown(env: dict[str, str], levels: list[int], rounds: int) -> list
         parts: dict[str, list[float]] = defaultdict(list)
         lock = threading.Lock()
 
-        def one(_: int) -> None:
+        def one(
+            _: int,
+            totals: list[float] = totals,
+            parts: dict[str, list[float]] = parts,
+            lock: threading.Lock = lock,
+        ) -> None:
             sink.times = defaultdict(float)
             began = time.perf_counter()
             result = submit_job(submit_deps, BODY, idempotency_key=None, caller=None)
@@ -262,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         compute_staging_s=0.05,
         compute_stopping_s=0.05,
     )
+    load_at_start = round(os.getloadavg()[0], 1)
     began = time.monotonic()
     with LocalCloud(config) as cloud:
         startup_s = time.monotonic() - began
@@ -280,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "localcloud_startup_s": round(startup_s, 1),
+        # A shared 2-CPU machine: other sessions' load inflates every number here.
+        "load_average_1m_at_end": round(os.getloadavg()[0], 1),
+        "load_average_1m_at_start": load_at_start,
     }
     _write_report("dispatch", rows, meta)
     return 0

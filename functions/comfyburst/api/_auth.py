@@ -15,7 +15,7 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
+from typing import Any
 
 from comfyburst.errors import Forbidden, Unauthenticated
 from comfyburst.settings import AuthMode
@@ -23,8 +23,11 @@ from comfyburst.settings import AuthMode
 _IAP_PREFIX = "accounts.google.com:"
 
 
-def authenticate(headers: Mapping[str, str], settings: object) -> str | None:
-    """The caller's identity; raises Unauthenticated/Forbidden in api_key mode."""
+def authenticate(headers: Any, settings: object) -> str | None:
+    """The caller's identity; raises Unauthenticated/Forbidden in api_key mode.
+
+    `headers` is looked up case-insensitively (werkzeug Headers).
+    """
     mode = AuthMode(getattr(settings, "auth_mode", AuthMode.IAM))
     if mode is AuthMode.API_KEY:
         return _api_key_caller(headers.get("X-API-Key"), getattr(settings, "api_key_hashes", []))
@@ -44,11 +47,11 @@ def _api_key_caller(key: str | None, hashes: list[str]) -> str:
     return f"api-key:{digest[:12]}"
 
 
-def _iam_caller(headers: Mapping[str, str]) -> str | None:
+def _iam_caller(headers: Any) -> str | None:
     email = headers.get("X-Goog-Authenticated-User-Email")
     if email:
         return email.removeprefix(_IAP_PREFIX)
-    authorization = headers.get("Authorization", "")
+    authorization = headers.get("Authorization") or ""
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or token.count(".") != 2:
         return None

@@ -87,7 +87,7 @@ def _route(request: flask.Request, path: str, deps: Callable[[], ApiDeps]) -> fl
 def _validate(api: ApiDeps, body: bytes) -> flask.Response:
     checked = submit.check_request(body, api.settings, api.catalogue())
     verdict = checked.verdict
-    valid = submit.workflow_runs_whole(verdict)
+    valid = submit.workflow_can_run(verdict)
     error = None if valid else submit.PreflightRejected(verdict).details
     return _model(
         200,

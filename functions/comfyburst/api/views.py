@@ -52,6 +52,10 @@ class JobView(BaseModel):
     worker_timings: WorkerTimings | None = None
     request: RequestSummary
     options: JobOptions
+    preflight_node_errors: dict[str, Any] = Field(
+        default_factory=dict,
+        description="ComfyUI-shaped errors of outputs that do not run; the valid ones do.",
+    )
 
     @classmethod
     def of(cls, job: Job) -> JobView:
@@ -74,6 +78,7 @@ class JobView(BaseModel):
             worker_timings=job.worker_timings,
             request=job.request,
             options=job.options,
+            preflight_node_errors=job.preflight_node_errors,
         )
 
 

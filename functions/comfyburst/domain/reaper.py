@@ -4,6 +4,12 @@ every job end and every idle GPU stop. No I/O; `now` and the thresholds are para
 Actions that change a job carry the state and attempt it was seen in, so the executor can skip
 them when the job changed meanwhile. VM actions with `after_job` run only if that job action
 was applied (a job the worker claimed a moment ago must keep its VM).
+
+The reaper is also the safety net for done events that are lost or late: a starting/running job
+the planner would end (requeue, fail, time out, cancel) is completed from its done flag instead
+when `done_flags` says one exists for its current attempt. The planner does no I/O, so the
+executor plans twice: once without flags, then, if any of `done_flag_candidates(actions)` has a
+flag, again with the attempts it read.
 """
 
 from __future__ import annotations
@@ -42,6 +48,10 @@ class ReaperPolicy:
     max_attempts: int
     stockout_cooldown_s: float = 300.0
     drain_grace_s: float = 30.0
+    # A queued job younger than this (since it entered `queued`) is left to whoever queued it
+    # (a draining worker polls the queue far more often); the reaper starting a VM for it too
+    # would lease and start a second VM only to stop it again.
+    dispatch_grace_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -102,13 +112,37 @@ class CancelJob:
 
 
 @dataclass(frozen=True)
+class CompleteFromDoneFlag:
+    """The worker finished this attempt (its done flag exists) but no done event completed the
+    job: complete it from the flag, through the done-flag use case."""
+
+    job_id: str
+    seen_state: JobState
+    seen_attempt: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class DispatchJob:
     job_id: str
 
 
 JobAction = RequeueJob | FailJob | TimeOutJob | CancelJob
 VmAction = StopVm | ReleaseLease | CooldownVm
-Action = JobAction | VmAction | DispatchJob
+Action = JobAction | CompleteFromDoneFlag | VmAction | DispatchJob
+
+# Only a job a worker may have run can have a done flag for its current attempt.
+_MAY_HAVE_RUN = (JobState.STARTING, JobState.RUNNING)
+
+
+def done_flag_candidates(actions: Iterable[Action]) -> list[str]:
+    """Ids of the jobs whose done flag must be looked at before `actions` end them."""
+    return [
+        a.job_id
+        for a in actions
+        if isinstance(a, RequeueJob | FailJob | TimeOutJob | CancelJob)
+        and a.seen_state in _MAY_HAVE_RUN
+    ]
 
 
 def _age_s(since: datetime | None, now: datetime) -> float | None:
@@ -124,6 +158,7 @@ class _Planner:
         now: datetime,
         policy: ReaperPolicy,
         start_errors: Mapping[str, str],
+        done_flags: Mapping[str, int],
     ) -> None:
         self.jobs = sorted(jobs, key=lambda j: (j.created_at, j.job_id))
         self.by_id = {j.job_id: j for j in self.jobs}
@@ -132,7 +167,8 @@ class _Planner:
         self.now = now
         self.policy = policy
         self.start_errors = start_errors
-        self.job_actions: list[JobAction] = []
+        self.done_flags = done_flags
+        self.job_actions: list[JobAction | CompleteFromDoneFlag] = []
         self.vm_actions: list[VmAction] = []
         self.ending: set[str] = set()
         self.stopping: set[str] = set()
@@ -146,7 +182,15 @@ class _Planner:
         return status.status if status else None
 
     def _end_job(self, action: JobAction, job: Job) -> None:
-        """Record a job action and free its VM once it is applied."""
+        """Record a job action and free its VM once it is applied; a job whose done flag for
+        this attempt exists is completed from it instead (its VM is the worker's business)."""
+        if job.state in _MAY_HAVE_RUN and self.done_flags.get(job.job_id) == job.attempt:
+            self.job_actions.append(
+                CompleteFromDoneFlag(
+                    job.job_id, job.state, job.attempt, f"done flag present; was: {_why(action)}"
+                )
+            )
+            return
         self.job_actions.append(action)
         self.ending.add(job.job_id)
         if job.vm is None:
@@ -282,6 +326,7 @@ class _Planner:
 
     def dispatches(self) -> list[DispatchJob]:
         requeued = {a.job_id for a in self.job_actions if isinstance(a, RequeueJob)}
+        grace = self.policy.dispatch_grace_s
         queued = [
             j
             for j in self.jobs
@@ -289,6 +334,7 @@ class _Planner:
                 j.state is JobState.QUEUED
                 and not j.cancel_requested
                 and j.job_id not in self.ending
+                and (_age_s(j.state_changed_at, self.now) or 0.0) >= grace
             )
             or j.job_id in requeued  # retried at once, on another VM, if one is free
         ]
@@ -306,7 +352,7 @@ class _Planner:
         return record
 
 
-def _why(action: JobAction) -> str:
+def _why(action: JobAction | CompleteFromDoneFlag) -> str:
     if isinstance(action, FailJob | TimeOutJob):
         return action.message
     return action.reason
@@ -319,14 +365,16 @@ def plan(
     now: datetime,
     policy: ReaperPolicy,
     start_errors: Mapping[str, str] | None = None,
+    done_flags: Mapping[str, int] | None = None,
 ) -> list[Action]:
     """The actions for one reaper period: job changes first, then VM changes, then dispatches.
 
     `jobs` holds every non-terminal job and every job a lease points to (a lease whose job is
     absent is treated as pointing at a deleted job). `start_errors` maps a starting job's id
-    to the error code of its failed start operation.
+    to the error code of its failed start operation. `done_flags` maps a job id to the
+    attempt its `jobs/{id}/done.json` declares (only jobs whose flag was looked at and found).
     """
-    planner = _Planner(jobs, vms, fleet, now, policy, start_errors or {})
+    planner = _Planner(jobs, vms, fleet, now, policy, start_errors or {}, done_flags or {})
     planner.job_policies()
     planner.vm_policies()
     dispatches = planner.dispatches()

@@ -4,6 +4,11 @@ Each job change is one `update_job` transaction guarded by the state and attempt
 saw: a job that changed meanwhile is skipped and the next period looks again. One action's
 error never stops the others. Every terminal state set here publishes its result message, and
 results left unpublished by anyone (a failed publish) are published again.
+
+Lost or late done events: before a starting/running job is ended for a dead worker (or its
+deadline), its `jobs/{id}/done.json` is read; if it is this attempt's, the planner is run again
+with that knowledge and the job is completed from the flag by `services/complete.py`, exactly
+as the trigger would (so a job the worker finished is never retried or failed).
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ from typing import Any
 
 from comfyburst.domain import reaper
 from comfyburst.domain.jobs import requeue
+from comfyburst.domain.manifest import declared_attempt
 from comfyburst.errors import NotFound, PreconditionFailed
-from comfyburst.ports import Clock, Fleet, JobStore, Publisher, VmStatus
+from comfyburst.ports import BlobStore, Clock, Fleet, JobStore, Publisher, UrlSigner, VmStatus
 from comfyburst.schema import Job, JobError, VmRecord
 from comfyburst.services._leases import release_lease
+from comfyburst.services.complete import CompletionDeps, StorageObject, handle_done_flag
 from comfyburst.services.results import finish, publish_result
 from comfyburst.states import JobState
 
@@ -40,6 +47,7 @@ def policy_from(settings: Any) -> reaper.ReaperPolicy:
         max_attempts=settings.max_attempts,
         stockout_cooldown_s=settings.stockout_cooldown_s,
         drain_grace_s=settings.drain_grace_s,
+        dispatch_grace_s=settings.dispatch_grace_s,
     )
 
 
@@ -50,6 +58,26 @@ class ReaperDeps:
     publisher: Publisher
     clock: Clock
     dispatch: Dispatch | None = None  # Dispatcher.dispatch_many; None: plan dispatches only
+    # The done-flag safety net: read flags in the signals bucket, sign output URLs when
+    # completing from one. Without `blobs` (some tests) no flag is ever looked at.
+    blobs: BlobStore | None = None
+    signer: UrlSigner | None = None
+    signals_bucket: str = ""
+    outputs_bucket: str = ""
+
+    def completion(self) -> CompletionDeps | None:
+        """The done-flag use case's deps, sharing this reaper's store, publisher and clock."""
+        if self.blobs is None or self.signer is None or not self.signals_bucket:
+            return None
+        return CompletionDeps(
+            store=self.store,
+            blobs=self.blobs,
+            signer=self.signer,
+            publisher=self.publisher,
+            clock=self.clock,
+            signals_bucket=self.signals_bucket,
+            outputs_bucket=self.outputs_bucket,
+        )
 
 
 @dataclass(frozen=True)
@@ -90,15 +118,43 @@ def take_snapshot(deps: ReaperDeps) -> Snapshot:
     return Snapshot(jobs, vms, fleet, start_errors)
 
 
+def done_flag_name(job_id: str) -> str:
+    """The done flag's object name in the signals bucket."""
+    return f"jobs/{job_id}/done.json"
+
+
+def read_done_flags(deps: ReaperDeps, job_ids: Sequence[str]) -> dict[str, int]:
+    """{job id: attempt its done flag declares} for those of `job_ids` that have one.
+
+    A flag that cannot be read counts as absent: the job is then ended as planned, so a
+    storage outage cannot keep jobs from ending.
+    """
+    if deps.blobs is None or not deps.signals_bucket:
+        return {}
+    found: dict[str, int] = {}
+    for job_id in dict.fromkeys(job_ids):
+        try:
+            raw = deps.blobs.read(deps.signals_bucket, done_flag_name(job_id))
+        except Exception:
+            log.warning("reading the done flag of %s failed", job_id, exc_info=True)
+            continue
+        attempt = declared_attempt(raw) if raw is not None else None
+        if attempt is not None:
+            found[job_id] = attempt
+    return found
+
+
 def run_reaper(
     deps: ReaperDeps, policy: reaper.ReaperPolicy, now: datetime | None = None
 ) -> dict[str, Any]:
     """One reaper period; returns a JSON-able summary of every action and its outcome."""
     now = now or deps.clock.now()
     snapshot = take_snapshot(deps)
-    actions = reaper.plan(
-        snapshot.jobs, snapshot.vms, snapshot.fleet, now, policy, snapshot.start_errors
-    )
+    args = (snapshot.jobs, snapshot.vms, snapshot.fleet, now, policy, snapshot.start_errors)
+    actions = reaper.plan(*args)
+    done_flags = read_done_flags(deps, reaper.done_flag_candidates(actions))
+    if done_flags:
+        actions = reaper.plan(*args, done_flags)
     executor = _Executor(deps, now)
     results = [executor.apply(a) for a in actions if not isinstance(a, reaper.DispatchJob)]
     dispatches = [a for a in actions if isinstance(a, reaper.DispatchJob)]
@@ -147,6 +203,8 @@ class _Executor:
         if isinstance(action, reaper.CancelJob):
             error = JobError(type="cancelled", message=action.reason)
             return self._end_job(action, JobState.CANCELLED, error)
+        if isinstance(action, reaper.CompleteFromDoneFlag):
+            return self._complete(action)
         if isinstance(action, reaper.StopVm):
             op = self.deps.fleet.stop(
                 action.zone, action.name, self._request_id("stop", action.name)
@@ -184,6 +242,19 @@ class _Executor:
         )
         publish_result(self.deps.store, self.deps.publisher, stored, self.deps.clock.now())
         return "result published"
+
+    def _complete(self, action: reaper.CompleteFromDoneFlag) -> str:
+        """Complete the job from its done flag, as the trigger would have."""
+        completion = self.deps.completion()
+        if completion is None:
+            raise _Skipped("no blob store to read the done flag with")
+        flag = StorageObject(completion.signals_bucket, done_flag_name(action.job_id))
+        outcome = handle_done_flag(completion, flag)
+        kind = outcome["outcome"]
+        if kind not in ("completed", "republished", "manifest_invalid"):
+            raise _Skipped(f"done flag: {kind}")
+        self.applied_jobs.add(action.job_id)
+        return f"done flag: {kind} ({outcome.get('state')})"
 
     def _cooldown(self, action: reaper.CooldownVm) -> None:
         record, version = self.deps.store.get_vm(action.vm_name)

@@ -51,19 +51,10 @@ class IdempotencyConflict(Conflict):
     code = "idempotency_conflict"
 
 
-# ComfyUI runs a workflow whose outputs only partly validate, dropping the others; we refuse
-# it instead (a paid GPU would silently skip outputs), with the error ComfyUI gives when none do.
-_PARTIAL_ERROR = {
-    "type": "prompt_outputs_failed_validation",
-    "message": "Prompt outputs failed validation",
-    "details": "",
-    "extra_info": {},
-}
-
-
-def workflow_runs_whole(verdict: PromptVerdict) -> bool:
-    """Accepted with every output: no node errors at all."""
-    return verdict.accepted and not verdict.node_errors
+def workflow_can_run(verdict: PromptVerdict) -> bool:
+    """ComfyUI's rule: accepted when at least one output validates. The valid outputs run; the
+    errors of the others are kept on the job (`preflight_node_errors`) for the caller to see."""
+    return verdict.accepted
 
 
 class PreflightRejected(ComfyBurstError):
@@ -73,9 +64,9 @@ class PreflightRejected(ComfyBurstError):
     http_status = 422
 
     def __init__(self, verdict: PromptVerdict) -> None:
-        comfy_error = verdict.body.get("error") or _PARTIAL_ERROR
+        comfy_error: Any = verdict.body.get("error")
         message = comfy_error.get("message") if isinstance(comfy_error, dict) else None
-        super().__init__(message or "workflow failed validation", details=comfy_error)
+        super().__init__(str(message or "workflow failed validation"), details=comfy_error)
         self.node_errors = verdict.node_errors
 
     def to_body(self) -> dict[str, Any]:
@@ -156,7 +147,7 @@ def submit_job(
     if idempotency_key is not None:
         _check_idempotency_key(idempotency_key)
     checked = check_request(body, deps.settings, deps.catalogue())
-    if not workflow_runs_whole(checked.verdict):
+    if not workflow_can_run(checked.verdict):
         raise PreflightRejected(checked.verdict)
     request = checked.request
     request_json = request.model_dump_json().encode()
@@ -177,7 +168,7 @@ def submit_job(
         ttl_days=deps.settings.job_ttl_days,
         idempotency_key=scoped_key,
         caller=caller,
-    )
+    ).model_copy(update={"preflight_node_errors": checked.verdict.node_errors})
     # The request goes to GCS while a VM is leased and prepared; no VM starts before it is
     # stored (`before_start`), and the job document is written last, in its first state.
     stored_request = IO_POOL.submit(

@@ -156,19 +156,23 @@ class Agent:
     def _claim_next(self, previous: str | None) -> Job | None:
         """A job the dispatcher gave this VM, else the best queued one; None if none."""
         store, clock = self.s.store, self.s.clock
-        for job in store.list_jobs([JobState.STARTING], limit=_CANDIDATES):
-            if job.vm is not None and job.vm.name == self.vm.name:
+        # One query for both on the hot path; queued alone if starting jobs filled it.
+        listed = store.list_jobs([JobState.STARTING, JobState.QUEUED], limit=2 * _CANDIDATES)
+        for job in listed:
+            mine = job.vm is not None and job.vm.name == self.vm.name
+            if job.state is JobState.STARTING and mine:
                 claimed = claim_starting(store, job.job_id, self.vm, clock)
                 if claimed is not None:
                     return claimed
-        queued = [
-            j
-            for j in store.list_jobs([JobState.QUEUED], limit=_CANDIDATES)
-            if not j.cancel_requested and j.deadline_at > clock.now()
-        ]
+        candidates = [j for j in listed if j.state is JobState.QUEUED]
+        if not candidates and len(listed) >= 2 * _CANDIDATES:
+            candidates = store.list_jobs([JobState.QUEUED], limit=_CANDIDATES)
+        queued = [j for j in candidates if not j.cancel_requested and j.deadline_at > clock.now()]
         if not queued:
             return None
-        cached = self.s.leases.models_cached()
+        # The VM's cached models matter only when a candidate brings models.
+        needs_models = any(j.request.models for j in queued)
+        cached = self.s.leases.models_cached() if needs_models else set()
         for job in rank_queued(queued, cached)[:_CLAIM_TRIES]:
             # The lease first, so no dispatcher takes this VM while the job is being claimed.
             if not self.s.leases.repoint(previous, job.job_id):

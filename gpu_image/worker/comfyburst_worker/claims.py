@@ -56,19 +56,29 @@ class LeaseKeeper:
 
     def __init__(self, store: JobStore, vm: VmRef, clock: Clock, ttl_s: int) -> None:
         self.store, self.vm, self.clock, self.ttl_s = store, vm, clock, ttl_s
+        # The document as this keeper last wrote it: the next write tries it first (one round
+        # trip instead of two); the precondition catches any change made by someone else.
+        self._written: tuple[VmRecord, object] | None = None
 
     def _update(self, change: Callable[[VmRecord], VmRecord | None]) -> VmRecord | None:
         for _ in range(_PUT_TRIES):
-            record, version = self.store.get_vm(self.vm.name)
+            cached, self._written = self._written, None
+            if cached is not None:
+                record, version = cached
+            else:
+                record, version = self.store.get_vm(self.vm.name)
             base = record or VmRecord(name=self.vm.name, zone=self.vm.zone)
             updated = change(base.model_copy(deep=True))
             if updated is None:
+                if cached is not None:
+                    continue  # decided on what we wrote last; decide again on what is stored
                 return None
             try:
-                self.store.put_vm(updated, version if record is not None else None)
-                return updated
+                new_version = self.store.put_vm(updated, version if record is not None else None)
             except PreconditionFailed:
                 continue
+            self._written = (updated, new_version)
+            return updated
         log.warning("vms/%s kept changing; gave up this write", self.vm.name)
         return None
 

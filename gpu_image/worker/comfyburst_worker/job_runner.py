@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import uuid
@@ -42,6 +43,8 @@ from comfyburst_worker.settings import WorkerSettings
 from comfyburst_worker.ws_follower import WsFollower
 
 log = logging.getLogger(__name__)
+
+_NODE_IN_DETAILS = re.compile(r"Node ID '#([^']+)'")
 
 
 @dataclass
@@ -225,7 +228,7 @@ class JobRunner:
             if answer.status == 200:
                 # Accepted with some outputs invalid: run none of it rather than part of it.
                 self.s.comfy.interrupt(prompt_id)
-            raise _prompt_error(answer.status, answer.body)
+            raise _prompt_error(answer.status, answer.body, workflow)
         stop.attach(prompt_id)
         interval_s = self.s.settings.progress_min_interval_s
         writer = ProgressWriter(self._progress_writer(job.job_id), interval_s)
@@ -258,7 +261,7 @@ def rewrite_inputs(workflow: dict[str, Any], refs: dict[str, str]) -> dict[str, 
     return workflow
 
 
-def _prompt_error(status: int, body: dict[str, Any]) -> WorkerError:
+def _prompt_error(status: int, body: dict[str, Any], workflow: dict[str, Any]) -> WorkerError:
     if status >= 500 or not body:
         return ComfyUnavailable(f"ComfyUI answered /prompt with HTTP {status}")
     error = body.get("error") if isinstance(body.get("error"), dict) else {}
@@ -276,7 +279,13 @@ def _prompt_error(status: int, body: dict[str, Any]) -> WorkerError:
     message = str(error.get("message") or "ComfyUI rejected the workflow")
     if error.get("details"):
         message = f"{message}: {error['details']}"
-    return PromptRejected(message, details={"error": error})
+    # `invalid_prompt` (unknown or missing class_type) names its node only in the details.
+    match = _NODE_IN_DETAILS.search(str(error.get("details") or ""))
+    node_id = match.group(1) if match else None
+    node_type = None
+    if node_id is not None and isinstance(workflow.get(node_id), dict):
+        node_type = workflow[node_id].get("class_type")
+    return PromptRejected(message, node_id=node_id, node_type=node_type, details={"error": error})
 
 
 def _execution_error(data: dict[str, Any]) -> ExecutionFailed:

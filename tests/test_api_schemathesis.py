@@ -1,0 +1,64 @@
+"""Schemathesis against /openapi.json of the API (the WSGI app of functions/main.py on the
+emulators, api_key mode): no 5xx, and every answer matches the documented schema.
+
+Bounded: a few examples per operation. Random workflows rarely pass pre-flight, so
+"positive data is accepted" is not checked (a schema-valid request is allowed a 422).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    ignored_auth,
+    negative_data_rejection,
+    response_schema_conformance,
+    status_code_conformance,
+    unsupported_method,
+)
+
+from tests.test_api_emulator import Cloud, settings, standin  # noqa: F401  (module fixtures)
+
+pytestmark = pytest.mark.emulator
+
+API_KEY = "schemathesis-key"
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+    unsupported_method,
+    ignored_auth,
+]
+
+
+@pytest.fixture
+def api_schema(settings: Any, standin: Any, blob_store: Any, signer: Any, publisher: Any) -> Any:  # noqa: F811
+    keyed = settings.model_copy(
+        update={
+            "auth_mode": "api_key",
+            "api_key_hashes": [hashlib.sha256(API_KEY.encode()).hexdigest()],
+        }
+    )
+    standin.reset()
+    cloud = Cloud(keyed, standin, blob_store, signer, publisher)
+    return schemathesis.openapi.from_wsgi("/openapi.json", cloud.client.application)
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()
+@hypothesis_settings(
+    max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
+)
+def test_api_matches_its_openapi_document(case: Any) -> None:
+    case.call_and_validate(headers={"X-API-Key": API_KEY}, checks=CHECKS)
