@@ -29,3 +29,40 @@ resource "google_firestore_field" "jobs_expire_at" {
 
   depends_on = [google_firestore_database.default]
 }
+
+# FirestoreJobStore.list_jobs: `state in [...]` ordered by created_at (the reaper's and the
+# draining worker's queue scans) needs this composite index in real Firestore.
+resource "google_firestore_index" "jobs_state_created_at" {
+  project    = var.project_id
+  database   = "(default)"
+  collection = "jobs"
+
+  fields {
+    field_path = "state"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "created_at"
+    order      = "ASCENDING"
+  }
+
+  depends_on = [google_firestore_database.default]
+}
+
+# FirestoreJobStore.list_unpublished_results: terminal states without result_published_at.
+resource "google_firestore_index" "jobs_state_result_published_at" {
+  project    = var.project_id
+  database   = "(default)"
+  collection = "jobs"
+
+  fields {
+    field_path = "state"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "result_published_at"
+    order      = "ASCENDING"
+  }
+
+  depends_on = [google_firestore_database.default]
+}

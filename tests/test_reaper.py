@@ -7,15 +7,24 @@ import pytest
 from comfyburst.domain.reaper import ReaperPolicy
 from comfyburst.errors import NotFound
 from comfyburst.schema import ResultMessage
+from comfyburst.services.complete import StorageObject, handle_done_flag
 from comfyburst.services.dispatch import Dispatcher
 from comfyburst.services.reap import ReaperDeps, policy_from, run_reaper
 from comfyburst.services.results import finish
 from comfyburst.settings import FunctionSettings
 from comfyburst.states import JobState
-from tests._completion_helpers import lease_record, make_job
-from tests.fakes import FakeFleet, FixedClock, InMemoryJobStore, InMemoryPublisher
+from tests._completion_helpers import lease_record, make_job, manifest
+from tests.fakes import (
+    FakeFleet,
+    FakeSigner,
+    FixedClock,
+    InMemoryBlobStore,
+    InMemoryJobStore,
+    InMemoryPublisher,
+)
 
-POLICY = ReaperPolicy(boot_timeout_s=10, heartbeat_timeout_s=10, max_attempts=2)
+# No dispatch grace: these tests dispatch in the period a job is queued (the grace has its own).
+POLICY = ReaperPolicy(boot_timeout_s=10, heartbeat_timeout_s=10, max_attempts=2, dispatch_grace_s=0)
 
 
 def _settings() -> FunctionSettings:
@@ -41,7 +50,17 @@ def env():
         InMemoryPublisher(),
     )
     dispatcher = Dispatcher(store, fleet, clock, _settings())
-    deps = ReaperDeps(store, fleet, publisher, clock, dispatch=dispatcher.dispatch_many)
+    deps = ReaperDeps(
+        store,
+        fleet,
+        publisher,
+        clock,
+        dispatch=dispatcher.dispatch_many,
+        blobs=InMemoryBlobStore(),
+        signer=FakeSigner(),
+        signals_bucket="s",
+        outputs_bucket="o",
+    )
     return deps, clock
 
 
@@ -53,6 +72,8 @@ def _run(deps, clock, advance_s=0.0):
 def test_policy_from_settings():
     policy = policy_from(_settings())
     assert (policy.boot_timeout_s, policy.heartbeat_timeout_s, policy.max_attempts) == (10, 10, 2)
+    assert policy.dispatch_grace_s == 10.0  # FunctionSettings' default
+    assert policy_from(_settings().model_copy(update={"dispatch_grace_s": 1.5})).dispatch_grace_s
 
 
 def test_orphan_running_vm_is_stopped(env):
@@ -187,3 +208,80 @@ def test_deleted_job_is_skipped(env):
     deps.store.update_job = gone
     summary = run_reaper(deps, POLICY)
     assert summary["actions"][0]["outcome"] == "skipped"
+
+
+def test_dispatch_grace_leaves_a_fresh_job_to_whoever_queued_it(env):
+    deps, clock = env
+    deps.store.create_job(make_job("j1", clock.now()))
+    graced = ReaperPolicy(boot_timeout_s=10, heartbeat_timeout_s=10, max_attempts=2)
+    clock.advance(5)
+    assert run_reaper(deps, graced)["counts"] == {}
+    assert not any(verb == "start" for verb, _ in deps.fleet.calls)
+    clock.advance(5)
+    assert run_reaper(deps, graced)["counts"] == {"DispatchJob:applied": 1}
+    assert deps.store.get_job("j1").state is JobState.STARTING
+
+
+# --- the safety net for lost or late done events ---------------------------------------------
+
+
+def _finished_on_a_stopped_vm(deps, clock, *, attempt=1, flag_attempt=1, timeout_s=1800):
+    """A running job whose worker wrote its done flag, drained and powered off, and whose done
+    event has not arrived (yet): the VM is TERMINATED, the heartbeat stale, the lease gone."""
+    job = make_job("j1", clock.now(), JobState.RUNNING, attempt=attempt, timeout_s=timeout_s)
+    deps.store.create_job(job)
+    clock.advance(5)
+    done = manifest("j1", clock.now(), attempt=flag_attempt, outputs=[("a.png", b"png")])
+    deps.blobs.write(
+        "s", "jobs/j1/done.json", done.model_dump_json().encode(), if_generation_match=0
+    )
+    return done
+
+
+def test_finished_job_whose_done_event_lags_is_completed_not_requeued(env):
+    deps, clock = env
+    _finished_on_a_stopped_vm(deps, clock)
+    clock.advance(30)
+    summary = run_reaper(deps, POLICY)
+    assert summary["counts"] == {"CompleteFromDoneFlag:applied": 1}
+    job = deps.store.get_job("j1")
+    assert job.state is JobState.SUCCEEDED and job.attempt == 1
+    assert [o.gs_uri for o in job.outputs] == ["gs://o/jobs/j1/outputs/a.png"]
+    ((body, attributes),) = deps.publisher.messages
+    assert attributes == {"job_id": "j1", "status": "succeeded"}
+    assert ResultMessage.model_validate_json(body).outputs[0].signed_url.startswith("https://")
+    assert not any(verb == "start" for verb, _ in deps.fleet.calls)  # nothing retried
+    # The late event is then a duplicate; nothing is published twice.
+    late = handle_done_flag(deps.completion(), StorageObject("s", "jobs/j1/done.json"))
+    assert late["outcome"] == "duplicate" and len(deps.publisher.messages) == 1
+    assert run_reaper(deps, POLICY)["counts"] == {}
+
+
+def test_finished_job_past_its_deadline_is_completed_not_timed_out(env):
+    deps, clock = env
+    _finished_on_a_stopped_vm(deps, clock, timeout_s=60)
+    clock.advance(120)
+    assert run_reaper(deps, POLICY)["counts"] == {"CompleteFromDoneFlag:applied": 1}
+    assert deps.store.get_job("j1").state is JobState.SUCCEEDED
+
+
+def test_done_flag_of_an_older_attempt_does_not_complete(env):
+    deps, clock = env
+    _finished_on_a_stopped_vm(deps, clock, attempt=2, flag_attempt=1)
+    clock.advance(30)
+    summary = run_reaper(deps, POLICY)
+    assert summary["counts"]["FailJob:applied"] == 1  # attempt 2 of 2 died: spent
+    assert deps.store.get_job("j1").error.type == "attempts_exhausted"
+
+
+def test_unreadable_done_flag_does_not_stop_the_reaper(env):
+    deps, clock = env
+    _finished_on_a_stopped_vm(deps, clock)
+    clock.advance(30)
+
+    def broken(bucket, name):
+        raise RuntimeError("storage unavailable")
+
+    deps.blobs.read = broken
+    summary = run_reaper(deps, POLICY)
+    assert summary["counts"]["RequeueJob:applied"] == 1  # ended as planned: nothing hangs

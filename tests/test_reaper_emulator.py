@@ -20,13 +20,14 @@ from comfyburst.domain.reaper import ReaperPolicy
 from comfyburst.schema import ResultMessage
 from comfyburst.services.dispatch import Dispatcher
 from comfyburst.services.reap import ReaperDeps, run_reaper
+from comfyburst.services.results import finish
 from comfyburst.states import JobState
 from tests._completion_helpers import make_job
 from tests.test_complete_emulator import pull_all, results_sub, wait_for  # noqa: F401
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]
 
-TINY = ReaperPolicy(boot_timeout_s=1, heartbeat_timeout_s=1, max_attempts=2)
+TINY = ReaperPolicy(boot_timeout_s=1, heartbeat_timeout_s=1, max_attempts=2, dispatch_grace_s=0)
 
 
 def arm_fault(kind: str) -> None:
@@ -36,10 +37,20 @@ def arm_fault(kind: str) -> None:
 
 
 @pytest.fixture
-def deps(function_settings, job_store, fleet, publisher):
+def deps(function_settings, job_store, fleet, publisher, blob_store, signer):
     clock = SystemClock()
     dispatcher = Dispatcher(job_store, fleet, clock, function_settings)
-    yield ReaperDeps(job_store, fleet, publisher, clock, dispatch=dispatcher.dispatch_many)
+    yield ReaperDeps(
+        job_store,
+        fleet,
+        publisher,
+        clock,
+        dispatch=dispatcher.dispatch_many,
+        blobs=blob_store,
+        signer=signer,
+        signals_bucket=function_settings.signals_bucket,
+        outputs_bucket=function_settings.outputs_bucket,
+    )
     endpoint = os.environ["COMFYBURST_COMPUTE_ENDPOINT"]
     requests.delete(f"{endpoint}/_standin/faults", timeout=10)
 
@@ -89,3 +100,53 @@ def test_worker_that_never_starts_is_retried_then_failed(
     assert message.attempt == 2
     wait_for(lambda: set(statuses(fleet).values()) == {"TERMINATED"}, 20, "every VM to stop", 0.1)
     assert all(r.lease is None or r.lease.job_id != job_id for r in job_store.list_vms())
+
+
+# --- results whose publish failed are published again ---------------------------------------
+
+
+@pytest.fixture
+def private_store(function_settings):
+    """A FirestoreJobStore on a collection of its own, which the local cloud's reaper timer
+    does not read (it would publish what this test wants to see unpublished)."""
+    from comfyburst import wiring
+
+    collection = f"jobs-test-{uuid.uuid4().hex[:10]}"
+    return wiring.job_store(function_settings.model_copy(update={"jobs_collection": collection}))
+
+
+def test_firestore_lists_only_terminal_unpublished_results(private_store):
+    now = SystemClock().now()
+    unpublished = finish(make_job("t-unpub", now), JobState.CANCELLED, now)
+    failed = finish(make_job("t-failed", now, JobState.RUNNING), JobState.FAILED, now)
+    published = finish(make_job("t-pub", now), JobState.CANCELLED, now)
+    for job in (
+        unpublished,
+        failed,
+        published,
+        make_job("live", now, JobState.RUNNING),
+        make_job("queued", now),
+    ):
+        private_store.create_job(job)
+    private_store.patch_job("t-pub", {"result_published_at": now})
+    listed = private_store.list_unpublished_results()
+    assert sorted(j.job_id for j in listed) == ["t-failed", "t-unpub"]
+    assert len(private_store.list_unpublished_results(limit=1)) == 1
+    by_id = {j.job_id: j for j in listed}
+    assert by_id["t-unpub"].result == unpublished.result  # the stored message, to send as is
+
+
+def test_unpublished_result_is_published_by_the_reaper(
+    deps,
+    job_store,
+    subscriber,
+    results_sub,  # noqa: F811
+):
+    now = SystemClock().now()
+    job_id = f"unpub-{uuid.uuid4().hex[:10]}"
+    job = finish(make_job(job_id, now), JobState.CANCELLED, now)
+    job_store.create_job(job)
+    run_reaper(deps, TINY)  # the local cloud's timer may publish it first: both are this code
+    wait_for(lambda: job_store.get_job(job_id).result_published_at, 15, "the publish mark", 0.05)
+    messages = pull_all(subscriber, results_sub, job_id, wait_s=1.0)
+    assert messages and all(m == job.result for m in messages)

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from comfyburst.domain.reaper import (
     CancelJob,
+    CompleteFromDoneFlag,
     CooldownVm,
     DispatchJob,
     FailJob,
@@ -14,6 +15,7 @@ from comfyburst.domain.reaper import (
     RequeueJob,
     StopVm,
     TimeOutJob,
+    done_flag_candidates,
     plan,
 )
 from comfyburst.ports import VmStatus
@@ -71,9 +73,20 @@ def test_running_vm_whose_leased_job_is_terminal_is_stopped_and_released():
 
 def test_lease_to_a_missing_job_is_released_even_on_a_stopped_vm():
     actions = plan(
-        [], [lease_record("gpu-1", "gone", T0)], [vm("gpu-1", "TERMINATED")], at(1), POLICY
+        [], [lease_record("gpu-1", "gone", T0)], [vm("gpu-1", "TERMINATED")], at(60), POLICY
     )
     assert actions == [ReleaseLease("gpu-1", "gone", "leased job is missing")]
+
+
+def test_fresh_lease_for_a_job_being_submitted_is_left_alone():
+    # The API leases and starts a VM before it stores the job: within the dispatch grace a
+    # lease naming a job not yet in the snapshot is an in-flight submit, not a stray.
+    records, fleet = [lease_record("gpu-1", "new", T0)], [vm("gpu-1")]
+    assert plan([], records, fleet, at(5), POLICY) == []
+    assert plan([], records, fleet, at(11), POLICY) == [
+        ReleaseLease("gpu-1", "new", "leased job is missing"),
+        StopVm("gpu-1", "zone-a", "leased job new is missing"),
+    ]
 
 
 def test_draining_worker_gets_its_grace():
@@ -224,7 +237,7 @@ def test_cancel_requested_with_dead_worker_is_cancelled_not_requeued():
 def test_queued_jobs_dispatch_onto_free_vms_oldest_first():
     jobs = [make_job(f"j{i}", at(i)) for i in range(3)]
     fleet = [vm("gpu-1", "TERMINATED"), vm("gpu-2", "TERMINATED"), vm("gpu-3")]
-    actions = plan(jobs, [lease_record("gpu-3", None, T0)], fleet, at(10), POLICY)
+    actions = plan(jobs, [lease_record("gpu-3", None, T0)], fleet, at(20), POLICY)
     assert [a for a in actions if isinstance(a, DispatchJob)] == [
         DispatchJob("j0"),
         DispatchJob("j1"),
@@ -247,3 +260,68 @@ def test_cancel_requested_queued_job_is_cancelled_not_dispatched():
     job = make_job("j1", T0).model_copy(update={"cancel_requested": True})
     actions = plan([job], [], [vm("gpu-1", "TERMINATED")], at(1), POLICY)
     assert actions == [CancelJob("j1", JobState.QUEUED, 1, "cancel requested while queued")]
+
+
+# --- dispatch grace: a freshly queued job is left to whoever queued it ----------------------
+
+
+def test_freshly_queued_job_waits_out_the_dispatch_grace():
+    job = make_job("j1", T0)
+    free = [vm("gpu-1", "TERMINATED")]
+    assert plan([job], [], free, at(9.9), POLICY) == []
+    assert plan([job], [], free, at(10), POLICY) == [DispatchJob("j1")]
+
+
+def test_grace_counts_from_entering_queued_not_from_creation():
+    # Requeued at 100 s by someone else (a previous reaper period, a draining worker's hand-back).
+    job = make_job("j1", T0).model_copy(update={"attempt": 2, "state_changed_at": at(100)})
+    free = [vm("gpu-1", "TERMINATED")]
+    assert plan([job], [], free, at(105), POLICY) == []
+    assert plan([job], [], free, at(110), POLICY) == [DispatchJob("j1")]
+
+
+def test_job_requeued_in_this_period_is_dispatched_without_grace():
+    job = make_job("j1", T0, JobState.RUNNING)
+    fleet = [vm("gpu-1", "TERMINATED"), vm("gpu-2", "TERMINATED")]
+    actions = plan([job], [lease_record("gpu-1", "j1", T0)], fleet, at(1), POLICY)
+    assert kinds(actions) == ["RequeueJob", "ReleaseLease", "DispatchJob"]
+
+
+# --- done flags: a finished attempt is completed, never retried -----------------------------
+
+
+def test_candidates_are_live_jobs_about_to_be_ended():
+    running = make_job("j1", T0, JobState.RUNNING, timeout_s=60)
+    starting = make_job("j2", T0, JobState.STARTING)
+    queued = make_job("j3", T0, timeout_s=60)
+    fleet = [vm("gpu-1", "TERMINATED")]
+    actions = plan([running, starting, queued], [], fleet, at(600), POLICY)
+    assert sorted(done_flag_candidates(actions)) == ["j1", "j2"]  # a queued job has no flag
+
+
+def test_flag_of_the_current_attempt_completes_instead_of_requeueing():
+    job = make_job("j1", T0, JobState.RUNNING, attempt=2)
+    record = lease_record("gpu-1", "j1", T0)
+    fleet = [vm("gpu-1", "TERMINATED"), vm("gpu-2", "TERMINATED")]
+    actions = plan([job], [record], fleet, at(1), POLICY, done_flags={"j1": 2})
+    assert actions == [
+        CompleteFromDoneFlag(
+            "j1", JobState.RUNNING, 2, "done flag present; was: VM gpu-1 is TERMINATED"
+        )
+    ]  # no release (the completion does it), no retry
+
+
+def test_flag_of_an_older_attempt_changes_nothing():
+    job = make_job("j1", T0, JobState.RUNNING, attempt=2)
+    record = lease_record("gpu-1", "j1", T0)
+    fleet = [vm("gpu-1", "TERMINATED")]
+    assert plan([job], [record], fleet, at(1), POLICY, done_flags={"j1": 1}) == plan(
+        [job], [record], fleet, at(1), POLICY
+    )
+
+
+def test_flag_completes_a_job_past_its_deadline_and_keeps_its_vm():
+    job = make_job("j1", T0, JobState.RUNNING, timeout_s=60)
+    record = lease_record("gpu-1", "j1", T0)
+    actions = plan([job], [record], [vm("gpu-1")], at(60), POLICY, done_flags={"j1": 1})
+    assert kinds(actions) == ["CompleteFromDoneFlag"]  # the draining worker keeps its VM

@@ -141,6 +141,17 @@ class FirestoreJobStore:
         )
         return [_from_doc(Job, snap.to_dict()) for snap in query.stream()]
 
+    def list_unpublished_results(self, limit: int = 100) -> list[Job]:
+        # Equality filters only (`== None` is IS_NULL): served by single-field indexes, no
+        # composite index to deploy. Every job document carries the field (null until sent).
+        terminal = [s.value for s in JobState if s.terminal]
+        query = (
+            self._jobs.where(filter=FieldFilter("state", "in", terminal))
+            .where(filter=FieldFilter("result_published_at", "==", None))
+            .limit(limit)
+        )
+        return [_from_doc(Job, snap.to_dict()) for snap in query.stream()]
+
     # --- VM leases ----------------------------------------------------------------------
 
     def get_vm(self, name: str) -> tuple[VmRecord | None, object | None]:

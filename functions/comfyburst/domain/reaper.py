@@ -52,6 +52,8 @@ class ReaperPolicy:
     # (a draining worker polls the queue far more often); the reaper starting a VM for it too
     # would lease and start a second VM only to stop it again.
     dispatch_grace_s: float = 10.0
+    # How long a lease lasts when written; with it the planner knows when a lease was taken.
+    lease_ttl_s: float = 900.0
 
 
 @dataclass(frozen=True)
@@ -286,12 +288,22 @@ class _Planner:
                 self.vm_actions.append(StopVm(name, status.zone, reason))
                 self.stopping.add(name)
 
+    def _being_submitted(self, lease_job_id: str, expires_at: datetime) -> bool:
+        """A fresh lease naming a job not yet stored: the API leases and starts a VM before it
+        writes the job document, so within the dispatch grace a missing job is not a stray."""
+        if lease_job_id in self.by_id or is_drain_lease(lease_job_id):
+            return False
+        leased_at = expires_at - timedelta(seconds=self.policy.lease_ttl_s)
+        return (self.now - leased_at).total_seconds() < self.policy.dispatch_grace_s
+
     def _stale_lease(self, record: VmRecord, in_use: set[str]) -> None:
         """A lease whose job ended (or never existed) keeps the VM from being used again."""
         lease = record.lease
         if lease is None or record.name in self.releasing or record.name in in_use:
             return
         if is_drain_lease(lease.job_id) and lease.expires_at > self.now:
+            return
+        if self._being_submitted(lease.job_id, lease.expires_at):
             return
         job = self.by_id.get(lease.job_id)
         if job is None or job.state.terminal:
@@ -308,6 +320,8 @@ class _Planner:
         if lease is not None and lease.expires_at > self.now:
             if is_drain_lease(lease.job_id):
                 return None  # a draining worker holds its VM until the lease expires
+            if self._being_submitted(lease.job_id, lease.expires_at):
+                return None
             job = self.by_id.get(lease.job_id)
             if job is not None and not job.state.terminal and job.job_id not in self.ending:
                 return None  # leased to a job being dispatched

@@ -48,6 +48,7 @@ def policy_from(settings: Any) -> reaper.ReaperPolicy:
         stockout_cooldown_s=settings.stockout_cooldown_s,
         drain_grace_s=settings.drain_grace_s,
         dispatch_grace_s=settings.dispatch_grace_s,
+        lease_ttl_s=settings.lease_ttl_s,
     )
 
 
@@ -313,11 +314,8 @@ class _Executor:
 
     def republish_unpublished(self) -> list[dict[str, Any]]:
         """Results whose publish failed earlier (here, in the trigger, in cancel) go out now."""
-        lister = getattr(self.deps.store, "list_unpublished_results", None)
-        if lister is None:
-            return []  # a store without the query: the done-flag redelivery still covers it
         try:
-            jobs = lister(100)
+            jobs = self.deps.store.list_unpublished_results(100)
         except Exception as exc:
             log.exception("listing unpublished results failed")
             return [{"action": "Republish", "outcome": "error", "detail": str(exc)}]

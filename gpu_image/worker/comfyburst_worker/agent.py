@@ -133,14 +133,40 @@ class Agent:
         return next_job, next_claim_s
 
     def _write_done(self, manifest: DoneManifest) -> None:
-        name = f"jobs/{manifest.job_id}/done.json"
+        """Write the done flag: the first one per attempt stands, and a flag an older attempt
+        left behind is replaced (else the retry could never report its result)."""
+        from comfyburst.domain.manifest import declared_attempt  # used by this function only
+
+        bucket, name = self.s.config.signals_bucket, f"jobs/{manifest.job_id}/done.json"
         data = manifest.model_dump_json(exclude_none=True).encode()
-        try:
-            self.s.blobs.write(
-                self.s.config.signals_bucket, name, data, "application/json", if_generation_match=0
-            )
-        except PreconditionFailed:
-            log.warning("%s already exists; the first done flag stands", name)
+        expected = 0  # only if absent
+        for _ in range(3):  # each retry means another writer won a generation meanwhile
+            try:
+                self.s.blobs.write(
+                    bucket, name, data, "application/json", if_generation_match=expected
+                )
+                return
+            except PreconditionFailed:
+                pass
+            # The generation before the content: the conditional write below succeeds only
+            # if the object is still that generation, so the content read is that one's.
+            generation = self.s.blobs.generation(bucket, name)
+            existing = self.s.blobs.read(bucket, name) if generation is not None else None
+            if generation is None or existing is None:
+                expected = 0  # deleted meanwhile
+                continue
+            theirs = declared_attempt(existing)
+            if theirs is None or theirs >= manifest.attempt:
+                log.warning(
+                    "%s already holds attempt %s's flag; it stands (ours: attempt %d)",
+                    name,
+                    theirs,
+                    manifest.attempt,
+                )
+                return
+            log.info("%s holds attempt %d's flag; replacing it", name, theirs)
+            expected = generation
+        log.warning("%s kept changing; attempt %d's flag not written", name, manifest.attempt)
 
     def _drain(self) -> tuple[Job | None, float]:
         deadline = time.monotonic() + self.s.config.drain_grace_s
