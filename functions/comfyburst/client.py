@@ -36,7 +36,7 @@ class ClientSettings(BaseSettings):
         default=None, description="Service-account key file for ID tokens; default: ADC"
     )
     auth: str = Field(default="auto", description="auto | api_key | id_token | none")
-    timeout_s: float = 30.0
+    timeout_s: float = Field(default=30.0, description="HTTP timeout of each API call, seconds")
 
     def require_url(self) -> str:
         if not self.api_url:

@@ -39,9 +39,15 @@ class FunctionSettings(BaseSettings):
     signals_bucket: str = Field(description="Bucket for done.json flags (the trigger's bucket)")
     models_bucket: str | None = Field(default=None, description="Optional model mirror bucket")
     results_topic: str = Field(description="Pub/Sub topic id for result messages")
-    jobs_collection: str = "jobs"
-    vms_collection: str = "vms"
-    idempotency_collection: str = "idempotency"
+    jobs_collection: str = Field(
+        default="jobs", description="Firestore collection of job documents"
+    )
+    vms_collection: str = Field(
+        default="vms", description="Firestore collection of per-VM lease documents"
+    )
+    idempotency_collection: str = Field(
+        default="idempotency", description="Firestore collection of Idempotency-Key documents"
+    )
     pool_label: str = Field(
         default="comfyburst-pool=default", description="key=value label selecting the GPU VMs"
     )
@@ -49,27 +55,55 @@ class FunctionSettings(BaseSettings):
     compute_endpoint: str | None = Field(
         default=None, description="Compute API endpoint override (the local stand-in)"
     )
-    boot_timeout_s: int = 600
-    heartbeat_timeout_s: int = 120
-    heartbeat_interval_s: float = 5.0
-    lease_ttl_s: int = 900
-    max_attempts: int = 3
-    drain_grace_s: float = 30.0
+    boot_timeout_s: int = Field(
+        default=600, description="A job starting longer than this is retried on another VM"
+    )
+    heartbeat_timeout_s: int = Field(
+        default=120, description="A running job without a heartbeat this long is retried"
+    )
+    heartbeat_interval_s: float = Field(
+        default=5.0, description="How often the worker heartbeats (sent to VMs)"
+    )
+    lease_ttl_s: int = Field(
+        default=900, description="Lifetime of a VM lease; the worker renews it while it works"
+    )
+    max_attempts: int = Field(
+        default=3, description="Attempts per job before it fails (infrastructure faults only)"
+    )
+    drain_grace_s: float = Field(
+        default=30.0,
+        description="How long an idle worker looks for the next job before powering off",
+    )
     dispatch_grace_s: float = Field(
         default=10.0,
         description="The reaper dispatches a queued job only this long after it was queued",
     )
-    stockout_cooldown_s: int = 300
-    job_ttl_days: int = 30
-    max_workflow_bytes: int = 2_000_000
-    max_nodes: int = 2000
-    max_input_bytes: int = 20_000_000
-    model_hosts: CsvList = Field(default_factory=lambda: list(DEFAULT_MODEL_HOSTS))
+    stockout_cooldown_s: int = Field(
+        default=300, description="How long a VM is skipped after its zone reported a stockout"
+    )
+    job_ttl_days: int = Field(
+        default=30, description="Job documents expire (Firestore TTL) this many days after creation"
+    )
+    max_workflow_bytes: int = Field(default=2_000_000, description="Largest accepted request body")
+    max_nodes: int = Field(default=2000, description="Most nodes in one workflow")
+    max_input_bytes: int = Field(
+        default=20_000_000, description="Largest total of decoded input images per job"
+    )
+    model_hosts: CsvList = Field(
+        description="Hosts (and their subdomains) model URLs may come from over https",
+        default_factory=lambda: list(DEFAULT_MODEL_HOSTS),
+    )
     http_model_hosts: CsvList = Field(
         default_factory=list, description="host:port allowed over http; local tests only"
     )
-    gs_model_buckets: CsvList = Field(default_factory=list)
-    auth_mode: AuthMode = AuthMode.IAM
+    gs_model_buckets: CsvList = Field(
+        description="Buckets gs:// model URLs may come from (the models bucket is added)",
+        default_factory=list,
+    )
+    auth_mode: AuthMode = Field(
+        default=AuthMode.IAM,
+        description="iam (Cloud Run checks Google ID tokens) or api_key (X-API-Key header)",
+    )
     api_key_hashes: CsvList = Field(
         default_factory=list, description="sha256 hex of accepted API keys (from Secret Manager)"
     )
@@ -79,9 +113,17 @@ class FunctionSettings(BaseSettings):
     signing_service_account: str | None = Field(
         default=None, description="SA email for key-less signing; default: the runtime SA"
     )
-    catalogue_object: str = "catalogue/object_info.json"
-    civitai_token_secret: str | None = None
-    huggingface_token_secret: str | None = None
+    catalogue_object: str = Field(
+        default="catalogue/object_info.json",
+        description="Object in the jobs bucket holding the image node catalogue",
+    )
+    civitai_token_secret: str | None = Field(
+        default=None,
+        description="Secret Manager secret name of the Civitai token (name, not value)",
+    )
+    huggingface_token_secret: str | None = Field(
+        default=None, description="Secret Manager secret name of the Hugging Face token"
+    )
 
     def deployment_config(self) -> DeploymentConfig:
         """What a VM needs to know, without secrets."""

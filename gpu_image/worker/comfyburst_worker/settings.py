@@ -13,7 +13,9 @@ class WorkerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="COMFYBURST_WORKER_", extra="ignore")
 
-    comfyui_url: str = "http://127.0.0.1:8188"
+    comfyui_url: str = Field(
+        default="http://127.0.0.1:8188", description="Where the local ComfyUI listens"
+    )
     comfyui_models_dir: Path = Field(
         default=Path("/opt/comfyui/models"), description="ComfyUI's models folder"
     )
@@ -30,18 +32,30 @@ class WorkerSettings(BaseSettings):
         default=None, gt=0, description="Default: the deployment config's"
     )
     job_poll_interval_s: float = Field(default=1.0, gt=0, description="Cancel watch period")
-    progress_min_interval_s: float = Field(default=1.0, ge=0)
-    drain_poll_interval_s: float = Field(default=0.5, gt=0)
-    comfyui_ready_timeout_s: float = Field(default=300.0, gt=0)
+    progress_min_interval_s: float = Field(
+        description="Least time between two progress writes to the job", default=1.0, ge=0
+    )
+    drain_poll_interval_s: float = Field(
+        description="How often an idle worker looks for a queued job", default=0.5, gt=0
+    )
+    comfyui_ready_timeout_s: float = Field(
+        description="How long to wait for ComfyUI to answer at boot", default=300.0, gt=0
+    )
     poweroff_command: str = Field(
         default="shutdown -h now", description="'exit' ends the agent process instead"
     )
-    download_parallelism: int = Field(default=8, ge=1, le=64)
-    download_chunk_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024)
+    download_parallelism: int = Field(
+        description="Parallel ranged GETs per model file", default=8, ge=1, le=64
+    )
+    download_chunk_bytes: int = Field(
+        description="Bytes per ranged GET", default=8 * 1024 * 1024, ge=64 * 1024
+    )
     download_min_parallel_bytes: int = Field(
         default=32 * 1024 * 1024, ge=0, description="Smaller files use one stream"
     )
-    model_fetch_workers: int = Field(default=4, ge=1, le=16)
+    model_fetch_workers: int = Field(
+        description="Model files fetched at once", default=4, ge=1, le=16
+    )
 
     @property
     def models_root(self) -> Path:
