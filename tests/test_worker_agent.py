@@ -118,6 +118,22 @@ def test_validation_error_fails_with_node_details(tmp_path, standin):
     assert done.error.node_id == "2" and done.error.node_type == "ImageInvert"
 
 
+def test_partly_valid_workflow_runs_its_valid_output(tmp_path, standin):
+    # ComfyUI accepts a prompt when one output validates and runs that one: so does the agent.
+    store, blobs = InMemoryJobStore(), InMemoryBlobStore()
+    config = local_config()
+    workflow = invert_workflow()
+    workflow["9"] = {
+        "class_type": "SaveImage",
+        "inputs": {"images": ["1", 7], "filename_prefix": "x"},
+    }
+    job = put_job(store, blobs, config, make_request(workflow), VM)
+    make_agent(local_settings(standin, tmp_path / "m"), config, store, blobs, VM).run(job.job_id)
+    done = _done(blobs, job.job_id)
+    assert done.status is DoneStatus.SUCCEEDED, done.error
+    assert len(done.outputs) == 1 and done.outputs[0].content_type == "image/png"
+
+
 def test_input_image_is_uploaded_and_used(tmp_path, standin):
     buffer = io.BytesIO()
     Image.new("RGB", (8, 8), (10, 20, 30)).save(buffer, format="PNG")

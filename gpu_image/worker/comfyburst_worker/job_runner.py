@@ -224,11 +224,16 @@ class JobRunner:
         follower.ensure_connected()
         posted = time.time()
         answer = self.s.comfy.post_prompt(workflow, follower.client_id, prompt_id)
-        if answer.status != 200 or answer.body.get("node_errors"):
-            if answer.status == 200:
-                # Accepted with some outputs invalid: run none of it rather than part of it.
-                self.s.comfy.interrupt(prompt_id)
+        if answer.status != 200:
             raise _prompt_error(answer.status, answer.body, workflow)
+        if answer.body.get("node_errors"):
+            # ComfyUI accepted it and runs the outputs that validated, as pre-flight told the
+            # caller at submit time (`preflight_node_errors` on the job).
+            log.warning(
+                "job %s: outputs that do not validate are skipped: %s",
+                job.job_id,
+                sorted(answer.body["node_errors"]),
+            )
         stop.attach(prompt_id)
         interval_s = self.s.settings.progress_min_interval_s
         writer = ProgressWriter(self._progress_writer(job.job_id), interval_s)
