@@ -15,6 +15,7 @@ from comfyburst.ports import VmStatus
 from comfyburst.schema import DoneManifest, DoneStatus, Lease, VmRecord, VmRef
 from comfyburst.services.complete import CompletionDeps, StorageObject, handle_done_flag
 from comfyburst.states import JobState
+from comfyburst_worker.claims import SPREAD_WINDOW, rank_queued
 from localcloud.comfyui_standin import StandinServer
 from tests._completion_helpers import lease_record, make_job
 from tests._worker_support import (
@@ -163,3 +164,65 @@ def test_live_drain_lease_is_not_free_for_dispatch():
     fleet = [VmStatus(name="gpu-1", zone="zone-a", status="TERMINATED")]
     actions = plan([queued], [_drain_record(60)], fleet, T0 + timedelta(seconds=1), POLICY)
     assert actions == []
+
+
+# --- claiming the next job under contention ----------------------------------------------
+
+
+class _ClaimFailsOnce(InMemoryJobStore):
+    """The first claim transaction on `job_id` raises, as a Firestore transaction that lost to
+    other claimants five times in a row does."""
+
+    def __init__(self, job_id: str = "") -> None:
+        super().__init__()
+        self.job_id = job_id
+        self.failed = 0
+
+    def update_job(self, job_id: str, mutate: Any) -> Any:
+        if job_id == self.job_id and not self.failed:
+            self.failed += 1
+            raise ValueError("Failed to commit transaction in 5 attempts.")
+        return super().update_job(job_id, mutate)
+
+
+def test_a_failed_claim_of_the_next_job_does_not_lose_the_finished_one(tmp_path, standin):
+    store, blobs = _ClaimFailsOnce(), InMemoryBlobStore()
+    config = local_config(drain_grace_s=2.0)
+    first = put_job(store, blobs, config, make_request(invert_workflow()), VM)
+    second = put_job(store, blobs, config, make_request(invert_workflow("cb/second")))
+    store.job_id = second.job_id
+
+    make_agent(local_settings(standin, tmp_path / "m"), config, store, blobs, VM).run(first.job_id)
+
+    assert store.failed == 1
+    one = DoneManifest.model_validate_json(blobs.read("signals", f"jobs/{first.job_id}/done.json"))
+    assert one.status is DoneStatus.SUCCEEDED and one.next_job_id is None
+    raw = blobs.read("signals", f"jobs/{second.job_id}/done.json")
+    assert raw is not None, "the job whose first claim failed was not claimed while draining"
+    assert DoneManifest.model_validate_json(raw).status is DoneStatus.SUCCEEDED
+    record, _ = store.get_vm(VM.name)
+    assert record is not None and record.lease is None
+
+
+def _queued(job_id: str, seconds: int, models: tuple[str, ...] = ()) -> Any:
+    job = make_job(job_id, T0 + timedelta(seconds=seconds))
+    request = job.request.model_copy(update={"models": list(models)})
+    return job.model_copy(update={"request": request})
+
+
+def test_draining_vms_spread_over_the_oldest_queued_jobs():
+    jobs = [_queued(f"job-{i:02d}", i) for i in range(20)]
+    firsts = {rank_queued(jobs, set(), f"comfyburst-gpu-{v}")[0].job_id for v in range(8)}
+    oldest = {j.job_id for j in jobs[:SPREAD_WINDOW]}
+    assert firsts <= oldest and len(firsts) >= 4  # 8 VMs do not all race for one job
+    ranked = rank_queued(jobs, set(), "comfyburst-gpu-0")
+    assert {j.job_id for j in ranked[:SPREAD_WINDOW]} == oldest
+    assert [j.job_id for j in ranked[SPREAD_WINDOW:]] == [j.job_id for j in jobs[SPREAD_WINDOW:]]
+
+
+def test_jobs_with_cached_models_still_come_first():
+    cached = _queued("late-cached", 100, ("checkpoints/a.safetensors",))
+    jobs = [_queued(f"job-{i:02d}", i, ("checkpoints/b.safetensors",)) for i in range(10)]
+    for v in range(8):
+        ranked = rank_queued([*jobs, cached], {"checkpoints/a.safetensors"}, f"gpu-{v}")
+        assert ranked[0].job_id == "late-cached"

@@ -4,8 +4,9 @@ Run: `.venv/bin/python -m tests.bench.bench_pool [--jobs 500] [--vms 8] [--work-
 Each job runs one slow stand-in node of `--work-s` seconds. Reports the makespan (first
 submit to last terminal job) against the ideal Σwork / VMs (target: at most 1.1 times) and
 checks that no VM ever ran two jobs at once: per VM, the busy intervals [started_at,
-started_at + fetch + queue + execution + upload] of its jobs must not overlap. Prints a
-table, writes `.bench/pool.json`.
+started_at + fetch + queue + execution + upload] of its jobs must not overlap. Also reports
+where the time went (tests/bench/_pool_phases.py: per-job phases, VM boots, guest boot time,
+agent tracebacks, reaper actions and their reasons). Prints a table, writes `.bench/pool.json`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 from localcloud.chaos import TERMINAL, workflow
 from localcloud.harness import Observer, cloud_config, running_cloud
+from tests.bench._pool_phases import job_phases, log_findings
 
 TARGET_RATIO = 1.1
 OVERLAP_TOLERANCE_S = 0.05
@@ -109,6 +111,9 @@ def run(jobs: int, vms: int, work_s: float, seed: int) -> tuple[list[dict[str, A
         "jobs_per_vm": {vm: len(spans) for vm, spans in sorted(per_vm.items())},
         "overlaps": clashes[:10],
         "vms_up_at_end": up,
+        "phases_s": job_phases({j: docs[j] for j in ids}, per_vm),
+        **log_findings(state_dir),
+        "state_dir": str(state_dir),
     }
     return rows, meta
 

@@ -188,6 +188,9 @@ class _Executor:
         except Exception as exc:
             log.exception("reaper action %s failed", entry)
             return {**entry, "outcome": "error", "detail": f"{type(exc).__name__}: {exc}"}
+        # One line per change, with its reason: why jobs were retried is read from the logs.
+        target = getattr(action, "job_id", None) or getattr(action, "name", None)
+        log.info("reaper %s %s: %s", entry["action"], target, _reason(action))
         return {**entry, "outcome": "applied", **({"detail": detail} if detail else {})}
 
     def _apply(self, action: reaper.Action) -> str | None:
@@ -330,6 +333,10 @@ class _Executor:
                 continue
             results.append({**entry, "outcome": "applied"})
         return results
+
+
+def _reason(action: reaper.Action) -> str:
+    return str(getattr(action, "reason", None) or getattr(action, "message", None) or "")
 
 
 def _plain(action: Any) -> dict[str, Any]:

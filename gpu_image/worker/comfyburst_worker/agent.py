@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 
 from comfyburst.domain.reaper import DRAIN_LEASE_PREFIX
 from comfyburst.errors import PreconditionFailed
+from comfyburst.ports import Clock, JobStore
 from comfyburst.schema import DoneManifest, DoneStatus, Job, VmRef, WorkerTimings
 from comfyburst.states import JobState
 from comfyburst_worker.claims import claim_queued, claim_starting, rank_queued
@@ -183,27 +184,35 @@ class Agent:
         """A job the dispatcher gave this VM, else the best queued one; None if none."""
         store, clock = self.s.store, self.s.clock
         # One query for both on the hot path; queued alone if starting jobs filled it.
-        listed = store.list_jobs([JobState.STARTING, JobState.QUEUED], limit=2 * _CANDIDATES)
+        try:
+            listed = store.list_jobs([JobState.STARTING, JobState.QUEUED], limit=2 * _CANDIDATES)
+        except Exception as exc:  # a store hiccup: no next job this time, not a dead agent
+            log.warning("listing the queue failed: %s", exc)
+            return None
         for job in listed:
             mine = job.vm is not None and job.vm.name == self.vm.name
             if job.state is JobState.STARTING and mine:
-                claimed = claim_starting(store, job.job_id, self.vm, clock)
+                claimed = self._claim(claim_starting, job.job_id)
                 if claimed is not None:
                     return claimed
         candidates = [j for j in listed if j.state is JobState.QUEUED]
         if not candidates and len(listed) >= 2 * _CANDIDATES:
-            candidates = store.list_jobs([JobState.QUEUED], limit=_CANDIDATES)
+            try:
+                candidates = store.list_jobs([JobState.QUEUED], limit=_CANDIDATES)
+            except Exception as exc:
+                log.warning("listing the queue failed: %s", exc)
+                return None
         queued = [j for j in candidates if not j.cancel_requested and j.deadline_at > clock.now()]
         if not queued:
             return None
         # The VM's cached models matter only when a candidate brings models.
         needs_models = any(j.request.models for j in queued)
         cached = self.s.leases.models_cached() if needs_models else set()
-        for job in rank_queued(queued, cached)[:_CLAIM_TRIES]:
+        for job in rank_queued(queued, cached, self.vm.name)[:_CLAIM_TRIES]:
             # The lease first, so no dispatcher takes this VM while the job is being claimed.
             if not self.s.leases.repoint(previous, job.job_id):
                 return None
-            claimed = claim_queued(store, job.job_id, self.vm, clock)
+            claimed = self._claim(claim_queued, job.job_id)
             if claimed is not None:
                 return claimed
             if previous is not None:
@@ -212,6 +221,24 @@ class Agent:
             else:
                 self.s.leases.release([job.job_id])
         return None
+
+    def _claim(
+        self, claim: Callable[[JobStore, str, VmRef, Clock], Job | None], job_id: str
+    ) -> Job | None:
+        """Run a claim transaction; one that errors (e.g. it lost to other claimants too
+        often) is a claim not made, unless the job turns out to be running here after all.
+        An exception here would end the agent before the finished job's done flag."""
+        try:
+            return claim(self.s.store, job_id, self.vm, self.s.clock)
+        except Exception as exc:
+            log.warning("claiming job %s failed: %s", job_id, exc)
+        try:
+            job = self.s.store.get_job(job_id)
+        except Exception:
+            return None
+        if job is None or job.state is not JobState.RUNNING or job.vm is None:
+            return None
+        return job if job.vm.name == self.vm.name else None
 
 
 def poweroff(command: str, runner: Callable[[list[str]], object]) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
@@ -46,9 +47,29 @@ def _claimed(job: Job, vm: VmRef) -> Job | None:
     return job if mine else None
 
 
-def rank_queued(jobs: Iterable[Job], models_cached: set[str]) -> list[Job]:
-    """Queued jobs whose models are all on this VM first, then oldest first."""
-    return sorted(jobs, key=lambda j: (not set(j.request.models) <= models_cached, j.created_at))
+# Draining workers that look at the queue at the same moment would all race for its oldest
+# job: one wins, the others' claim transactions conflict (seconds each on the emulator, and a
+# hot document in Firestore). So each VM takes the oldest few in its own order.
+SPREAD_WINDOW = 8
+
+
+def rank_queued(
+    jobs: Iterable[Job], models_cached: set[str], vm_name: str = "", spread: int = SPREAD_WINDOW
+) -> list[Job]:
+    """Queued jobs whose models are all on this VM first, then oldest first; within each group
+    the oldest `spread` come first in an order of their own per VM (`vm_name`)."""
+    groups: dict[bool, list[Job]] = {True: [], False: []}
+    for job in sorted(jobs, key=lambda j: (j.created_at, j.job_id)):
+        groups[set(job.request.models) <= models_cached].append(job)
+    ranked: list[Job] = []
+    for group in (groups[True], groups[False]):
+        head = sorted(group[:spread], key=lambda j: _spread_key(vm_name, j.job_id))
+        ranked += head + group[spread:]
+    return ranked
+
+
+def _spread_key(vm_name: str, job_id: str) -> bytes:
+    return hashlib.blake2b(f"{vm_name}/{job_id}".encode(), digest_size=8).digest()
 
 
 class LeaseKeeper:

@@ -1,0 +1,222 @@
+"""A real ComfyUI with the ComfyBurst nodes loaded, talking to a local cloud (for the
+`real_comfyui` node tests).
+
+Needs COMFYUI_DIR: a ComfyUI checkout whose `custom_nodes/` holds a link to this repo's
+`comfy_node/`, run by a Python that has ComfyUI's requirements and `pip install ./functions`
+(COMFYUI_PYTHON, default: a `venv` next to or inside COMFYUI_DIR). One local cloud (VMs run the
+ComfyUI stand-in) and one ComfyUI on a free port, with its own folders, serve the whole session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests._e2e_support import REPO_ROOT
+
+COMFYUI_DIR = os.environ.get("COMFYUI_DIR", "")
+PACKAGE_DIR = REPO_ROOT / "comfy_node"
+START_TIMEOUT_S = 180.0
+# ImageBlur runs for seconds on the stand-in, with progress: a remote job to watch or interrupt.
+STANDIN_FAULTS = {"slow_node_class": "ImageBlur", "slow_node_s": 4.0, "sampler_steps": 10}
+
+
+def _python(comfy_dir: Path) -> Path | None:
+    if os.environ.get("COMFYUI_PYTHON"):
+        return Path(os.environ["COMFYUI_PYTHON"])
+    for candidate in (comfy_dir / "venv", comfy_dir / ".venv", comfy_dir.parent / "venv"):
+        if (candidate / "bin" / "python").exists():
+            return candidate / "bin" / "python"
+    return None
+
+
+def _linked_package(comfy_dir: Path) -> Path | None:
+    """The custom_nodes entry that is this repo's comfy_node (by resolved path)."""
+    custom = comfy_dir / "custom_nodes"
+    for entry in custom.iterdir() if custom.is_dir() else ():
+        if entry.resolve() == PACKAGE_DIR.resolve():
+            return entry
+    return None
+
+
+def skip_reason() -> str | None:
+    """Why the real-ComfyUI node tests cannot run here (None when they can)."""
+    if not COMFYUI_DIR:
+        return "COMFYUI_DIR is not set (needs a real ComfyUI checkout)"
+    comfy_dir = Path(COMFYUI_DIR)
+    if not (comfy_dir / "main.py").exists():
+        return f"COMFYUI_DIR={COMFYUI_DIR} has no main.py"
+    if _python(comfy_dir) is None:
+        return "set COMFYUI_PYTHON to the Python that runs ComfyUI"
+    if _linked_package(comfy_dir) is None:
+        return f"link the node into ComfyUI: ln -s {PACKAGE_DIR} {comfy_dir}/custom_nodes/"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ComfyStack:
+    """A running ComfyUI (with our nodes) and the local cloud it sends jobs to."""
+
+    url: str
+    output_dir: Path
+    log_path: Path
+    package_name: str
+    cloud_env: dict[str, str]
+    process: subprocess.Popen[bytes]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def queue(self, prompt: dict[str, Any]) -> str:
+        response = requests.post(f"{self.url}/prompt", json={"prompt": prompt}, timeout=30)
+        assert response.status_code == 200, response.text
+        return str(response.json()["prompt_id"])
+
+    def history_ids(self) -> set[str]:
+        return set(requests.get(f"{self.url}/history", timeout=30).json())
+
+    def wait_done(self, prompt_id: str, timeout_s: float = 240.0) -> dict[str, Any]:
+        """Poll /history until the prompt ends (success or error); its history entry."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            entry = requests.get(f"{self.url}/history/{prompt_id}", timeout=30).json()
+            status = (entry.get(prompt_id) or {}).get("status") or {}
+            if status.get("completed") or status.get("status_str") == "error":
+                return dict(entry[prompt_id])
+            assert self.process.poll() is None, f"ComfyUI exited:\n{self.log()[-3000:]}"
+            time.sleep(0.2)
+        raise AssertionError(f"prompt {prompt_id} did not end in {timeout_s} s")
+
+    def saved_files(self, entry: dict[str, Any], node_id: str) -> list[Path]:
+        images = entry["outputs"][node_id]["images"]
+        assert all(image["type"] == "output" for image in images), images
+        return [self.output_dir / i["subfolder"] / i["filename"] for i in images]
+
+
+_stack: ComfyStack | None = None
+
+
+def comfy_stack(request: pytest.FixtureRequest) -> ComfyStack:
+    """Start the local cloud and the ComfyUI once per session (stopped when it ends)."""
+    global _stack
+    if _stack is not None:
+        return _stack
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    from localcloud.cloud import LocalCloud
+    from localcloud.harness import arm_standin_faults, cloud_config, vm_names, warm_up
+
+    root = request.config._tmp_path_factory.mktemp("comfy-real")  # type: ignore[attr-defined]
+    config = cloud_config(root / "cloud", pool_size=2)
+    # The VMs must run the ComfyUI stand-in, whatever COMFYUI_URL this shell has exported.
+    config = replace(config, guest_env={**config.guest_env, "COMFYUI_URL": ""})
+    arm_standin_faults(config.state_dir, vm_names(config), STANDIN_FAULTS)
+    cloud = LocalCloud(config)
+    request.config.add_cleanup(cloud.stop)
+    cloud.start()
+    warm_up(cloud.env)
+    _stack = _start_comfyui(request, root, dict(cloud.env))
+    return _stack
+
+
+def _start_comfyui(request: pytest.FixtureRequest, root: Path, cloud_env: dict) -> ComfyStack:
+    comfy_dir = Path(COMFYUI_DIR)
+    dirs = {name: root / "comfyui" / name for name in ("input", "output", "temp", "user")}
+    for path in dirs.values():
+        path.mkdir(parents=True, exist_ok=True)
+    # A fresh user folder: no first-run template browser over the canvas.
+    settings = dirs["user"] / "default" / "comfy.settings.json"
+    settings.parent.mkdir(parents=True)
+    settings.write_text(json.dumps({"Comfy.TutorialCompleted": True}))
+    port = _free_port()
+    argv = [
+        str(_python(comfy_dir)),
+        "main.py",
+        *("--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch"),
+        *("--output-directory", str(dirs["output"]), "--input-directory", str(dirs["input"])),
+        *("--temp-directory", str(dirs["temp"]), "--user-directory", str(dirs["user"])),
+        *("--database-url", f"sqlite:///{root / 'comfyui' / 'comfyui.db'}"),
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMFYBURST_")}
+    env.update(COMFYBURST_API_URL=cloud_env["COMFYBURST_API_URL"], COMFYBURST_AUTH="none")
+    log_path = root / "comfyui.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            argv, cwd=comfy_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+
+    def stop() -> None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+    request.config.add_cleanup(stop)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(f"ComfyUI exited with {process.returncode}:\n{_tail(log_path)}")
+        try:
+            if requests.get(f"{url}/system_stats", timeout=5).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"ComfyUI did not answer in {START_TIMEOUT_S} s:\n{_tail(log_path)}")
+        time.sleep(0.2)
+    package = _linked_package(comfy_dir)
+    assert package is not None
+    return ComfyStack(url, dirs["output"], log_path, package.name, cloud_env, process)
+
+
+def _tail(path: Path) -> str:
+    return path.read_text(errors="replace")[-4000:]
+
+
+def random_colour() -> tuple[int, tuple[int, int, int]]:
+    """A 24-bit colour as EmptyImage takes it and its RGB; varies per run so ComfyUI's cache
+    never answers for the remote job. No channel near the middle: inverted differs clearly."""
+    rgb = tuple(random.choice([random.randrange(0, 100), random.randrange(156, 256)]) for _ in "rgb")
+    return (rgb[0] << 16) | (rgb[1] << 8) | rgb[2], rgb  # type: ignore[return-value]
+
+
+def remote_invert(colour: int, batch_size: int = 1, size: int = 64) -> dict[str, Any]:
+    """The remote workflow: EmptyImage(colour) → ImageInvert → SaveImage."""
+    return {
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": size, "height": size, "batch_size": batch_size, "color": colour},
+        },
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "inv"}},
+    }
+
+
+def inverted(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
+    return (255 - rgb[0], 255 - rgb[1], 255 - rgb[2])
+
+
+def close(pixel: tuple[int, ...], expected: tuple[int, ...]) -> bool:
+    # float32 round trips, then truncation to uint8 on save: 255 - c may come out 254 - c.
+    return all(abs(a - b) <= 1 for a, b in zip(pixel, expected, strict=True))
