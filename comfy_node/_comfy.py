@@ -11,11 +11,22 @@ from importlib import resources
 def progress_reporter(total: int) -> Callable[[int], None]:
     """A callback that moves ComfyUI's progress bar of the running node (no-op outside)."""
     try:
+        import comfy.model_management
         import comfy.utils
     except ImportError:
         return lambda value: None
     bar = comfy.utils.ProgressBar(total)
-    return lambda value: bar.update_absolute(value, total)
+    management = comfy.model_management
+
+    def report(value: int) -> None:
+        try:
+            bar.update_absolute(value, total)
+        except management.InterruptProcessingException:
+            # ComfyUI's progress hook clears the Cancel flag as it raises; set it again so the
+            # node still sees it, cancels the remote job, and only then stops.
+            management.interrupt_current_processing(True)
+
+    return report
 
 
 def interrupt_requested() -> bool:

@@ -157,7 +157,13 @@ class ComfyBurstRunWorkflow:
 
     @classmethod
     def IS_CHANGED(cls, **kwargs: Any) -> str:
-        return _request_hash(kwargs)
+        # A workflow file edited in place changes the job, though its name does not.
+        name = str(kwargs.get("workflow_file") or "").strip()
+        base = _comfy.input_directory()
+        content = None
+        if name and base is not None and (Path(base) / name).is_file():
+            content = hashlib.sha256((Path(base) / name).read_bytes()).hexdigest()
+        return _request_hash(kwargs, content)
 
     def build_request(
         self,

@@ -48,7 +48,7 @@ def wrap_for_queue(prompt: dict[str, Any], models: list[dict[str, Any]]) -> dict
 
 
 def rejection_as_comfy_error(exc: ApiError) -> dict[str, Any]:
-    """The API's pre-flight rejection in the shape ComfyUI's frontend shows on the nodes."""
+    """The API's request rejection in the shape ComfyUI's frontend shows on the nodes."""
     body = exc.body if isinstance(exc.body, dict) else {}
     error = body.get("error") if isinstance(body.get("error"), dict) else {}
     details = error.get("details") if isinstance(error.get("details"), dict) else None
@@ -61,10 +61,52 @@ def rejection_as_comfy_error(exc: ApiError) -> dict[str, Any]:
     return {"error": comfy_error, "node_errors": exc.node_errors}
 
 
+def verdict_rejection(verdict: dict[str, Any]) -> dict[str, Any] | None:
+    """ComfyUI's `/prompt` rejection for a pre-flight verdict that cannot run; None if it can
+    (a partly valid workflow runs its valid outputs, as on ComfyUI)."""
+    if verdict.get("valid"):
+        return None
+    error = verdict.get("error") or {
+        "type": "prompt_outputs_failed_validation",
+        "message": "Prompt outputs failed validation",
+        "details": "",
+        "extra_info": {},
+    }
+    return {"error": error, "node_errors": verdict.get("node_errors") or {}}
+
+
+def queue_payload(body: dict[str, Any]) -> dict[str, Any]:
+    """The local `/prompt` body for a "Queue on GPU" request."""
+    payload: dict[str, Any] = {"prompt": wrap_for_queue(body["prompt"], body.get("models") or [])}
+    if body.get("client_id"):
+        payload["client_id"] = body["client_id"]
+    if isinstance(body.get("workflow"), dict):
+        # Saved images carry the editor's graph, so dropping one on ComfyUI loads that graph.
+        payload["extra_data"] = {"extra_pnginfo": {"workflow": body["workflow"]}}
+    return payload
+
+
+def local_prompt_url(address: str | None, port: int, tls: bool) -> str:
+    """This ComfyUI's own `/prompt`, reached the shortest way from inside the server."""
+    host = address or "127.0.0.1"
+    if host in ("0.0.0.0", "::") or "," in host:
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"{'https' if tls else 'http'}://{host}:{port}/prompt"
+
+
+def _error(status: int, kind: str, message: str) -> Any:
+    from aiohttp import web
+
+    return web.json_response({"error": {"type": kind, "message": message}}, status=status)
+
+
 def register_routes() -> bool:
     """Add the routes to ComfyUI's server; False outside ComfyUI."""
     try:
         from aiohttp import ClientSession, web
+        from comfy.cli_args import args
         from server import PromptServer
     except ImportError:
         return False
@@ -79,27 +121,33 @@ def register_routes() -> bool:
         try:
             body = await request.json()
         except json.JSONDecodeError:
-            return web.json_response(
-                {"error": {"type": "invalid_json", "message": "bad JSON"}}, status=400
-            )
-        prompt, models = body.get("prompt"), body.get("models") or []
-        if not isinstance(prompt, dict) or not prompt:
-            return web.json_response(
-                {"error": {"type": "no_prompt", "message": "send the graph as 'prompt'"}},
-                status=400,
-            )
+            return _error(400, "invalid_json", "the body is not JSON")
+        if not isinstance(body, dict) or not isinstance(body.get("prompt"), dict):
+            return _error(400, "no_prompt", "send the graph (API format) as 'prompt'")
+        if not body["prompt"]:
+            return _error(400, "no_prompt", "the graph is empty")
         try:
             client = make_client()
-            await asyncio.to_thread(client.validate, {"workflow": prompt, "models": models})
+            request_body = {"workflow": body["prompt"], "models": body.get("models") or []}
+            verdict = await asyncio.to_thread(client.validate, request_body)
         except ApiError as exc:
             return web.json_response(rejection_as_comfy_error(exc), status=400)
         except ComfyBurstError as exc:
-            return web.json_response(
-                {"error": {"type": "config", "message": exc.message}}, status=400
-            )
-        local = f"http://127.0.0.1:{instance.port}/prompt"
-        payload = {"prompt": wrap_for_queue(prompt, models), "client_id": body.get("client_id")}
-        async with ClientSession() as session, session.post(local, json=payload) as answer:
-            return web.json_response(await answer.json(), status=answer.status)
+            return _error(400, "comfyburst_config", exc.message)
+        rejection = verdict_rejection(verdict)
+        if rejection is not None:
+            return web.json_response(rejection, status=400)
+        url = local_prompt_url(
+            getattr(instance, "address", None), instance.port, bool(args.tls_keyfile)
+        )
+        async with (
+            ClientSession() as session,
+            session.post(url, json=queue_payload(body), ssl=False) as answer,
+        ):
+            queued = await answer.json()
+        if answer.status == 200 and verdict.get("node_errors"):
+            # Outputs that will not run remotely: shown on their nodes, as ComfyUI does.
+            queued["node_errors"] = verdict["node_errors"]
+        return web.json_response(queued, status=answer.status)
 
     return True

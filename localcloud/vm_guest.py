@@ -2,6 +2,12 @@
 (or nothing, when COMFYUI_URL names a real ComfyUI), then the worker agent. The VM halts when
 the agent ends.
 
+The stand-in and the agent start side by side (the agent waits for ComfyUI only when it
+has a prompt to send, so its imports, clients and claim overlap the stand-in's start); the
+stand-in listens on a port the guest picked, and if it dies the agent is stopped (the VM
+halts, as a VM whose ComfyUI unit failed would be given up on). Only the standard library is
+imported here: eight guests booting at once on a small machine pay for every import.
+
 Run by the Compute stand-in as `python -m localcloud.vm_guest`. The VM's boot disk is
 `$LOCALCLOUD_VM_DISK_ROOT/{instance name}` (the name comes from the metadata server), so the
 model cache survives stop/start as a real boot disk does. A `standin_faults.json` on the disk
@@ -12,30 +18,36 @@ The guest leaves `standin_url` and `agent.pid` on the disk and logs "agent exite
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import FrameType
-
-import requests
 
 FAULTS_FILE = "standin_faults.json"
 
 
 def _instance_name() -> str:
     host = os.environ.get("GCE_METADATA_HOST", "metadata.google.internal")
-    url = f"http://{host}/computeMetadata/v1/instance/name"
     deadline = time.monotonic() + 30
     while True:
+        connection = http.client.HTTPConnection(host, timeout=5)
         try:
-            response = requests.get(url, headers={"Metadata-Flavor": "Google"}, timeout=5)
-            if response.status_code == 200:
-                return response.text.strip()
-        except requests.RequestException:
+            connection.request(
+                "GET", "/computeMetadata/v1/instance/name", headers={"Metadata-Flavor": "Google"}
+            )
+            response = connection.getresponse()
+            if response.status == 200:
+                return response.read().decode().strip()
+        except (OSError, http.client.HTTPException):
             pass
+        finally:
+            connection.close()
         if time.monotonic() > deadline:
             raise SystemExit(f"no instance name from the metadata server at {host}")
         time.sleep(0.1)  # the metadata server answers brief 503s; poll
@@ -48,34 +60,48 @@ def _disk(args: argparse.Namespace) -> Path:
     return root / _instance_name()
 
 
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 def _start_standin(disk: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start the ComfyUI stand-in on a free port; do not wait for it (the agent does)."""
     comfy = disk / "comfyui"
     dirs = {name: comfy / name for name in ("input", "output", "temp")}
     for path in dirs.values():
         path.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
     argv = [
-        *(sys.executable, "-m", "localcloud.comfyui_standin", "--port", "0"),
+        *(sys.executable, "-m", "localcloud.comfyui_standin", "--port", str(port)),
         *("--input-dir", str(dirs["input"]), "--output-dir", str(dirs["output"])),
         *("--temp-dir", str(dirs["temp"])),
     ]
     faults = disk / FAULTS_FILE
     if faults.exists():
         argv += ["--faults-json", faults.read_text()]
-    log_path = disk / "comfyui-standin.log"
-    with open(log_path, "wb") as log:
+    with open(disk / "comfyui-standin.log", "wb") as log:
         process = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        for line in log_path.read_text(errors="replace").splitlines():
-            if line.startswith("READY "):
-                return process, line.split(" ", 1)[1].strip()
-        if process.poll() is not None:
-            break
-        time.sleep(0.05)
-    process.kill()
-    raise SystemExit(f"the ComfyUI stand-in did not start; see {log_path}")
+    return process, f"http://127.0.0.1:{port}"
+
+
+def _stop_agent_if_standin_dies(
+    standin: subprocess.Popen[bytes], worker: subprocess.Popen[bytes]
+) -> None:
+    """A stand-in that exits (e.g. its port was taken meanwhile) takes the agent down with it,
+    so the VM halts and the reaper retries the job elsewhere instead of waiting for ComfyUI."""
+
+    def watch() -> None:
+        code = standin.wait()
+        if worker.poll() is None:
+            print(f"ComfyUI stand-in exited with {code}; stopping the agent", flush=True)
+            worker.terminate()
+
+    threading.Thread(target=watch, name="standin-watch", daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     defaults["COMFYBURST_WORKER_COMFYUI_URL"] = url
     env = {**defaults, **os.environ}
     worker = subprocess.Popen([sys.executable, "-m", "comfyburst_worker"], env=env)
+    if standin is not None:
+        _stop_agent_if_standin_dies(standin, worker)
     # For tests and chaos runs: where this boot's ComfyUI is, and which process is the agent.
     (disk / "standin_url").write_text(url)
     (disk / "agent.pid").write_text(str(worker.pid))

@@ -91,6 +91,11 @@ class ComfyStack:
     def history_ids(self) -> set[str]:
         return set(requests.get(f"{self.url}/history", timeout=30).json())
 
+    def queued_ids(self) -> set[str]:
+        """Prompts running or waiting in this ComfyUI's queue."""
+        queue = requests.get(f"{self.url}/queue", timeout=30).json()
+        return {item[1] for item in queue["queue_running"] + queue["queue_pending"]}
+
     def wait_done(self, prompt_id: str, timeout_s: float = 240.0) -> dict[str, Any]:
         """Poll /history until the prompt ends (success or error); its history entry."""
         deadline = time.monotonic() + timeout_s
@@ -183,7 +188,7 @@ def _start_comfyui(request: pytest.FixtureRequest, root: Path, cloud_env: dict) 
         except requests.RequestException:
             pass
         if time.monotonic() > deadline:
-            raise AssertionError(f"ComfyUI did not answer in {START_TIMEOUT_S} s:\n{_tail(log_path)}")
+            raise AssertionError(f"no ComfyUI after {START_TIMEOUT_S} s:\n{_tail(log_path)}")
         time.sleep(0.2)
     package = _linked_package(comfy_dir)
     assert package is not None
@@ -197,7 +202,7 @@ def _tail(path: Path) -> str:
 def random_colour() -> tuple[int, tuple[int, int, int]]:
     """A 24-bit colour as EmptyImage takes it and its RGB; varies per run so ComfyUI's cache
     never answers for the remote job. No channel near the middle: inverted differs clearly."""
-    rgb = tuple(random.choice([random.randrange(0, 100), random.randrange(156, 256)]) for _ in "rgb")
+    rgb = tuple(random.choice([random.randrange(100), random.randrange(156, 256)]) for _ in "rgb")
     return (rgb[0] << 16) | (rgb[1] << 8) | rgb[2], rgb  # type: ignore[return-value]
 
 

@@ -157,8 +157,13 @@ def test_remote_progress_moves_comfyui_progress_bar(stack: ComfyStack) -> None:
     assert progress == sorted(progress)
 
 
-def test_interrupt_in_comfyui_cancels_the_remote_job(stack: ComfyStack) -> None:
+def test_interrupt_in_comfyui_cancels_the_remote_job(
+    stack: ComfyStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from localcloud.harness import Observer
+
+    for name, setting in stack.cloud_env.items():  # the emulator hosts, for the observer
+        monkeypatch.setenv(name, setting)
 
     value, _ = random_colour()
     client_id = uuid.uuid4().hex
@@ -173,9 +178,9 @@ def test_interrupt_in_comfyui_cancels_the_remote_job(stack: ComfyStack) -> None:
         while True:
             event = json.loads(ws.recv())
             data = event.get("data") or {}
-            if event["type"] == "progress" and data.get("prompt_id") == prompt_id:
-                if 0 < data["value"] < 1000:
-                    break
+            running = event["type"] == "progress" and data.get("prompt_id") == prompt_id
+            if running and 0 < data["value"] < 1000:
+                break
             assert event["type"] not in ("execution_success", "execution_error"), event
     finally:
         ws.close()

@@ -285,3 +285,16 @@ def test_unreadable_done_flag_does_not_stop_the_reaper(env):
     deps.blobs.read = broken
     summary = run_reaper(deps, POLICY)
     assert summary["counts"]["RequeueJob:applied"] == 1  # ended as planned: nothing hangs
+
+
+def test_each_applied_change_is_logged_with_its_reason(env, caplog):
+    deps, clock = env
+    deps.store.create_job(make_job("j1", clock.now(), max_attempts=3))
+    _run(deps, clock)
+    with caplog.at_level("INFO", logger="comfyburst.services.reap"):
+        _run(deps, clock, 10)
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(
+        line.startswith("reaper RequeueJob j1: worker did not claim the job within 10 s")
+        for line in lines
+    ), lines
