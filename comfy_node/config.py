@@ -38,7 +38,7 @@ def load_client_settings(user_dir: str | None) -> ClientSettings:
         file_values = {
             k: v for k, v in loaded.items() if f"{ENV_PREFIX}{k.upper()}" not in os.environ
         }
-    settings = ClientSettings(**file_values)  # type: ignore[arg-type]
+    settings = ClientSettings(**file_values)
     if not settings.api_url:
         where = f" or api_url in {path}" if path is not None else ""
         raise SettingsError(f"ComfyBurst is not configured: set COMFYBURST_API_URL{where}")

@@ -50,7 +50,7 @@ def wrap_for_queue(prompt: dict[str, Any], models: list[dict[str, Any]]) -> dict
 def rejection_as_comfy_error(exc: ApiError) -> dict[str, Any]:
     """The API's request rejection in the shape ComfyUI's frontend shows on the nodes."""
     body = exc.body if isinstance(exc.body, dict) else {}
-    error = body.get("error") if isinstance(body.get("error"), dict) else {}
+    error: dict[str, Any] = body["error"] if isinstance(body.get("error"), dict) else {}
     details = error.get("details") if isinstance(error.get("details"), dict) else None
     comfy_error = details or {
         "type": error.get("code", "comfyburst_error"),
