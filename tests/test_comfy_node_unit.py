@@ -290,3 +290,29 @@ def test_wrap_for_queue_chains_models() -> None:
     assert last["inputs"]["kind"] == "loras" and last["inputs"]["models"][0] in wrapper
     assert wrapper[routes.SAVE_NODE_ID]["inputs"]["images"] == [routes.RUN_NODE_ID, 0]
     assert routes.register_routes() is False
+
+
+def test_verdict_rejection_only_when_nothing_can_run() -> None:
+    assert routes.verdict_rejection({"valid": True, "node_errors": {"6": {}}}) is None
+    rejected = routes.verdict_rejection(
+        {"valid": False, "error": {"type": "invalid_prompt"}, "node_errors": {}}
+    )
+    assert rejected == {"error": {"type": "invalid_prompt"}, "node_errors": {}}
+    fallback = routes.verdict_rejection({"valid": False, "node_errors": {"3": {"errors": []}}})
+    assert fallback is not None and fallback["error"]["type"] == "prompt_outputs_failed_validation"
+
+
+def test_queue_payload_carries_client_and_editor_graph() -> None:
+    graph = {"1": {"class_type": "EmptyImage", "inputs": {}}}
+    plain = routes.queue_payload({"prompt": graph})
+    assert set(plain) == {"prompt"} and routes.RUN_NODE_ID in plain["prompt"]
+    full = routes.queue_payload({"prompt": graph, "client_id": "c1", "workflow": {"nodes": []}})
+    assert full["client_id"] == "c1"
+    assert full["extra_data"] == {"extra_pnginfo": {"workflow": {"nodes": []}}}
+
+
+def test_local_prompt_url() -> None:
+    assert routes.local_prompt_url(None, 8188, False) == "http://127.0.0.1:8188/prompt"
+    assert routes.local_prompt_url("0.0.0.0", 8188, False) == "http://127.0.0.1:8188/prompt"
+    assert routes.local_prompt_url("::1", 8443, True) == "https://[::1]:8443/prompt"
+    assert routes.local_prompt_url("10.1.2.3", 80, False) == "http://10.1.2.3:80/prompt"

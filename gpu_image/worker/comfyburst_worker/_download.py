@@ -1,16 +1,20 @@
 """HTTP(S) model downloads: redirects checked hop by hop, resume, parallel ranged GETs.
 
-The single-stream path hashes while writing. The ranged path writes N parts into one
-preallocated file and hashes the parts in file order as they arrive, so the digest is ready
-when the last byte lands (a bounded window keeps memory flat).
+The single-stream path hashes while writing. The ranged path reads N parts straight from the
+socket into reused buffers (`http.client` `readinto`: no per-part allocation, no copies in
+urllib3), `pwrite`s each into one preallocated file and hashes the buffers in file order as
+they land, so the digest is ready with the last byte. sha256 drops the GIL for large buffers,
+so hashing overlaps the reads; a bounded window of buffers keeps memory flat.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import math
 import os
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +23,8 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import requests.certs
+import requests.utils
 
 from comfyburst_worker._hosts import HostPolicy
 
@@ -178,9 +184,13 @@ class HttpDownloader:
         with open(tmp, "wb") as fh:
             fh.truncate(size)
         parts = math.ceil(size / self.chunk_bytes)
-        window = _Window(parts, self.parallelism * 2)
+        window = _Window(parts, self.parallelism * 2, self.chunk_bytes)
         fd = os.open(tmp, os.O_WRONLY)
-        headers = self.policy.headers_for(url)
+        headers = {
+            "User-Agent": requests.utils.default_user_agent(),
+            "Accept-Encoding": "identity",
+            **self.policy.headers_for(url),
+        }
         try:
             workers = [
                 threading.Thread(
@@ -192,7 +202,9 @@ class HttpDownloader:
                 worker.start()
             digest = hashlib.sha256()
             for index in range(parts):
-                digest.update(window.wait_part(index))
+                view = window.wait_part(index)
+                digest.update(view)
+                window.hashed(index, view)
             for worker in workers:
                 worker.join()
         finally:
@@ -204,63 +216,87 @@ class HttpDownloader:
     def _part_worker(
         self, window: _Window, url: str, headers: dict[str, str], fd: int, size: int
     ) -> None:
+        conn: http.client.HTTPConnection | None = None
         try:
-            while (index := window.take()) is not None:
+            while (task := window.take()) is not None:
+                index, buffer = task
                 lo = index * self.chunk_bytes
-                hi = min(size, lo + self.chunk_bytes) - 1
-                data = self._get_range(url, headers, lo, hi)
-                os.pwrite(fd, data, lo)
-                window.put(index, data)
+                view = memoryview(buffer)[: min(size - lo, self.chunk_bytes)]
+                conn = self._read_range(conn, url, headers, lo, view)
+                written = 0
+                while written < len(view):
+                    written += os.pwrite(fd, view[written:], lo + written)
+                window.put(index, view)
         except BaseException as exc:
             window.fail(exc)
+        finally:
+            if conn is not None:
+                conn.close()
 
-    def _get_range(self, url: str, headers: dict[str, str], lo: int, hi: int) -> bytes:
-        want = hi - lo + 1
+    def _read_range(
+        self,
+        conn: http.client.HTTPConnection | None,
+        url: str,
+        headers: dict[str, str],
+        lo: int,
+        view: memoryview,
+    ) -> http.client.HTTPConnection:
+        """Fill `view` with bytes lo.. of `url` over `conn` (kept alive; reopened on errors)."""
+        hi = lo + len(view) - 1
+        parts = urlsplit(url)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         for attempt in range(self.retries + 1):
             try:
-                with self._session().get(
-                    url,
-                    headers={**headers, "Range": f"bytes={lo}-{hi}", "Accept-Encoding": "identity"},
-                    stream=True,
-                    allow_redirects=False,
-                    timeout=self.timeout_s,
-                ) as resp:
-                    if resp.status_code == 206:
-                        data = resp.raw.read(want)
-                        if len(data) == want:
-                            return data
-                    elif resp.status_code < 500 and resp.status_code != 429:
-                        raise DownloadError(f"{_host(url)}: HTTP {resp.status_code} for a range")
-            except (requests.ConnectionError, requests.Timeout) as exc:
+                conn = conn or _connect(url, self.timeout_s)
+                conn.request("GET", target, headers={**headers, "Range": f"bytes={lo}-{hi}"})
+                resp = conn.getresponse()
+                content_range = resp.getheader("Content-Range") or ""
+                if resp.status == 206 and content_range.startswith(f"bytes {lo}-{hi}/"):
+                    if _read_into(resp, view) == len(view):
+                        return conn
+                elif resp.status < 500 and resp.status not in (206, 429):
+                    raise DownloadError(f"{_host(url)}: HTTP {resp.status} for a range")
+            except (OSError, http.client.HTTPException) as exc:
                 log.warning("range %d-%d from %s: %s", lo, hi, _host(url), type(exc).__name__)
+            # Whatever is left of that response is unread: the connection cannot be reused.
+            if conn is not None:
+                conn.close()
+                conn = None
             if attempt < self.retries:
                 self._sleep(min(0.2 * 2**attempt, 5.0))
         raise DownloadError(f"{_host(url)}: range {lo}-{hi} failed {self.retries + 1} times")
 
 
 class _Window:
-    """Hands out part indexes no further than `span` ahead of the hasher; collects the parts."""
+    """Hands out part indexes (and a buffer each) no further than `span` ahead of the hasher.
 
-    def __init__(self, parts: int, span: int) -> None:
+    At most `span` parts are between `take` and `hashed`, so `span` buffers serve them all.
+    """
+
+    def __init__(self, parts: int, span: int, buffer_bytes: int) -> None:
         self._cond = threading.Condition()
-        self._parts, self._span = parts, span
+        self._parts, self._span, self._buffer_bytes = parts, span, buffer_bytes
         self._next, self._hashed = 0, 0
-        self._ready: dict[int, bytes] = {}
+        self._ready: dict[int, memoryview] = {}
+        self._free: list[bytearray] = []
         self._error: BaseException | None = None
 
-    def take(self) -> int | None:
+    def take(self) -> tuple[int, bytearray] | None:
         with self._cond:
             while self._error is None and self._next < self._parts:
                 if self._next < self._hashed + self._span:
                     index = self._next
                     self._next += 1
-                    return index
+                    buffer = self._free.pop() if self._free else None
+                    break
                 self._cond.wait()
-            return None
+            else:
+                return None
+        return index, buffer if buffer is not None else bytearray(self._buffer_bytes)
 
-    def put(self, index: int, data: bytes) -> None:
+    def put(self, index: int, view: memoryview) -> None:
         with self._cond:
-            self._ready[index] = data
+            self._ready[index] = view
             self._cond.notify_all()
 
     def fail(self, exc: BaseException) -> None:
@@ -272,7 +308,7 @@ class _Window:
     def abort(self) -> None:
         self.fail(DownloadError("aborted"))
 
-    def wait_part(self, index: int) -> bytes:
+    def wait_part(self, index: int) -> memoryview:
         with self._cond:
             while index not in self._ready:
                 if self._error is not None:
@@ -281,10 +317,36 @@ class _Window:
                         raise error
                     raise DownloadError(f"ranged download failed: {type(error).__name__}")
                 self._cond.wait()
-            data = self._ready.pop(index)
+            return self._ready.pop(index)
+
+    def hashed(self, index: int, view: memoryview) -> None:
+        """Part `index` is in the digest: its buffer may take the next part."""
+        with self._cond:
+            self._free.append(view.obj)  # type: ignore[arg-type]
             self._hashed = index + 1
             self._cond.notify_all()
-            return data
+
+
+def _connect(url: str, timeout_s: float) -> http.client.HTTPConnection:
+    """A plain connection (no proxies, as the session); https verified against requests' CAs."""
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        context = ssl.create_default_context(cafile=requests.certs.where())
+        return http.client.HTTPSConnection(
+            parts.hostname or "", parts.port, timeout=timeout_s, context=context
+        )
+    return http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout_s)
+
+
+def _read_into(resp: http.client.HTTPResponse, view: memoryview) -> int:
+    """Read the body straight into `view`; the count is short if the server stopped early."""
+    got = 0
+    while got < len(view):
+        n = resp.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    return got
 
 
 def _host(url: str) -> str:
