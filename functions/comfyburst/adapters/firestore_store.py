@@ -22,6 +22,10 @@ from comfyburst.states import JobState
 M = TypeVar("M", bound=BaseModel)
 
 # Document ids cannot contain '/', be '.' or '..', or look like '__x__'; such keys are hashed.
+# A job document has a few writers at most (API cancel, worker, trigger, reaper); the client's
+# default of 5 attempts gave up under contention on a loaded machine, and a transition that
+# gives up leaves work for the reaper's next period. Contention stays rare, so retry longer.
+TRANSACTION_MAX_ATTEMPTS = 15
 _SAFE_ID = re.compile(r"^(?!__.*__$)(?!\.{1,2}$)[A-Za-z0-9._:\-]{1,200}$")
 
 
@@ -119,7 +123,7 @@ class FirestoreJobStore:
             transaction.set(ref, _to_doc(updated))
             return updated
 
-        result: Job = run(self._client.transaction())
+        result: Job = run(self._client.transaction(max_attempts=TRANSACTION_MAX_ATTEMPTS))
         return result
 
     def patch_job(self, job_id: str, fields: dict[str, object]) -> None:
