@@ -65,9 +65,11 @@ lint: venv
 
 # Every tests/bench/bench_*.py as a module, then one combined report in .bench/.
 bench: venv
-	@set -e; for f in tests/bench/bench_*.py; do \
-		m=$$(basename $$f .py); echo "== $$m"; .venv/bin/python -m tests.bench.$$m; done
-	.venv/bin/python -m tests.bench._report
+	@failed=""; for f in tests/bench/bench_*.py; do \
+		m=$$(basename $$f .py); echo "== $$m"; .venv/bin/python -m tests.bench.$$m || failed="$$failed $$m"; \
+	done; \
+	.venv/bin/python -m tests.bench._report; \
+	if [ -n "$$failed" ]; then echo "benchmarks that did not finish:$$failed"; exit 1; fi
 
 # One job through the whole local cloud, narrated; outputs in ./demo-output/. COMFYUI_URL=…
 # drives a real ComfyUI instead of the stand-in.
