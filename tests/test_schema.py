@@ -39,6 +39,14 @@ def test_model_filenames_cannot_escape(filename: str) -> None:
     assert info.value.errors()[0]["loc"] == ("filename",)
 
 
+@pytest.mark.parametrize(
+    "filename", ["a.safetensors.comfyburst.json", "a.ckpt.part", "x.ranged", "sub/m.TMP"]
+)
+def test_model_filenames_reserved_by_the_cache_are_refused(filename: str) -> None:
+    with pytest.raises(ValidationError, match="reserved by the model cache"):
+        ModelSpec(kind="checkpoints", filename=filename, url="https://civitai.com/x")
+
+
 def test_model_subfolder_allowed_and_sha_normalised() -> None:
     spec = ModelSpec(
         kind="loras", filename="sdxl/style.safetensors", url="gs://b/x", sha256="AB" * 32

@@ -61,6 +61,11 @@ def check_relative_path(value: str, *, allow_subdirs: bool) -> str:
     return value
 
 
+# Names the worker's model cache keeps beside a model file (its verified-size/sha256 record,
+# partial downloads): a job's model named like one could forge a cache record.
+RESERVED_MODEL_SUFFIXES = (".comfyburst.json", ".part", ".ranged", ".tmp")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -77,7 +82,12 @@ class ModelSpec(_Strict):
     @field_validator("filename")
     @classmethod
     def _safe_filename(cls, value: str) -> str:
-        return check_relative_path(value, allow_subdirs=True)
+        value = check_relative_path(value, allow_subdirs=True)
+        if value.lower().endswith(RESERVED_MODEL_SUFFIXES):
+            raise ValueError(
+                f"must not end in {', '.join(RESERVED_MODEL_SUFFIXES)} (reserved by the model cache)"
+            )
+        return value
 
     @field_validator("sha256")
     @classmethod
@@ -385,6 +395,10 @@ class DeploymentConfig(_Strict):
     lease_ttl_s: int = 900
     drain_grace_s: float = 30.0
     model_hosts: list[str] = Field(default_factory=list)
+    model_redirect_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts a model download may be redirected to (CDNs); never sent a token",
+    )
     http_model_hosts: list[str] = Field(
         default_factory=list, description="host:port allowed over plain http (local tests only)"
     )

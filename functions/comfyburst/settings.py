@@ -11,6 +11,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from comfyburst.schema import DeploymentConfig
 
 DEFAULT_MODEL_HOSTS = ["civitai.com", "huggingface.co", "storage.googleapis.com"]
+# Where those hosts redirect large downloads: Hugging Face's CDN and Xet storage (hf.co),
+# Civitai's signed Cloudflare R2 links. Allowed for redirect hops only, never for a submitted
+# URL and never sent a token.
+DEFAULT_MODEL_REDIRECT_HOSTS = ["hf.co", "r2.cloudflarestorage.com", "civitai.com"]
 
 
 def _split_list(value: object) -> object:
@@ -93,6 +97,10 @@ class FunctionSettings(BaseSettings):
         description="Hosts (and their subdomains) model URLs may come from over https",
         default_factory=lambda: list(DEFAULT_MODEL_HOSTS),
     )
+    model_redirect_hosts: CsvList = Field(
+        default_factory=lambda: list(DEFAULT_MODEL_REDIRECT_HOSTS),
+        description="Hosts (and subdomains) a model download may be redirected to; no token",
+    )
     http_model_hosts: CsvList = Field(
         default_factory=list, description="host:port allowed over http; local tests only"
     )
@@ -139,6 +147,7 @@ class FunctionSettings(BaseSettings):
             lease_ttl_s=self.lease_ttl_s,
             drain_grace_s=self.drain_grace_s,
             model_hosts=self.model_hosts,
+            model_redirect_hosts=self.model_redirect_hosts,
             http_model_hosts=self.http_model_hosts,
             gs_model_buckets=self.all_model_buckets(),
             civitai_token_secret=self.civitai_token_secret,
