@@ -59,9 +59,10 @@ def execute(request: dict[str, Any], client: ApiClient | None = None) -> tuple[A
     if out_dir is not None:
         target = Path(out_dir) / "comfyburst" / result.job["job_id"]
         for name, data in result.files:
-            target.mkdir(parents=True, exist_ok=True)
-            (target / name).write_bytes(data)
-            saved.append(str(target / name))
+            path = target / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            saved.append(str(path))
     if not result.images:
         raise RuntimeError(f"ComfyBurst job {result.job['job_id']} returned no images")
     images = to_tensor(decode_batch([data for _, data in result.images]))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Any
 
 from comfyburst.client import ApiClient, ApiError
+from comfyburst.schema import check_relative_path
 
 PROGRESS_STEPS = 1000
 
@@ -83,7 +83,12 @@ def run_job(
         url = output.get("signed_url")
         if not url:
             raise RemoteJobError(f"output {output.get('name')} of {job['job_id']} has no URL")
-        name = PurePosixPath(output["name"]).name
+        try:
+            # Outputs that share a bare file name come as `subfolder/name`: keep it, checked
+            # again here so a name can never leave the folder it is saved in.
+            name = check_relative_path(str(output["name"]), allow_subdirs=True)
+        except ValueError as exc:
+            raise RemoteJobError(f"output name {output['name']!r} refused: {exc}") from exc
         target = result.images if is_image(name) else result.files
         target.append((name, client.fetch(url)))
     return result

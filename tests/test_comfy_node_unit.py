@@ -226,6 +226,23 @@ def test_run_job_reports_progress_and_sorts_outputs() -> None:
     assert result.images == [("a_00001_.png", b"png")] and result.files == [("clip.mp4", b"mp4")]
 
 
+def test_run_job_keeps_subfolder_names_and_refuses_escapes() -> None:
+    final = {
+        "job_id": "j1",
+        "state": "succeeded",
+        "outputs": [
+            {"name": "a/clip.mp4", "signed_url": "u1"},
+            {"name": "b/clip.mp4", "signed_url": "u2"},
+        ],
+    }
+    client = ScriptedClient([final], {"u1": b"one", "u2": b"two"})
+    result = remote.run_job(client, {}, is_image=lambda n: n.endswith(".png"))  # type: ignore[arg-type]
+    assert result.files == [("a/clip.mp4", b"one"), ("b/clip.mp4", b"two")]
+    evil = {**final, "outputs": [{"name": "../../x.mp4", "signed_url": "u1"}]}
+    with pytest.raises(remote.RemoteJobError, match="refused"):
+        remote.run_job(ScriptedClient([evil], {"u1": b""}), {}, is_image=bool)  # type: ignore[arg-type]
+
+
 def test_run_job_cancel_and_failure_messages() -> None:
     client = ScriptedClient([{"state": "running"}], {})
     with pytest.raises(remote.RemoteJobCancelled):
