@@ -13,8 +13,9 @@ Model URL rules (each failure names the offending field):
 - Never: user info (`user@host`), a port other than 443, an IP literal (including numeric forms
   such as `2130706433` or `127.1`), or a name that is private by definition (`localhost`,
   `*.internal`, `*.local`). Names are not resolved here: the allowlist is what keeps requests
-  away from private addresses, and the worker checks the address it connects to (DNS can change
-  between this check and the download).
+  away from private addresses. The worker applies the same host rules again on every redirect
+  hop; it does not check the address a name resolves to (a name under an allow-listed domain
+  that resolves to a private address would be fetched).
 """
 
 from __future__ import annotations
