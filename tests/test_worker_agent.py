@@ -186,3 +186,62 @@ def test_not_this_vms_job_is_not_claimed(tmp_path, standin):
     assert store.get_job(job.job_id).state is JobState.STARTING  # type: ignore[union-attr]
     assert blobs.read("signals", f"jobs/{job.job_id}/done.json") is None
     assert json.loads(json.dumps(store.jobs[job.job_id].vm.model_dump()))["name"] == other.name  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [OSError(28, "No space left on device"), requests.ConnectionError("https://x/?token=SECRET")],
+)
+def test_unexpected_error_fails_the_job_not_the_agent(tmp_path, standin, error):
+    store, blobs = InMemoryJobStore(), InMemoryBlobStore()
+    config = local_config("127.0.0.1:9")
+    spec = ModelSpec(kind=ModelKind.LORAS, filename="x.safetensors", url="http://127.0.0.1:9/x")
+    job = put_job(store, blobs, config, make_request(invert_workflow(), [spec]), VM)
+    agent = make_agent(local_settings(standin, tmp_path / "models"), config, store, blobs, VM)
+
+    def ensure(_spec: ModelSpec) -> None:
+        raise error
+
+    agent.s.cache.ensure = ensure  # type: ignore[method-assign]
+    agent.run(job.job_id)  # returns: the agent survives
+    done = _done(blobs, job.job_id)
+    assert done.status is DoneStatus.FAILED and done.error is not None
+    assert done.error.type == "worker_error"
+    assert type(error).__name__ in done.error.message and "SECRET" not in done.error.message
+
+
+def test_main_powers_off_even_when_the_agent_crashes(tmp_path, monkeypatch):
+    from comfyburst_worker import __main__ as entry
+
+    class _Metadata:
+        def deployment_config(self):
+            return local_config()
+
+        def instance_name(self):
+            return VM.name
+
+        def zone(self):
+            return VM.zone
+
+        def job_id(self):
+            return "job-1"
+
+    class _Crashing:
+        def __init__(self, *_a: object) -> None:
+            pass
+
+        def run(self, _boot_job: str | None) -> None:
+            raise RuntimeError("bug in the agent")
+
+    powered: list[str] = []
+    settings = local_settings("http://127.0.0.1:9", tmp_path / "m", poweroff_command="halt -p")
+    monkeypatch.setattr(entry, "WorkerSettings", lambda: settings)
+    monkeypatch.setattr(entry, "MetadataClient", _Metadata)
+    monkeypatch.setattr(
+        entry, "_cloud_adapters", lambda _c: (InMemoryJobStore(), InMemoryBlobStore(), None)
+    )
+    monkeypatch.setattr(entry, "load_auth_headers", lambda _c: {})
+    monkeypatch.setattr(entry, "Agent", _Crashing)
+    monkeypatch.setattr(entry, "poweroff", lambda command, _runner: powered.append(command))
+    assert entry.main([]) == 1
+    assert powered == ["halt -p"]

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 import pytest
 
-from comfyburst.schema import ModelKind, ModelSpec
-from comfyburst_worker._download import DownloadError, HttpDownloader
+from comfyburst.adapters.clock import SystemClock
+from comfyburst.schema import ModelKind, ModelSpec, VmRef
+from comfyburst_worker import _download
+from comfyburst_worker.__main__ import build_services
+from comfyburst_worker._download import DownloadError, Fetched, HttpDownloader
 from comfyburst_worker._hosts import HostPolicy
 from comfyburst_worker.errors import ModelFetchError
 from comfyburst_worker.model_cache import SIDECAR_SUFFIX, ModelCache
 from tests._model_server import ModelServer
-from tests.fakes import InMemoryBlobStore
+from tests._worker_support import local_config, local_settings
+from tests.fakes import InMemoryBlobStore, InMemoryJobStore
 
 
 @pytest.fixture
@@ -56,6 +61,7 @@ def test_resume_sends_range_from_partial_and_hashes_whole_file(tmp_path, blob_fi
     partial = tmp_path / "out"
     partial.write_bytes(data[:1_000_000])
     with ModelServer({"/m.bin": src}) as server:
+        (tmp_path / "out.src").write_text(server.url("/m.bin"))  # the partial's own source
         fetched = _downloader(server, parallelism=1).fetch(server.url("/m.bin"), partial)
         assert server.requests[0][1] == "bytes=1000000-"
     assert fetched.sha256 == hashlib.sha256(data).hexdigest()
@@ -133,3 +139,166 @@ def test_cache_hit_needs_no_request_and_mirror_serves_the_next_vm(tmp_path, blob
     assert result.source == "mirror"
     assert blobs.read("models-bkt", "models/checkpoints/sub/m.safetensors") == data
     assert second.path_of(spec).read_bytes() == data
+
+
+# --- where a download may go -------------------------------------------------------------------
+
+
+def test_redirect_hosts_only_for_hops_over_https_and_never_get_the_token():
+    policy = HostPolicy(
+        https_hosts=("huggingface.co",),
+        redirect_hosts=("hf.co",),
+        auth_headers={"huggingface.co": "Bearer t"},
+    )
+    policy.check("https://huggingface.co/r/resolve/main/m.safetensors")
+    policy.check("https://cas-bridge.xethub.hf.co/xet/abc?sig=1", redirect=True)
+    with pytest.raises(ValueError, match="not allowed"):
+        policy.check("https://cas-bridge.xethub.hf.co/xet/abc")  # as the submitted URL
+    with pytest.raises(ValueError, match="not allowed"):
+        policy.check("http://cdn-lfs.hf.co/x", redirect=True)
+    assert policy.headers_for("https://cdn-lfs.hf.co/x") == {}
+
+
+def test_build_services_passes_redirect_hosts_to_the_policy(tmp_path):
+    config = local_config(
+        model_hosts=["civitai.com"], model_redirect_hosts=["r2.cloudflarestorage.com"]
+    )
+    settings = local_settings("http://127.0.0.1:9", tmp_path / "models")
+    services = build_services(
+        settings,
+        config,
+        VmRef(name="vm", zone="z"),
+        InMemoryJobStore(),
+        InMemoryBlobStore(),
+        SystemClock(),
+    )
+    policy = services.cache.downloader.policy
+    policy.check("https://bucket.acct.r2.cloudflarestorage.com/m?X-Amz-Signature=s", redirect=True)
+    with pytest.raises(ValueError):
+        policy.check("https://bucket.acct.r2.cloudflarestorage.com/m")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://127.0.0.1/m.bin",
+        "https://[::1]/m.bin",
+        "https://169.254.169.254/computeMetadata/v1/",
+        "https://localhost/m.bin",
+        "https://metadata.google.internal/computeMetadata/v1/",
+        "https://db.internal/m.bin",
+        "http://127.0.0.1:8081/m.bin",  # not the listed port
+        "http://localhost:8080/m.bin",  # not the listed spelling
+    ],
+)
+def test_ip_literals_and_internal_names_are_refused_even_if_listed(url):
+    policy = HostPolicy(
+        https_hosts=("127.0.0.1", "::1", "169.254.169.254", "localhost", "internal"),
+        http_hostports=("127.0.0.1:8080",),
+    )
+    policy.check("http://127.0.0.1:8080/m.bin")  # the exact local test server stays allowed
+    with pytest.raises(ValueError, match="not allowed"):
+        policy.check(url)
+
+
+# --- partial files and sidecars ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("recorded", [None, "http://127.0.0.1:1/other.bin"])
+def test_partial_from_another_source_is_not_resumed(tmp_path, blob_file, recorded):
+    src, data = blob_file
+    partial = tmp_path / "out"
+    partial.write_bytes(os.urandom(1_000_000))
+    if recorded is not None:
+        (tmp_path / "out.src").write_text(recorded)
+    with ModelServer({"/m.bin": src}) as server:
+        fetched = _downloader(server, parallelism=1).fetch(server.url("/m.bin"), partial)
+        assert server.requests[0][1] is None  # from the first byte, not a Range resume
+    assert fetched.sha256 == hashlib.sha256(data).hexdigest()
+    assert partial.read_bytes() == data
+    assert not (tmp_path / "out.src").exists()
+
+
+class _Canned(HttpDownloader):
+    """Writes fixed bytes for any URL (the sidecar, not the transfer, is under test)."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(HostPolicy(https_hosts=("civitai.com",)))
+        self.data = data
+
+    def fetch(self, url: str, tmp: Path) -> Fetched:  # type: ignore[override]
+        tmp.write_bytes(self.data)
+        return Fetched(len(self.data), hashlib.sha256(self.data).hexdigest(), len(self.data))
+
+
+def test_sidecar_stores_the_url_without_its_token(tmp_path):
+    data = os.urandom(4096)
+    blobs = InMemoryBlobStore()
+    cache = ModelCache(tmp_path / "models", _Canned(data), blobs, "models-bkt", [])
+    spec = ModelSpec(
+        kind=ModelKind.LORAS,
+        filename="s.safetensors",
+        url="https://civitai.com/api/download/models/7?token=SECRET123#frag",
+    )
+    cache.ensure(spec)
+    cache.wait_for_mirrors()
+    local = cache.path_of(spec).with_name("s.safetensors" + SIDECAR_SUFFIX).read_text()
+    mirrored = blobs.read("models-bkt", "models/loras/s.safetensors" + SIDECAR_SUFFIX)
+    assert mirrored is not None
+    for text in (local, mirrored.decode()):
+        assert "SECRET123" not in text and "frag" not in text
+        assert "https://civitai.com/api/download/models/7" in text
+    # Another token for the same file is still a hit.
+    other = spec.model_copy(update={"url": "https://civitai.com/api/download/models/7?token=X"})
+    assert cache.is_cached(other)
+    assert not cache.is_cached(spec.model_copy(update={"url": "https://civitai.com/m/8"}))
+
+
+# --- ranged download: no write after the file is closed ------------------------------------------
+
+
+def test_failed_part_joins_the_other_parts_before_closing_the_file(
+    tmp_path, blob_file, monkeypatch
+):
+    src, _ = blob_file
+    aborted, second_reading = threading.Event(), threading.Event()
+    part_threads: list[threading.Thread] = []
+    alive_at_close: list[bool] = []
+    original_abort = _download._Window.abort
+
+    def abort(window: _download._Window) -> None:
+        original_abort(window)
+        aborted.set()
+
+    class _Os:
+        """`os` for the download module: records whether a part thread outlives the close."""
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(os, name)
+
+        def close(self, fd: int) -> None:
+            alive_at_close.append(any(t.is_alive() for t in part_threads))
+            os.close(fd)
+
+    class _SlowSecondPart(HttpDownloader):
+        def _read_range(self, conn, url, headers, lo, view, *args):  # type: ignore[override]
+            part_threads.append(threading.current_thread())
+            if lo == 0:
+                assert second_reading.wait(timeout=10)
+                raise DownloadError("part 0 failed")
+            second_reading.set()
+            # Still reading when the download is given up; it returns only then.
+            assert aborted.wait(timeout=10)
+            return conn
+
+    monkeypatch.setattr(_download._Window, "abort", abort)
+    monkeypatch.setattr(_download, "os", _Os())
+    with ModelServer({"/m.bin": src}) as server:
+        policy = HostPolicy(http_hostports=(server.hostport,))
+        downloader = _SlowSecondPart(
+            policy, parallelism=2, chunk_bytes=256 * 1024, min_parallel_bytes=1, retries=0
+        )
+        with pytest.raises(DownloadError, match="part 0 failed"):
+            downloader.fetch(server.url("/m.bin"), tmp_path / "out")
+    assert alive_at_close == [False]
+    assert len(part_threads) >= 2 and not any(t.is_alive() for t in part_threads)

@@ -279,6 +279,31 @@ def test_token_goes_to_its_host_not_to_the_redirect_target(tmp_path, caplog):
     assert TOKEN not in caplog.text
 
 
+def test_hf_resolve_redirect_to_the_hf_co_cdn_is_followed_without_the_token(tmp_path):
+    body = b"weights" * 100
+    cdn = "https://cas-bridge.xethub.hf.co/xet/abc?X-Amz-Signature=s"
+    session = _Scripted(
+        {
+            "https://huggingface.co/o/r/resolve/main/m.safetensors": (302, {"Location": cdn}, b""),
+            cdn: (200, {}, body),
+        }
+    )
+    policy = HostPolicy(
+        https_hosts=("huggingface.co",),
+        redirect_hosts=("hf.co",),
+        auth_headers={"huggingface.co": f"Bearer {TOKEN}"},
+    )
+    downloader = HttpDownloader(policy, parallelism=1, retries=0, sleep=lambda _s: None)
+    downloader._local.session = session
+    fetched = downloader.fetch(
+        "https://huggingface.co/o/r/resolve/main/m.safetensors", tmp_path / "m"
+    )
+    assert fetched.sha256 == hashlib.sha256(body).hexdigest()
+    assert "Authorization" not in session.sent[1][1]
+    with pytest.raises(DownloadError, match="refused"):
+        downloader.fetch(cdn, tmp_path / "n")  # a CDN URL is no source of its own
+
+
 def test_failures_name_the_host_never_the_token(tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     session = _Scripted({"https://huggingface.co/private": (403, {}, b"denied")})

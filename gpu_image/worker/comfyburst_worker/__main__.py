@@ -39,6 +39,7 @@ def build_services(
     policy = HostPolicy(
         https_hosts=tuple(config.model_hosts),
         http_hostports=tuple(h.lower() for h in config.http_model_hosts),
+        redirect_hosts=tuple(config.model_redirect_hosts),
         auth_headers=auth_headers or {},
     )
     downloader = HttpDownloader(
@@ -79,19 +80,29 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = WorkerSettings()
-    metadata = MetadataClient()
-    config = metadata.deployment_config()
-    vm = VmRef(
-        name=settings.vm_name or metadata.instance_name(), zone=settings.zone or metadata.zone()
-    )
-    boot_job = metadata.job_id()
-    log.info("agent on %s/%s; boot job %s", vm.zone, vm.name, boot_job or "-")
-    store, blobs, clock = _cloud_adapters(config)
-    services = build_services(settings, config, vm, store, blobs, clock, load_auth_headers(config))
-    Agent(services, vm, booted_at).run(boot_job)
-    log.info("no more work; powering off (%s)", settings.poweroff_command)
-    poweroff(settings.poweroff_command, lambda cmd: subprocess.run(cmd, check=False))
-    return 0
+    code = 0
+    try:
+        metadata = MetadataClient()
+        config = metadata.deployment_config()
+        vm = VmRef(
+            name=settings.vm_name or metadata.instance_name(),
+            zone=settings.zone or metadata.zone(),
+        )
+        boot_job = metadata.job_id()
+        log.info("agent on %s/%s; boot job %s", vm.zone, vm.name, boot_job or "-")
+        store, blobs, clock = _cloud_adapters(config)
+        auth = load_auth_headers(config)
+        services = build_services(settings, config, vm, store, blobs, clock, auth)
+        Agent(services, vm, booted_at).run(boot_job)
+        log.info("no more work; powering off (%s)", settings.poweroff_command)
+    except Exception:
+        # Powering off beats a restart loop: systemd would bring the agent back into the
+        # same failure, and the VM would bill until the reaper stopped it.
+        log.exception("the agent failed; powering off (%s)", settings.poweroff_command)
+        code = 1
+    finally:
+        poweroff(settings.poweroff_command, lambda cmd: subprocess.run(cmd, check=False))
+    return code
 
 
 if __name__ == "__main__":

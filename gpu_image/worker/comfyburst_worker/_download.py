@@ -26,7 +26,7 @@ import requests
 import requests.certs
 import requests.utils
 
-from comfyburst_worker._hosts import HostPolicy
+from comfyburst_worker._hosts import HostPolicy, public_url
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +97,22 @@ class HttpDownloader:
     def fetch(self, url: str, tmp: Path) -> Fetched:
         """Download `url` into `tmp`, resuming what a previous attempt left there."""
         marker = tmp.with_name(tmp.name + ".ranged")
+        source = tmp.with_name(tmp.name + ".src")
         if marker.exists():
             # A ranged download has holes we cannot locate; start over.
             tmp.unlink(missing_ok=True)
             marker.unlink()
+        if tmp.exists() and _read_text(source) != public_url(url):
+            # Left by a download of another URL (or of unknown origin): not ours to resume.
+            log.info("discarding a partial download of another source for %s", _host(url))
+            tmp.unlink()
+        # Without the query string: a `?token=` must not land on disk.
+        source.write_text(public_url(url))
+        fetched = self._fetch(url, tmp, marker)
+        source.unlink(missing_ok=True)
+        return fetched
+
+    def _fetch(self, url: str, tmp: Path, marker: Path) -> Fetched:
         downloaded = 0
         for attempt in range(self.retries + 1):
             start = tmp.stat().st_size if tmp.exists() else 0
@@ -115,9 +127,10 @@ class HttpDownloader:
         raise AssertionError("unreachable")
 
     def _open(self, url: str, start: int) -> tuple[requests.Response, str]:
-        for _ in range(self.max_redirects + 1):
+        for hop in range(self.max_redirects + 1):
             try:
-                self.policy.check(url)
+                # Only a redirect hop may go to a CDN host; the submitted URL may not.
+                self.policy.check(url, redirect=hop > 0)
             except ValueError as exc:
                 raise DownloadError(f"refused {_host(url)}: {exc}") from None
             headers = {"Accept-Encoding": "identity", **self.policy.headers_for(url)}
@@ -191,15 +204,17 @@ class HttpDownloader:
             "Accept-Encoding": "identity",
             **self.policy.headers_for(url),
         }
+        workers: list[threading.Thread] = []
         try:
-            workers = [
-                threading.Thread(
-                    target=self._part_worker, args=(window, url, headers, fd, size), daemon=True
+            for _ in range(min(self.parallelism, parts)):
+                worker = threading.Thread(
+                    target=self._part_worker,
+                    args=(window, url, headers, fd, size),
+                    name="range-part",
+                    daemon=True,
                 )
-                for _ in range(min(self.parallelism, parts))
-            ]
-            for worker in workers:
                 worker.start()
+                workers.append(worker)
             digest = hashlib.sha256()
             for index in range(parts):
                 view = window.wait_part(index)
@@ -209,6 +224,10 @@ class HttpDownloader:
                 worker.join()
         finally:
             window.abort()
+            # No worker may pwrite after the close: the fd number could be reused meanwhile.
+            # Each stops at its next abort check, at worst after one socket timeout.
+            for worker in workers:
+                worker.join()
             os.close(fd)
         marker.unlink(missing_ok=True)
         return Fetched(size, digest.hexdigest(), downloaded + size)
@@ -222,7 +241,9 @@ class HttpDownloader:
                 index, buffer = task
                 lo = index * self.chunk_bytes
                 view = memoryview(buffer)[: min(size - lo, self.chunk_bytes)]
-                conn = self._read_range(conn, url, headers, lo, view)
+                conn = self._read_range(conn, url, headers, lo, view, window)
+                if window.aborted:
+                    return
                 written = 0
                 while written < len(view):
                     written += os.pwrite(fd, view[written:], lo + written)
@@ -240,12 +261,15 @@ class HttpDownloader:
         headers: dict[str, str],
         lo: int,
         view: memoryview,
+        window: _Window,
     ) -> http.client.HTTPConnection:
         """Fill `view` with bytes lo.. of `url` over `conn` (kept alive; reopened on errors)."""
         hi = lo + len(view) - 1
         parts = urlsplit(url)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         for attempt in range(self.retries + 1):
+            if window.aborted:
+                raise DownloadError("aborted")
             try:
                 conn = conn or _connect(url, self.timeout_s)
                 conn.request("GET", target, headers={**headers, "Range": f"bytes={lo}-{hi}"})
@@ -262,7 +286,7 @@ class HttpDownloader:
             if conn is not None:
                 conn.close()
                 conn = None
-            if attempt < self.retries:
+            if attempt < self.retries and not window.aborted:
                 self._sleep(min(0.2 * 2**attempt, 5.0))
         raise DownloadError(f"{_host(url)}: range {lo}-{hi} failed {self.retries + 1} times")
 
@@ -308,6 +332,11 @@ class _Window:
     def abort(self) -> None:
         self.fail(DownloadError("aborted"))
 
+    @property
+    def aborted(self) -> bool:
+        """Some part failed or the download was given up: stop fetching parts."""
+        return self._error is not None
+
     def wait_part(self, index: int) -> memoryview:
         with self._cond:
             while index not in self._ready:
@@ -347,6 +376,13 @@ def _read_into(resp: http.client.HTTPResponse, view: memoryview) -> int:
             break
         got += n
     return got
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def _host(url: str) -> str:

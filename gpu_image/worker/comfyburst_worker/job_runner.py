@@ -121,6 +121,17 @@ class JobRunner:
                 return RunResult(None, timings=timings)
             log.warning("job %s failed: %s", job.job_id, exc.message)
             return RunResult(DoneStatus.FAILED, error=exc.job_error(), timings=timings)
+        except Exception as exc:
+            # A bug or an environment failure (disk full, storage, network): the job fails
+            # rather than the agent, which systemd would restart into the same job forever.
+            log.exception("job %s: unexpected error", job.job_id)
+            if stop.lost:
+                return RunResult(None, timings=timings)
+            # Only the type: the text of a requests error can hold a URL with its token.
+            error = JobError(
+                type="worker_error", message=f"unexpected worker error ({type(exc).__name__})"
+            )
+            return RunResult(DoneStatus.FAILED, error=error, timings=timings)
 
     @staticmethod
     def stop_for(job: Job, comfy: ComfyClient, clock: Clock) -> _Stop:

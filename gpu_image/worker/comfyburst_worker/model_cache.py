@@ -1,9 +1,10 @@
 """The on-disk model cache (ComfyUI's model folders) and where a missing model comes from.
 
-A cache hit is the file plus its sidecar `{file}.comfyburst.json` ({size, sha256, url})
-agreeing with the spec: no download and no re-hash. A miss tries the models bucket's mirror
-first, then the model's own URL (https / allowed http / gs://); the result is verified, moved
-into place atomically, and mirrored to the models bucket in the background.
+A cache hit is the file plus its sidecar `{file}.comfyburst.json` ({size, sha256, url}, the
+url without query or fragment so no `?token=` is stored) agreeing with the spec: no download
+and no re-hash. A miss tries the models bucket's mirror first, then the model's own URL
+(https / allowed http / gs://); the result is verified, moved into place atomically, and
+mirrored to the models bucket in the background.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 from comfyburst.ports import BlobStore
 from comfyburst.schema import ModelSpec
 from comfyburst_worker._download import DownloadError, HttpDownloader, hash_file
+from comfyburst_worker._hosts import public_url
 from comfyburst_worker.errors import ModelFetchError
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,7 @@ class Sidecar:
             return False
         if spec.sha256 is not None:
             return spec.sha256 == self.sha256
-        return spec.url == self.url
+        return public_url(spec.url) == public_url(self.url)
 
 
 @dataclass(frozen=True)
@@ -180,7 +182,7 @@ class ModelCache:
                 f"model {spec.key}: sha256 mismatch from {source}: got {sha256}, "
                 f"expected {spec.sha256}"
             )
-        return Sidecar(size=size, sha256=sha256, url=spec.url)
+        return Sidecar(size=size, sha256=sha256, url=public_url(spec.url))
 
     def _install(self, tmp: Path, path: Path, sidecar: Sidecar) -> None:
         sidecar_path = path.with_name(path.name + SIDECAR_SUFFIX)
