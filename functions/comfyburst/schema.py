@@ -84,9 +84,8 @@ class ModelSpec(_Strict):
     def _safe_filename(cls, value: str) -> str:
         value = check_relative_path(value, allow_subdirs=True)
         if value.lower().endswith(RESERVED_MODEL_SUFFIXES):
-            raise ValueError(
-                f"must not end in {', '.join(RESERVED_MODEL_SUFFIXES)} (reserved by the model cache)"
-            )
+            reserved = ", ".join(RESERVED_MODEL_SUFFIXES)
+            raise ValueError(f"must not end in {reserved} (reserved by the model cache)")
         return value
 
     @field_validator("sha256")
