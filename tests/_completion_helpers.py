@@ -95,3 +95,27 @@ def manifest(
         written_at=now,
         next_job_id=next_job_id,
     )
+
+
+def fake_completion_deps(signals_bucket: str, outputs_bucket: str) -> tuple[Any, Any]:
+    """Completion deps on in-memory fakes, and their clock."""
+    from comfyburst.services.complete import CompletionDeps
+    from tests.fakes import (
+        FakeSigner,
+        FixedClock,
+        InMemoryBlobStore,
+        InMemoryJobStore,
+        InMemoryPublisher,
+    )
+
+    clock = FixedClock()
+    deps = CompletionDeps(
+        store=InMemoryJobStore(),
+        blobs=InMemoryBlobStore(),
+        signer=FakeSigner(),
+        publisher=InMemoryPublisher(),
+        clock=clock,
+        signals_bucket=signals_bucket,
+        outputs_bucket=outputs_bucket,
+    )
+    return deps, clock

@@ -9,20 +9,12 @@ import pytest
 
 from comfyburst.schema import ResultMessage
 from comfyburst.services.complete import (
-    CompletionDeps,
     StorageObject,
     handle_done_flag,
     parse_storage_event,
 )
 from comfyburst.states import JobState
-from tests._completion_helpers import lease_record, make_job, manifest
-from tests.fakes import (
-    FakeSigner,
-    FixedClock,
-    InMemoryBlobStore,
-    InMemoryJobStore,
-    InMemoryPublisher,
-)
+from tests._completion_helpers import fake_completion_deps, lease_record, make_job, manifest
 
 SIGNALS = "signals-b"
 OUTPUTS = "outputs-b"
@@ -30,16 +22,7 @@ OUTPUTS = "outputs-b"
 
 @pytest.fixture
 def env():
-    clock = FixedClock()
-    deps = CompletionDeps(
-        store=InMemoryJobStore(),
-        blobs=InMemoryBlobStore(),
-        signer=FakeSigner(),
-        publisher=InMemoryPublisher(),
-        clock=clock,
-        signals_bucket=SIGNALS,
-        outputs_bucket=OUTPUTS,
-    )
+    deps, clock = fake_completion_deps(SIGNALS, OUTPUTS)
     return deps, clock
 
 

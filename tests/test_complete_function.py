@@ -12,16 +12,13 @@ import sys
 import pytest
 
 from comfyburst.domain.reaper import ReaperPolicy
-from comfyburst.services.complete import CompletionDeps
 from comfyburst.services.reap import ReaperDeps
 from comfyburst.states import JobState
 from tests._api_support import MAIN_SOURCE
-from tests._completion_helpers import lease_record, make_job, manifest
+from tests._completion_helpers import fake_completion_deps, lease_record, make_job, manifest
 from tests.fakes import (
     FakeFleet,
-    FakeSigner,
     FixedClock,
-    InMemoryBlobStore,
     InMemoryJobStore,
     InMemoryPublisher,
 )
@@ -80,16 +77,7 @@ def post_structured(client, bucket: str, name: str, generation: int, size: int):
 def app_env():
     import functions_framework
 
-    clock = FixedClock()
-    deps = CompletionDeps(
-        store=InMemoryJobStore(),
-        blobs=InMemoryBlobStore(),
-        signer=FakeSigner(),
-        publisher=InMemoryPublisher(),
-        clock=clock,
-        signals_bucket=SIGNALS,
-        outputs_bucket="outputs-b",
-    )
+    deps, clock = fake_completion_deps(SIGNALS, "outputs-b")
     app = functions_framework.create_app(
         target="on_done_flag", source=str(MAIN_SOURCE), signature_type="cloudevent"
     )

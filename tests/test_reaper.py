@@ -298,3 +298,21 @@ def test_each_applied_change_is_logged_with_its_reason(env, caplog):
         line.startswith("reaper RequeueJob j1: worker did not claim the job within 10 s")
         for line in lines
     ), lines
+
+
+def test_snapshot_reads_leased_jobs_but_not_drain_leases(env, monkeypatch):
+    from comfyburst.services.reap import take_snapshot
+
+    deps, clock = env
+    done = make_job("j-done", clock.now(), JobState.SUCCEEDED)
+    deps.store.create_job(done)
+    deps.store.put_vm(lease_record("gpu-1", "j-done", clock.now()), None)
+    deps.store.put_vm(lease_record("gpu-2", "drain:gpu-2", clock.now()), None)
+    asked: list[str] = []
+    real_get = deps.store.get_job
+    monkeypatch.setattr(
+        deps.store, "get_job", lambda job_id: asked.append(job_id) or real_get(job_id)
+    )
+    snapshot = take_snapshot(deps)
+    assert asked == ["j-done"]
+    assert "j-done" in {j.job_id for j in snapshot.jobs}

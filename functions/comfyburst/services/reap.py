@@ -100,9 +100,14 @@ def take_snapshot(deps: ReaperDeps) -> Snapshot:
     vms = deps.store.list_vms()
     known = {j.job_id for j in jobs}
     for record in vms:
-        if record.lease is not None and record.lease.job_id not in known:
-            leased = deps.store.get_job(record.lease.job_id)
-            known.add(record.lease.job_id)
+        lease = record.lease
+        if (
+            lease is not None
+            and lease.job_id not in known
+            and not reaper.is_drain_lease(lease.job_id)
+        ):
+            leased = deps.store.get_job(lease.job_id)
+            known.add(lease.job_id)
             if leased is not None:
                 jobs.append(leased)
     fleet = deps.fleet.list()
