@@ -34,16 +34,32 @@ class InvalidRequest(ComfyBurstError):
     http_status = 400
 
 
+class InvalidJson(InvalidRequest):
+    """The body is not JSON we can take: malformed, NaN/Infinity, lone surrogates, too deep."""
+
+    code = "invalid_json"
+
+
 class PayloadTooLarge(InvalidRequest):
     code = "payload_too_large"
     http_status = 413
 
 
-class WorkflowRejected(ComfyBurstError):
-    """Pre-flight found that the workflow cannot run; details are ComfyUI-shaped."""
+class PreflightRejected(ComfyBurstError):
+    """Pre-flight found that the workflow cannot run; the body carries ComfyUI's answer."""
 
     code = "workflow_invalid"
     http_status = 422
+
+    def __init__(self, comfy_error: Any, node_errors: dict[str, Any]) -> None:
+        message = comfy_error.get("message") if isinstance(comfy_error, dict) else None
+        super().__init__(str(message or "workflow failed validation"), details=comfy_error)
+        self.node_errors = node_errors
+
+    def to_body(self) -> dict[str, Any]:
+        body = super().to_body()
+        body["node_errors"] = self.node_errors
+        return body
 
 
 class Unauthenticated(ComfyBurstError):
@@ -66,6 +82,29 @@ class Conflict(ComfyBurstError):
 
     code = "conflict"
     http_status = 409
+
+
+class IdempotencyConflict(Conflict):
+    """The Idempotency-Key was used before with a different request (names no job)."""
+
+    code = "idempotency_conflict"
+
+
+class JobFinished(Conflict):
+    """The job is terminal; there is nothing left to cancel."""
+
+    code = "job_finished"
+
+
+class Contended(ComfyBurstError):
+    """A job update kept losing its transaction; the caller may retry after `retry_after_s`."""
+
+    code = "contended"
+    http_status = 503
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class IllegalTransition(ComfyBurstError):
