@@ -140,19 +140,54 @@ def test_iam_mode_takes_the_caller_from_the_verified_token() -> None:
     )
     job_id = _submit(env, Authorization=f"Bearer e30.{claims}.sig")
     assert env.store.get_job(job_id).caller == "ana@example.com"
-    other = _submit(
-        env, **{"X-Goog-Authenticated-User-Email": "accounts.google.com:bo@example.com"}
-    )
-    assert env.store.get_job(other).caller == "bo@example.com"
     anonymous = _submit(env, Authorization="Bearer not-a-jwt")
     assert env.store.get_job(anonymous).caller is None
 
 
+def _token(claims: dict[str, str]) -> str:
+    payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+    return f"Bearer e30.{payload}.SIGNATURE_REMOVED_BY_GOOGLE"
+
+
+def test_iam_mode_never_trusts_a_header_the_client_sets() -> None:
+    """Only IAP sets X-Goog-Authenticated-User-Email; here any client can, so it is ignored."""
+    env = fake_env()
+    forged = {"X-Goog-Authenticated-User-Email": "accounts.google.com:bo@example.com"}
+    job_id = _submit(env, Authorization=_token({"email": "ana@example.com"}), **forged)
+    assert env.store.get_job(job_id).caller == "ana@example.com"
+    assert env.store.get_job(_submit(env, **forged)).caller is None
+
+
+def test_iam_mode_reads_the_token_cloud_run_checked_first() -> None:
+    """With X-Serverless-Authorization present, Cloud Run checks that one and passes
+    Authorization through unchecked: the caller comes from the checked one only."""
+    env = fake_env()
+    job_id = _submit(
+        env,
+        **{
+            "X-Serverless-Authorization": _token({"email": "ana@example.com"}),
+            "Authorization": _token({"email": "bo@example.com"}),
+        },
+    )
+    assert env.store.get_job(job_id).caller == "ana@example.com"
+    subject_only = _submit(env, Authorization=_token({"sub": "1234567890"}))
+    assert env.store.get_job(subject_only).caller == "1234567890"
+
+
+def test_named_api_keys_name_their_caller() -> None:
+    hashes = [f"ana={hashlib.sha256(b'k-ana').hexdigest()}", hashlib.sha256(b"k-x").hexdigest()]
+    env = fake_env(auth_mode="api_key", api_key_hashes=hashes)
+    named = _submit(env, **{"X-API-Key": "k-ana"})
+    assert env.store.get_job(named).caller == "key:ana"
+    unnamed = _submit(env, **{"X-API-Key": "k-x"})
+    assert env.store.get_job(unnamed).caller == f"api-key:{hashlib.sha256(b'k-x').hexdigest()[:12]}"
+
+
 def test_wrong_method_is_405_with_allow() -> None:
     env = fake_env()
-    response = env.client.get("/jobs")
+    response = env.client.delete("/jobs")
     assert response.status_code == 405
-    assert response.headers["Allow"] == "POST"
+    assert response.headers["Allow"] == "GET, POST"
     assert env.client.delete("/jobs/abc").status_code == 405
     assert env.client.get("/jobs/abc:cancel").status_code == 405
 
