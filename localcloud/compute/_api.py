@@ -16,6 +16,10 @@ from localcloud.compute._fleet import Fleet
 from localcloud.compute._http import QuietHandler
 
 _ZONE = r"/compute/v1/projects/(?P<project>[^/]+)/zones/(?P<zone>[^/]+)"
+_TEMPLATES = (
+    r"/compute/v1/projects/(?P<project>[^/]+)/(?:global|regions/(?P<region>[^/]+))"
+    r"/instanceTemplates"
+)
 _FAULTS: TypeAdapter[Fault | list[Fault]] = TypeAdapter(Fault | list[Fault])
 
 Route = Callable[[Fleet, dict[str, str], dict[str, str], Any], tuple[int, Any]]
@@ -62,8 +66,34 @@ def _instance_call(method: str) -> Route:
             return 200, fleet.get_instance(*args)
         if method == "setMetadata":
             return 200, fleet.set_metadata(*args, body, q.get("requestId"))
-        action = fleet.start if method == "start" else fleet.stop
+        action = {
+            "start": fleet.start,
+            "stop": fleet.stop,
+            "delete": fleet.delete,
+            "simulateMaintenanceEvent": fleet.simulate_maintenance_event,
+        }[method]
         return 200, action(*args, q.get("requestId"))
+
+    return route
+
+
+def _insert(fleet: Fleet, m: dict[str, str], q: dict[str, str], body: Any) -> tuple[int, Any]:
+    if body is not None and not isinstance(body, dict):
+        raise errors.invalid("resource", type(body).__name__, "The body must be an Instance.")
+    op = fleet.insert(
+        m["project"], m["zone"], body, q.get("sourceInstanceTemplate"), q.get("requestId")
+    )
+    return 200, op
+
+
+def _template_call(insert: bool) -> Route:
+    def route(fleet: Fleet, m: dict[str, str], _q: dict[str, str], body: Any) -> tuple[int, Any]:
+        region = m.get("region")
+        if insert:
+            if not isinstance(body, dict):
+                raise errors.invalid("resource", "", "The body must be an InstanceTemplate.")
+            return 200, fleet.insert_template(m["project"], region, body)
+        return 200, fleet.get_template(m["project"], region, m["name"])
 
     return route
 
@@ -101,6 +131,25 @@ def _admin_clear_faults(fleet: Fleet, *_: Any) -> tuple[int, Any]:
     return 200, {"faults": []}
 
 
+def _admin_stats(fleet: Fleet, *_: Any) -> tuple[int, Any]:
+    return 200, fleet.stats()
+
+
+def _admin_preempt(fleet: Fleet, m: dict[str, str], *_: Any) -> tuple[int, Any]:
+    # The stand-in's own trigger (chaos, tests): preempts now, like Compute Engine would.
+    if not fleet.preempt(m["zone"], m["name"]):
+        raise errors.not_ready(f"{m['zone']}/{m['name']} (not a RUNNING Spot VM)")
+    return 200, {"preempted": m["name"]}
+
+
+def _admin_preemption_rate(fleet: Fleet, _m: Any, _q: Any, body: Any) -> tuple[int, Any]:
+    rate = body.get("rate_per_s") if isinstance(body, dict) else None
+    if not isinstance(rate, int | float) or rate < 0:
+        raise errors.invalid("rate_per_s", str(rate), "A rate per second >= 0.")
+    fleet.set_preemption_rate(float(rate))
+    return 200, {"rate_per_s": float(rate)}
+
+
 def _admin_reset(fleet: Fleet, *_: Any) -> tuple[int, Any]:
     fleet.reset()
     return 200, {"instances": fleet.snapshot()}
@@ -111,6 +160,15 @@ _ROUTES: list[tuple[str, re.Pattern[str], Route]] = [
     for m, p, r in [
         ("GET", r"/compute/v1/projects/(?P<project>[^/]+)/aggregated/instances", _aggregated),
         ("GET", _ZONE + r"/instances", _list),
+        ("POST", _ZONE + r"/instances", _insert),
+        ("DELETE", _ZONE + r"/instances/(?P<name>[^/]+)", _instance_call("delete")),
+        (
+            "POST",
+            _ZONE + r"/instances/(?P<name>[^/]+)/simulateMaintenanceEvent",
+            _instance_call("simulateMaintenanceEvent"),
+        ),
+        ("GET", _TEMPLATES + r"/(?P<name>[^/]+)", _template_call(insert=False)),
+        ("POST", _TEMPLATES, _template_call(insert=True)),
         ("GET", _ZONE + r"/instances/(?P<name>[^/]+)", _instance_call("get")),
         ("POST", _ZONE + r"/instances/(?P<name>[^/]+)/start", _instance_call("start")),
         ("POST", _ZONE + r"/instances/(?P<name>[^/]+)/stop", _instance_call("stop")),
@@ -122,6 +180,13 @@ _ROUTES: list[tuple[str, re.Pattern[str], Route]] = [
         ("POST", r"/_standin/faults", _admin_add_faults),
         ("DELETE", r"/_standin/faults", _admin_clear_faults),
         ("POST", r"/_standin/reset", _admin_reset),
+        ("GET", r"/_standin/stats", _admin_stats),
+        (
+            "POST",
+            r"/_standin/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)/preempt",
+            _admin_preempt,
+        ),
+        ("POST", r"/_standin/preemption", _admin_preemption_rate),
         ("GET", r"/_standin/healthz", lambda *_: (200, {"ok": True})),
     ]
 ]

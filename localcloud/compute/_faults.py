@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from localcloud.compute import _errors as errors
+from localcloud.compute._capacity import attachment, gpu_metric
 from localcloud.compute._config import Fault, FaultKind
 from localcloud.compute._resources import Vm, zone_path
+from localcloud.compute._templates import region_of
 
 
 class FaultBook:
@@ -40,15 +42,18 @@ class FaultBook:
         return None
 
 
-def fault_error(kind: FaultKind, vm: Vm) -> errors.GceError:
-    """The error GCE answers for a stockout or quota fault on `vm`."""
-    if kind == FaultKind.STOCKOUT:
-        return errors.stockout(zone_path(vm.project, vm.zone))
-    accelerator = vm.spec.accelerator_type
+def fault_error(fault: Fault, vm: Vm) -> errors.GceError:
+    """The error GCE answers for a stockout, quota or create fault on `vm`."""
+    if fault.kind == FaultKind.STOCKOUT:
+        if fault.zones_available is None:
+            return errors.stockout(zone_path(vm.project, vm.zone))
+        return errors.stockout_with_details(
+            zone_path(vm.project, vm.zone),
+            vm.spec.machine_type,
+            attachment(vm.spec),
+            [z for z in fault.zones_available if z != vm.zone],
+        )
+    if fault.kind == FaultKind.CREATE_FAILURE:
+        return errors.internal_error()
     # GCE names GPU quotas like NVIDIA_L4_GPUS; they are regional.
-    metric = (
-        f"NVIDIA_{accelerator.removeprefix('nvidia-').upper().replace('-', '_')}_GPUS"
-        if accelerator and vm.spec.accelerator_count
-        else "CPUS"
-    )
-    return errors.quota_exceeded(metric, vm.zone.rsplit("-", 1)[0])
+    return errors.quota_exceeded(gpu_metric(vm.spec), region_of(vm.zone))

@@ -1,4 +1,7 @@
-"""The VM state machine: start/stop/setMetadata, operations, requestId dedupe, faults, guests."""
+"""The VM state machine: start/stop/setMetadata, operations, requestId dedupe, faults, guests.
+
+insert/delete/preemption live in `_fleet_pool`, faults and admin calls in `_fleet_admin`.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +13,13 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from localcloud.compute import _capacity
 from localcloud.compute import _errors as errors
-from localcloud.compute._config import ComputeStandinConfig, Fault, FaultKind
+from localcloud.compute._config import ComputeStandinConfig, FaultKind
 from localcloud.compute._faults import FaultBook, fault_error
 from localcloud.compute._filter import compile_filter
+from localcloud.compute._fleet_admin import AdminMixin
+from localcloud.compute._fleet_pool import PoolMixin
 from localcloud.compute._guest import Guest, guest_env
 from localcloud.compute._metadata_server import MetadataServer, instance_tree
 from localcloud.compute._resources import (
@@ -28,12 +34,13 @@ from localcloud.compute._resources import (
     now_rfc3339,
     zone_path,
 )
+from localcloud.compute._templates import TemplateBook
 
 _METADATA_MAX_BYTES = 512 * 1024
 _BOOTING = (PROVISIONING, STAGING, RUNNING)
 
 
-class Fleet:
+class Fleet(PoolMixin, AdminMixin):
     """All VMs of one stand-in; every mutation happens under `cond`."""
 
     def __init__(self, config: ComputeStandinConfig) -> None:
@@ -43,11 +50,19 @@ class Fleet:
             (s.zone, s.name): Vm(config.project, s, s.guest or config.guest)
             for s in config.instances
         }
+        self._configured = set(self._vms)
+        self._templates = TemplateBook(config.project, config.templates)
         self._ops: dict[str, Operation] = {}
         self._by_request: dict[str, Operation] = {}
         self._faults = FaultBook()
         self._timers: set[threading.Timer] = set()
         self._closing = threading.Event()
+        self._counters = {"created": 0, "deleted": 0, "preempted": 0, "started": 0}
+        self._deleted_billed_s = 0.0
+        self._preemption_rate_per_s = 0.0
+        self._preempter: threading.Thread | None = None
+        if config.spot_preemption_rate_per_s:
+            self.set_preemption_rate(config.spot_preemption_rate_per_s)
 
     # --- lookups -------------------------------------------------------------------------
 
@@ -144,7 +159,7 @@ class Fleet:
     def _start(self, project: str, zone: str, name: str) -> Operation:
         vm = self._vm(project, zone, name)
         op = Operation(project, zone, "start", vm)
-        if vm.status in _BOOTING:
+        if vm.status in _BOOTING and not vm.deleting:
             op.finish()
             return op
         if vm.status != TERMINATED:
@@ -153,24 +168,36 @@ class Fleet:
             fault = self._faults.take(kind, vm)
             if fault is None:
                 continue
-            error = fault_error(kind, vm)
-            if fault.mode == "sync":
+            error = fault_error(fault, vm)
+            if fault.mode == "sync" or kind == FaultKind.QUOTA:
                 raise error
             # The operation is accepted, then fails; the VM never leaves TERMINATED.
             self._schedule(self.config.staging_s, None, functools.partial(op.finish, error))
             return op
+        vms = list(self._vms.values())
+        refused = _capacity.quota(self.config, vms, vm) or _capacity.stockout(self.config, vms, vm)
+        if refused is not None:
+            raise refused
+        self._counters["started"] += 1
+        self._begin_boot(vm, op)
+        return op
+
+    def _begin_boot(self, vm: Vm, op: Operation) -> None:
+        """PROVISIONING -> STAGING -> RUNNING on timers; `op` finishes at RUNNING."""
         vm.boot_failure = self._faults.take(FaultKind.BOOT_FAILURE, vm) is not None
+        vm.staging_hang = self._faults.take(FaultKind.STAGING_HANG, vm) is not None
         vm.generation += 1
         vm.status, vm.pending_ops = PROVISIONING, [op]
         vm.exit_code = vm.guest_error = None
+        vm.preempted = False
         # Chained, not two timers: under load, timer threads may run out of order.
         half_s = self.config.staging_s / 2
         self._schedule(half_s, vm, lambda: self._stage(vm, half_s))
-        return op
 
     def _stage(self, vm: Vm, delay_s: float) -> None:
         vm.status = STAGING
-        self._schedule(delay_s, vm, lambda: self._boot(vm))
+        if not vm.staging_hang:  # a hung VM stays here until stopped or deleted
+            self._schedule(delay_s, vm, lambda: self._boot(vm))
 
     def stop(
         self, project: str, zone: str, name: str, request_id: str | None = None
@@ -181,22 +208,29 @@ class Fleet:
     def _stop(self, project: str, zone: str, name: str) -> Operation:
         vm = self._vm(project, zone, name)
         op = Operation(project, zone, "stop", vm)
+        if vm.deleting:
+            raise errors.not_ready(vm.path)
         if vm.status == TERMINATED:
             op.finish()
         elif vm.status == STOPPING:
             vm.pending_ops.append(op)
         else:
-            for interrupted in vm.pending_ops:
-                interrupted.finish()
-            vm.generation += 1
-            vm.status, vm.pending_ops = STOPPING, [op]
-            threading.Thread(
-                target=self._power_off,
-                args=(vm, vm.generation, vm.guest, vm.metadata_server),
-                name=f"stop-{vm.name}",
-                daemon=True,
-            ).start()
+            self._power_off_async(vm, [op], self.config.stop_grace_s)
         return op
+
+    def _power_off_async(self, vm: Vm, ops: list[Operation], grace_s: float) -> None:
+        """STOPPING now; the guest gets SIGTERM, SIGKILL after `grace_s`; then TERMINATED."""
+        for interrupted in vm.pending_ops:
+            if interrupted not in ops:
+                interrupted.finish()
+        vm.generation += 1
+        vm.status, vm.pending_ops = STOPPING, list(ops)
+        threading.Thread(
+            target=self._power_off,
+            args=(vm, vm.generation, vm.guest, vm.metadata_server, grace_s),
+            name=f"stop-{vm.name}",
+            daemon=True,
+        ).start()
 
     def set_metadata(
         self,
@@ -283,6 +317,7 @@ class Fleet:
             machine_type=vm.spec.machine_type,
             attributes=vm.attributes(),
             sa_email=config.sa_email,
+            preempted=vm.preempted,
         )
 
     def _guest_exited_cb(self, vm: Vm) -> Callable[[Guest, int], None]:
@@ -302,11 +337,16 @@ class Fleet:
         return exited
 
     def _power_off(
-        self, vm: Vm, generation: int, guest: Guest | None, server: MetadataServer | None
+        self,
+        vm: Vm,
+        generation: int,
+        guest: Guest | None,
+        server: MetadataServer | None,
+        grace_s: float,
     ) -> None:
         started = time.monotonic()
         if guest is not None:
-            guest.terminate(self.config.stop_grace_s)
+            guest.terminate(grace_s)
         if server is not None:
             server.close()
         self._closing.wait(max(0.0, self.config.stopping_s - (time.monotonic() - started)))
@@ -324,74 +364,6 @@ class Fleet:
         for op in vm.pending_ops:
             op.finish()
         vm.pending_ops = []
+        if vm.deleting:
+            self._remove(vm)
         self.cond.notify_all()
-
-    # --- faults --------------------------------------------------------------------------
-
-    def add_faults(self, faults: list[Fault]) -> list[Fault]:
-        """Arm faults; they are consumed in the order added."""
-        with self.cond:
-            return self._faults.add(faults)
-
-    def faults(self) -> list[Fault]:
-        """The armed faults."""
-        with self.cond:
-            return self._faults.list()
-
-    def clear_faults(self) -> None:
-        """Disarm every fault."""
-        with self.cond:
-            self._faults.clear()
-
-    # --- admin ---------------------------------------------------------------------------
-
-    def snapshot(self) -> list[dict[str, Any]]:
-        """Every VM's state, for tests and the CLI."""
-        with self.cond:
-            return [vm.admin_view(self.config.log_dir) for vm in self._vms.values()]
-
-    def reset(self) -> None:
-        """Power off every VM at once, empty its metadata, disarm faults, abort operations."""
-        aborted = errors.GceError(409, "ABORTED", "The Compute stand-in was reset.")
-        with self.cond:
-            victims: list[tuple[Guest | None, MetadataServer | None]] = []
-            for vm in self._vms.values():
-                victims.append((vm.guest, vm.metadata_server))
-                for op in vm.pending_ops:
-                    op.finish(aborted)
-                vm.pending_ops = []
-                if vm.status == TERMINATED:
-                    vm.generation += 1
-                else:
-                    self._set_terminated(vm)
-                vm.metadata_items, vm.fingerprint = [], new_fingerprint()
-                vm.exit_code = vm.guest_error = None
-                vm.boot_failure = False
-            for op in self._ops.values():
-                op.finish(aborted)
-            self._faults.clear()
-        self._kill_all(victims)
-
-    def _kill_all(self, victims: list[tuple[Guest | None, MetadataServer | None]]) -> None:
-        def kill(guest: Guest | None, server: MetadataServer | None) -> None:
-            if guest is not None:
-                guest.terminate(self.config.stop_grace_s)
-            if server is not None:
-                server.close()
-
-        threads = [threading.Thread(target=kill, args=v, daemon=True) for v in victims]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-
-    def close(self) -> None:
-        """End every guest and metadata server; pending timers do nothing afterwards."""
-        self._closing.set()
-        with self.cond:
-            for timer in list(self._timers):
-                timer.cancel()
-            self._timers.clear()
-        self.reset()
-        with self.cond:
-            self.cond.notify_all()

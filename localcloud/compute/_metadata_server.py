@@ -34,6 +34,7 @@ def instance_tree(
     machine_type: str,
     attributes: dict[str, str],
     sa_email: str,
+    preempted: bool = False,
 ) -> dict[str, Any]:
     """The metadata hierarchy of one VM, keyed as the non-recursive paths spell it."""
     account = {"aliases": ["default"], "email": sa_email, "scopes": list(_SCOPES)}
@@ -47,7 +48,7 @@ def instance_tree(
             "maintenance-event": "NONE",
             "name": name,
             "network-interfaces": {"0": {"ip": "127.0.0.1", "network": "default"}},
-            "preempted": "FALSE",
+            "preempted": "TRUE" if preempted else "FALSE",
             "service-accounts": {"default": account, sa_email: dict(account)},
             "zone": f"projects/{project_number}/zones/{zone}",
         },

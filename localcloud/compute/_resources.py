@@ -74,6 +74,12 @@ class Vm:
     exit_code: int | None = None
     metadata_server: MetadataServer | None = None
     boot_failure: bool = False
+    # Hangs in STAGING until stopped or deleted (a fault).
+    staging_hang: bool = False
+    # Spot preemption under way: the metadata server answers `instance/preempted` TRUE.
+    preempted: bool = False
+    # A delete is under way: the VM leaves the fleet once powered off.
+    deleting: bool = False
     # Billing: seconds spent RUNNING or STOPPING (GCE bills until TERMINATED), monotonic clock.
     billed_s: float = 0.0
     running_since: float | None = None
@@ -120,6 +126,9 @@ class Vm:
             "guest_exit_code": self.exit_code,
             "guest_error": self.guest_error,
             "boot_failure": self.boot_failure,
+            "provisioning_model": self.spec.provisioning_model,
+            "preempted": self.preempted,
+            "source_template": self.spec.source_template,
             "metadata_host": self.metadata_server.address if self.metadata_server else None,
             "metadata": self.attributes(),
             "fingerprint": self.fingerprint,
@@ -129,6 +138,17 @@ class Vm:
             # Seconds RUNNING or STOPPING so far: what GCE bills (chaos and pool reports).
             "running_seconds": self.running_seconds(),
         }
+
+    def _scheduling(self) -> dict[str, Any]:
+        scheduling: dict[str, Any] = {
+            "onHostMaintenance": "TERMINATE",
+            "automaticRestart": False,
+            "preemptible": False,
+            "provisioningModel": self.spec.provisioning_model,
+        }
+        if self.spec.provisioning_model == "SPOT":
+            scheduling["instanceTerminationAction"] = self.spec.termination_action
+        return scheduling
 
     def to_json(self) -> dict[str, Any]:
         """The instance resource as GCE answers it."""
@@ -150,12 +170,7 @@ class Vm:
                 hashlib.sha256(repr(sorted(spec.labels.items())).encode()).digest()[:8]
             ).decode(),
             "metadata": metadata,
-            "scheduling": {
-                "onHostMaintenance": "TERMINATE",
-                "automaticRestart": False,
-                "preemptible": False,
-                "provisioningModel": "STANDARD",
-            },
+            "scheduling": self._scheduling(),
             "networkInterfaces": [
                 {"kind": "compute#networkInterface", "name": "nic0", "networkIP": "127.0.0.1"}
             ],
@@ -185,6 +200,7 @@ class Operation:
     zone: str
     operation_type: str
     target: Vm
+    # GCE's own operations (a preemption) say `system` here.
     user: str = "localcloud@example.invalid"
     name: str = field(default_factory=lambda: _operation_name())
     status: str = "RUNNING"
@@ -229,13 +245,19 @@ class Operation:
         if self.end_time:
             body["endTime"] = self.end_time
         if self.error is not None:
-            body["error"] = {"errors": [{"code": self.error.reason, "message": self.error.message}]}
+            body["error"] = {"errors": [self.error.operation_error()]}
             body["httpErrorStatusCode"] = self.error.http_status
             body["httpErrorMessage"] = _HTTP_REASONS.get(self.error.http_status, "ERROR")
         return body
 
 
-_HTTP_REASONS = {400: "BAD REQUEST", 403: "FORBIDDEN", 409: "CONFLICT", 503: "SERVICE UNAVAILABLE"}
+_HTTP_REASONS = {
+    400: "BAD REQUEST",
+    403: "FORBIDDEN",
+    409: "CONFLICT",
+    500: "INTERNAL SERVER ERROR",
+    503: "SERVICE UNAVAILABLE",
+}
 
 
 def _operation_name() -> str:

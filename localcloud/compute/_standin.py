@@ -59,6 +59,14 @@ class ComputeStandin:
         """Every VM TERMINATED with empty metadata; guests ended; faults cleared."""
         self.fleet.reset()
 
+    def preempt(self, zone: str, name: str) -> bool:
+        """Preempt a RUNNING Spot VM now; False when it is not one."""
+        return self.fleet.preempt(zone, name)
+
+    def stats(self) -> dict[str, Any]:
+        """VMs created, deleted, preempted, started; billed seconds in all."""
+        return self.fleet.stats()
+
     def instances(self) -> list[dict[str, Any]]:
         """Each VM's state (status, guest pid and exit code, metadata host, metadata)."""
         return self.fleet.snapshot()
