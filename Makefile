@@ -7,7 +7,7 @@ CHECKOV_VERSION := 3.3.30
 # Every test, including the offline deploy checks (tests/test_deploy_*.py), whose tools
 # deploy-tools installs first so none of them is skipped.
 # (venv and lint first; pytest's exit 5, "no tests collected", fails the target too.)
-test: venv lint deploy-tools
+test: venv lint deploy-tools node-install-tools
 	.venv/bin/pytest
 
 # Only the offline deploy checks: HCL parses, terraform fmt, checkov, shellcheck,
@@ -79,3 +79,29 @@ demo: venv
 # 500 jobs on 8 VMs under injected faults; table + .bench/chaos.json. CHAOS_ARGS="--jobs 50".
 chaos: venv
 	.venv/bin/python -m localcloud.chaos $(CHAOS_ARGS)
+
+# --- The ComfyUI node as users install it (tests/test_node_install.py) ------------------------
+
+.PHONY: node-install-tools comfy-cli-venv wheelhouse
+
+COMFY_CLI_VERSION := 1.23.0
+NODE_STANDIN_DEPS := $(shell grep -E '^(numpy|pillow)==' requirements-dev.txt)
+
+node-install-tools: comfy-cli-venv wheelhouse
+
+# `comfy node pack` builds the registry's package; comfy-cli lives in its own venv (its pins
+# are not ours).
+comfy-cli-venv: .venv-comfycli/bin/comfy
+
+.venv-comfycli/bin/comfy:
+	python3 -m venv .venv-comfycli
+	.venv-comfycli/bin/pip install --quiet comfy-cli==$(COMFY_CLI_VERSION)
+
+# Wheels of everything the node's requirements pull in (plus the numpy and pillow ComfyUI has),
+# so the install test installs with --no-index from local files only.
+wheelhouse: .wheelhouse/.stamp
+
+.wheelhouse/.stamp: comfy_node/requirements.txt functions/core/pyproject.toml requirements-dev.txt
+	.venv/bin/pip download --quiet -d .wheelhouse ./functions/core \
+		-r comfy_node/requirements.txt $(NODE_STANDIN_DEPS)
+	touch $@

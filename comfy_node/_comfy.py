@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from importlib import resources
+from typing import Any
 
 
 def progress_reporter(total: int) -> Callable[[int], None]:
@@ -46,6 +47,22 @@ def raise_if_interrupted() -> None:
     comfy.model_management.throw_exception_if_processing_interrupted()
 
 
+def prompt_server() -> Any | None:
+    """ComfyUI's running server (`PromptServer.instance`); None outside ComfyUI."""
+    try:
+        from server import PromptServer
+    except ImportError:
+        return None
+    return getattr(PromptServer, "instance", None)
+
+
+def serves_tls() -> bool:
+    """Whether this ComfyUI was started with a TLS key (its `/prompt` is then https)."""
+    from comfy.cli_args import args
+
+    return bool(args.tls_keyfile)
+
+
 def _folder(getter: str) -> str | None:
     try:
         import folder_paths
@@ -66,10 +83,18 @@ def input_directory() -> str | None:
     return _folder("get_input_directory")
 
 
+# Outside ComfyUI (tests, tools) the combos need only one valid value each.
+_DEFAULT_COMBOS = {"sampler_name": ["euler"], "scheduler": ["normal"]}
+
+
 def _catalogue_combo(class_type: str, input_name: str) -> list[str]:
-    """A combo's values from the catalogue that ships with the shared package."""
-    data = resources.files("comfyburst.preflight").joinpath("data/object_info.json").read_text()
-    spec = json.loads(data)[class_type]["input"]["required"][input_name]
+    """A combo's values from the cloud side's catalogue where it is installed (a ComfyBurst
+    checkout), else the node's default: ComfyUI's environment has only the core."""
+    try:
+        data = resources.files("comfyburst.preflight").joinpath("data/object_info.json")
+        spec = json.loads(data.read_text())[class_type]["input"]["required"][input_name]
+    except ModuleNotFoundError:
+        return list(_DEFAULT_COMBOS[input_name])
     values = spec[0] if isinstance(spec[0], list) else spec[1].get("options", [])
     return [str(v) for v in values]
 

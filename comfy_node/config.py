@@ -7,8 +7,10 @@ import json
 import os
 from pathlib import Path
 
-from comfyburst.client import ClientSettings
+from comfyburst.client import ApiClient, ClientSettings
 from comfyburst.errors import SettingsError
+
+from . import _comfy
 
 SETTINGS_FILE_NAME = "comfyburst.json"
 ENV_PREFIX = "COMFYBURST_"
@@ -43,3 +45,8 @@ def load_client_settings(user_dir: str | None) -> ClientSettings:
         where = f" or api_url in {path}" if path is not None else ""
         raise SettingsError(f"ComfyBurst is not configured: set COMFYBURST_API_URL{where}")
     return settings
+
+
+def make_client() -> ApiClient:
+    """The API client for this ComfyUI's settings (its user folder's settings file)."""
+    return ApiClient(load_client_settings(_comfy.user_directory()))

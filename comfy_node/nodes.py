@@ -12,7 +12,7 @@ from comfyburst.client import ApiClient
 from comfyburst.schema import JobRequest, ModelKind
 
 from . import _comfy
-from .config import load_client_settings
+from .config import make_client
 from .graph import LoraRef, Txt2ImgParams, bind_input_images, build_txt2img
 from .remote import PROGRESS_STEPS, RemoteJobCancelled, run_job
 from .tensors import decode_batch, encode_png, is_image_name, to_tensor
@@ -20,10 +20,6 @@ from .tensors import decode_batch, encode_png, is_image_name, to_tensor
 CATEGORY = "ComfyBurst"
 MODELS_TYPE = "COMFYBURST_MODELS"
 LORAS_TYPE = "COMFYBURST_LORAS"
-
-
-def make_client() -> ApiClient:
-    return ApiClient(load_client_settings(_comfy.user_directory()))
 
 
 def _model_entry(kind: str, url: str, filename: str, sha256: str) -> dict[str, Any]:
@@ -285,13 +281,3 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "ComfyBurstModelFromURL": "Model from URL (ComfyBurst)",
     "ComfyBurstLoraFromURL": "LoRA from URL (ComfyBurst)",
 }
-
-
-def _register_routes() -> None:
-    # Inside ComfyUI the server exists by the time custom nodes load; outside it this is a no-op.
-    from .routes import register_routes
-
-    register_routes()
-
-
-_register_routes()

@@ -15,6 +15,9 @@ from typing import Any
 from comfyburst.client import ApiError
 from comfyburst.errors import ComfyBurstError
 
+from . import _comfy
+from .config import make_client
+
 RUN_NODE_ID = "comfyburst_run"
 SAVE_NODE_ID = "comfyburst_save"
 
@@ -104,17 +107,10 @@ def _error(status: int, kind: str, message: str) -> Any:
 
 def register_routes() -> bool:
     """Add the routes to ComfyUI's server; False outside ComfyUI."""
-    try:
-        from aiohttp import ClientSession, web
-        from comfy.cli_args import args
-        from server import PromptServer
-    except ImportError:
-        return False
-    instance = getattr(PromptServer, "instance", None)
+    instance = _comfy.prompt_server()
     if instance is None:
         return False
-
-    from .nodes import make_client
+    from aiohttp import ClientSession, web
 
     @instance.routes.post("/comfyburst/queue")
     async def queue_on_gpu(request: web.Request) -> web.Response:
@@ -138,7 +134,7 @@ def register_routes() -> bool:
         if rejection is not None:
             return web.json_response(rejection, status=400)
         url = local_prompt_url(
-            getattr(instance, "address", None), instance.port, bool(args.tls_keyfile)
+            getattr(instance, "address", None), instance.port, _comfy.serves_tls()
         )
         async with (
             ClientSession() as session,
