@@ -41,6 +41,19 @@ data "archive_file" "functions" {
   ]
 }
 
+# The functions' images: the build service account may write here and nowhere else.
+resource "google_artifact_registry_repository" "functions" {
+  #checkov:skip=CKV_GCP_84:Holds only the functions' images, built from this repo's public code; Google-managed encryption is enough and CMEK adds a KMS key to run.
+  project       = var.project_id
+  location      = var.region
+  repository_id = "${var.name_prefix}-functions"
+  format        = "DOCKER"
+  description   = "ComfyBurst Cloud Functions images."
+  labels        = local.labels
+
+  depends_on = [google_project_service.required]
+}
+
 resource "google_storage_bucket_object" "functions_source" {
   # Named by content hash, so a code change redeploys the functions and nothing else does.
   name   = "functions/${data.archive_file.functions.output_md5}.zip"
@@ -57,9 +70,10 @@ resource "google_cloudfunctions2_function" "api" {
   labels      = local.labels
 
   build_config {
-    runtime         = var.functions_runtime
-    entry_point     = "api"
-    service_account = google_service_account.sa["build"].id
+    runtime           = var.functions_runtime
+    entry_point       = "api"
+    service_account   = google_service_account.sa["build"].id
+    docker_repository = google_artifact_registry_repository.functions.id
     source {
       storage_source {
         bucket = google_storage_bucket.function_source.name
@@ -90,7 +104,7 @@ resource "google_cloudfunctions2_function" "api" {
   }
 
   depends_on = [
-    google_project_iam_member.functions_builder,
+    time_sleep.iam_propagation,
     google_storage_bucket_iam_member.grant,
     google_secret_manager_secret_iam_member.api_key_hashes,
   ]
@@ -104,9 +118,10 @@ resource "google_cloudfunctions2_function" "on_done_flag" {
   labels      = local.labels
 
   build_config {
-    runtime         = var.functions_runtime
-    entry_point     = "on_done_flag"
-    service_account = google_service_account.sa["build"].id
+    runtime           = var.functions_runtime
+    entry_point       = "on_done_flag"
+    service_account   = google_service_account.sa["build"].id
+    docker_repository = google_artifact_registry_repository.functions.id
     source {
       storage_source {
         bucket = google_storage_bucket.function_source.name
@@ -138,7 +153,7 @@ resource "google_cloudfunctions2_function" "on_done_flag" {
   }
 
   depends_on = [
-    google_project_iam_member.functions_builder,
+    time_sleep.iam_propagation,
     google_project_iam_member.gcs_agent_publisher,
     google_project_iam_member.eventarc_receiver,
     google_storage_bucket_iam_member.grant,
@@ -154,9 +169,10 @@ resource "google_cloudfunctions2_function" "reaper" {
   labels      = local.labels
 
   build_config {
-    runtime         = var.functions_runtime
-    entry_point     = "reaper"
-    service_account = google_service_account.sa["build"].id
+    runtime           = var.functions_runtime
+    entry_point       = "reaper"
+    service_account   = google_service_account.sa["build"].id
+    docker_repository = google_artifact_registry_repository.functions.id
     source {
       storage_source {
         bucket = google_storage_bucket.function_source.name
@@ -176,7 +192,7 @@ resource "google_cloudfunctions2_function" "reaper" {
   }
 
   depends_on = [
-    google_project_iam_member.functions_builder,
+    time_sleep.iam_propagation,
     google_storage_bucket_iam_member.grant,
   ]
 }

@@ -45,6 +45,9 @@ resource "google_project_iam_custom_role" "dispatcher" {
   title       = "ComfyBurst dispatcher"
   description = "The compute permissions ComputeFleet uses to run the GPU pool."
   permissions = local.dispatcher_compute_permissions
+
+  # Custom roles are created through the IAM API, which a new project has off.
+  depends_on = [google_project_service.required]
 }
 
 resource "google_project_iam_member" "dispatcher" {
@@ -110,7 +113,8 @@ locals {
     "worker-jobs"    = { sa = "worker", bucket = google_storage_bucket.jobs.name, role = "roles/storage.objectViewer" }
     "worker-outputs" = { sa = "worker", bucket = google_storage_bucket.outputs.name, role = "roles/storage.objectAdmin" }
     "worker-signals" = { sa = "worker", bucket = google_storage_bucket.signals.name, role = "roles/storage.objectAdmin" }
-    "build-source"   = { sa = "build", bucket = google_storage_bucket.function_source.name, role = "roles/storage.objectViewer" }
+    # The functions' build reads its source zip (and nothing else) from here.
+    "build-source" = { sa = "build", bucket = google_storage_bucket.function_source.name, role = "roles/storage.objectViewer" }
   }
   models_grants = var.create_models_bucket ? {
     # The worker mirrors downloaded models so the next VM pulls them at line rate.
@@ -177,12 +181,46 @@ resource "google_project_iam_member" "metric_writer" {
   member  = google_service_account.sa[each.key].member
 }
 
-# Builds the functions' containers (the documented role for a custom Cloud Functions build SA).
-resource "google_project_iam_member" "functions_builder" {
-  #checkov:skip=CKV_GCP_49:The documented role of a custom Cloud Functions build service account, held by a build-only SA that no runtime uses.
+# The functions' custom build service account holds what Cloud Functions documents for one
+# (docs: "Custom service account for Cloud Build"): logs writer (above), storage.objectViewer on
+# the source bucket (bucket_grants) and artifactregistry.writer, here on the one repository the
+# builds push to (functions.tf) instead of roles/cloudbuild.builds.builder on the project.
+# Cloud Functions copies the source zip into its own gcf-v2-sources-<number>-<region> bucket,
+# which the build then reads; that bucket does not exist before the first deploy, so the grant
+# is a project-level one whose condition admits that bucket only.
+resource "google_project_iam_member" "functions_builder_sources" {
   project = var.project_id
-  role    = "roles/cloudbuild.builds.builder"
+  role    = "roles/storage.objectViewer"
   member  = google_service_account.sa["build"].member
+
+  condition {
+    title      = "gcf-v2-sources-only"
+    expression = "resource.name.startsWith(\"projects/_/buckets/gcf-v2-sources-${data.google_project.this.number}-${var.region}\")"
+  }
+}
+
+resource "google_artifact_registry_repository_iam_member" "functions_builder" {
+  project    = var.project_id
+  location   = google_artifact_registry_repository.functions.location
+  repository = google_artifact_registry_repository.functions.name
+  role       = "roles/artifactregistry.writer"
+  member     = google_service_account.sa["build"].member
+}
+
+# IAM grants take a while to propagate: the provider's own Cloud Functions example with a custom
+# build service account waits 60 s before the first build, or that build fails on permissions.
+resource "time_sleep" "iam_propagation" {
+  create_duration = "60s"
+
+  depends_on = [
+    google_artifact_registry_repository_iam_member.functions_builder,
+    google_project_iam_member.functions_builder_sources,
+    google_project_iam_member.log_writer,
+    google_storage_bucket_iam_member.grant,
+    google_project_iam_member.gcs_agent_publisher,
+    google_project_iam_member.eventarc_agent,
+    google_project_iam_member.eventarc_receiver,
+  ]
 }
 
 # --- Eventarc: the GCS service agent publishes, the trigger SA receives and invokes ---------
@@ -197,6 +235,26 @@ resource "google_project_iam_member" "gcs_agent_publisher" {
   project = var.project_id
   role    = "roles/pubsub.publisher"
   member  = data.google_storage_project_service_account.gcs_agent.member
+}
+
+# A new project's Eventarc and Pub/Sub service agents may not exist until first used; create them
+# before anything is granted to them (GA google has no such resource: google-beta's).
+resource "google_project_service_identity" "agent" {
+  provider = google-beta
+  for_each = toset(["eventarc.googleapis.com", "pubsub.googleapis.com"])
+
+  project = var.project_id
+  service = each.value
+
+  depends_on = [google_project_service.required]
+}
+
+# The agent's own predefined role, which an identity generated through the API may still lack.
+resource "google_project_iam_member" "eventarc_agent" {
+  #checkov:skip=CKV_GCP_49:roles/eventarc.serviceAgent is Google's role for the Google-managed Eventarc agent, granted to that agent only, never to an account our code runs as.
+  project = var.project_id
+  role    = "roles/eventarc.serviceAgent"
+  member  = google_project_service_identity.agent["eventarc.googleapis.com"].member
 }
 
 resource "google_project_iam_member" "eventarc_receiver" {

@@ -48,6 +48,7 @@ locals {
     "eventarc.googleapis.com",
     "firestore.googleapis.com",
     "iam.googleapis.com",
+    "iap.googleapis.com", # the image build's SSH tunnel and allow_iap_ssh
     "iamcredentials.googleapis.com",
     "logging.googleapis.com",
     "pubsub.googleapis.com",

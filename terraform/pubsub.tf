@@ -54,9 +54,9 @@ resource "google_pubsub_subscription" "results_dead_letter" {
   }
 }
 
-# The Pub/Sub service agent moves messages to the dead-letter topic.
+# The Pub/Sub service agent moves messages to the dead-letter topic; iam.tf makes sure it exists.
 locals {
-  pubsub_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+  pubsub_agent = google_project_service_identity.agent["pubsub.googleapis.com"].member
 }
 
 resource "google_pubsub_topic_iam_member" "dead_letter_publisher" {

@@ -106,8 +106,9 @@ resource "google_storage_bucket" "models" {
 resource "google_storage_bucket" "function_source" {
   #checkov:skip=CKV_GCP_62:Holds only the functions' source zips; access logs add cost and no signal.
   #checkov:skip=CKV_GCP_78:Each source zip is named by its content hash, so objects are never overwritten.
+  # "-functions": the longest project id (30) and name_prefix (20) keep it within 63 characters.
   project                     = var.project_id
-  name                        = "${local.bucket_prefix}-function-source"
+  name                        = "${local.bucket_prefix}-functions"
   location                    = local.storage_location
   uniform_bucket_level_access = true
   public_access_prevention    = "enforced"

@@ -64,12 +64,14 @@ def test_unit_suffixes_on_durations_and_sizes():
             assert not unitless.search(name), f"{name} needs a unit suffix (_s, _days, _gb, _mb)"
 
 
-def test_provider_versions_are_ranges():
+def test_provider_versions_are_exact_pins():
+    # Exact, so the schema check (tests/test_deploy_schema.py) checks what `init` installs.
     for module in MODULES:
         terraform = hcl.load(module / "versions.tf")["terraform"][0]
-        for provider in terraform["required_providers"][0].values():
-            version = provider["version"]
-            assert ">=" in version and "<" in version.replace("<=", ""), version
+        providers = terraform["required_providers"][0]
+        for name, provider in providers.items():
+            if not name.startswith("__"):
+                assert re.fullmatch(r"\d+\.\d+\.\d+", provider["version"]), (name, provider)
 
 
 def test_packer_block_has_no_required_plugins():

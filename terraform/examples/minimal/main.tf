@@ -1,6 +1,12 @@
-# The smallest complete ComfyBurst deployment: one T4 VM, IAM auth, defaults elsewhere.
+# The smallest complete ComfyBurst deployment: IAM auth, defaults elsewhere.
 
 provider "google" {
+  project = var.project_id
+  region  = var.region
+}
+
+# The module creates the Eventarc and Pub/Sub service agents with google-beta (no GA resource).
+provider "google-beta" {
   project = var.project_id
   region  = var.region
 }
@@ -11,6 +17,6 @@ module "comfyburst" {
   project_id          = var.project_id
   region              = var.region
   gpu_zones           = var.gpu_zones
-  gpu_vm_count        = var.gpu_vm_count
   api_invoker_members = var.api_invoker_members
+  allow_iap_ssh       = var.allow_iap_ssh
 }

@@ -15,10 +15,10 @@ variable "gpu_zones" {
   default     = ["us-central1-a", "us-central1-b"]
 }
 
-variable "gpu_vm_count" {
-  type        = number
-  description = "GPU VMs in the pool; 0 until `packer build` has created the image."
-  default     = 1
+variable "allow_iap_ssh" {
+  type        = bool
+  description = "Let SSH through Identity-Aware Proxy reach the GPU VMs and the image build VM (packer's use_iap needs it)."
+  default     = true
 }
 
 variable "api_invoker_members" {

@@ -1,10 +1,15 @@
 terraform {
   required_version = ">= 1.5.0"
 
+  # The same exact pins as the module (../../versions.tf), whose schemas the offline check uses.
   required_providers {
     google = {
       source  = "hashicorp/google"
-      version = ">= 6.10.0, < 8.0.0"
+      version = "8.7.0"
+    }
+    google-beta = {
+      source  = "hashicorp/google-beta"
+      version = "8.7.0"
     }
   }
 }
