@@ -120,7 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     if not url:
         standin, url = _start_standin(disk)
         defaults["COMFYBURST_WORKER_COMFYUI_MODELS_DIR"] = str(disk / "models")
-        defaults["COMFYBURST_WORKER_COMFYUI_INPUT_DIR"] = str(disk / "comfyui" / "input")
+        for folder in ("input", "output", "temp"):
+            defaults[f"COMFYBURST_WORKER_COMFYUI_{folder.upper()}_DIR"] = str(
+                disk / "comfyui" / folder
+            )
+    # The model store and the job model view live on the VM's disk, as on a real boot disk.
+    defaults["COMFYBURST_WORKER_MODEL_CACHE_DIR"] = str(disk / "model-store")
+    defaults["COMFYBURST_WORKER_JOB_MODELS_DIR"] = str(disk / "job-models")
     # With a real ComfyUI, its models folder comes from COMFYBURST_WORKER_COMFYUI_MODELS_DIR.
     defaults["COMFYBURST_WORKER_COMFYUI_URL"] = url
     env = {**defaults, **os.environ}

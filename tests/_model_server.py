@@ -1,5 +1,9 @@
 """A small threaded HTTP file server for worker tests and benchmarks: Range requests,
-optional redirects, and a switch to hide `Accept-Ranges`. Binds 127.0.0.1 on a free port."""
+optional redirects, and a switch to hide `Accept-Ranges`. Binds 127.0.0.1 on a free port.
+
+Hostile answers for the bounds tests: `encoded` paths are sent as stored with
+`Content-Encoding: gzip`, `unsized` paths without a Content-Length (close-delimited), and
+`stalled` paths send their first 64 KiB and then hang until `release` is set."""
 
 from __future__ import annotations
 
@@ -19,6 +23,11 @@ class ModelServer:
         self.files = dict(files)
         self.redirects: dict[str, str] = {}
         self.ranges = ranges
+        self.encoded: set[str] = set()
+        self.unsized: set[str] = set()
+        self.stalled: set[str] = set()
+        self.release = threading.Event()
+        self.stall_ended = threading.Event()  # a stalled answer went on (released or timed out)
         self.requests: list[tuple[str, str | None, str | None]] = []  # path, Range, Authorization
         owner = self
 
@@ -68,6 +77,9 @@ class ModelServer:
             req.end_headers()
             return
         size = path.stat().st_size
+        if req.path in self.unsized:
+            self._serve_unsized(req, path)
+            return
         start, end, status = 0, size - 1, 200
         match = _RANGE.match(range_header or "") if self.ranges else None
         if match:
@@ -87,9 +99,21 @@ class ModelServer:
             req.send_header("Content-Range", f"bytes {start}-{end}/{size}")
         req.send_header("Content-Length", str(end - start + 1))
         req.send_header("Content-Type", "application/octet-stream")
+        if req.path in self.encoded:
+            req.send_header("Content-Encoding", "gzip")
         req.end_headers()
         with open(path, "rb") as fh:
             offset, remaining = start, end - start + 1
+            if req.path in self.stalled:
+                fh.seek(offset)
+                try:
+                    req.wfile.write(fh.read(min(remaining, 64 * 1024)))
+                    req.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    return
+                self.release.wait(timeout=20)
+                self.stall_ended.set()
+                return
             sock = req.connection.fileno()
             try:
                 while remaining > 0:
@@ -100,3 +124,16 @@ class ModelServer:
                     remaining -= sent
             except (BrokenPipeError, ConnectionResetError):
                 pass
+
+    def _serve_unsized(self, req: BaseHTTPRequestHandler, path: Path) -> None:
+        data = path.read_bytes()
+        req.send_response(200)
+        req.send_header("Content-Type", "application/octet-stream")
+        req.send_header("Connection", "close")
+        req.close_connection = True
+        req.end_headers()
+        try:
+            for offset in range(0, len(data), 64 * 1024):
+                req.wfile.write(data[offset : offset + 64 * 1024])
+        except (BrokenPipeError, ConnectionResetError):
+            pass

@@ -114,9 +114,18 @@ def local_config(model_hostport: str | None = None, **overrides: Any) -> Deploym
 
 
 def local_settings(comfyui_url: str, models_dir: Path, **overrides: Any) -> WorkerSettings:
+    """Settings for an agent beside a stand-in whose folders are `in`, `out` and `tmp` next
+    to `models_dir` (as the tests' stand-in fixtures make them); the model store and the job
+    view go under `models_dir`."""
+    base = models_dir.parent
     values: dict[str, Any] = {
         "comfyui_url": comfyui_url,
-        "comfyui_models_dir": models_dir,
+        "comfyui_models_dir": models_dir / "comfyui",
+        "comfyui_input_dir": base / "in",
+        "comfyui_output_dir": base / "out",
+        "comfyui_temp_dir": base / "tmp",
+        "model_cache_dir": models_dir / "store",
+        "job_models_dir": models_dir / "view",
         "progress_min_interval_s": 0.05,
         "job_poll_interval_s": 0.05,
         "drain_poll_interval_s": 0.05,

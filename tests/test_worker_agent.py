@@ -199,7 +199,7 @@ def test_unexpected_error_fails_the_job_not_the_agent(tmp_path, standin, error):
     job = put_job(store, blobs, config, make_request(invert_workflow(), [spec]), VM)
     agent = make_agent(local_settings(standin, tmp_path / "models"), config, store, blobs, VM)
 
-    def ensure(_spec: ModelSpec) -> None:
+    def ensure(_spec: ModelSpec, _cancel: object = None) -> None:
         raise error
 
     agent.s.cache.ensure = ensure  # type: ignore[method-assign]

@@ -10,13 +10,11 @@ from pathlib import Path
 import pytest
 
 from comfyburst.adapters.clock import SystemClock
-from comfyburst.schema import ModelKind, ModelSpec, VmRef
+from comfyburst.schema import VmRef
 from comfyburst_worker import _download
 from comfyburst_worker.__main__ import build_services
-from comfyburst_worker._download import DownloadError, Fetched, HttpDownloader
+from comfyburst_worker._download import DownloadError, HttpDownloader
 from comfyburst_worker._hosts import HostPolicy
-from comfyburst_worker.errors import ModelFetchError
-from comfyburst_worker.model_cache import SIDECAR_SUFFIX, ModelCache
 from tests._model_server import ModelServer
 from tests._worker_support import local_config, local_settings
 from tests.fakes import InMemoryBlobStore, InMemoryJobStore
@@ -61,7 +59,6 @@ def test_resume_sends_range_from_partial_and_hashes_whole_file(tmp_path, blob_fi
     partial = tmp_path / "out"
     partial.write_bytes(data[:1_000_000])
     with ModelServer({"/m.bin": src}) as server:
-        (tmp_path / "out.src").write_text(server.url("/m.bin"))  # the partial's own source
         fetched = _downloader(server, parallelism=1).fetch(server.url("/m.bin"), partial)
         assert server.requests[0][1] == "bytes=1000000-"
     assert fetched.sha256 == hashlib.sha256(data).hexdigest()
@@ -92,53 +89,6 @@ def test_token_goes_only_to_its_own_host():
     assert policy.headers_for("https://cdn.example.net/file") == {}
     assert policy.headers_for("https://notcivitai.com/x") == {}
     assert policy.headers_for("http://civitai.com/x") == {}
-
-
-def _cache(tmp_path: Path, server: ModelServer, blobs=None, bucket=None) -> ModelCache:
-    return ModelCache(tmp_path / "models", _downloader(server), blobs, bucket, [])
-
-
-def test_sha_mismatch_fails_and_leaves_nothing(tmp_path, blob_file):
-    src, _ = blob_file
-    with ModelServer({"/m.bin": src}) as server:
-        spec = ModelSpec(
-            kind=ModelKind.LORAS,
-            filename="x.safetensors",
-            url=server.url("/m.bin"),
-            sha256="0" * 64,
-        )
-        cache = _cache(tmp_path, server)
-        with pytest.raises(ModelFetchError, match="sha256 mismatch"):
-            cache.ensure(spec)
-    assert not cache.path_of(spec).exists()
-    assert not list((tmp_path / "models" / "loras").iterdir())
-
-
-def test_cache_hit_needs_no_request_and_mirror_serves_the_next_vm(tmp_path, blob_file):
-    src, data = blob_file
-    digest = hashlib.sha256(data).hexdigest()
-    blobs = InMemoryBlobStore()
-    with ModelServer({"/m.bin": src}) as server:
-        spec = ModelSpec(
-            kind=ModelKind.CHECKPOINTS,
-            filename="sub/m.safetensors",
-            url=server.url("/m.bin"),
-            sha256=digest,
-            size_bytes=len(data),
-        )
-        first = _cache(tmp_path / "vm1", server, blobs, "models-bkt")
-        assert first.ensure(spec).source == "url"
-        first.wait_for_mirrors()
-        served = len(server.requests)
-        assert first.ensure(spec).cache_hit
-        sidecar = first.path_of(spec).with_name("m.safetensors" + SIDECAR_SUFFIX)
-        assert digest in sidecar.read_text()
-        second = _cache(tmp_path / "vm2", server, blobs, "models-bkt")
-        result = second.ensure(spec)
-        assert len(server.requests) == served  # neither the hit nor the mirror touched the URL
-    assert result.source == "mirror"
-    assert blobs.read("models-bkt", "models/checkpoints/sub/m.safetensors") == data
-    assert second.path_of(spec).read_bytes() == data
 
 
 # --- where a download may go -------------------------------------------------------------------
@@ -199,59 +149,6 @@ def test_ip_literals_and_internal_names_are_refused_even_if_listed(url):
     policy.check("http://127.0.0.1:8080/m.bin")  # the exact local test server stays allowed
     with pytest.raises(ValueError, match="not allowed"):
         policy.check(url)
-
-
-# --- partial files and sidecars ------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("recorded", [None, "http://127.0.0.1:1/other.bin"])
-def test_partial_from_another_source_is_not_resumed(tmp_path, blob_file, recorded):
-    src, data = blob_file
-    partial = tmp_path / "out"
-    partial.write_bytes(os.urandom(1_000_000))
-    if recorded is not None:
-        (tmp_path / "out.src").write_text(recorded)
-    with ModelServer({"/m.bin": src}) as server:
-        fetched = _downloader(server, parallelism=1).fetch(server.url("/m.bin"), partial)
-        assert server.requests[0][1] is None  # from the first byte, not a Range resume
-    assert fetched.sha256 == hashlib.sha256(data).hexdigest()
-    assert partial.read_bytes() == data
-    assert not (tmp_path / "out.src").exists()
-
-
-class _Canned(HttpDownloader):
-    """Writes fixed bytes for any URL (the sidecar, not the transfer, is under test)."""
-
-    def __init__(self, data: bytes) -> None:
-        super().__init__(HostPolicy(https_hosts=("civitai.com",)))
-        self.data = data
-
-    def fetch(self, url: str, tmp: Path) -> Fetched:  # type: ignore[override]
-        tmp.write_bytes(self.data)
-        return Fetched(len(self.data), hashlib.sha256(self.data).hexdigest(), len(self.data))
-
-
-def test_sidecar_stores_the_url_without_its_token(tmp_path):
-    data = os.urandom(4096)
-    blobs = InMemoryBlobStore()
-    cache = ModelCache(tmp_path / "models", _Canned(data), blobs, "models-bkt", [])
-    spec = ModelSpec(
-        kind=ModelKind.LORAS,
-        filename="s.safetensors",
-        url="https://civitai.com/api/download/models/7?token=SECRET123#frag",
-    )
-    cache.ensure(spec)
-    cache.wait_for_mirrors()
-    local = cache.path_of(spec).with_name("s.safetensors" + SIDECAR_SUFFIX).read_text()
-    mirrored = blobs.read("models-bkt", "models/loras/s.safetensors" + SIDECAR_SUFFIX)
-    assert mirrored is not None
-    for text in (local, mirrored.decode()):
-        assert "SECRET123" not in text and "frag" not in text
-        assert "https://civitai.com/api/download/models/7" in text
-    # Another token for the same file is still a hit.
-    other = spec.model_copy(update={"url": "https://civitai.com/api/download/models/7?token=X"})
-    assert cache.is_cached(other)
-    assert not cache.is_cached(spec.model_copy(update={"url": "https://civitai.com/m/8"}))
 
 
 # --- ranged download: no write after the file is closed ------------------------------------------

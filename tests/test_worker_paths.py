@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import requests
+import urllib3
 from PIL import Image
 from requests.structures import CaseInsensitiveDict
 
@@ -82,8 +83,9 @@ def test_gs_source_from_an_allowed_bucket_is_verified_installed_and_mirrored(tmp
     result = cache.ensure(spec)
     cache.wait_for_mirrors()
     assert result.source == "url" and result.bytes_downloaded == len(data)
-    assert cache.path_of(spec).read_bytes() == data
-    assert blobs.read("mirror-bkt", "models/loras/style.safetensors") == data
+    assert result.blob.read_bytes() == data
+    digest = hashlib.sha256(data).hexdigest()
+    assert blobs.read("mirror-bkt", f"models/sha256/{digest}") == data
     assert cache.ensure(spec).cache_hit
 
 
@@ -94,7 +96,7 @@ def test_gs_source_outside_the_allowed_buckets_is_refused(tmp_path):
     cache = _gs_cache(tmp_path, blobs, ["team-models"])
     with pytest.raises(ModelFetchError, match="bucket someone-elses is not allowed"):
         cache.ensure(_gs_spec("gs://someone-elses/m.safetensors", data))
-    assert not (tmp_path / "models" / "loras" / "style.safetensors").exists()
+    assert not list((tmp_path / "models" / "sha256").iterdir())
 
 
 def test_gs_source_missing_or_corrupt_fails_and_leaves_no_file(tmp_path):
@@ -106,7 +108,8 @@ def test_gs_source_missing_or_corrupt_fails_and_leaves_no_file(tmp_path):
     blobs.write("team-models", "bad.safetensors", data + b"!")
     with pytest.raises(ModelFetchError, match="sha256 mismatch"):
         cache.ensure(_gs_spec("gs://team-models/bad.safetensors", data))
-    assert not list((tmp_path / "models" / "loras").iterdir())
+    for folder in ("sha256", "urls", "partial"):
+        assert not list((tmp_path / "models" / folder).iterdir())
 
 
 # --- output format conversion -----------------------------------------------------------------
@@ -241,7 +244,8 @@ class _Scripted:
         resp = requests.Response()
         resp.status_code, resp.url = status, url
         resp.headers = CaseInsensitiveDict({"Content-Length": str(len(body)), **extra})
-        resp.raw = io.BytesIO(body)
+        # What requests gets from urllib3: the downloader reads it raw (no decoding).
+        resp.raw = urllib3.HTTPResponse(body=io.BytesIO(body), preload_content=False)
         return resp
 
 

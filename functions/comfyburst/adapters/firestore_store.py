@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
@@ -67,10 +68,30 @@ def idempotency_doc_id(key: str) -> str:
     return "sha256-" + hashlib.sha256(key.encode()).hexdigest()
 
 
+class CollectionNames(Protocol):
+    """The collection names the store needs (FunctionSettings has them; so does `Collections`)."""
+
+    @property
+    def jobs_collection(self) -> str: ...
+    @property
+    def vms_collection(self) -> str: ...
+    @property
+    def idempotency_collection(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Collections:
+    """Collection names on their own, for callers without FunctionSettings (the worker)."""
+
+    jobs_collection: str = "jobs"
+    vms_collection: str = "vms"
+    idempotency_collection: str = "idempotency"
+
+
 class FirestoreJobStore:
     """Jobs in `jobs/{id}`, leases in `vms/{name}`, keys in `idempotency/{key}`."""
 
-    def __init__(self, client: firestore.Client, settings: Any) -> None:
+    def __init__(self, client: firestore.Client, settings: CollectionNames) -> None:
         self._client = client
         self._jobs = client.collection(settings.jobs_collection)
         self._vms = client.collection(settings.vms_collection)

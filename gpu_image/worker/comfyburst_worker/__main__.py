@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 import uuid
-from types import SimpleNamespace
 
 from comfyburst.ports import BlobStore, Clock, JobStore
 from comfyburst.schema import DeploymentConfig, VmRef
@@ -20,7 +19,9 @@ from comfyburst_worker.comfy_client import ComfyClient
 from comfyburst_worker.job_runner import Services
 from comfyburst_worker.metadata import MetadataClient
 from comfyburst_worker.model_cache import ModelCache
+from comfyburst_worker.model_view import JobModelView
 from comfyburst_worker.settings import WorkerSettings
+from comfyburst_worker.workspace import ComfyFolders
 from comfyburst_worker.ws_follower import WsFollower
 
 log = logging.getLogger("comfyburst_worker")
@@ -49,26 +50,33 @@ def build_services(
         min_parallel_bytes=settings.download_min_parallel_bytes,
     )
     cache = ModelCache(
-        settings.models_root, downloader, blobs, config.models_bucket, config.gs_model_buckets
+        settings.model_cache_dir,
+        downloader,
+        blobs,
+        config.models_bucket,
+        config.gs_model_buckets,
+        max_model_bytes=settings.max_model_bytes,
     )
     comfy = ComfyClient(settings.comfyui_url)
     follower = WsFollower(comfy, f"comfyburst-{vm.name}-{uuid.uuid4().hex[:8]}")
     leases = LeaseKeeper(store, vm, clock, config.lease_ttl_s)
-    return Services(settings, config, store, blobs, clock, comfy, follower, cache, leases)
+    view = JobModelView(settings.job_models_dir)
+    folders = ComfyFolders(
+        settings.comfyui_input_dir, settings.comfyui_output_dir, settings.comfyui_temp_dir
+    )
+    return Services(
+        settings, config, store, blobs, clock, comfy, follower, cache, leases, view, folders
+    )
 
 
 def _cloud_adapters(config: DeploymentConfig) -> tuple[JobStore, BlobStore, Clock]:
     from google.cloud import firestore, storage
 
     from comfyburst.adapters.clock import SystemClock
-    from comfyburst.adapters.firestore_store import FirestoreJobStore
+    from comfyburst.adapters.firestore_store import Collections, FirestoreJobStore
     from comfyburst.adapters.gcs import GcsBlobStore
 
-    collections = SimpleNamespace(
-        jobs_collection=config.jobs_collection,
-        vms_collection=config.vms_collection,
-        idempotency_collection="idempotency",
-    )
+    collections = Collections(config.jobs_collection, config.vms_collection)
     store = FirestoreJobStore(firestore.Client(project=config.project_id), collections)
     blobs = GcsBlobStore(storage.Client(project=config.project_id))
     return store, blobs, SystemClock()

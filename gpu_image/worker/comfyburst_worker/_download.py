@@ -1,5 +1,11 @@
 """HTTP(S) model downloads: redirects checked hop by hop, resume, parallel ranged GETs.
 
+Bounded: never more than `max_bytes` is read (a larger declared length is refused before the
+body), bytes are taken raw off the wire (identity encoding asked for, nothing inflated: the
+sha256 is of the bytes sent), and a `Cancel` set by the job's cancel or deadline shuts the
+sockets down, so a download stops within the poll interval that set it. A failed download
+leaves nothing behind: its partial file and marker are removed.
+
 The single-stream path hashes while writing. The ranged path reads N parts straight from the
 socket into reused buffers (`http.client` `readinto`: no per-part allocation, no copies in
 urllib3), `pwrite`s each into one preallocated file and hashes the buffers in file order as
@@ -14,10 +20,12 @@ import http.client
 import logging
 import math
 import os
+import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
@@ -25,8 +33,9 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import requests.certs
 import requests.utils
+import urllib3.exceptions
 
-from comfyburst_worker._hosts import HostPolicy, public_url
+from comfyburst_worker._hosts import HostPolicy
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +47,69 @@ class DownloadError(Exception):
     """The download failed for good (the message names the host, never a token)."""
 
 
+class DownloadCancelled(DownloadError):
+    """The job was cancelled or passed its deadline while downloading."""
+
+
+class TooLarge(DownloadError):
+    """The source declared or sent more bytes than allowed."""
+
+
 class _Retry(Exception):
     """A transient failure worth another try from where the file stands."""
+
+
+class Cancel:
+    """Set once (the job's cancel or deadline); every hook registered runs then, e.g. shutting
+    down a socket a download is blocked on."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._set = False
+        self._hooks: dict[int, Callable[[], None]] = {}
+        self._next = 0
+
+    @property
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        with self._lock:
+            if self._set:
+                return
+            self._set = True
+            hooks = list(self._hooks.values())
+        for hook in hooks:
+            _quietly(hook)
+
+    @contextmanager
+    def hook(self, action: Callable[[], None]) -> Iterator[None]:
+        """Run `action` when set (at once if already set) while inside the block."""
+        with self._lock:
+            key, self._next = self._next, self._next + 1
+            self._hooks[key] = action
+            already = self._set
+        if already:
+            _quietly(action)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._hooks.pop(key, None)
+
+
+def _quietly(action: Callable[[], None]) -> None:
+    try:
+        action()
+    except Exception as exc:  # a hook that fails must not keep the others from running
+        log.debug("cancel hook failed: %s", type(exc).__name__)
+
+
+def _shutdown(sock: socket.socket | None) -> None:
+    """Wake a thread blocked reading `sock` (it sees EOF or an error)."""
+    if sock is not None:
+        with suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 @dataclass(frozen=True)
@@ -94,31 +164,37 @@ class HttpDownloader:
             self._local.session = session
         return session
 
-    def fetch(self, url: str, tmp: Path) -> Fetched:
-        """Download `url` into `tmp`, resuming what a previous attempt left there."""
+    def fetch(
+        self, url: str, tmp: Path, *, max_bytes: int | None = None, cancel: Cancel | None = None
+    ) -> Fetched:
+        """Download `url` into `tmp`, at most `max_bytes`; retries resume from what the failed
+        try left. `tmp` must be a name only this URL leads to (the model cache's
+        partial-download folder): a file already there is resumed as this URL's bytes."""
         marker = tmp.with_name(tmp.name + ".ranged")
-        source = tmp.with_name(tmp.name + ".src")
         if marker.exists():
             # A ranged download has holes we cannot locate; start over.
             tmp.unlink(missing_ok=True)
             marker.unlink()
-        if tmp.exists() and _read_text(source) != public_url(url):
-            # Left by a download of another URL (or of unknown origin): not ours to resume.
-            log.info("discarding a partial download of another source for %s", _host(url))
-            tmp.unlink()
-        # Without the query string: a `?token=` must not land on disk.
-        source.write_text(public_url(url))
-        fetched = self._fetch(url, tmp, marker)
-        source.unlink(missing_ok=True)
-        return fetched
+        try:
+            return self._fetch(url, tmp, marker, max_bytes, cancel or Cancel())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            marker.unlink(missing_ok=True)
+            raise
 
-    def _fetch(self, url: str, tmp: Path, marker: Path) -> Fetched:
+    def _fetch(
+        self, url: str, tmp: Path, marker: Path, max_bytes: int | None, cancel: Cancel
+    ) -> Fetched:
         downloaded = 0
         for attempt in range(self.retries + 1):
+            if cancel.is_set:
+                raise DownloadCancelled(f"{_host(url)}: cancelled")
             start = tmp.stat().st_size if tmp.exists() else 0
             try:
-                return self._attempt(url, tmp, start, marker, downloaded)
+                return self._attempt(url, tmp, start, marker, downloaded, max_bytes, cancel)
             except _Retry as exc:
+                if cancel.is_set:
+                    raise DownloadCancelled(f"{_host(url)}: cancelled") from None
                 downloaded = exc.args[1] if len(exc.args) > 1 else downloaded
                 if attempt == self.retries:
                     raise DownloadError(f"{_host(url)}: {exc.args[0]}") from None
@@ -149,55 +225,94 @@ class HttpDownloader:
             return resp, url
         raise DownloadError(f"{_host(url)}: more than {self.max_redirects} redirects")
 
-    def _attempt(self, url: str, tmp: Path, start: int, marker: Path, downloaded: int) -> Fetched:
+    def _attempt(
+        self,
+        url: str,
+        tmp: Path,
+        start: int,
+        marker: Path,
+        downloaded: int,
+        max_bytes: int | None,
+        cancel: Cancel,
+    ) -> Fetched:
         resp, final = self._open(url, start)
         with resp:
             status = resp.status_code
             if status == 416 and start:
                 # The partial file may already be whole; the caller's size check decides.
                 return Fetched(start, hash_file(tmp).hexdigest(), downloaded)
+            length = _declared_length(resp)
             if status == 206 and start:
                 if not resp.headers.get("Content-Range", "").startswith(f"bytes {start}-"):
                     tmp.unlink(missing_ok=True)
                     raise _Retry("server resumed at the wrong offset", downloaded)
-                return self._stream(resp, tmp, start, downloaded, url)
+                _check_size(final, start + max(length, 0), max_bytes)
+                return self._stream(resp, tmp, start, downloaded, url, max_bytes, cancel)
             if status == 200:
-                length = int(resp.headers.get("Content-Length") or -1)
+                _check_size(final, length, max_bytes)
                 ranged = resp.headers.get("Accept-Ranges", "").lower() == "bytes"
                 if ranged and length >= max(self.min_parallel_bytes, 1) and self.parallelism > 1:
                     resp.close()
-                    return self._ranged(final, tmp, length, marker, downloaded)
-                return self._stream(resp, tmp, 0, downloaded, url)
+                    return self._ranged(final, tmp, length, marker, downloaded, cancel)
+                return self._stream(resp, tmp, 0, downloaded, url, max_bytes, cancel)
             if status >= 500 or status == 429:
                 raise _Retry(f"HTTP {status}", downloaded)
             raise DownloadError(f"{_host(final)}: HTTP {status}")
 
     def _stream(
-        self, resp: requests.Response, tmp: Path, start: int, downloaded: int, url: str
+        self,
+        resp: requests.Response,
+        tmp: Path,
+        start: int,
+        downloaded: int,
+        url: str,
+        max_bytes: int | None,
+        cancel: Cancel,
     ) -> Fetched:
         digest = hash_file(tmp, start) if start else hashlib.sha256()
         size = start
         expected = resp.headers.get("Content-Length")
-        with open(tmp, "ab" if start else "wb") as fh:
+        sock = getattr(getattr(resp.raw, "connection", None), "sock", None)
+        with open(tmp, "ab" if start else "wb") as fh, cancel.hook(lambda: _shutdown(sock)):
             try:
-                for block in resp.iter_content(_READ_BYTES):
+                # Raw bytes as sent: a Content-Encoding is never undone (no inflating on disk).
+                for block in resp.raw.stream(_READ_BYTES, decode_content=False):
+                    if cancel.is_set:
+                        raise DownloadCancelled(f"{_host(url)}: cancelled")
+                    size += len(block)
+                    if max_bytes is not None and size > max_bytes:
+                        raise TooLarge(f"{_host(url)}: sent more than {max_bytes} bytes")
                     digest.update(block)
                     fh.write(block)
-                    size += len(block)
                     downloaded += len(block)
-            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            except (OSError, requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+                if cancel.is_set:
+                    raise DownloadCancelled(f"{_host(url)}: cancelled") from None
                 fh.flush()
                 raise _Retry(type(exc).__name__, downloaded) from None
+        if cancel.is_set:
+            raise DownloadCancelled(f"{_host(url)}: cancelled")
         if expected is not None and size - start != int(expected):
             raise _Retry("connection closed early", downloaded)
         return Fetched(size, digest.hexdigest(), downloaded)
 
-    def _ranged(self, url: str, tmp: Path, size: int, marker: Path, downloaded: int) -> Fetched:
+    def _ranged(
+        self, url: str, tmp: Path, size: int, marker: Path, downloaded: int, cancel: Cancel
+    ) -> Fetched:
         marker.touch()
         with open(tmp, "wb") as fh:
             fh.truncate(size)
         parts = math.ceil(size / self.chunk_bytes)
         window = _Window(parts, self.parallelism * 2, self.chunk_bytes)
+        with cancel.hook(window.cancel):
+            fetched = self._ranged_parts(url, tmp, size, window, downloaded)
+        marker.unlink(missing_ok=True)
+        return fetched
+
+    def _ranged_parts(
+        self, url: str, tmp: Path, size: int, window: _Window, downloaded: int
+    ) -> Fetched:
+        parts = math.ceil(size / self.chunk_bytes)
         fd = os.open(tmp, os.O_WRONLY)
         headers = {
             "User-Agent": requests.utils.default_user_agent(),
@@ -229,7 +344,6 @@ class HttpDownloader:
             for worker in workers:
                 worker.join()
             os.close(fd)
-        marker.unlink(missing_ok=True)
         return Fetched(size, digest.hexdigest(), downloaded + size)
 
     def _part_worker(
@@ -271,7 +385,7 @@ class HttpDownloader:
             if window.aborted:
                 raise DownloadError("aborted")
             try:
-                conn = conn or _connect(url, self.timeout_s)
+                conn = conn or window.track(_connect(url, self.timeout_s))
                 conn.request("GET", target, headers={**headers, "Range": f"bytes={lo}-{hi}"})
                 resp = conn.getresponse()
                 content_range = resp.getheader("Content-Range") or ""
@@ -304,6 +418,21 @@ class _Window:
         self._ready: dict[int, memoryview] = {}
         self._free: list[bytearray] = []
         self._error: BaseException | None = None
+        self._conns: list[http.client.HTTPConnection] = []
+
+    def track(self, conn: http.client.HTTPConnection) -> http.client.HTTPConnection:
+        """A part connection to shut down on cancel."""
+        with self._cond:
+            self._conns.append(conn)
+        return conn
+
+    def cancel(self) -> None:
+        """Stop every part now: blocked socket reads end, waiters wake."""
+        self.fail(DownloadCancelled("cancelled"))
+        with self._cond:
+            conns = list(self._conns)
+        for conn in conns:
+            _shutdown(conn.sock)
 
     def take(self) -> tuple[int, bytearray] | None:
         with self._cond:
@@ -378,11 +507,18 @@ def _read_into(resp: http.client.HTTPResponse, view: memoryview) -> int:
     return got
 
 
-def _read_text(path: Path) -> str | None:
+def _declared_length(resp: requests.Response) -> int:
+    """Content-Length as declared; -1 when absent or not a number."""
     try:
-        return path.read_text()
-    except (OSError, UnicodeDecodeError):
-        return None
+        return int(resp.headers.get("Content-Length") or -1)
+    except ValueError:
+        return -1
+
+
+def _check_size(url: str, declared: int, max_bytes: int | None) -> None:
+    """Refuse before reading the body when the declared size is over the limit."""
+    if max_bytes is not None and declared > max_bytes:
+        raise TooLarge(f"{_host(url)}: declares {declared} bytes, more than {max_bytes} allowed")
 
 
 def _host(url: str) -> str:

@@ -8,6 +8,10 @@ margin), so neither the trigger (which releases only the manifest's job's lease)
 (which stops a RUNNING VM without a live lease) takes the VM from under the draining agent. It
 then polls for `drain_grace_s` (jobs the dispatcher gave this VM, then queued jobs, those whose
 models are cached first) before releasing the lease and powering off.
+
+Isolation: ComfyUI's input, output and temp folders and the job model view are emptied when
+the agent starts and after every job, however it ended (a stopped run is first waited out),
+before the next claim; an agent that cannot empty them claims no further job.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from comfyburst.schema import DoneManifest, DoneStatus, Job, VmRef, WorkerTiming
 from comfyburst.states import JobState
 from comfyburst_worker.claims import claim_queued, claim_starting, rank_queued
 from comfyburst_worker.heartbeat import JobWatch
-from comfyburst_worker.job_runner import JobRunner, Services
+from comfyburst_worker.job_runner import JobRunner, RunResult, Services
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +49,17 @@ class Agent:
         self.drain_until: datetime | None = None
         # The job id this VM's lease names, as far as this agent knows.
         self.holder: str | None = None
+        # Set when the folders could not be emptied: no other job may run on what is left.
+        self.tainted = False
 
     def run(self, boot_job_id: str | None) -> None:
         """Claim, run and drain until no work is left; the caller powers off."""
         job: Job | None = None
         claim_s = 0.0
+        # Whatever a crashed or killed agent left; raises (no claim) if it cannot be removed.
+        self.s.folders.empty()
+        self.s.view.clear()
+        self.s.cache.clear_partials()
         if boot_job_id:
             t0 = time.monotonic()
             job = claim_starting(self.s.store, boot_job_id, self.vm, self.s.clock)
@@ -101,10 +111,14 @@ class Agent:
             on_stop=on_stop,
         )
         watch.start()
+        result: RunResult | None = None
         try:
             result = self.runner.run(job, stop, timings)
         finally:
             watch.stop()
+            # Only a run that succeeded is known to be over in ComfyUI.
+            ended = result is not None and result.status is DoneStatus.SUCCEEDED
+            self._reset_workspace(job.job_id, wait=not ended)
         if result.status is None:
             log.warning("job %s: no longer ours; no done flag", job.job_id)
             self._hold_for_drain(job.job_id)
@@ -133,6 +147,19 @@ class Agent:
         log.info("job %s: %s; next %s", job.job_id, result.status.value, manifest.next_job_id)
         return next_job, next_claim_s
 
+    def _reset_workspace(self, job_id: str, *, wait: bool) -> None:
+        """Empty ComfyUI's folders and the model view before anything else can be claimed."""
+        try:
+            if wait:
+                # A stopped or failed run may still be writing; wait until ComfyUI is idle.
+                self.s.comfy.wait_idle(self.s.settings.comfyui_idle_timeout_s)
+            removed = self.s.folders.empty()
+            self.s.view.clear()
+            log.info("job %s: %d entries removed from ComfyUI's folders", job_id, removed)
+        except Exception as exc:
+            log.error("job %s: folders not emptied (%s); no further job here", job_id, exc)
+            self.tainted = True
+
     def _write_done(self, manifest: DoneManifest) -> None:
         """Write the done flag: the first one per attempt stands, and a flag an older attempt
         left behind is replaced (else the retry could never report its result)."""
@@ -157,7 +184,9 @@ class Agent:
                 expected = 0  # deleted meanwhile
                 continue
             theirs = declared_attempt(existing)
-            if theirs is None or theirs >= manifest.attempt:
+            # An unreadable flag declares no attempt: it reports nothing, so it is replaced
+            # (else no later attempt could ever report its result).
+            if theirs is not None and theirs >= manifest.attempt:
                 log.warning(
                     "%s already holds attempt %s's flag; it stands (ours: attempt %d)",
                     name,
@@ -165,11 +194,13 @@ class Agent:
                     manifest.attempt,
                 )
                 return
-            log.info("%s holds attempt %d's flag; replacing it", name, theirs)
+            log.info("%s holds attempt %s's flag; replacing it", name, theirs)
             expected = generation
         log.warning("%s kept changing; attempt %d's flag not written", name, manifest.attempt)
 
     def _drain(self) -> tuple[Job | None, float]:
+        if self.tainted:
+            return None, 0.0
         deadline = time.monotonic() + self.s.config.drain_grace_s
         while True:
             t0 = time.monotonic()
@@ -182,6 +213,8 @@ class Agent:
 
     def _claim_next(self, previous: str | None) -> Job | None:
         """A job the dispatcher gave this VM, else the best queued one; None if none."""
+        if self.tainted:
+            return None
         store, clock = self.s.store, self.s.clock
         # One query for both on the hot path; queued alone if starting jobs filled it.
         try:

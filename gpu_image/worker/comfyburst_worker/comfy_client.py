@@ -97,6 +97,37 @@ class ComfyClient:
             raise OutputError(f"ComfyUI /view of {subfolder}/{filename}: HTTP {resp.status_code}")
         return resp.content, resp.headers.get("Content-Type")
 
+    def free(self) -> None:
+        """Have ComfyUI drop loaded models and cached node outputs before its next prompt
+        (`POST /free`; its prompt worker acts on the flag when it next wakes, idle or not)."""
+        resp = self.session.post(
+            f"{self.base_url}/free",
+            json={"unload_models": True, "free_memory": True},
+            timeout=_TIMEOUT_S,
+        )
+        if resp.status_code != 200:
+            raise ComfyUnavailable(f"ComfyUI answered /free with HTTP {resp.status_code}")
+
+    def wait_idle(self, timeout_s: float) -> None:
+        """Wait until `GET /queue` shows nothing running or pending (a stopped run has ended,
+        so it writes no more files); ComfyUnavailable after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while not self._idle():
+            if time.monotonic() >= deadline:
+                raise ComfyUnavailable(f"ComfyUI still busy after {timeout_s:.0f} s")
+            time.sleep(0.05)
+
+    def _idle(self) -> bool:
+        try:
+            resp = self.session.get(f"{self.base_url}/queue", timeout=5)
+            body = resp.json() if resp.status_code == 200 else None
+        except (requests.RequestException, ValueError):
+            return False
+        running = isinstance(body, dict) and (
+            body.get("queue_running") or body.get("queue_pending")
+        )
+        return isinstance(body, dict) and not running
+
     def interrupt(self, prompt_id: str) -> None:
         """Interrupt `prompt_id` if it runs, and drop it if it still waits in the queue."""
         self.session.post(

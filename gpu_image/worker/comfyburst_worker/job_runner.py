@@ -26,6 +26,8 @@ from comfyburst.schema import (
     Progress,
     WorkerTimings,
 )
+from comfyburst_worker import prompt_scope
+from comfyburst_worker._download import Cancel
 from comfyburst_worker.claims import LeaseKeeper
 from comfyburst_worker.comfy_client import ComfyClient
 from comfyburst_worker.errors import (
@@ -35,11 +37,13 @@ from comfyburst_worker.errors import (
     PromptRejected,
     WorkerError,
 )
-from comfyburst_worker.model_cache import ModelCache
+from comfyburst_worker.model_cache import EnsureResult, ModelCache
+from comfyburst_worker.model_view import JobModelView
 from comfyburst_worker.outputs import OutputCollector
 from comfyburst_worker.progress import ProgressWriter
 from comfyburst_worker.run_tracker import Outcome, RunTracker
 from comfyburst_worker.settings import WorkerSettings
+from comfyburst_worker.workspace import ComfyFolders
 from comfyburst_worker.ws_follower import WsFollower
 
 log = logging.getLogger(__name__)
@@ -68,6 +72,8 @@ class Services:
     follower: WsFollower
     cache: ModelCache
     leases: LeaseKeeper
+    view: JobModelView
+    folders: ComfyFolders
 
 
 class _Stop:
@@ -112,6 +118,7 @@ class JobRunner:
     def __init__(self, services: Services) -> None:
         self.s = services
         self._comfy_ready = False
+        self._free_before_prompt = False
 
     def run(self, job: Job, stop: _Stop, timings: WorkerTimings) -> RunResult:
         try:
@@ -141,14 +148,24 @@ class JobRunner:
     def _run(self, job: Job, stop: _Stop, timings: WorkerTimings) -> RunResult:
         request = self._request(job)
         t0 = time.monotonic()
-        self._models(request, timings)
+        try:
+            self._models(request, timings, stop)
+        except WorkerError:
+            if stop.check():
+                return self._stopped(stop, timings)
+            raise
         timings.model_fetch_s = round(time.monotonic() - t0, 4)
         if stop.check():
             return self._stopped(stop, timings)
         if not self._comfy_ready:
             self.s.comfy.wait_ready(self.s.settings.comfyui_ready_timeout_s)
             self._comfy_ready = True
-        workflow = self._inputs(job, request)
+        if self._free_before_prompt:
+            # A model name now leads to other bytes than ComfyUI may have loaded under it.
+            self.s.comfy.free()
+            self._free_before_prompt = False
+        accepted = list(getattr(job, "accepted_outputs", None) or [])
+        workflow = prompt_scope.prune(self._inputs(job, request), accepted)
         if stop.check():
             return self._stopped(stop, timings)
         tracker = self._execute(job, workflow, stop, timings)
@@ -156,10 +173,14 @@ class JobRunner:
             t1 = time.monotonic()
             entry = self.s.follower.history_after(tracker)
             _history_times(entry, tracker)
+            ran = entry.get("outputs") or tracker.outputs
+            extra = prompt_scope.unaccepted([*ran, *tracker.outputs], accepted)
+            if extra:
+                raise ExecutionFailed(
+                    f"ComfyUI reports outputs pre-flight did not accept: {', '.join(extra)}"
+                )
             collector = OutputCollector(self.s.comfy, self.s.blobs, self.s.config.outputs_bucket)
-            outputs = collector.collect(
-                job.job_id, entry.get("outputs") or tracker.outputs, request.options.output_format
-            )
+            outputs = collector.collect(job.job_id, ran, request.options.output_format)
             timings.upload_s = round(time.monotonic() - t1, 4)
             _exec_times(tracker, timings)
             return RunResult(DoneStatus.SUCCEEDED, outputs=outputs, timings=timings)
@@ -189,17 +210,45 @@ class JobRunner:
             errors = exc.error_count()
             raise InputError(f"request.json does not validate: {errors} errors") from None
 
-    def _models(self, request: JobRequest, timings: WorkerTimings) -> None:
-        if not request.models:
+    def _models(self, request: JobRequest, timings: WorkerTimings, stop: _Stop) -> None:
+        results = self._fetch_models(request, stop) if request.models else []
+        if self.s.view.show({r.key: r.blob for r in results}):
+            self._free_before_prompt = True
+        if not results:
             return
-        workers = min(self.s.settings.model_fetch_workers, len(request.models))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="model") as pool:
-            results = list(pool.map(self.s.cache.ensure, request.models))
         timings.model_cache_hits = sum(r.cache_hit for r in results)
         timings.model_downloads = sum(not r.cache_hit for r in results)
         timings.model_bytes_downloaded = sum(r.bytes_downloaded for r in results)
         if timings.model_downloads:
             self.s.leases.add_models(r.key for r in results)
+
+    def _fetch_models(self, request: JobRequest, stop: _Stop) -> list[EnsureResult]:
+        """Every model in the store; a cancel or the deadline stops the downloads within one
+        poll interval (the watcher below sets `cancel`, which shuts their sockets)."""
+        cancel = Cancel()
+        done = threading.Event()
+        poll_s = self.s.settings.job_poll_interval_s
+
+        def watch() -> None:
+            while not done.wait(poll_s):
+                if stop.check():
+                    cancel.set()
+                    return
+
+        watcher = threading.Thread(target=watch, name="model-stop", daemon=True)
+        watcher.start()
+        workers = min(self.s.settings.model_fetch_workers, len(request.models))
+        try:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="model") as pool:
+                futures = [pool.submit(self.s.cache.ensure, m, cancel) for m in request.models]
+                try:
+                    return [future.result() for future in futures]
+                except BaseException:
+                    cancel.set()  # one model failed: the job fails, stop the others now
+                    raise
+        finally:
+            done.set()
+            watcher.join()
 
     def _inputs(self, job: Job, request: JobRequest) -> dict[str, Any]:
         workflow = request.workflow_dict()
@@ -218,10 +267,8 @@ class JobRunner:
         return rewrite_inputs(workflow, refs)
 
     def _place_input(self, name: str, data: bytes, subfolder: str) -> str:
-        input_dir = self.s.settings.comfyui_input_dir
-        if input_dir is None:
-            return self.s.comfy.upload_image(name, data, subfolder)
-        target = Path(input_dir) / subfolder / name
+        # Straight into ComfyUI's input folder, which the agent empties between jobs.
+        target = Path(self.s.folders.input) / subfolder / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
         return f"{subfolder}/{name}"

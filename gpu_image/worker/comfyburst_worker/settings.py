@@ -17,14 +17,36 @@ class WorkerSettings(BaseSettings):
         default="http://127.0.0.1:8188", description="Where the local ComfyUI listens"
     )
     comfyui_models_dir: Path = Field(
-        default=Path("/opt/comfyui/models"), description="ComfyUI's models folder"
+        default=Path("/opt/comfyui/models"),
+        description="ComfyUI's own models folder: the pre-baked models; never written",
     )
-    comfyui_input_dir: Path | None = Field(
-        default=None, description="ComfyUI's input folder when on this machine (skips uploads)"
+    comfyui_input_dir: Path = Field(
+        default=Path("/opt/comfyui/input"),
+        description="ComfyUI's input folder: holds one job's inputs; emptied between jobs",
     )
-    model_cache_dir: Path | None = Field(
-        default=None,
-        description="Where models live, one folder per kind; default: comfyui_models_dir",
+    comfyui_output_dir: Path = Field(
+        default=Path("/opt/comfyui/output"),
+        description="ComfyUI's output folder: emptied between jobs",
+    )
+    comfyui_temp_dir: Path = Field(
+        default=Path("/opt/comfyui/temp"),
+        description="ComfyUI's temp folder: emptied between jobs",
+    )
+    model_cache_dir: Path = Field(
+        default=Path("/var/lib/comfyburst/models"),
+        description="The content-addressed model store (no job-chosen names in it)",
+    )
+    job_models_dir: Path = Field(
+        default=Path("/var/lib/comfyburst/job-models"),
+        description="The running job's models under its names (ComfyUI's extra model path)",
+    )
+    max_model_bytes: int = Field(
+        default=64 * 1024**3,
+        ge=1,
+        description="Most bytes one model download may read (when the job declares no size)",
+    )
+    comfyui_idle_timeout_s: float = Field(
+        default=30.0, gt=0, description="How long to wait for ComfyUI to finish a stopped run"
     )
     vm_name: str | None = Field(default=None, description="Override of the metadata's name")
     zone: str | None = Field(default=None, description="Override of the metadata's zone")
@@ -56,8 +78,3 @@ class WorkerSettings(BaseSettings):
     model_fetch_workers: int = Field(
         description="Model files fetched at once", default=4, ge=1, le=16
     )
-
-    @property
-    def models_root(self) -> Path:
-        """The on-disk model cache: ComfyUI's models folder unless overridden."""
-        return self.model_cache_dir or self.comfyui_models_dir
