@@ -1,0 +1,152 @@
+"""Jobs that share a VM share nothing: ComfyUI's folders hold one job's files, only the outputs
+pre-flight accepted run, and a name that leads to other model bytes makes ComfyUI drop its
+caches. The whole agent in one process against the ComfyUI stand-in and a local model server."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from comfyburst.schema import DoneManifest, DoneStatus, ModelKind, ModelSpec, VmRef
+from comfyburst_worker import prompt_scope
+from localcloud.comfyui_standin import StandinServer
+from tests._model_server import ModelServer
+from tests._worker_support import (
+    invert_workflow,
+    local_config,
+    local_settings,
+    make_agent,
+    make_request,
+    put_job,
+)
+from tests.fakes import InMemoryBlobStore, InMemoryJobStore
+
+VM = VmRef(name="comfyburst-gpu-0", zone="us-central1-a")
+
+
+@pytest.fixture
+def standin(tmp_path):
+    server = StandinServer(tmp_path / "in", tmp_path / "out", tmp_path / "tmp")
+    url = server.start()
+    yield url
+    server.stop()
+
+
+def _done(blobs: InMemoryBlobStore, job_id: str) -> DoneManifest:
+    raw = blobs.read("signals", f"jobs/{job_id}/done.json")
+    assert raw is not None, "no done.json"
+    return DoneManifest.model_validate_json(raw)
+
+
+def _png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _entries(tmp_path: Path) -> list[str]:
+    return [str(p) for name in ("in", "out", "tmp") for p in (tmp_path / name).rglob("*")]
+
+
+def test_the_next_job_finds_none_of_the_last_jobs_files(tmp_path, standin):
+    store, blobs = InMemoryJobStore(), InMemoryBlobStore()
+    config = local_config()
+    first = put_job(
+        store,
+        blobs,
+        config,
+        make_request(
+            invert_workflow("a/out", load_image="photo.png"), inputs={"photo.png": _png()}
+        ),
+        VM,
+    )
+    # B names A's input and A's output as ComfyUI would resolve them.
+    stolen_input = invert_workflow("b/in", load_image=f"comfyburst/{first.job_id}/photo.png")
+    stolen_output = invert_workflow("b/out", load_image="a/out_00001_.png [output]")
+    second = put_job(store, blobs, config, make_request(stolen_input))
+    third = put_job(store, blobs, config, make_request(stolen_output))
+    make_agent(local_settings(standin, tmp_path / "m"), config, store, blobs, VM).run(first.job_id)
+    assert _done(blobs, first.job_id).status is DoneStatus.SUCCEEDED
+    for job in (second, third):
+        done = _done(blobs, job.job_id)
+        assert done.status is DoneStatus.FAILED and done.error is not None
+        assert done.error.type == "validation_error" and not done.outputs
+    assert _entries(tmp_path) == []
+
+
+def test_what_a_crashed_agent_left_is_removed_before_any_claim(tmp_path, standin):
+    for name in ("in/comfyburst/old-job/photo.png", "out/old_00001_.png", "tmp/prev.png"):
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(_png())
+    (tmp_path / "m" / "view" / "checkpoints").mkdir(parents=True)
+    os.symlink(tmp_path / "out" / "old_00001_.png", tmp_path / "m" / "view" / "checkpoints" / "x")
+    store, blobs = InMemoryJobStore(), InMemoryBlobStore()
+    make_agent(local_settings(standin, tmp_path / "m"), local_config(), store, blobs, VM).run(None)
+    assert _entries(tmp_path) == []
+    assert not any(p.is_symlink() for p in (tmp_path / "m" / "view").rglob("*"))
+
+
+def test_only_the_accepted_outputs_run(tmp_path, standin):
+    store, blobs = InMemoryJobStore(), InMemoryBlobStore()
+    config = local_config()
+    workflow = invert_workflow("kept/out")
+    workflow["8"] = {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}}
+    workflow["9"] = {
+        "class_type": "SaveImage",
+        "inputs": {"images": ["8", 0], "filename_prefix": "refused/out"},
+    }
+    job = put_job(store, blobs, config, make_request(workflow), VM)
+    store.patch_job(job.job_id, {"accepted_outputs": ["3"]})
+    make_agent(local_settings(standin, tmp_path / "m"), config, store, blobs, VM).run(job.job_id)
+    done = _done(blobs, job.job_id)
+    assert done.status is DoneStatus.SUCCEEDED, done.error
+    assert [o.name for o in done.outputs] == ["out_00001_.png"]
+    assert blobs.list("outputs", f"jobs/{job.job_id}/outputs/") == [
+        f"jobs/{job.job_id}/outputs/out_00001_.png"
+    ]
+
+
+def test_a_name_that_leads_to_other_bytes_makes_comfyui_drop_its_caches(tmp_path, standin):
+    a_file, b_file = tmp_path / "a.bin", tmp_path / "b.bin"
+    a_file.write_bytes(os.urandom(10_000))
+    b_file.write_bytes(os.urandom(10_000))
+    store, blobs = InMemoryJobStore(), InMemoryBlobStore()
+    with ModelServer({"/a": a_file, "/b": b_file}) as server:
+        config = local_config(server.hostport)
+
+        def spec(path: str) -> ModelSpec:
+            return ModelSpec(kind=ModelKind.LORAS, filename="l.safetensors", url=server.url(path))
+
+        jobs = [
+            put_job(store, blobs, config, make_request(invert_workflow(f"j{i}"), [spec(p)]), vm)
+            for i, (p, vm) in enumerate([("/a", VM), ("/a", None), ("/b", None)])
+        ]
+        agent = make_agent(local_settings(standin, tmp_path / "m"), config, store, blobs, VM)
+        frees: list[str] = []
+        original = agent.s.comfy.free
+
+        def free() -> None:
+            frees.append(agent.s.view.root.joinpath("loras", "l.safetensors").resolve().name)
+            original()
+
+        agent.s.comfy.free = free  # type: ignore[method-assign]
+        agent.run(jobs[0].job_id)
+    assert all(_done(blobs, j.job_id).status is DoneStatus.SUCCEEDED for j in jobs)
+    # The first job (a new name), not the second (same bytes), and the third (other bytes).
+    assert len(frees) == 2
+
+
+def test_prune_keeps_accepted_outputs_and_their_ancestors_only():
+    workflow = invert_workflow()
+    workflow["8"] = {"class_type": "LoadImage", "inputs": {"image": "comfyburst/other/x.png"}}
+    workflow["9"] = {"class_type": "SaveImage", "inputs": {"images": ["8", 0]}}
+    assert sorted(prompt_scope.prune(workflow, ["3"])) == ["1", "2", "3"]
+    assert prompt_scope.prune(workflow, []) == workflow  # nothing recorded: ComfyUI decides
+    assert prompt_scope.prune(workflow, ["77"]) == {}  # never fall back to the whole prompt
+    assert prompt_scope.unaccepted(["3", "9"], ["3"]) == ["9"]
+    assert prompt_scope.unaccepted(["3"], ["3"]) == []
