@@ -51,6 +51,7 @@ def _build_api_deps():  # type: ignore[no-untyped-def]
         publisher=wiring.publisher(settings),
         fleet=wiring.fleet(settings),
         clock=wiring.clock(),
+        views=wiring.job_views(settings),
     )
 
 
@@ -59,8 +60,8 @@ api_deps = Lazy(_build_api_deps)
 
 @functions_framework.http
 def api(request: flask.Request) -> flask.Response:
-    """The HTTP API: /jobs, /jobs:validate, /jobs/{id}, /jobs/{id}:cancel, /openapi.json,
-    /healthz."""
+    """The HTTP API: /jobs (GET lists, POST submits), /jobs:validate, /jobs/{id} (?wait_s),
+    /jobs/{id}:cancel, /openapi.json, /healthz."""
     from comfyburst.api import handle
 
     return handle(request, api_deps)
@@ -151,3 +152,48 @@ def reaper(request: flask.Request) -> flask.Response:
 
     deps, policy = reaper_deps()
     return flask.jsonify(run_reaper(deps, policy))
+
+
+# --- webhook delivery (services/webhooks.py) ---------------------------------------------
+
+
+def _build_delivery_deps():  # type: ignore[no-untyped-def]
+    from comfyburst import wiring
+    from comfyburst.services.webhooks import DeliveryDeps
+    from comfyburst.settings import FunctionSettings
+
+    settings = FunctionSettings()
+    return DeliveryDeps(
+        store=wiring.job_store(settings),
+        sender=wiring.webhook_sender(settings),
+        clock=wiring.clock(),
+        secrets=wiring.webhook_secrets(settings),
+        timeout_s=settings.webhook_timeout_s,
+    )
+
+
+delivery_deps = Lazy(_build_delivery_deps)
+
+
+@functions_framework.cloud_event
+def on_result(cloud_event) -> None:  # type: ignore[no-untyped-def]
+    """The webhooks subscription on the results topic (a push subscription; functions-framework
+    makes its request a `messagePublished` CloudEvent): one signed delivery per message.
+
+    Returns (2xx: Pub/Sub acks) when delivered or when there is nothing to deliver; raises
+    (500: Pub/Sub redelivers with the subscription's backoff, then dead-letters) when the
+    receiver did not take it.
+    """
+    import logging
+
+    from comfyburst.services.webhooks import MESSAGE_PUBLISHED, deliver, parse_pubsub_event
+
+    if cloud_event["type"] != MESSAGE_PUBLISHED:
+        logging.getLogger(__name__).info("ignoring %s event", cloud_event["type"])
+        return
+    try:
+        message = parse_pubsub_event(cloud_event.data)
+    except ValueError as exc:
+        logging.getLogger(__name__).warning("dropping a malformed message: %s", exc)
+        return
+    deliver(delivery_deps(), message)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import requests
 
+from comfyburst.domain.webhooks import new_secret_text
 from localcloud import _procs
 from localcloud._keys import write_signing_key
 from localcloud.config import (
@@ -22,6 +23,9 @@ from localcloud.config import (
     GCS_TOPIC,
     RESULTS_SUBSCRIPTION,
     RESULTS_TOPIC,
+    WEBHOOKS_DEAD_LETTER_SUBSCRIPTION,
+    WEBHOOKS_DEAD_LETTER_TOPIC,
+    WEBHOOKS_SUBSCRIPTION,
     LocalCloudConfig,
 )
 
@@ -175,6 +179,9 @@ class LocalCloud:
                 "COMFYBURST_SIGNING_KEY_FILE": str(key_file),
                 "COMFYBURST_LOCAL_GCS_TOPIC": GCS_TOPIC,
                 "COMFYBURST_LOCAL_STATE_DIR": str(cfg.state_dir.resolve()),
+                # Webhooks: a fresh signing secret per start; receivers on loopback allowed.
+                "COMFYBURST_WEBHOOK_SECRET": new_secret_text(),
+                "COMFYBURST_WEBHOOK_ALLOW_LOOPBACK": "true",
                 **cfg.settings_env,
             }
         )
@@ -276,11 +283,12 @@ class LocalCloud:
 
     def _create_pubsub(self, port: int) -> None:
         base = f"http://127.0.0.1:{port}/v1/projects/{self.config.project_id}"
-        for topic in (RESULTS_TOPIC, GCS_TOPIC):
+        for topic in (RESULTS_TOPIC, GCS_TOPIC, WEBHOOKS_DEAD_LETTER_TOPIC):
             _put(f"{base}/topics/{topic}", None)
         for sub, topic in (
             (RESULTS_SUBSCRIPTION, RESULTS_TOPIC),
             (EVENTARC_SUBSCRIPTION, GCS_TOPIC),
+            (WEBHOOKS_DEAD_LETTER_SUBSCRIPTION, WEBHOOKS_DEAD_LETTER_TOPIC),
         ):
             body = {"topic": f"projects/{self.config.project_id}/topics/{topic}"}
             _put(f"{base}/subscriptions/{sub}", body)
@@ -325,6 +333,8 @@ class LocalCloud:
             )
             find = _procs.log_line(bridge, "READY ")
             _procs.wait_until(lambda: find() is not None, bridge, cfg.startup_timeout_s, "READY")
+        if "on_result" in targets:
+            self._create_webhooks_subscription(self.env["COMFYBURST_ON_RESULT_URL"])
         if "reaper" in targets:
             timer = self._spawn(
                 "reaper-timer",
@@ -336,6 +346,31 @@ class LocalCloud:
             )
             find = _procs.log_line(timer, "READY ")
             _procs.wait_until(lambda: find() is not None, timer, cfg.startup_timeout_s, "READY")
+
+    def _create_webhooks_subscription(self, target_url: str) -> None:
+        """The push subscription feeding on_result; the emulator honours its retry and
+        dead-letter policies (measured: backoff between the bounds, then the dead-letter
+        topic after max attempts), so delivery retries are Pub/Sub's, as in the cloud."""
+        cfg = self.config
+        project = f"projects/{cfg.project_id}"
+        host = self.env["PUBSUB_EMULATOR_HOST"]
+        body = {
+            "topic": f"{project}/topics/{RESULTS_TOPIC}",
+            "pushConfig": {"pushEndpoint": target_url},
+            "ackDeadlineSeconds": cfg.webhook_ack_deadline_s,
+            "retryPolicy": {
+                "minimumBackoff": f"{cfg.webhook_min_backoff_s}s",
+                "maximumBackoff": f"{cfg.webhook_max_backoff_s}s",
+            },
+            "deadLetterPolicy": {
+                "deadLetterTopic": f"{project}/topics/{WEBHOOKS_DEAD_LETTER_TOPIC}",
+                "maxDeliveryAttempts": cfg.webhook_max_delivery_attempts,
+            },
+        }
+        _put(f"http://{host}/v1/{project}/subscriptions/{WEBHOOKS_SUBSCRIPTION}", body)
+        self.env["COMFYBURST_LOCAL_WEBHOOKS_DEAD_LETTER_SUBSCRIPTION"] = (
+            WEBHOOKS_DEAD_LETTER_SUBSCRIPTION
+        )
 
     # --- env file -----------------------------------------------------------------------
 

@@ -19,15 +19,26 @@ DEFAULT_PORTS = {
     "api": 8080,
     "on_done_flag": 8091,
     "reaper": 8092,
+    "on_result": 8093,
 }
 
 # functions/main.py targets and their signature types.
-FUNCTION_TARGETS = {"api": "http", "on_done_flag": "cloudevent", "reaper": "http"}
+FUNCTION_TARGETS = {
+    "api": "http",
+    "on_done_flag": "cloudevent",
+    "reaper": "http",
+    "on_result": "cloudevent",
+}
 
 RESULTS_TOPIC = "comfyburst-results"
 RESULTS_SUBSCRIPTION = "comfyburst-results-sub"
 GCS_TOPIC = "comfyburst-gcs-notifications"
 EVENTARC_SUBSCRIPTION = "comfyburst-eventarc-signals"
+# Webhook delivery: a push subscription on the results topic to the on_result function, with
+# the emulator applying its retry and dead-letter policies (as Pub/Sub does in the cloud).
+WEBHOOKS_SUBSCRIPTION = "comfyburst-webhooks"
+WEBHOOKS_DEAD_LETTER_TOPIC = "comfyburst-webhooks-dead-letter"
+WEBHOOKS_DEAD_LETTER_SUBSCRIPTION = "comfyburst-webhooks-dead-letter-sub"
 
 
 def default_guest_argv() -> list[str] | None:
@@ -61,6 +72,11 @@ class LocalCloudConfig:
     # Extra COMFYBURST_* settings for the functions and the worker (e.g. shorter timeouts).
     settings_env: dict[str, str] = field(default_factory=dict)
     startup_timeout_s: float = 60.0
+    # The webhooks subscription's policies (the cloud's: 10 s to 600 s, 10 attempts).
+    webhook_min_backoff_s: int = 1
+    webhook_max_backoff_s: int = 10
+    webhook_max_delivery_attempts: int = 5
+    webhook_ack_deadline_s: int = 30
 
     @classmethod
     def ephemeral(cls, state_dir: Path, **overrides: object) -> LocalCloudConfig:

@@ -73,6 +73,7 @@ class Cloud:
             publisher=publisher,
             fleet=wiring.fleet(settings),
             clock=wiring.clock(),
+            views=wiring.job_views(settings),
         )
         app = functions_framework.create_app(target="api", source=str(MAIN_SOURCE))
         sys.modules["main"].api_deps.set(self.deps)

@@ -164,6 +164,11 @@ class JobRequest(_Strict):
     models: list[ModelSpec] = Field(default_factory=list, max_length=64)
     inputs: list[InputImage] = Field(default_factory=list, max_length=64)
     options: JobOptions = Field(default_factory=JobOptions)
+    webhook_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="https:// URL told of the terminal result (Standard Webhooks signed).",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> JobRequest:
@@ -264,6 +269,7 @@ class Job(_Strict):
     cancel_requested: bool = False
     idempotency_key: str | None = None
     caller: str | None = None
+    webhook_url: str | None = Field(default=None, description="Told of the terminal result.")
     worker_timings: WorkerTimings | None = None
     preflight_node_errors: dict[str, Any] = Field(
         default_factory=dict,

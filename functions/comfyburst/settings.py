@@ -133,6 +133,22 @@ class FunctionSettings(BaseSettings):
         default=None, description="Secret Manager secret name of the Hugging Face token"
     )
 
+    webhook_secret: str | None = Field(
+        default=None,
+        description="Current webhook signing secret, whsec_... (from Secret Manager)",
+    )
+    webhook_secret_previous: str | None = Field(
+        default=None,
+        description="The secret being rotated out; it signs too while set (Secret Manager)",
+    )
+    webhook_timeout_s: float = Field(
+        default=10.0, description="How long a webhook receiver may take to answer"
+    )
+    webhook_allow_loopback: bool = Field(
+        default=False,
+        description="Accept http:// webhook URLs to loopback receivers (local cloud only)",
+    )
+
     def deployment_config(self) -> DeploymentConfig:
         """What a VM needs to know, without secrets."""
         return DeploymentConfig(

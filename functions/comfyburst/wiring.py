@@ -91,4 +91,26 @@ def fleet(settings: FunctionSettings) -> ComputeFleet:
         settings.project_id,
         settings.pool_zones,
         settings.pool_label,
+        settings.create_wait_s,
     )
+
+
+def job_views(settings: FunctionSettings, client: Any = None) -> Any:
+    """Job lists and change waits for the API."""
+    from comfyburst.adapters.firestore_views import FirestoreJobViews
+
+    return FirestoreJobViews(client or firestore_client(settings), settings)
+
+
+def webhook_secrets(settings: FunctionSettings) -> Any:
+    """The signing secrets, current first (both while one is rotated out); read once."""
+    from comfyburst.domain.webhooks import parse_secrets
+
+    secrets = parse_secrets([settings.webhook_secret, settings.webhook_secret_previous])
+    return lambda: secrets
+
+
+def webhook_sender(settings: FunctionSettings) -> Any:
+    from comfyburst.adapters.webhook_http import HttpWebhookSender
+
+    return HttpWebhookSender(allow_loopback=settings.webhook_allow_loopback)

@@ -37,6 +37,8 @@ class ApiDeps:
     fleet: Fleet
     clock: Clock
     catalogue: Callable[[], Catalogue]
+    # Job lists and change waits (adapters/firestore_views.py); None: those routes answer 503.
+    views: Any = None
     dispatcher: Dispatcher = field(init=False)
 
     def __post_init__(self) -> None:
@@ -58,6 +60,7 @@ def build_api_deps(
     fleet: Fleet,
     clock: Clock,
     catalogue: Callable[[], Catalogue] | None = None,
+    views: Any = None,
 ) -> ApiDeps:
     """ApiDeps; by default the catalogue comes from the jobs bucket (checked each minute),
     falling back to the one checked in with the package."""
@@ -69,4 +72,4 @@ def build_api_deps(
         def catalogue() -> Catalogue:
             return catalogue_store.get(time.monotonic())
 
-    return ApiDeps(settings, store, blobs, signer, publisher, fleet, clock, catalogue)
+    return ApiDeps(settings, store, blobs, signer, publisher, fleet, clock, catalogue, views)

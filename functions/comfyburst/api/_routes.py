@@ -14,11 +14,13 @@ from pydantic import BaseModel
 from comfyburst.api._auth import authenticate
 from comfyburst.api._deps import ApiDeps
 from comfyburst.api._errors import MethodNotAllowed, RouteNotFound, error_response
+from comfyburst.api._list_wait import ServiceUnavailable, list_view, waited
 from comfyburst.api.openapi import openapi_document
 from comfyburst.api.views import Health, JobView, ValidateResponse
 from comfyburst.domain.request_policy import RequestPolicy
 from comfyburst.errors import PayloadTooLarge
 from comfyburst.services import cancel, status, submit
+from comfyburst.services.job_wait import parse_wait_s
 from comfyburst.settings import AuthMode
 
 logger = logging.getLogger(__name__)
@@ -49,8 +51,13 @@ def _route(request: flask.Request, path: str, deps: Callable[[], ApiDeps]) -> fl
         _allow(method, "GET")
         mode = AuthMode(deps().settings.auth_mode)
         return _json(200, openapi_document(mode))
+    if path == "/jobs" and method in ("GET", "HEAD"):
+        api = deps()
+        caller = authenticate(request.headers, api.settings)
+        _needs_views(api)
+        return _model(200, list_view(api, request.args.to_dict(flat=False), caller))
     if path in ("/jobs", "/jobs:validate"):
-        _allow(method, "POST")
+        _allow(method, *(("GET", "POST") if path == "/jobs" else ("POST",)))
         api = deps()
         caller = authenticate(request.headers, api.settings)
         body = _read_body(request, api.settings)
@@ -80,8 +87,16 @@ def _route(request: flask.Request, path: str, deps: Callable[[], ApiDeps]) -> fl
     _allow(method, "GET")
     api = deps()
     authenticate(request.headers, api.settings)
+    wait_s = parse_wait_s(request.args.to_dict(flat=False))
+    if wait_s is not None:
+        _needs_views(api)
     job = status.get_job(api.store, api.signer, api.clock, job_id)
-    return _model(200, JobView.of(job))
+    return _model(200, JobView.of(waited(api, job, wait_s)))
+
+
+def _needs_views(api: ApiDeps) -> None:
+    if api.views is None:
+        raise ServiceUnavailable("job lists and waits are not configured in this deployment")
 
 
 def _validate(api: ApiDeps, body: bytes) -> flask.Response:

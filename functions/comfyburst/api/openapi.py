@@ -7,9 +7,12 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from comfyburst.api.views import ErrorBody, Health, JobView, ValidateResponse
+from comfyburst.api.views import ErrorBody, Health, JobList, JobView, ValidateResponse
 from comfyburst.schema import JobRequest
+from comfyburst.services.job_list import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from comfyburst.services.job_wait import MAX_WAIT_S
 from comfyburst.settings import AuthMode
+from comfyburst.states import JobState
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _REF = "#/components/schemas/{model}"
@@ -39,6 +42,51 @@ def _errors(refs: dict[str, Any], *statuses: int) -> dict[str, Any]:
     return {str(s): _json(refs["ErrorBody"], texts[s]) for s in (*statuses, 401, 403, 500, 503)}
 
 
+_WAIT_S = {
+    "name": "wait_s",
+    "in": "query",
+    "required": False,
+    "description": "Wait up to this many seconds for a change of state or progress.",
+    "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT_S},
+}
+
+
+def _list_parameters() -> list[dict[str, Any]]:
+    def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "description": description,
+            "schema": schema,
+        }
+
+    time = {"type": "string", "format": "date-time"}
+    return [
+        {
+            **query(
+                "state",
+                {"type": "array", "items": {"enum": [s.value for s in JobState]}},
+                "Only jobs in these states (repeat the parameter for several).",
+            ),
+            "style": "form",
+            "explode": True,
+        },
+        query("created_after", time, "Only jobs created at or after this time (RFC 3339)."),
+        query("created_before", time, "Only jobs created before this time (RFC 3339)."),
+        query(
+            "page_size",
+            {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
+            f"Jobs per page (default {DEFAULT_PAGE_SIZE}).",
+        ),
+        query(
+            "page_token",
+            {"type": "string", "minLength": 1, "maxLength": 512},
+            "next_page_token of the previous page, with the same filters.",
+        ),
+    ]
+
+
 @functools.cache
 def openapi_document(auth_mode: AuthMode = AuthMode.IAM) -> dict[str, Any]:
     """The API description; cached per auth mode."""
@@ -46,6 +94,7 @@ def openapi_document(auth_mode: AuthMode = AuthMode.IAM) -> dict[str, Any]:
         [
             (JobRequest, "validation"),
             (JobView, "serialization"),
+            (JobList, "serialization"),
             (ValidateResponse, "serialization"),
             (ErrorBody, "serialization"),
             (Health, "serialization"),
@@ -70,6 +119,15 @@ def openapi_document(auth_mode: AuthMode = AuthMode.IAM) -> dict[str, Any]:
     job = refs["JobView"]
     paths: dict[str, Any] = {
         "/jobs": {
+            "get": {
+                "operationId": "listJobs",
+                "summary": "The caller's jobs (an admin's: everyone's), newest first, paged",
+                "parameters": _list_parameters(),
+                "responses": {
+                    "200": _json(refs["JobList"], "One page of jobs"),
+                    **_errors(refs, 400),
+                },
+            },
             "post": {
                 "operationId": "submitJob",
                 "summary": "Submit a job; answers at once with the job (starting or queued)",
@@ -96,8 +154,9 @@ def openapi_document(auth_mode: AuthMode = AuthMode.IAM) -> dict[str, Any]:
         "/jobs/{job_id}": {
             "get": {
                 "operationId": "getJob",
-                "summary": "The job, with progress and fresh signed output URLs",
-                "parameters": [job_id],
+                "summary": "The job, with progress and fresh signed output URLs; with wait_s, "
+                "answers when its state or progress changes (at once when terminal)",
+                "parameters": [job_id, _WAIT_S],
                 "responses": {"200": _json(job, "The job"), **_errors(refs, 404)},
             }
         },

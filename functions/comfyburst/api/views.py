@@ -56,6 +56,7 @@ class JobView(BaseModel):
         default_factory=dict,
         description="ComfyUI-shaped errors of outputs that do not run; the valid ones do.",
     )
+    webhook_url: str | None = Field(default=None, description="Told of the terminal result.")
 
     @classmethod
     def of(cls, job: Job) -> JobView:
@@ -79,7 +80,20 @@ class JobView(BaseModel):
             request=job.request,
             options=job.options,
             preflight_node_errors=job.preflight_node_errors,
+            webhook_url=job.webhook_url,
         )
+
+
+class JobList(BaseModel):
+    """`GET /jobs`: the caller's jobs, newest first (signed URLs as stored: GET /jobs/{id}
+    refreshes them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: list[JobView]
+    next_page_token: str | None = Field(
+        default=None, description="Pass as page_token (same filters) for the next page."
+    )
 
 
 class ValidateResponse(BaseModel):

@@ -33,6 +33,7 @@ def new_job(
         expire_at=now + timedelta(days=ttl_days),
         idempotency_key=idempotency_key,
         caller=caller,
+        webhook_url=request.webhook_url,
     )
 
 

@@ -26,7 +26,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from comfyburst.errors import InvalidRequest, PayloadTooLarge
 from comfyburst.schema import JobRequest
@@ -48,6 +48,7 @@ class RequestPolicy:
     max_workflow_bytes: int = 2_000_000
     max_nodes: int = 2000
     max_input_bytes: int = 20_000_000
+    allow_loopback_webhooks: bool = False
 
     @classmethod
     def from_settings(cls, settings: Any) -> RequestPolicy:
@@ -59,6 +60,7 @@ class RequestPolicy:
             max_workflow_bytes=settings.max_workflow_bytes,
             max_nodes=settings.max_nodes,
             max_input_bytes=settings.max_input_bytes,
+            allow_loopback_webhooks=getattr(settings, "webhook_allow_loopback", False),
         )
 
     @property
@@ -128,6 +130,8 @@ def check_request(request: JobRequest, policy: RequestPolicy) -> None:
     """Everything the schema cannot know: model URLs against the allowlists, input sizes."""
     for index, model in enumerate(request.models):
         check_model_url(model.url, policy, field=f"models.{index}.url")
+    if request.webhook_url is not None:
+        check_webhook_url(request.webhook_url, allow_loopback=policy.allow_loopback_webhooks)
     total = 0
     for index, image in enumerate(request.inputs):
         size = image.size_bytes
@@ -147,16 +151,7 @@ def check_model_url(url: str, policy: RequestPolicy, *, field: str = "url") -> N
     def reject(why: str) -> InvalidRequest:
         return InvalidRequest(f"model URL {why}", field=field)
 
-    if not url.isascii() or any(ord(ch) <= 32 or ord(ch) == 127 for ch in url):
-        raise reject("must be ASCII without spaces or control characters")
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise reject(f"is malformed: {exc}") from None
-    scheme = parts.scheme.lower()
-    if "@" in parts.netloc:
-        raise reject("must not contain user info")
+    parts, port, scheme = _split_url(url, reject)
     if scheme == "gs":
         _check_gs(parts.netloc, parts.path, policy, reject)
         return
@@ -180,6 +175,21 @@ def check_model_url(url: str, policy: RequestPolicy, *, field: str = "url") -> N
         raise reject(f"host {host} is not allowed (allowed: {allowed_hosts} and subdomains)")
 
 
+def _split_url(url: str, reject: Any) -> tuple[SplitResult, int | None, str]:
+    """The parts, port and lowercase scheme of a URL every URL rule starts from: ASCII, no
+    spaces or control characters, parseable, no user info."""
+    if not url.isascii() or any(ord(ch) <= 32 or ord(ch) == 127 for ch in url):
+        raise reject("must be ASCII without spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise reject(f"is malformed: {exc}") from None
+    if "@" in parts.netloc:
+        raise reject("must not contain user info")
+    return parts, port, parts.scheme.lower()
+
+
 def _check_gs(bucket: str, path: str, policy: RequestPolicy, reject: Any) -> None:
     if ":" in bucket or not bucket:
         raise reject("must be gs://BUCKET/OBJECT")
@@ -196,3 +206,71 @@ def _is_ip_literal(host: str) -> bool:
     except ValueError:
         return bool(_NUMERIC_HOST.match(host))
     return True
+
+
+# --- webhook URLs ----------------------------------------------------------------------------
+# Checked at submit (`check_request`) and again at every delivery, where the adapter also
+# resolves the name, checks every address with `check_webhook_address` and connects to the
+# address it checked (adapters/webhook_http.py). Loopback receivers over http are accepted only
+# with `webhook_allow_loopback` (the local cloud's setting); private, link-local, shared,
+# multicast and reserved addresses never are.
+
+
+@dataclass(frozen=True)
+class WebhookTarget:
+    scheme: str
+    host: str
+    port: int
+    path: str  # path and query, as sent in the request line
+
+
+def check_webhook_url(
+    url: str, *, allow_loopback: bool = False, field: str = "webhook_url"
+) -> WebhookTarget:
+    """Raise InvalidRequest unless `url` may receive webhooks; the parts to connect to."""
+
+    def reject(why: str) -> InvalidRequest:
+        return InvalidRequest(f"webhook URL {why}", field=field)
+
+    parts, port, scheme = _split_url(url, reject)
+    if parts.fragment:
+        raise reject("must not contain a fragment")
+    host = (parts.hostname or "").rstrip(".").lower()
+    if not host:
+        raise reject("has no host")
+    loopback = _is_loopback_literal(host)
+    if loopback and not allow_loopback:
+        raise reject(f"names a loopback address: {host}")
+    if scheme == "http" and not loopback:
+        raise reject("must use https://")
+    if scheme not in ("https", "http"):
+        raise reject("must use https://")
+    if not loopback:
+        if _is_ip_literal(host):
+            raise reject("must name a host, not an IP address")
+        if host == "localhost" or host.endswith(_PRIVATE_SUFFIXES) or "." not in host:
+            raise reject(f"names a private host: {host}")
+    path = parts.path or "/"
+    if parts.query:
+        path = f"{path}?{parts.query}"
+    return WebhookTarget(scheme, host, port or (443 if scheme == "https" else 80), path)
+
+
+def check_webhook_address(
+    address: str, *, allow_loopback: bool, field: str = "webhook_url"
+) -> None:
+    """Raise InvalidRequest unless a webhook may connect to this resolved address."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback and allow_loopback:
+        return
+    if not ip.is_global or ip.is_multicast:
+        raise InvalidRequest(f"webhook URL resolves to a non-public address ({ip})", field=field)
+
+
+def _is_loopback_literal(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

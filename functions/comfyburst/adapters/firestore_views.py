@@ -1,0 +1,69 @@
+"""Read-side Firestore adapters of the API: job lists (JobLister) and change waits (JobWatcher).
+
+Lists query `caller ==` (unless an admin lists all), `state in` (when filtered) and a
+`created_at` range, ordered by `created_at` then document id, both descending; the composite
+indexes are declared in terraform/firestore.tf.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from comfyburst.adapters.firestore_store import _from_doc
+from comfyburst.schema import Job
+from comfyburst.services.job_list import JobQuery
+
+
+class FirestoreJobViews:
+    """Lists a caller's jobs and waits for a job document to change."""
+
+    def __init__(self, client: firestore.Client, settings: Any) -> None:
+        self._client = client
+        self._jobs = client.collection(settings.jobs_collection)
+
+    def list_page(self, query: JobQuery, limit: int) -> list[Job]:
+        q: Any = self._jobs
+        if not query.all_callers:
+            q = q.where(filter=FieldFilter("caller", "==", query.owner))
+        if query.states:
+            q = q.where(filter=FieldFilter("state", "in", [s.value for s in query.states]))
+        if query.created_after is not None:
+            q = q.where(filter=FieldFilter("created_at", ">=", query.created_after))
+        if query.created_before is not None:
+            q = q.where(filter=FieldFilter("created_at", "<", query.created_before))
+        q = q.order_by("created_at", direction=firestore.Query.DESCENDING).order_by(
+            "__name__", direction=firestore.Query.DESCENDING
+        )
+        if query.after is not None:
+            q = q.start_after(
+                {
+                    "created_at": query.after.created_at,
+                    "__name__": self._jobs.document(query.after.job_id),
+                }
+            )
+        return [_from_doc(Job, snap.to_dict()) for snap in q.limit(limit).stream()]
+
+    def wait_for(self, job_id: str, changed: Callable[[Job], bool], timeout_s: float) -> Job | None:
+        done = threading.Event()
+        latest: list[Job] = []
+
+        def on_snapshot(snapshots: list[Any], _changes: Any, _read_time: Any) -> None:
+            for snap in snapshots:
+                if not snap.exists:
+                    continue
+                job = _from_doc(Job, snap.to_dict())
+                latest[:] = [job]
+                if changed(job):
+                    done.set()
+
+        watch = self._jobs.document(job_id).on_snapshot(on_snapshot)
+        try:
+            done.wait(timeout_s)
+        finally:
+            watch.unsubscribe()
+        return latest[0] if latest else None

@@ -1,0 +1,217 @@
+"""`GET /jobs` (the caller's jobs, newest first, filtered, paged) and
+`GET /jobs/{id}?wait_s=N` (answers when the job changes) on the Firestore emulator, through the
+API app of functions/main.py."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from comfyburst.schema import Job, Progress
+from comfyburst.states import JobState
+from tests.test_api_emulator import Cloud, settings, standin  # noqa: F401  (module fixtures)
+from tests.test_webhooks import make_job
+
+pytestmark = pytest.mark.emulator
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def _job(job_id: str, caller: str | None, created_at: datetime, state: JobState) -> Job:
+    return make_job(job_id, None, state, caller=caller, created_at=created_at)
+
+
+@pytest.fixture
+def cloud(settings: Any, standin: Any, blob_store: Any, signer: Any, publisher: Any) -> Cloud:  # noqa: F811
+    return Cloud(settings, standin, blob_store, signer, publisher)
+
+
+@pytest.fixture
+def seeded(cloud: Cloud) -> dict[str, list[str]]:
+    """12 jobs of alice, 5 of bob, 2 without a caller; some share a creation time."""
+    owned: dict[str, list[str]] = {"alice": [], "bob": [], "": []}
+    for i in range(12):
+        state = JobState.SUCCEEDED if i % 3 == 0 else JobState.QUEUED
+        job = _job(f"alice-{i:02d}", "alice", T0 + timedelta(seconds=i // 2), state)
+        cloud.store.create_job(job)
+        owned["alice"].append(job.job_id)
+    for i in range(5):
+        job = _job(f"bob-{i}", "bob", T0 + timedelta(seconds=i), JobState.QUEUED)
+        cloud.store.create_job(job)
+        owned["bob"].append(job.job_id)
+    for i in range(2):
+        cloud.store.create_job(_job(f"anon-{i}", None, T0, JobState.FAILED))
+    return owned
+
+
+def _as(who: str) -> dict[str, str]:
+    """The ID token Cloud Run would have checked (the local cloud does not verify it)."""
+
+    def part(value: dict[str, str]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    token = f"{part({'alg': 'RS256'})}.{part({'email': who})}.sig"
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _all_pages(cloud: Cloud, who: str, query: str) -> list[dict[str, Any]]:
+    jobs: list[dict[str, Any]] = []
+    token = None
+    while True:
+        url = f"/jobs?{query}" + (f"&page_token={token}" if token else "")
+        response = cloud.client.get(url, headers=_as(who))
+        assert response.status_code == 200, response.get_json()
+        body = response.get_json()
+        jobs += body["jobs"]
+        token = body["next_page_token"]
+        if token is None:
+            return jobs
+
+
+def test_list_shows_only_the_callers_jobs_newest_first_across_pages(
+    cloud: Cloud, seeded: dict[str, list[str]]
+) -> None:
+    jobs = _all_pages(cloud, "alice", "page_size=5")
+    ids = [job["job_id"] for job in jobs]
+    assert sorted(ids) == sorted(seeded["alice"])  # every one, once, and nobody else's
+    keys = [(job["created_at"], job["job_id"]) for job in jobs]
+    assert keys == sorted(keys, reverse=True)
+    bob = _all_pages(cloud, "bob", "page_size=2")
+    assert sorted(job["job_id"] for job in bob) == sorted(seeded["bob"])
+    # A caller with no jobs sees none, not the jobs created without a caller.
+    assert _all_pages(cloud, "carol", "page_size=10") == []
+
+
+def test_an_admin_lists_every_callers_jobs(
+    settings: Any,  # noqa: F811
+    standin: Any,  # noqa: F811
+    blob_store: Any,
+    signer: Any,
+    publisher: Any,
+    seeded: dict[str, list[str]],
+) -> None:
+    admin = settings.model_copy(update={"admin_principals": ["ops@example.com"]})
+    cloud = Cloud(admin, standin, blob_store, signer, publisher)
+    everyone = _all_pages(cloud, "ops@example.com", "page_size=7")
+    assert len(everyone) == 12 + 5 + 2
+    assert sorted(j["job_id"] for j in _all_pages(cloud, "bob", "")) == sorted(seeded["bob"])
+
+
+def test_list_filters_by_state_and_creation_time(
+    cloud: Cloud, seeded: dict[str, list[str]]
+) -> None:
+    done = _all_pages(cloud, "alice", "state=succeeded&page_size=3")
+    assert {job["state"] for job in done} == {"succeeded"}
+    assert len(done) == 4
+    both = _all_pages(cloud, "alice", "state=succeeded&state=queued")
+    assert len(both) == 12
+    after = (T0 + timedelta(seconds=3)).isoformat().replace("+00:00", "Z")
+    before = (T0 + timedelta(seconds=5)).isoformat().replace("+00:00", "Z")
+    window = _all_pages(cloud, "alice", f"created_after={after}&created_before={before}")
+    assert sorted(job["job_id"] for job in window) == [f"alice-{i:02d}" for i in range(6, 10)]
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("state=sleeping", "state"),
+        ("page_size=0", "page_size"),
+        ("page_size=101", "page_size"),
+        ("created_after=yesterday", "created_after"),
+        ("created_after=2026-01-01T00:00:00", "created_after"),  # no zone
+        ("page_token=garbage", "page_token"),
+        ("owner=bob", "owner"),  # no way to ask for another caller's jobs
+    ],
+)
+def test_list_refuses_bad_queries(cloud: Cloud, query: str, field: str) -> None:
+    response = cloud.client.get(f"/jobs?{query}", headers=_as("alice"))
+    assert response.status_code == 400
+    assert response.get_json()["error"]["field"] == field
+
+
+def test_a_page_token_only_continues_the_list_it_came_from(
+    cloud: Cloud, seeded: dict[str, list[str]]
+) -> None:
+    first = cloud.client.get("/jobs?page_size=2", headers=_as("alice")).get_json()
+    token = first["next_page_token"]
+    assert token
+    other_filter = cloud.client.get(f"/jobs?state=queued&page_token={token}", headers=_as("alice"))
+    assert other_filter.status_code == 400
+    other_caller = cloud.client.get(f"/jobs?page_token={token}", headers=_as("bob"))
+    assert other_caller.status_code == 400
+
+
+# --- waiting ---------------------------------------------------------------------------------
+
+
+def _created(cloud: Cloud, state: JobState = JobState.RUNNING) -> str:
+    job = _job("waited", None, datetime.now(UTC), state)
+    cloud.store.create_job(job)
+    return job.job_id
+
+
+def test_wait_answers_when_progress_changes(cloud: Cloud) -> None:
+    job_id = _created(cloud)
+    progress = Progress(node="3", value=4, max=10, fraction=0.4)
+
+    def later() -> None:
+        time.sleep(0.5)
+        cloud.store.patch_job(job_id, {"progress": progress.model_dump()})
+
+    threading.Thread(target=later, daemon=True).start()
+    began = time.monotonic()
+    response = cloud.client.get(f"/jobs/{job_id}?wait_s=60")
+    waited_s = time.monotonic() - began
+    assert response.status_code == 200
+    assert response.get_json()["progress"]["value"] == 4
+    # It answered because of the change, not because 60 s ran out.
+    assert waited_s < 30
+
+
+def test_wait_answers_when_state_changes(cloud: Cloud) -> None:
+    job_id = _created(cloud, JobState.QUEUED)
+
+    def later() -> None:
+        time.sleep(0.3)
+        cloud.store.update_job(
+            job_id, lambda job: job.model_copy(update={"state": JobState.RUNNING})
+        )
+
+    threading.Thread(target=later, daemon=True).start()
+    response = cloud.client.get(f"/jobs/{job_id}?wait_s=60")
+    assert response.get_json()["state"] == "running"
+
+
+def test_wait_without_a_change_answers_the_job_as_it_is_after_wait_s(cloud: Cloud) -> None:
+    job_id = _created(cloud)
+    began = time.monotonic()
+    response = cloud.client.get(f"/jobs/{job_id}?wait_s=0.5")
+    assert response.status_code == 200
+    assert response.get_json()["state"] == "running"
+    assert time.monotonic() - began >= 0.5
+
+
+def test_wait_on_a_terminal_job_answers_at_once(cloud: Cloud) -> None:
+    job_id = _created(cloud, JobState.SUCCEEDED)
+    began = time.monotonic()
+    response = cloud.client.get(f"/jobs/{job_id}?wait_s=60")
+    assert response.get_json()["state"] == "succeeded"
+    assert time.monotonic() - began < 30
+
+
+@pytest.mark.parametrize("wait_s", ["61", "-1", "soon", "nan", "inf"])
+def test_wait_s_out_of_range_is_refused(cloud: Cloud, wait_s: str) -> None:
+    job_id = _created(cloud)
+    response = cloud.client.get(f"/jobs/{job_id}?wait_s={wait_s}")
+    assert response.status_code == 400
+    assert response.get_json()["error"]["field"] == "wait_s"
+
+
+def test_wait_on_an_unknown_job_is_404(cloud: Cloud) -> None:
+    assert cloud.client.get("/jobs/nosuchjob?wait_s=5").status_code == 404
