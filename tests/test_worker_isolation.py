@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import os
+import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -150,3 +152,34 @@ def test_prune_keeps_accepted_outputs_and_their_ancestors_only():
     assert prompt_scope.prune(workflow, ["77"]) == {}  # never fall back to the whole prompt
     assert prompt_scope.unaccepted(["3", "9"], ["3"]) == ["9"]
     assert prompt_scope.unaccepted(["3"], ["3"]) == []
+
+
+@pytest.mark.parametrize("how", ["cancel", "deadline"])
+def test_cancel_and_deadline_stop_a_model_download_midway(tmp_path, standin, how):
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(4 * 1024 * 1024))
+    store, blobs = InMemoryJobStore(), InMemoryBlobStore()
+    with ModelServer({"/big": src}) as server:
+        server.stalled.add("/big")
+        config = local_config(server.hostport)
+        spec = ModelSpec(
+            kind=ModelKind.CHECKPOINTS, filename="b.safetensors", url=server.url("/big")
+        )
+        job = put_job(store, blobs, config, make_request(invert_workflow(), [spec]), VM)
+        if how == "deadline":
+            soon = datetime.now(UTC) + timedelta(seconds=1.5)
+            store.patch_job(job.job_id, {"deadline_at": soon})
+        agent = make_agent(local_settings(standin, tmp_path / "m"), config, store, blobs, VM)
+        if how == "cancel":
+            timer = threading.Timer(0.5, store.patch_job, (job.job_id, {"cancel_requested": True}))
+            timer.start()
+        try:
+            agent.run(job.job_id)
+            stalled_still = not server.stall_ended.is_set()
+        finally:
+            server.release.set()
+    done = _done(blobs, job.job_id)
+    expected = DoneStatus.CANCELLED if how == "cancel" else DoneStatus.TIMED_OUT
+    assert done.status is expected, done.error
+    assert stalled_still  # the job ended while the server was still holding the download
+    assert not list((tmp_path / "m" / "store" / "partial").iterdir())
