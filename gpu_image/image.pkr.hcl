@@ -33,11 +33,12 @@ source "googlecompute" "gpu" {
 
   service_account_email = var.service_account_email
   scopes                = ["https://www.googleapis.com/auth/cloud-platform"]
-  use_iap               = var.use_iap
-  omit_external_ip      = var.omit_external_ip
-  use_internal_ip       = var.omit_external_ip
-  tags                  = ["comfyburst-gpu"]
-  ssh_username          = var.ssh_username
+  # The IAP SSH rule (terraform/network.tf) targets "<name_prefix>-gpu".
+  tags             = ["${var.name_prefix}-gpu"]
+  use_iap          = var.use_iap
+  omit_external_ip = var.omit_external_ip
+  use_internal_ip  = var.omit_external_ip
+  ssh_username     = var.ssh_username
   metadata = {
     block-project-ssh-keys = "true"
   }
@@ -47,7 +48,7 @@ build {
   sources = ["source.googlecompute.gpu"]
 
   provisioner "shell" {
-    inline = ["mkdir -p /tmp/comfyburst-src/functions /tmp/comfyburst-src/worker /tmp/comfyburst-src/systemd"]
+    inline = ["mkdir -p /tmp/comfyburst-src/functions /tmp/comfyburst-src/worker /tmp/comfyburst-src/systemd /tmp/comfyburst-src/scripts"]
   }
 
   # The shared package and the worker are installed from these folders (pip install), not copied.
@@ -71,8 +72,22 @@ build {
     destination = "/tmp/comfyburst-src/custom_nodes.txt"
   }
 
+  provisioner "file" {
+    source      = "${path.root}/comfyui-constraints.txt"
+    destination = "/tmp/comfyburst-src/comfyui-constraints.txt"
+  }
+
+  # The numbered scripts source scripts/common.sh from here.
+  provisioner "file" {
+    source      = "${path.root}/scripts/"
+    destination = "/tmp/comfyburst-src/scripts"
+  }
+
+  # The variables go to a file the command sources, not onto its command line: HF_TOKEN must
+  # not show in the build VM's process list (Packer masks the sensitive value in its own logs).
   provisioner "shell" {
-    execute_command = "sudo -E env {{ .Vars }} bash -euo pipefail '{{ .Path }}'"
+    use_env_var_file = true
+    execute_command  = "sudo bash -c '. {{ .EnvVarFile }} && exec bash -euo pipefail {{ .Path }}'"
     environment_vars = [
       "COMFYBURST_SRC=/tmp/comfyburst-src",
       "COMFYUI_COMMIT=${var.comfyui_commit}",
@@ -90,6 +105,11 @@ build {
       "${path.root}/scripts/06-model-cache.sh",
       "${path.root}/scripts/07-export-catalogue.sh",
     ]
+  }
+
+  # Packer's uploaded scripts and their variable file (it held HF_TOKEN) stay out of the image.
+  provisioner "shell" {
+    inline = ["sudo find /tmp -maxdepth 1 -name 'packer*' -exec rm -rf {} +"]
   }
 
   post-processor "manifest" {

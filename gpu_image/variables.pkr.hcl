@@ -114,9 +114,15 @@ variable "source_hash" {
   default     = "unset"
 }
 
+variable "name_prefix" {
+  type        = string
+  description = "terraform's name_prefix: the build VM carries the network tag <name_prefix>-gpu that the IAP SSH rule targets."
+  default     = "comfyburst"
+}
+
 variable "huggingface_token" {
   type        = string
-  description = "Optional Hugging Face token for pre-baked models hosted there; never stored in the image."
+  description = "Optional Hugging Face token for pre-baked models hosted there; never stored in the image. Pass it as the environment variable PKR_VAR_huggingface_token, never with -var on a command line."
   default     = ""
   sensitive   = true
 }

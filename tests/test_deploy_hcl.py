@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.deploy import hcl
+from tests.deploy import hcl, packer_schema
 
 TF_FILES = hcl.files(hcl.TERRAFORM, ".tf")
 PKR_FILES = hcl.files(hcl.GPU_IMAGE, ".pkr.hcl")
@@ -74,7 +74,11 @@ def test_provider_versions_are_exact_pins():
                 assert re.fullmatch(r"\d+\.\d+\.\d+", provider["version"]), (name, provider)
 
 
-def test_packer_block_has_no_required_plugins():
-    # Packer 1.6.6 rejects `required_plugins`; the plugin is installed explicitly in Cloud Build.
+def test_packer_pins_the_googlecompute_plugin_it_is_checked_against():
     packer = hcl.load(hcl.GPU_IMAGE / "versions.pkr.hcl")["packer"][0]
-    assert set(packer) == {"required_version"}
+    # Official Packer binaries before 1.8.1 cannot SSH to Ubuntu 22.04; 1.11 loads plugins only
+    # from `packer init`.
+    assert packer["required_version"] == ">= 1.11.0"
+    plugin = packer["required_plugins"][0]["googlecompute"]
+    assert plugin["source"] == "github.com/hashicorp/googlecompute"
+    assert plugin["version"] == f"= {packer_schema.schema()['version']}"

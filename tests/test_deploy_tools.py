@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from tests.deploy import hcl
+from tests.deploy import hcl, packer_schema
 
 CHECKOV = hcl.REPO / ".venv-checkov" / "bin" / "checkov"
 SKIP_COMMENT = re.compile(r"#checkov:skip=(CKV2?_[A-Z0-9_]+)(?::(.*))?")
@@ -22,9 +22,21 @@ PACKER_VARS = {
 }
 
 
+def _repo_files() -> set:
+    """Files git tracks or would track (gitignored build output such as a bake root is not ours)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=hcl.REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    return {hcl.REPO / name for name in listed.split("\0") if name}
+
+
 def _shell_scripts() -> list:
     """Every shell script in the repo: *.sh, .ci/run, and files with a sh/bash shebang."""
-    found = set(hcl.files(hcl.REPO, ".sh"))
+    ours = _repo_files()
+    found = {p for p in hcl.files(hcl.REPO, ".sh") if p in ours}
     ci_run = hcl.REPO / ".ci" / "run"
     if ci_run.is_file():
         found.add(ci_run)
@@ -33,7 +45,7 @@ def _shell_scripts() -> list:
         if not root.is_dir():
             continue
         for path in root.rglob("*"):
-            if path.is_file() and not hcl.SKIP_DIRS.intersection(path.parts):
+            if path.is_file() and path in ours and not hcl.SKIP_DIRS.intersection(path.parts):
                 with path.open("rb") as handle:
                     head = handle.readline()
                 if re.match(rb"#!.*\b(ba)?sh\b", head):
@@ -57,25 +69,69 @@ def test_shellcheck_every_script():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_packer_validate():
-    # Full validation: Packer 1.6.6 runs the googlecompute builder's own checks
-    # (e.g. GPU => on_host_maintenance TERMINATE) without contacting Google Cloud.
-    packer = shutil.which("packer")
-    if packer is None:
-        pytest.skip("packer not installed: `make deploy-tools` runs apt-get install -y packer")
+def _packer_validate(image_dir, packer):
     args = [packer, "validate"]
     for name, value in PACKER_VARS.items():
         args += ["-var", f"{name}={value}"]
-    result = subprocess.run(
+    return subprocess.run(
         [*args, "."],
-        cwd=hcl.GPU_IMAGE,
+        cwd=image_dir,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
         env={**os.environ, "CHECKPOINT_DISABLE": "1"},
     )
+
+
+def _template_copy_for_packer_166(tmp_path):
+    """gpu_image/ beside functions/ in tmp_path, without the `packer {}` block 1.6.6 rejects."""
+    image_dir = tmp_path / "gpu_image"
+    shutil.copytree(hcl.GPU_IMAGE, image_dir, ignore=shutil.ignore_patterns("worker"))
+    (tmp_path / "functions").symlink_to(hcl.REPO / "functions")
+    (image_dir / "worker").symlink_to(hcl.GPU_IMAGE / "worker")
+    versions = image_dir / "versions.pkr.hcl"
+    text = versions.read_text(encoding="utf-8")
+    stripped = re.sub(r"^packer \{.*^\}\n", "", text, flags=re.S | re.M)
+    assert "required_plugins" in text and "required_plugins" not in stripped
+    versions.write_text(stripped, encoding="utf-8")
+    return image_dir
+
+
+def test_packer_validate(tmp_path):
+    # Debian's Packer 1.6.6 is the only Packer installable here: it runs its built-in
+    # googlecompute builder's checks (e.g. GPU => on_host_maintenance TERMINATE), the file and
+    # shell provisioners' checks and every variable reference, without contacting Google Cloud.
+    # The pinned plugin's own argument names are checked by test_packer_source_arguments_*.
+    packer = shutil.which("packer")
+    if packer is None:
+        pytest.skip("packer not installed: `make deploy-tools` runs apt-get install -y packer")
+    result = _packer_validate(_template_copy_for_packer_166(tmp_path), packer)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_packer_validate_fails_on_a_broken_template(tmp_path):
+    packer = shutil.which("packer")
+    if packer is None:
+        pytest.skip("packer not installed: `make deploy-tools` runs apt-get install -y packer")
+    image_dir = _template_copy_for_packer_166(tmp_path)
+    template = image_dir / "image.pkr.hcl"
+    text = template.read_text(encoding="utf-8")
+    template.write_text(text.replace("var.use_iap", "var.use_iap_typo", 1), encoding="utf-8")
+    result = _packer_validate(image_dir, packer)
+    assert result.returncode != 0 and "use_iap_typo" in result.stdout + result.stderr
+
+
+def test_packer_source_arguments_exist_in_the_pinned_plugin():
+    assert packer_schema.check() == []
+
+
+def test_packer_source_argument_typo_is_reported(tmp_path):
+    template = tmp_path / "image.pkr.hcl"
+    text = (hcl.GPU_IMAGE / "image.pkr.hcl").read_text(encoding="utf-8")
+    template.write_text(text.replace("  omit_external_ip ", "  omit_externl_ip  ", 1))
+    problems = packer_schema.check(template)
+    assert len(problems) == 1 and "source.googlecompute.gpu.omit_externl_ip" in problems[0]
 
 
 def test_packer_script_order_matches_scripts_folder():
@@ -84,7 +140,8 @@ def test_packer_script_order_matches_scripts_folder():
     scripts = [s["scripts"] for s in shells if "scripts" in s]
     assert len(scripts) == 1
     named = [s.rsplit("/", 1)[-1] for s in scripts[0]]
-    on_disk = sorted(p.name for p in (hcl.GPU_IMAGE / "scripts").glob("*.sh"))
+    # common.sh is sourced by the numbered scripts, not run by Packer.
+    on_disk = sorted(p.name for p in (hcl.GPU_IMAGE / "scripts").glob("[0-9][0-9]-*.sh"))
     assert named == on_disk
     assert all(re.match(r"\d\d-", n) for n in named)
 
