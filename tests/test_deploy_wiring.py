@@ -212,8 +212,14 @@ def test_model_cache_has_a_folder_per_model_kind():
     block = re.search(r"MODEL_KINDS=\(([^)]*)\)", text)
     assert block is not None
     assert set(block.group(1).split()) == {k.value for k in ModelKind}
-    env = dict(v.split("=", 1) for v in _unit("comfyburst-worker.service")["Environment"])
-    assert re.search(rf"CACHE_DIR={re.escape(env['COMFYBURST_WORKER_MODEL_CACHE_DIR'])}\n", text)
+    env = dict(v.strip('"').split("=", 1) for v in _unit("comfyburst-worker.service")["Environment"])
+    common = (SCRIPTS / "common.sh").read_text(encoding="utf-8")
+    root = re.search(r"^readonly MODELS_ROOT=(\S+)$", common, re.M)
+    assert root is not None
+    # The folders 06-model-cache.sh makes are the ones the worker unit points the agent at.
+    assert env["COMFYBURST_WORKER_MODEL_CACHE_DIR"] == f"{root.group(1)}/store"
+    assert env["COMFYBURST_WORKER_JOB_MODELS_DIR"] == f"{root.group(1)}/job-models"
+    assert "MODEL_STORE_DIR" in text and "base_path: ${JOB_MODELS_DIR}" in text
 
 
 def test_catalogue_goes_where_the_api_reads_it():

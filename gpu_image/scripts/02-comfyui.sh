@@ -1,33 +1,45 @@
 #!/usr/bin/env bash
-# ComfyUI at a pinned commit, its requirements and CUDA PyTorch in its own virtualenv.
+# The two service users, uv and the image's Python, ComfyUI at a pinned commit with CUDA PyTorch
+# and its requirements (held to comfyui-constraints.txt) in its own virtualenv.
 set -euo pipefail
 
+: "${COMFYBURST_SRC:?COMFYBURST_SRC is required}"
 : "${COMFYUI_COMMIT:?COMFYUI_COMMIT is required}"
 : "${TORCH_INDEX_URL:?TORCH_INDEX_URL is required}"
+# shellcheck source-path=SCRIPTDIR source=common.sh
+source "${COMFYBURST_SRC}/scripts/common.sh"
 
-readonly COMFYUI_DIR=/opt/comfyui
-readonly COMFYUI_REPO=https://github.com/comfyanonymous/ComfyUI.git
-readonly SERVICE_USER=comfyburst
-readonly PYTHON_VERSION=3.12
-readonly UV_VERSION=0.13.8
-readonly TORCH_PACKAGES=(torch==2.8.0 torchvision==0.23.0 torchaudio==2.8.0)
-readonly TOOLS_DIR=/opt/comfyburst/tools
-export UV_PYTHON_INSTALL_DIR=/opt/comfyburst/python
+# Sources (the bake rehearsal points them at this machine's copies).
+readonly COMFYUI_REPO="${COMFYUI_REPO:-https://github.com/comfyanonymous/ComfyUI.git}"
+read -r -a TORCH_PACKAGES <<<"${TORCH_PACKAGES:-torch==2.8.0 torchvision==0.23.0 torchaudio==2.8.0}"
+readonly TORCH_DEVICE="${TORCH_DEVICE:-cuda}"  # what the import check below demands
+readonly CONSTRAINTS="${COMFYBURST_SRC}/comfyui-constraints.txt"
 
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -q
-apt-get install -y -q git python3-venv curl jq
+apt_get update
+apt_get install -y git python3-venv curl jq nftables sudo
 
-# One service user runs ComfyUI and the worker: the worker writes ComfyUI's input and model folders.
-if ! id "${SERVICE_USER}" >/dev/null 2>&1; then
-  useradd --system --create-home --home-dir /var/lib/comfyburst --shell /usr/sbin/nologin "${SERVICE_USER}"
+# ComfyUI's user owns only ComfyUI's working folders; the worker joins its group.
+if ! getent group "${COMFYUI_USER}" >/dev/null; then
+  groupadd --system "${COMFYUI_USER}"
 fi
+if ! id "${COMFYUI_USER}" >/dev/null 2>&1; then
+  useradd --system --gid "${COMFYUI_USER}" --create-home --home-dir "${COMFYUI_HOME}" \
+    --shell /usr/sbin/nologin "${COMFYUI_USER}"
+fi
+if ! id "${WORKER_USER}" >/dev/null 2>&1; then
+  useradd --system --user-group --groups "${COMFYUI_USER}" --create-home --home-dir "${WORKER_HOME}" \
+    --shell /usr/sbin/nologin "${WORKER_USER}"
+fi
+usermod --append --groups "${COMFYUI_USER}" "${WORKER_USER}"
+chmod 0700 "${WORKER_HOME}"
+chmod 0750 "${COMFYUI_HOME}"
 
 # uv provides a Python the image's OS may lack (the agent needs >= 3.11) and fast installs.
 /usr/bin/python3 -m venv "${TOOLS_DIR}"
 "${TOOLS_DIR}/bin/pip" install --quiet "uv==${UV_VERSION}"
 ln -sf "${TOOLS_DIR}/bin/uv" /usr/local/bin/uv
 uv python install "${PYTHON_VERSION}"
+chmod -R a+rX "${UV_PYTHON_INSTALL_DIR}"
 
 mkdir -p "${COMFYUI_DIR}"
 git -C "${COMFYUI_DIR}" init -q
@@ -40,11 +52,26 @@ if [[ "${actual}" != "${COMFYUI_COMMIT}" ]]; then
   exit 1
 fi
 
+# torch from its own index first, then ComfyUI's requirements held to the versions of its
+# release (and to the torch just installed), so a rebuild resolves the same set.
+torch_pins=$(mktemp)
+printf '%s\n' "${TORCH_PACKAGES[@]}" >"${torch_pins}"
 uv venv --python "${PYTHON_VERSION}" "${COMFYUI_DIR}/.venv"
 VIRTUAL_ENV="${COMFYUI_DIR}/.venv" uv pip install --index-url "${TORCH_INDEX_URL}" "${TORCH_PACKAGES[@]}"
-VIRTUAL_ENV="${COMFYUI_DIR}/.venv" uv pip install -r "${COMFYUI_DIR}/requirements.txt"
-"${COMFYUI_DIR}/.venv/bin/python" -c "import torch; assert torch.cuda.is_available(), 'CUDA not available'; print(torch.__version__, torch.cuda.get_device_name(0))"
+VIRTUAL_ENV="${COMFYUI_DIR}/.venv" uv pip install -r "${COMFYUI_DIR}/requirements.txt" \
+  -c "${CONSTRAINTS}" -c "${torch_pins}"
+rm -f "${torch_pins}"
 
-mkdir -p "${COMFYUI_DIR}/input" "${COMFYUI_DIR}/output" "${COMFYUI_DIR}/temp" "${COMFYUI_DIR}/user"
-chown -R "${SERVICE_USER}:${SERVICE_USER}" "${COMFYUI_DIR}"
+# Code stays root's: a custom node cannot rewrite ComfyUI. Only the working folders are
+# ComfyUI's, group-writable and setgid so the worker (in the group) shares them.
+chown -R root:root "${COMFYUI_DIR}"
+for dir in input output temp user; do
+  install -d -o "${COMFYUI_USER}" -g "${COMFYUI_USER}" -m 2770 "${COMFYUI_DIR}/${dir}"
+done
+
+check='import torch; print("torch", torch.__version__)'
+if [[ "${TORCH_DEVICE}" == cuda ]]; then
+  check='import torch; assert torch.cuda.is_available(), "CUDA not available"; print(torch.__version__, torch.cuda.get_device_name(0))'
+fi
+as_user "${COMFYUI_USER}" "${COMFYUI_DIR}/.venv/bin/python" -c "${check}"
 echo "ComfyUI ${COMFYUI_COMMIT} installed in ${COMFYUI_DIR}"

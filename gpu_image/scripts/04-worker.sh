@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
-# The worker agent and the shared comfyburst package, pip-installed from the uploaded folders.
+# The worker agent and the shared comfyburst package, pip-installed from the uploaded folders,
+# on the image's Python (02-comfyui.sh); readable by the worker's user only, checked as that user.
 set -euo pipefail
 
 : "${COMFYBURST_SRC:?COMFYBURST_SRC is required}"
+# shellcheck source-path=SCRIPTDIR source=common.sh
+source "${COMFYBURST_SRC}/scripts/common.sh"
 
-readonly VENV=/opt/comfyburst/venv
-readonly PYTHON_VERSION=3.12
+uv venv --python "${PYTHON_VERSION}" "${WORKER_VENV}"
+# The folders in one install, so `comfyburst-core` and `comfyburst` resolve to ours (core: the
+# schema, states, errors and client; functions: the cloud side, without them).
+VIRTUAL_ENV="${WORKER_VENV}" uv pip install "${COMFYBURST_SRC}/functions/core" "${COMFYBURST_SRC}/functions" "${COMFYBURST_SRC}/worker"
 
-uv venv --python "${PYTHON_VERSION}" "${VENV}"
-# Both folders in one install, so the worker's dependency on `comfyburst` resolves to ours.
-VIRTUAL_ENV="${VENV}" uv pip install "${COMFYBURST_SRC}/functions" "${COMFYBURST_SRC}/worker"
+# ComfyUI's user (and so any custom node) cannot read the agent's code or settings.
+chown -R "root:${WORKER_USER}" "${WORKER_VENV}"
+chmod -R u=rwX,g=rX,o= "${WORKER_VENV}"
 
-"${VENV}/bin/python" -c "import comfyburst, comfyburst_worker.settings"
-test -x "${VENV}/bin/comfyburst-worker"
-echo "worker agent installed in ${VENV}"
+# As the user the unit runs it as: the interpreter the venv points at must be theirs to run.
+as_user "${WORKER_USER}" "${WORKER_VENV}/bin/python" -c "import comfyburst, comfyburst_worker.settings"
+as_user "${WORKER_USER}" test -x "${WORKER_VENV}/bin/comfyburst-worker"
+echo "worker agent installed in ${WORKER_VENV} on $(readlink -f "${WORKER_VENV}/bin/python")"

@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
-# systemd units: ComfyUI on 127.0.0.1:8188, the worker after it; both start at every boot.
+# systemd units: the metadata guard, ComfyUI on 127.0.0.1:8188 as its own user, the worker after
+# it; all start at every boot. The worker may power the VM off and do nothing else as root.
 set -euo pipefail
 
 : "${COMFYBURST_SRC:?COMFYBURST_SRC is required}"
+# shellcheck source-path=SCRIPTDIR source=common.sh
+source "${COMFYBURST_SRC}/scripts/common.sh"
 
-readonly SERVICE_USER=comfyburst
+readonly UNITS=(comfyburst-metadata-guard.service comfyui.service comfyburst-worker.service)
 
-install -m 0644 "${COMFYBURST_SRC}/systemd/comfyui.service" /etc/systemd/system/comfyui.service
-install -m 0644 "${COMFYBURST_SRC}/systemd/comfyburst-worker.service" /etc/systemd/system/comfyburst-worker.service
+for unit in "${UNITS[@]}"; do
+  install -m 0644 "${COMFYBURST_SRC}/systemd/${unit}" "/etc/systemd/system/${unit}"
+done
+# The owner-match rule that keeps ComfyUI's user (every custom node) off the metadata server.
+install -d -m 0755 "${GUARD_DIR}"
+install -m 0644 "${COMFYBURST_SRC}/systemd/metadata-guard.nft" "${GUARD_DIR}/metadata-guard.nft"
+nft --check --file "${GUARD_DIR}/metadata-guard.nft"
 
-# The worker powers the VM off when the queue is empty, and may do nothing else as root.
-printf '%s ALL=(root) NOPASSWD: /usr/bin/systemctl poweroff\n' "${SERVICE_USER}" >/etc/sudoers.d/comfyburst-poweroff
+printf '%s ALL=(root) NOPASSWD: /usr/bin/systemctl poweroff\n' "${WORKER_USER}" >/etc/sudoers.d/comfyburst-poweroff
 chmod 0440 /etc/sudoers.d/comfyburst-poweroff
 visudo -cf /etc/sudoers.d/comfyburst-poweroff
 
 systemctl daemon-reload
-systemctl enable comfyui.service comfyburst-worker.service
+systemctl enable "${UNITS[@]}"
 echo "units installed and enabled"
