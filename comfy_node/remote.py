@@ -29,14 +29,8 @@ class RemoteResult:
 
 def describe_rejection(exc: ApiError) -> str:
     """A pre-flight or request rejection as one readable message, node by node."""
-    lines = [f"ComfyBurst rejected the workflow ({exc.status} {exc.code}): {exc.message}"]
-    for node_id, node in sorted(exc.node_errors.items()):
-        for err in node.get("errors", []):
-            lines.append(
-                f"  node {node_id} ({node.get('class_type')}): {err.get('message')}"
-                f" — {err.get('details')}"
-            )
-    return "\n".join(lines)
+    head = f"ComfyBurst rejected the workflow ({exc.status} {exc.code}): {exc.message}"
+    return "\n".join([head, *exc.node_error_lines()])
 
 
 def describe_failure(job: dict[str, Any]) -> str:

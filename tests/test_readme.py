@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from comfyburst_cli.settings_doc import BEGIN, END, TABLES, render
+from tools.settings_doc import BEGIN, END, TABLES, render
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -10,7 +10,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def test_readme_settings_tables_are_current() -> None:
     text = README.read_text(encoding="utf-8")
     section = text[text.index(BEGIN) : text.index(END) + len(END)]
-    assert section == render(), "README settings are stale: python -m comfyburst_cli.settings_doc"
+    assert section == render(), "README settings are stale: python -m tools.settings_doc"
 
 
 def test_every_setting_is_described() -> None:

@@ -12,12 +12,13 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from comfyburst.client import ApiClient, ApiError, ClientSettings
-from comfyburst.errors import SettingsError
-from comfyburst_cli.requests_builder import CliInputError, load_request
+from comfyburst.client import ApiClient, ClientSettings
+from comfyburst_cli._errors import CliError, cli_errors
+from comfyburst_cli.requests_builder import load_request
 
 app = typer.Typer(
     help="ComfyBurst: render ComfyUI workflows on GPUs that exist only while there is work."
@@ -26,6 +27,8 @@ local_app = typer.Typer(help="The local cloud: emulators, Compute stand-in, func
 app.add_typer(local_app, name="local")
 console = Console()
 LOCAL_ENV = Path(".localcloud/env")
+# Help texts are Rich markup: anything with brackets in it goes through `escape`.
+MODEL_HELP = "A model the job needs: KIND[/FILENAME]=URL[#sha256=HEX] (repeatable)"
 
 
 def load_env_file(path: Path) -> dict[str, str]:
@@ -39,26 +42,16 @@ def load_env_file(path: Path) -> dict[str, str]:
     return values
 
 
+def _use_local_env(key: str) -> None:
+    """Outside a configured shell, the local cloud's `.localcloud/env` (when there is one)."""
+    if not os.environ.get(key) and LOCAL_ENV.exists():
+        for name, value in load_env_file(LOCAL_ENV).items():
+            os.environ.setdefault(name, value)
+
+
 def _client() -> ApiClient:
-    if not os.environ.get("COMFYBURST_API_URL") and LOCAL_ENV.exists():
-        for key, value in load_env_file(LOCAL_ENV).items():
-            os.environ.setdefault(key, value)
-    try:
-        return ApiClient(ClientSettings())
-    except SettingsError as exc:
-        console.print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(2) from exc
-
-
-def _fail(exc: ApiError) -> typer.Exit:
-    console.print(f"[red]error {exc.status} ({exc.code}):[/red] {exc.message}")
-    for node_id, node in exc.node_errors.items():
-        for err in node.get("errors", []):
-            console.print(
-                f"  node {node_id} ({node.get('class_type')}): {err.get('message')}"
-                f" — {err.get('details')}"
-            )
-    return typer.Exit(1)
+    _use_local_env("COMFYBURST_API_URL")
+    return ApiClient(ClientSettings())
 
 
 def _show(job: dict[str, Any]) -> None:
@@ -110,7 +103,7 @@ def submit(
     workflow: Annotated[
         Path, typer.Argument(help="API-format workflow JSON, or a whole job request")
     ],
-    model: Annotated[list[str], typer.Option(help="KIND[/FILENAME]=URL[#sha256=HEX]")] = [],  # noqa: B006
+    model: Annotated[list[str], typer.Option(help=escape(MODEL_HELP))] = [],  # noqa: B006
     input: Annotated[
         list[Path], typer.Option(help="An input image (LoadImage uses its name)")
     ] = [],  # noqa: B006
@@ -120,20 +113,14 @@ def submit(
     idempotency_key: Annotated[str | None, typer.Option(help="Repeat-safe submit key")] = None,
 ) -> None:
     """Submit a workflow."""
-    try:
+    with cli_errors():
         request = load_request(workflow, model, input, timeout_s)
-    except CliInputError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
-    client = _client()
-    try:
+        client = _client()
         job = client.submit(request, idempotency_key)
         if wait:
             job = _follow(client, job["job_id"])
             if out is not None:
                 _save_outputs(client, job, out)
-    except ApiError as exc:
-        raise _fail(exc) from exc
     _show(job)
     if wait and job.get("state") != "succeeded":
         raise typer.Exit(1)
@@ -142,45 +129,42 @@ def submit(
 @app.command()
 def status(job_id: str, wait: bool = False, out: Path | None = None) -> None:
     """Show a job (and follow it with --wait)."""
-    client = _client()
-    try:
+    with cli_errors():
+        client = _client()
         job = _follow(client, job_id) if wait else client.get(job_id)
         if out is not None:
             _save_outputs(client, job, out)
-    except ApiError as exc:
-        raise _fail(exc) from exc
     _show(job)
 
 
 @app.command()
 def cancel(job_id: str) -> None:
     """Cancel a job."""
-    client = _client()
-    try:
-        _show(client.cancel(job_id))
-    except ApiError as exc:
-        raise _fail(exc) from exc
+    with cli_errors():
+        job = _client().cancel(job_id)
+    _show(job)
 
 
 @app.command()
 def watch(
-    subscription: Annotated[str | None, typer.Argument(help="projects/P/subscriptions/S")] = None,
+    subscription: Annotated[
+        str | None,
+        typer.Argument(help="projects/P/subscriptions/S, or S in COMFYBURST_PROJECT_ID"),
+    ] = None,
     max_messages: Annotated[int | None, typer.Option(help="Stop after this many results")] = None,
     timeout_s: Annotated[float | None, typer.Option(help="Stop after this many seconds")] = None,
 ) -> None:
     """Print each result message as it arrives on a subscription."""
+    from comfyburst_cli.watch import subscription_path
     from comfyburst_cli.watch import watch as run_watch
 
-    if not os.environ.get("COMFYBURST_RESULTS_SUBSCRIPTION") and LOCAL_ENV.exists():
-        for key, value in load_env_file(LOCAL_ENV).items():
-            os.environ.setdefault(key, value)
-    subscription = subscription or os.environ.get("COMFYBURST_RESULTS_SUBSCRIPTION")
-    if not subscription:
-        console.print(
-            "[red]error:[/red] give a subscription or set COMFYBURST_RESULTS_SUBSCRIPTION"
-        )
-        raise typer.Exit(2)
-    run_watch(subscription, max_messages=max_messages, timeout_s=timeout_s)
+    _use_local_env("COMFYBURST_RESULTS_SUBSCRIPTION")
+    with cli_errors():
+        name = subscription or os.environ.get("COMFYBURST_RESULTS_SUBSCRIPTION")
+        if not name:
+            raise CliError("give a subscription or set COMFYBURST_RESULTS_SUBSCRIPTION")
+        project = os.environ.get("COMFYBURST_PROJECT_ID") or os.environ.get("GOOGLE_CLOUD_PROJECT")
+        run_watch(subscription_path(name, project), max_messages=max_messages, timeout_s=timeout_s)
 
 
 @local_app.command("up")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import threading
 import time
@@ -20,8 +21,33 @@ from typing import Any
 from pydantic import ValidationError
 
 from comfyburst.schema import ResultMessage
+from comfyburst_cli._errors import EXIT_ERROR, CliError, report
 
 log = logging.getLogger("comfyburst_cli.watch")
+SUBSCRIPTION_PREFIX = "projects/"
+
+
+class StreamEnded(CliError):
+    """The subscription's stream ended by itself (no such subscription, no access, ...)."""
+
+
+def subscription_path(name: str, project: str | None) -> str:
+    """`projects/P/subscriptions/S` as given, or a bare `S` in `project`."""
+    name = name.strip()
+    if name.startswith(SUBSCRIPTION_PREFIX):
+        parts = name.split("/")
+        if len(parts) != 4 or parts[2] != "subscriptions" or not parts[1] or not parts[3]:
+            raise CliError(f"subscription {name!r}: expected projects/P/subscriptions/S")
+        return name
+    if not name or "/" in name:
+        raise CliError(f"subscription {name!r}: expected projects/P/subscriptions/S or S")
+    if not project:
+        raise CliError(
+            f"subscription {name!r} has no project: give projects/P/subscriptions/{name}"
+            " or set COMFYBURST_PROJECT_ID"
+        )
+    return f"projects/{project}/subscriptions/{name}"
+
 
 OnResult = Callable[[ResultMessage, float], None]
 
@@ -94,7 +120,7 @@ def watch(
     Every message is acked (a duplicate or an unwanted one as well: this subscription is ours).
     `on_result` gets each new result with its `time.monotonic()` arrival time. Returns them.
     """
-    from google.cloud import pubsub_v1
+    from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
     emit = emit or (lambda line: print(line, flush=True))
     accept = ResultFilter(job_ids, statuses)
@@ -121,20 +147,29 @@ def watch(
     own_client = subscriber is None
     client = subscriber or pubsub_v1.SubscriberClient()
     future = client.subscribe(subscription_path, callback=callback)
+    # A stream that fails (no such subscription, no permission) ends the wait at once.
+    future.add_done_callback(lambda _future: done.set())
     if ready is not None:
         ready.set()
+    failure: BaseException | None = None
     try:
         done.wait(timeout_s)
     except KeyboardInterrupt:
         pass
     finally:
+        ended_by_itself = future.done()
         future.cancel()
         try:
             future.result(timeout=10)
-        except Exception:  # cancelled streams end with an error by design
-            log.debug("stream closed", exc_info=True)
+        except Exception as exc:
+            if ended_by_itself:
+                failure = exc
+            else:  # a stream we cancelled may end with an error by design
+                log.debug("stream closed", exc_info=True)
         if own_client:
             client.close()
+    if failure is not None:
+        raise StreamEnded(f"the stream of {subscription_path} ended: {failure}") from failure
     with lock:
         return list(results)
 
@@ -149,14 +184,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="one JSON result per line")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    watch(
-        args.subscription,
-        max_messages=args.max_messages,
-        timeout_s=args.timeout_s,
-        job_ids=args.job_id,
-        statuses=args.status,
-        json_output=args.json,
-    )
+    try:
+        watch(
+            subscription_path(args.subscription, os.environ.get("COMFYBURST_PROJECT_ID")),
+            max_messages=args.max_messages,
+            timeout_s=args.timeout_s,
+            job_ids=args.job_id,
+            statuses=args.status,
+            json_output=args.json,
+        )
+    except CliError as exc:
+        report(str(exc))
+        return EXIT_ERROR
     return 0
 
 

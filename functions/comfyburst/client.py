@@ -65,6 +65,15 @@ class ApiError(ComfyBurstError):
             return self.body["node_errors"]
         return {}
 
+    def node_error_lines(self) -> list[str]:
+        """One readable line per node error, in node order (for messages to people)."""
+        return [
+            f"  node {node_id} ({node.get('class_type')}): {err.get('message')}"
+            f" — {err.get('details')}"
+            for node_id, node in sorted(self.node_errors.items())
+            for err in node.get("errors", [])
+        ]
+
 
 class _IdTokenSource:
     """Google ID tokens for one audience, refreshed before they expire."""
