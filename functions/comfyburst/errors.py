@@ -138,9 +138,11 @@ class CapacityError(ComfyBurstError):
     code = "capacity"
     http_status = 503
 
-    def __init__(self, message: str, *, reason: str) -> None:
+    def __init__(self, message: str, *, reason: str, zones_available: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.reason = reason
+        # Zones Compute said have capacity now (a stockout's `zonesAvailable`), if it said.
+        self.zones_available = zones_available
 
 
 class ManifestInvalid(ComfyBurstError):

@@ -147,3 +147,21 @@ class Fleet(Protocol):
         """The error code of a finished, failed operation; None while pending or when it
         succeeded."""
         ...
+
+    def create(
+        self,
+        zone: str,
+        name: str,
+        template: str,
+        labels: dict[str, str],
+        metadata: dict[str, str],
+        request_id: str,
+    ) -> str:
+        """instances.insert from `template`; returns the operation name. Raises CapacityError
+        (with the zones Compute named, if any) when the zone refuses, PreconditionFailed when
+        the name is taken."""
+        ...
+
+    def delete(self, zone: str, name: str, request_id: str) -> str:
+        """Delete a VM and its disk; raises NotFound when it does not exist."""
+        ...

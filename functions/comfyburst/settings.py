@@ -85,6 +85,24 @@ class FunctionSettings(BaseSettings):
     stockout_cooldown_s: int = Field(
         default=300, description="How long a VM is skipped after its zone reported a stockout"
     )
+    pool_template: str = Field(
+        default="",
+        description="Instance template new GPU VMs are created from (empty: never create)",
+    )
+    pool_name_prefix: str = Field(
+        default="comfyburst-gpu", description="Name prefix of the GPU VMs the dispatcher creates"
+    )
+    pool_max_vms: int = Field(
+        default=8, ge=0, description="Most GPU VMs of the pool, stopped ones included"
+    )
+    pool_max_vms_per_zone: int = Field(
+        default=4, ge=0, description="Most GPU VMs of the pool in any one zone"
+    )
+    create_wait_s: float = Field(
+        default=3.0,
+        ge=0,
+        description="How long a create waits for Compute's capacity check before moving on",
+    )
     job_ttl_days: int = Field(
         default=30, description="Job documents expire (Firestore TTL) this many days after creation"
     )

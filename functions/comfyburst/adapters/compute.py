@@ -2,6 +2,8 @@
 
 Never calls `ExtendedOperation.result()`: it polls through an internal client that ignores a
 custom endpoint. Starts are not awaited at all; `operation_error` reads an operation on demand.
+Creates (instances.insert from the pool's template) are awaited only briefly (`create_wait_s`),
+long enough for Compute's capacity check, so a stockout can be followed to `zonesAvailable`.
 """
 
 from __future__ import annotations
@@ -41,10 +43,16 @@ def _error_reason(exc: gexc.GoogleAPICallError) -> str:
     return candidates[0] if candidates else type(exc).__name__
 
 
+def _split_zones(value: str | None) -> tuple[str, ...]:
+    return tuple(z.strip() for z in (value or "").split(",") if z.strip())
+
+
 def _capacity_or_raise(exc: gexc.GoogleAPICallError, what: str) -> CapacityError:
     reason = _error_reason(exc)
+    # The _WITH_DETAILS stockout names zones that have capacity in its ErrorInfo metadata.
+    zones = _split_zones((getattr(exc, "metadata", None) or {}).get("zonesAvailable"))
     if reason in CAPACITY_REASONS:
-        return CapacityError(f"{what}: {exc.message}", reason=reason)
+        return CapacityError(f"{what}: {exc.message}", reason=reason, zones_available=zones)
     if isinstance(exc, gexc.ServiceUnavailable):
         return CapacityError(f"{what}: {exc.message}", reason="UNAVAILABLE")
     raise exc
@@ -76,11 +84,13 @@ class ComputeFleet:
         project: str,
         zones: list[str],
         label: str,
+        create_wait_s: float = 3.0,
     ) -> None:
         self._instances = instances_client
         self._ops = zone_ops_client
         self._project = project
         self._zones = list(zones)
+        self._create_wait_s = create_wait_s
         key, _, value = label.partition("=")
         self._filter = f'labels.{key.strip()} = "{value.strip()}"'
 
@@ -110,9 +120,7 @@ class ComputeFleet:
         except gexc.GoogleAPICallError as exc:
             raise _capacity_or_raise(exc, f"start {zone}/{name}") from None
         # A stockout may also come back as an operation that is already DONE with an error.
-        code = _op_error_code(op)
-        if code is not None and code in CAPACITY_REASONS:
-            raise CapacityError(f"start {zone}/{name} failed: {code}", reason=code)
+        _raise_op_capacity(op, f"start {zone}/{name}")
         return str(op.name)
 
     def stop(self, zone: str, name: str, request_id: str) -> str:
@@ -152,6 +160,76 @@ class ComputeFleet:
     def operation_error(self, zone: str, operation: str) -> str | None:
         op = self._ops.get(project=self._project, zone=zone, operation=operation)
         return _op_error_code(op)
+
+    def create(
+        self,
+        zone: str,
+        name: str,
+        template: str,
+        labels: dict[str, str],
+        metadata: dict[str, str],
+        request_id: str,
+    ) -> str:
+        instance = compute_v1.Instance(
+            name=name,
+            labels=labels,
+            metadata=compute_v1.Metadata(
+                items=[compute_v1.Items(key=k, value=v) for k, v in metadata.items()]
+            ),
+        )
+        what = f"create {zone}/{name}"
+        try:
+            op = self._instances.insert_unary(
+                request=compute_v1.InsertInstanceRequest(
+                    project=self._project,
+                    zone=zone,
+                    instance_resource=instance,
+                    source_instance_template=template,
+                    request_id=request_id,
+                )
+            )
+        except gexc.Conflict:
+            raise PreconditionFailed(f"instance {zone}/{name} exists") from None
+        except gexc.GoogleAPICallError as exc:
+            raise _capacity_or_raise(exc, what) from None
+        if op.status != compute_v1.Operation.Status.DONE and self._create_wait_s > 0:
+            try:
+                op = self._ops.wait(
+                    project=self._project,
+                    zone=zone,
+                    operation=op.name,
+                    timeout=self._create_wait_s,
+                )
+            except Exception:  # still running past the check: the reaper reads it later
+                return str(op.name)
+        _raise_op_capacity(op, what)
+        code = _op_error_code(op)
+        if code is not None:  # e.g. INTERNAL_ERROR: this create failed; another may not
+            raise CapacityError(f"{what} failed: {code}", reason=code)
+        return str(op.name)
+
+    def delete(self, zone: str, name: str, request_id: str) -> str:
+        try:
+            op = self._instances.delete_unary(
+                request=compute_v1.DeleteInstanceRequest(
+                    project=self._project, zone=zone, instance=name, request_id=request_id
+                )
+            )
+        except gexc.NotFound:
+            raise NotFound(f"instance {zone}/{name} not found") from None
+        return str(op.name)
+
+
+def _raise_op_capacity(op: compute_v1.Operation, what: str) -> None:
+    """CapacityError (with `zonesAvailable`) for a DONE operation that failed for capacity."""
+    code = _op_error_code(op)
+    if code is None or code not in CAPACITY_REASONS:
+        return
+    zones: tuple[str, ...] = ()
+    for detail in op.error.errors[0].error_details:
+        if detail.error_info and "zonesAvailable" in detail.error_info.metadatas:
+            zones = _split_zones(detail.error_info.metadatas["zonesAvailable"])
+    raise CapacityError(f"{what} failed: {code}", reason=code, zones_available=zones)
 
 
 def _op_error_code(op: compute_v1.Operation) -> str | None:

@@ -2,9 +2,14 @@
 
 Free means: the VM is TERMINATED, has no live lease and is not cooling down after a stockout.
 Among free VMs, those that already cache more of the job's models come first (no download),
-then zones with fewer busy VMs (spread the load, and the risk of one zone's stockout), then a
-hash of job id and VM name, so that concurrent dispatchers try different VMs first instead of
-all racing for the same lease.
+then zones with fewer busy VMs (spread the load, and the risk of one zone's stockout), then
+zones that recently had capacity, then a hash of job id and VM name, so that concurrent
+dispatchers try different VMs first instead of all racing for the same lease.
+
+When no stopped VM takes the job, a new one is created from the pool's template: the zones
+Compute just named (`zonesAvailable`) first, then zones not cooling down after a stockout or
+quota refusal, those that recently had capacity first, within the per-zone and total limits.
+Its name is derived from job, attempt and zone, so a retried create is the same create.
 """
 
 from __future__ import annotations
@@ -24,6 +29,22 @@ CAPACITY_OUT_REASONS = STOCKOUT_REASONS | {"QUOTA_EXCEEDED"}
 
 REASON_NO_FREE_VM = "no free VM"
 REASON_NO_CAPACITY = "all zones out of capacity"
+
+
+@dataclass(frozen=True)
+class ZoneState:
+    """What one process saw of a zone lately (never stored; each dispatcher learns its own)."""
+
+    cooldown_until: datetime | None = None  # skip creating here until then
+    capacity_at: datetime | None = None  # the last start or create that Compute accepted
+
+
+@dataclass(frozen=True)
+class PoolLimits:
+    """How many VMs the pool may hold (created or stopped, all of them count)."""
+
+    max_vms: int
+    max_vms_per_zone: int
 
 
 @dataclass(frozen=True)
@@ -52,8 +73,10 @@ def rank_candidates(
     fleet: Sequence[VmStatus],
     records: Mapping[str, VmRecord],
     now: datetime,
+    zones: Mapping[str, ZoneState] | None = None,
 ) -> list[Candidate]:
     """The free VMs in the order the job should try them."""
+    zone_states = zones or {}
     wanted = set(job_models)
     busy: dict[str, int] = {}
     free: list[Candidate] = []
@@ -65,8 +88,68 @@ def rank_candidates(
             free.append(Candidate(status.name, status.zone, cached))
         elif status.status != "TERMINATED" or (record is not None and record.is_leased(now)):
             busy[status.zone] += 1
-    free.sort(key=lambda c: (-c.cached_models, busy[c.zone], _spread(job_id, c.name)))
+    free.sort(
+        key=lambda c: (
+            -c.cached_models,
+            busy[c.zone],
+            -_capacity_rank(zone_states.get(c.zone)),
+            _spread(job_id, c.name),
+        )
+    )
     return free
+
+
+def _capacity_rank(state: ZoneState | None) -> float:
+    """Newer capacity ranks higher; a zone never seen ranks last."""
+    if state is None or state.capacity_at is None:
+        return float("-inf")
+    return state.capacity_at.timestamp()
+
+
+def vm_name(prefix: str, job_id: str, attempt: int, zone: str) -> str:
+    """The name of the VM created for this job attempt in this zone (a valid GCE name)."""
+    digest = hashlib.blake2b(f"{job_id}/{attempt}/{zone}".encode(), digest_size=6).hexdigest()
+    return f"{prefix[: 63 - len(digest) - 1].rstrip('-')}-{digest}"
+
+
+def create_zones(
+    zones: Sequence[str],
+    fleet: Sequence[VmStatus],
+    states: Mapping[str, ZoneState],
+    limits: PoolLimits,
+    now: datetime,
+    suggested: Sequence[str] = (),
+    avoid: Iterable[str] = (),
+) -> list[str]:
+    """Zones to create a VM in, best first; empty when the pool is at its total limit.
+
+    `suggested` (zones Compute just said have capacity) come first, even while cooling down;
+    `avoid` (zones that refused during this pass) and cooling zones are left out otherwise.
+    """
+    if len(fleet) >= limits.max_vms:
+        return []
+    per_zone: dict[str, int] = {}
+    for status in fleet:
+        per_zone[status.zone] = per_zone.get(status.zone, 0) + 1
+    allowed = [z for z in dict.fromkeys(zones) if per_zone.get(z, 0) < limits.max_vms_per_zone]
+    avoided = set(avoid)
+    first = [z for z in dict.fromkeys(suggested) if z in allowed and z not in avoided]
+
+    def cooling(zone: str) -> bool:
+        until = states.get(zone, ZoneState()).cooldown_until
+        return until is not None and until > now
+
+    rest = [z for z in allowed if z not in first and z not in avoided and not cooling(z)]
+    # Stable: among equals, the deployment's own order (e.g. the region of the buckets first).
+    rest.sort(key=lambda z: (-_capacity_rank(states.get(z)), per_zone.get(z, 0)))
+    return first + rest
+
+
+def zone_cooldown_until(reason: str, now: datetime, cooldown_s: int) -> datetime | None:
+    """When a zone that refused a VM for `reason` may be tried again; None: at once."""
+    if reason in CAPACITY_OUT_REASONS:
+        return now + timedelta(seconds=cooldown_s)
+    return None
 
 
 def next_candidate(candidates: Sequence[Candidate], avoid_zones: Iterable[str]) -> Candidate | None:

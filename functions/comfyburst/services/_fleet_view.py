@@ -12,7 +12,9 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import replace
+from datetime import datetime
 
+from comfyburst.domain.scheduling import ZoneState
 from comfyburst.ports import Fleet, JobStore, VmStatus
 from comfyburst.schema import VmRecord
 
@@ -30,6 +32,8 @@ class FleetView:
         self._statuses: dict[str, VmStatus] = {}
         self._records: dict[str, VmRecord] = {}
         self._fetched_at = float("-inf")
+        # Kept across re-reads: what this process learnt of each zone's capacity.
+        self._zones: dict[str, ZoneState] = {}
 
     def snapshot(
         self, fetched_after: float | None = None
@@ -58,3 +62,25 @@ class FleetView:
             current = self._statuses.get(name)
             if current is not None:
                 self._statuses[name] = replace(current, status=status)
+
+    def note_created(self, status: VmStatus) -> None:
+        """A VM this process just created (the next listing will show it too)."""
+        with self._lock:
+            self._statuses[status.name] = status
+
+    def zones(self) -> dict[str, ZoneState]:
+        """Each zone's cooldown and last capacity, as this process saw them."""
+        with self._lock:
+            return dict(self._zones)
+
+    def note_zone_refused(self, zone: str, until: datetime | None) -> None:
+        """Compute refused a VM in `zone` (stockout, quota): skip it until `until`."""
+        if until is None:
+            return
+        with self._lock:
+            self._zones[zone] = replace(self._zones.get(zone, ZoneState()), cooldown_until=until)
+
+    def note_zone_capacity(self, zone: str, now: datetime) -> None:
+        """Compute accepted a start or create in `zone`: it had capacity at `now`."""
+        with self._lock:
+            self._zones[zone] = ZoneState(cooldown_until=None, capacity_at=now)

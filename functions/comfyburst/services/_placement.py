@@ -24,6 +24,7 @@ from comfyburst.domain import scheduling
 from comfyburst.errors import CapacityError, PreconditionFailed
 from comfyburst.ports import Fleet, JobStore, VmStatus
 from comfyburst.schema import Job, Lease, VmRecord, VmRef
+from comfyburst.services._create import Creator
 from comfyburst.services._fleet_view import DEFAULT_MAX_AGE_S, FleetView
 
 logger = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class Placer:
         self._settings = settings
         self._pool = FleetView(fleet, store, view_max_age_s)
         self._config_json: str | None = None
+        self._creator = Creator(store, fleet, settings, self._pool, request_id, self._metadata)
 
     def view(self, fetched_after: float | None = None) -> PoolView:
         """The pool's state, cached unless older than `fetched_after` (monotonic)."""
@@ -142,7 +144,7 @@ class Placer:
 
     def _place(self, job: Job, now: datetime, view: PoolView, before_start: _Once) -> Placement:
         candidates = scheduling.rank_candidates(
-            job.job_id, job.request.models, view.fleet, view.records, now
+            job.job_id, job.request.models, view.fleet, view.records, now, self._pool.zones()
         )
         had_candidates = bool(candidates)
         tried: list[tuple[str, str]] = []
@@ -163,6 +165,19 @@ class Placer:
                 return Placement(None, REASON_ERROR, tried)
             elif result != LOST:
                 other_failures += 1  # e.g. RESOURCE_NOT_READY: that VM only
+        if self._creator.enabled:  # no stopped VM took it: create one from the template
+            created, create_tried = self._creator.create(
+                job, now, view.fleet, view.avoid_zones, before_start
+            )
+            tried.extend(create_tried)
+            if created is not None:
+                return Placement(created[0], tried=tried, lease=created[1])
+            if any(outcome == ERROR for _, outcome in create_tried):
+                return Placement(None, REASON_ERROR, tried)
+            capacity_failures += sum(
+                1 for _, outcome in create_tried if outcome in scheduling.CAPACITY_OUT_REASONS
+            )
+            had_candidates = had_candidates or bool(create_tried)
         cooling = 0 if had_candidates else scheduling.cooling_down(view.fleet, view.records, now)
         reason = scheduling.queued_reason(
             had_candidates, capacity_failures, other_failures, cooling
@@ -213,6 +228,10 @@ class Placer:
                 exc.reason, now, self._settings.stockout_cooldown_s
             )
             view.records[candidate.name] = self._release(record, version, cooldown)
+            self._pool.note_zone_refused(
+                candidate.zone,
+                scheduling.zone_cooldown_until(exc.reason, now, self._settings.stockout_cooldown_s),
+            )
             logger.warning(
                 "start refused: %s",
                 exc.reason,
@@ -224,6 +243,7 @@ class Placer:
             self._release(record, version, None)
             return ERROR
         self._pool.note_status(candidate.name, "STAGING")
+        self._pool.note_zone_capacity(candidate.zone, now)
         vm = VmRef(name=candidate.name, zone=candidate.zone, operation=operation)
         return Placement(vm, lease=(record, version))
 
@@ -302,6 +322,10 @@ class Placer:
             return record
         self._pool.note_record(released)
         return released
+
+    def _metadata(self, job: Job) -> dict[str, str]:
+        """The metadata a VM gets for a job: the job hint and the deployment config."""
+        return {METADATA_JOB_KEY: job.job_id, METADATA_CONFIG_KEY: self._deployment_config()}
 
     def _deployment_config(self) -> str:
         if self._config_json is None:

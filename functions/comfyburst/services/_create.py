@@ -1,0 +1,179 @@
+"""Creating a GPU VM for a job when no stopped VM takes it: lease, then instances.insert.
+
+For each zone (domain/scheduling.create_zones order) the VM's name is derived from job,
+attempt and zone, its lease document `vms/{name}` is created (create-if-absent, so two
+dispatchers never create the same VM twice, and a retried submit finds its own lease), then
+the VM is inserted from the pool's template with the job hint and the deployment config in its
+metadata and a request id derived from the same, so a retried insert is the same insert. A
+refusal (stockout, quota) cools the zone down in this process and moves on, to the zones
+Compute named first. Nothing waits for the boot; the create waits at most `create_wait_s`
+for Compute's capacity check.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from comfyburst.domain import scheduling
+from comfyburst.errors import CapacityError, PreconditionFailed
+from comfyburst.ports import Fleet, JobStore, VmStatus
+from comfyburst.schema import Job, Lease, VmRecord, VmRef
+from comfyburst.services._fleet_view import FleetView
+
+logger = logging.getLogger(__name__)
+
+CREATED = "created"
+LOST = "lost"
+ERROR = "error"
+
+
+class Creator:
+    """Creates pool VMs from the template named in the settings (`pool_template`)."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        fleet: Fleet,
+        settings: Any,
+        pool: FleetView,
+        request_id: Callable[..., str],
+        metadata: Callable[[Job], dict[str, str]],
+    ) -> None:
+        self._store = store
+        self._fleet = fleet
+        self._settings = settings
+        self._pool = pool
+        self._request_id = request_id
+        self._metadata = metadata
+
+    @property
+    def enabled(self) -> bool:
+        """Whether this deployment creates VMs at all (it has a template)."""
+        return bool(self._settings.pool_template)
+
+    def create(
+        self,
+        job: Job,
+        now: datetime,
+        fleet: list[VmStatus],
+        avoid_zones: set[str],
+        before_start: Callable[[], None],
+    ) -> tuple[tuple[VmRef, tuple[VmRecord, object]] | None, list[tuple[str, str]]]:
+        """((the VM whose create was requested, its lease), what was tried) or (None, tried)."""
+        limits = scheduling.PoolLimits(
+            self._settings.pool_max_vms, self._settings.pool_max_vms_per_zone
+        )
+        tried: list[tuple[str, str]] = []
+        suggested: list[str] = []
+        refused: set[str] = set(avoid_zones)
+        while True:
+            zones = scheduling.create_zones(
+                self._settings.pool_zones,
+                fleet,
+                self._pool.zones(),
+                limits,
+                now,
+                suggested=suggested,
+                avoid=refused,
+            )
+            if not zones:
+                return None, tried
+            zone = zones[0]
+            name = scheduling.vm_name(
+                self._settings.pool_name_prefix, job.job_id, job.attempt, zone
+            )
+            outcome = self._try(job, zone, name, now, before_start)
+            if isinstance(outcome, tuple):
+                tried.append((name, CREATED))
+                return outcome, tried
+            if isinstance(outcome, CapacityError):
+                tried.append((name, outcome.reason))
+                until = scheduling.zone_cooldown_until(
+                    outcome.reason, now, self._settings.stockout_cooldown_s
+                )
+                self._pool.note_zone_refused(zone, until)
+                refused.add(zone)
+                avoid_zones.add(zone)
+                suggested = [z for z in outcome.zones_available if z not in refused]
+                continue
+            tried.append((name, outcome))
+            if outcome == ERROR:
+                return None, tried
+            refused.add(zone)  # LOST: another dispatcher holds this name's lease
+
+    def _try(
+        self, job: Job, zone: str, name: str, now: datetime, before_start: Callable[[], None]
+    ) -> tuple[VmRef, tuple[VmRecord, object]] | CapacityError | str:
+        leased = self._lease(job, zone, name, now)
+        if isinstance(leased, str):
+            return leased
+        record, version = leased
+        try:
+            before_start()
+        except BaseException:
+            self._release(record, version)
+            raise
+        label_key, _, label_value = self._settings.pool_label.partition("=")
+        try:
+            operation = self._fleet.create(
+                zone,
+                name,
+                self._settings.pool_template,
+                {label_key.strip(): label_value.strip()},
+                self._metadata(job),
+                self._request_id(job.job_id, job.attempt, name, "create"),
+            )
+        except CapacityError as exc:
+            self._release(record, version)
+            logger.warning(
+                "create refused: %s",
+                exc.reason,
+                extra={"job_id": job.job_id, "vm": name, "zones_available": exc.zones_available},
+            )
+            return exc
+        except PreconditionFailed:
+            # The name exists: an earlier try of this job attempt created it (the name and the
+            # lease we hold are this attempt's); it boots with this job's hint already.
+            operation = None
+        except Exception:
+            logger.exception("create failed", extra={"job_id": job.job_id, "vm": name})
+            self._release(record, version)
+            return ERROR
+        self._pool.note_zone_capacity(zone, now)
+        self._pool.note_created(VmStatus(name=name, zone=zone, status="PROVISIONING"))
+        logger.info("create requested", extra={"job_id": job.job_id, "vm": name, "zone": zone})
+        return VmRef(name=name, zone=zone, operation=operation), (record, version)
+
+    def _lease(
+        self, job: Job, zone: str, name: str, now: datetime
+    ) -> tuple[VmRecord, object] | str:
+        record, version = self._store.get_vm(name)
+        if record is not None and record.is_leased(now):
+            lease = record.lease
+            if lease is None or lease.job_id != job.job_id:
+                return LOST
+        expires_at = now + timedelta(seconds=self._settings.lease_ttl_s)
+        leased = (record or VmRecord(name=name, zone=zone)).model_copy(
+            update={"zone": zone, "lease": Lease(job_id=job.job_id, expires_at=expires_at)}
+        )
+        try:
+            new_version = self._store.put_vm(leased, version)
+        except PreconditionFailed:
+            return LOST
+        except Exception:
+            logger.exception("leasing failed", extra={"job_id": job.job_id, "vm": name})
+            return ERROR
+        self._pool.note_record(leased)
+        return leased, new_version
+
+    def _release(self, record: VmRecord, version: object) -> None:
+        released = record.model_copy(update={"lease": None})
+        try:
+            self._store.put_vm(released, version)
+        except PreconditionFailed:
+            logger.warning("lease release lost a race", extra={"vm": record.name})
+            return
+        self._pool.note_record(released)

@@ -1,0 +1,214 @@
+"""Dispatch on a pool of templates: the Firestore emulator, our Compute stand-in (templates,
+zone capacity, quota) and the real adapters. Reuse a stopped VM first, else create one where
+Compute has capacity, following `zonesAvailable`; retried creates are the same create."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from comfyburst import wiring
+from comfyburst.domain.jobs import new_job
+from comfyburst.schema import Job, JobRequest, VmRecord
+from comfyburst.services.dispatch import METADATA_JOB_KEY, Dispatcher
+from comfyburst.states import JobState
+from localcloud.compute import ComputeStandin, ComputeStandinConfig
+from tests._api_support import WORKFLOW
+
+pytestmark = pytest.mark.emulator
+
+US_A, US_B, EU_A = "us-central1-a", "us-central1-b", "europe-west4-a"
+POOL_LABEL = "comfyburst-pool=createtest"
+TEMPLATE = {
+    "name": "gpu-l4",
+    "properties": {
+        "machineType": "g2-standard-8",
+        "guestAccelerators": [{"acceleratorType": "nvidia-l4", "acceleratorCount": 1}],
+        "labels": {"comfyburst-pool": "createtest"},
+        "scheduling": {"provisioningModel": "STANDARD"},
+    },
+}
+
+
+class Pool:
+    """A stand-in, the settings pointed at it, and a dispatcher on the real adapters."""
+
+    def __init__(self, standin: ComputeStandin, settings: Any) -> None:
+        self.standin, self.settings = standin, settings
+        self.store = wiring.job_store(settings)
+        self.fleet = wiring.fleet(settings)
+        self.clock = wiring.clock()
+        self.dispatcher = Dispatcher(self.store, self.fleet, self.clock, settings, 0.0)
+
+    def job(self, index: int = 0, attempt: int = 1) -> Job:
+        request = JobRequest.model_validate({"workflow": WORKFLOW, "models": []})
+        job = new_job(
+            job_id=f"create-{uuid.uuid4().hex[:8]}-{index}",
+            request=request,
+            workflow_bytes=100,
+            now=self.clock.now(),
+            max_attempts=3,
+            ttl_days=1,
+        )
+        self.store.create_job(job)
+        return job
+
+    def vm(self, name: str) -> dict[str, Any]:
+        return self.standin.instance(name)
+
+
+@pytest.fixture
+def make_pool(
+    function_settings: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., Pool]]:
+    started: list[ComputeStandin] = []
+
+    def make(zones: list[str], settings: dict[str, Any] | None = None, **standin: Any) -> Pool:
+        config = ComputeStandinConfig(
+            project=function_settings.project_id,
+            zones=[US_A, US_B, EU_A],
+            templates=[TEMPLATE],
+            staging_s=0.05,
+            stopping_s=0.05,
+            guest=None,
+            log_dir=tmp_path_factory.mktemp("create-compute"),
+            **standin,
+        )
+        running = ComputeStandin(config)
+        running.start()
+        started.append(running)
+        suffix = uuid.uuid4().hex[:8]
+        updated = function_settings.model_copy(
+            update={
+                "jobs_collection": f"createtest_jobs_{suffix}",
+                "vms_collection": f"createtest_vms_{suffix}",
+                "compute_endpoint": running.base_url,
+                "pool_zones": zones,
+                "pool_label": POOL_LABEL,
+                "pool_template": "global/instanceTemplates/gpu-l4",
+                "pool_name_prefix": "cb-gpu",
+                "create_wait_s": 2.0,
+                **(settings or {}),
+            }
+        )
+        return Pool(running, updated)
+
+    yield make
+    for running in started:
+        running.stop()
+
+
+def test_the_first_job_creates_a_vm_from_the_template(make_pool: Callable[..., Pool]) -> None:
+    pool = make_pool([US_A])
+    assert pool.standin.instances() == []  # a deployment starts with zero VMs
+    job = pool.job()
+    outcome = pool.dispatcher.dispatch(job)
+    assert outcome.started, outcome.reason
+    assert outcome.tried == [(outcome.vm.name, "created")]
+    vm = pool.vm(outcome.vm.name)
+    assert vm["zone"] == US_A and vm["status"] in ("PROVISIONING", "STAGING", "RUNNING")
+    assert vm["labels"] == {"comfyburst-pool": "createtest"}
+    assert vm["metadata"][METADATA_JOB_KEY] == job.job_id
+    assert vm["source_template"].endswith("global/instanceTemplates/gpu-l4")
+    record, _ = pool.store.get_vm(outcome.vm.name)
+    assert record.lease.job_id == job.job_id
+    assert pool.store.get_job(job.job_id).state is JobState.STARTING
+
+
+def test_a_stockout_is_followed_to_the_zones_compute_names(
+    make_pool: Callable[..., Pool],
+) -> None:
+    # EU is full with nothing to suggest; us-central1-a is full and names us-central1-b.
+    pool = make_pool([EU_A, US_A, US_B], zone_capacity_vms={EU_A: 0, US_A: 0})
+    first = pool.dispatcher.dispatch(pool.job(0))
+    assert first.started
+    reasons = [reason for _, reason in first.tried]
+    assert reasons == [
+        "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS",
+        "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS",
+        "created",
+    ]
+    assert first.vm.zone == US_B
+    # Both refusing zones cool down: the next job goes straight to the zone with capacity.
+    second = pool.dispatcher.dispatch(pool.job(1))
+    assert [r for _, r in second.tried] == ["created"] and second.vm.zone == US_B
+    assert pool.standin.stats()["created"] == 4  # two refused, two created
+
+
+def test_quota_refusal_moves_to_another_region(make_pool: Callable[..., Pool]) -> None:
+    pool = make_pool([US_A, EU_A], region_gpu_quota={"us-central1": 0})
+    outcome = pool.dispatcher.dispatch(pool.job())
+    assert [r for _, r in outcome.tried] == ["QUOTA_EXCEEDED", "created"]
+    assert outcome.vm.zone == EU_A
+
+
+def test_a_stopped_vm_is_reused_before_creating(make_pool: Callable[..., Pool]) -> None:
+    pool = make_pool([US_A])
+    first = pool.dispatcher.dispatch(pool.job(0))
+    name = first.vm.name
+    # The job ends and the VM is stopped, its lease released (as the worker's drain does).
+    pool.fleet.stop(US_A, name, str(uuid.uuid4()))
+    record, version = pool.store.get_vm(name)
+    pool.store.put_vm(record.model_copy(update={"lease": None}), version)
+    _wait(lambda: pool.vm(name)["status"] == "TERMINATED")
+    second = pool.dispatcher.dispatch(pool.job(1))
+    assert second.started and second.vm.name == name
+    assert second.tried == [(name, "started")]
+    assert pool.standin.stats()["created"] == 1
+
+
+def test_a_retried_create_is_the_same_create(make_pool: Callable[..., Pool]) -> None:
+    pool = make_pool([US_A])
+    job = pool.job()
+    placement = pool.dispatcher.place_new(job)
+    # The submit died after the create; its retry places the same job attempt again.
+    again = pool.dispatcher.place_new(job)
+    assert again.vm.name == placement.vm.name
+    assert again.vm.operation == placement.vm.operation  # the same request id: one insert
+    assert pool.standin.stats()["created"] == 1
+    # Another attempt of the job is another VM name.
+    retry = job.model_copy(update={"attempt": 2})
+    assert pool.dispatcher.place_new(retry).vm.name != placement.vm.name
+
+
+def test_the_pool_limits_hold(make_pool: Callable[..., Pool]) -> None:
+    pool = make_pool([US_A, US_B], settings={"pool_max_vms": 3, "pool_max_vms_per_zone": 2})
+    outcomes = [pool.dispatcher.dispatch(pool.job(i)) for i in range(4)]
+    assert [o.started for o in outcomes] == [True, True, True, False]
+    zones = sorted(o.vm.zone for o in outcomes[:3])
+    assert zones.count(US_A) <= 2 and zones.count(US_B) <= 2
+    assert outcomes[3].reason == "no free VM"
+    assert len(pool.standin.instances()) == 3
+
+
+def test_a_lease_held_by_another_job_is_not_taken(make_pool: Callable[..., Pool]) -> None:
+    from datetime import timedelta
+
+    from comfyburst.domain.scheduling import vm_name
+    from comfyburst.schema import Lease
+
+    pool = make_pool([US_A, US_B])
+    job = pool.job()
+    taken = vm_name("cb-gpu", job.job_id, 1, US_A)
+    until = pool.clock.now() + timedelta(minutes=5)
+    pool.store.put_vm(
+        VmRecord(name=taken, zone=US_A, lease=Lease(job_id="someone-else", expires_at=until)),
+        None,
+    )
+    outcome = pool.dispatcher.dispatch(job)
+    assert outcome.started
+    assert outcome.vm.name != taken and outcome.vm.zone == US_B
+    assert (taken, "lost") in outcome.tried
+
+
+def _wait(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.02)
