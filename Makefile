@@ -11,9 +11,11 @@ test: venv lint deploy-tools node-install-tools
 	.venv/bin/pytest
 
 # Only the offline deploy checks: HCL parses, terraform fmt, checkov, shellcheck,
-# packer validate, wiring between terraform, the image and the code.
+# packer validate, the providers' and the Packer plugin's schemas, the pipeline's dry run,
+# wiring between terraform, the image and the code.
 deploy-check: deploy-tools
-	.venv/bin/pytest tests/test_deploy_hcl.py tests/test_deploy_tools.py tests/test_deploy_wiring.py
+	.venv/bin/pytest tests/test_deploy_hcl.py tests/test_deploy_tools.py tests/test_deploy_wiring.py \
+		tests/test_deploy_schema.py tests/test_deploy_cloudbuild.py
 
 deploy-tools: checkov-venv packer
 
@@ -24,7 +26,9 @@ checkov-venv: .venv-checkov/bin/checkov
 	python3 -m venv .venv-checkov
 	.venv-checkov/bin/pip install --quiet checkov==$(CHECKOV_VERSION)
 
-# Packer 1.6.6 from Debian (googlecompute builder built in) for `packer validate`.
+# Packer for `packer validate`: a Packer already on PATH (Cloud Build puts the pinned one in
+# /workspace/bin), else Debian 12's 1.6.6 (Debian 13 has no packer package); tests/test_deploy_tools.py
+# validates with either.
 packer:
 	@command -v packer >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q packer; }
 
@@ -105,3 +109,37 @@ wheelhouse: .wheelhouse/.stamp
 	.venv/bin/pip download --quiet -d .wheelhouse ./functions/core \
 		-r comfy_node/requirements.txt $(NODE_STANDIN_DEPS)
 	touch $@
+
+# --- The Cloud Build pipeline's steps (deploy/*.sh), the same scripts cloudbuild.yaml runs ------
+
+.PHONY: pipeline-dry-run image schema-check provider-schema
+
+# Every step in --dry-run mode, in the pipeline's order (prints what would talk to Google Cloud):
+#   make pipeline-dry-run PROJECT_ID=my-project TF_STATE_BUCKET=my-project-tfstate
+PIPELINE_ENV = PROJECT_ID=$(PROJECT_ID) NAME_PREFIX=$(or $(NAME_PREFIX),comfyburst) \
+	REGION=$(or $(REGION),us-central1) ZONES=$(or $(ZONES),us-central1-a,us-central1-b) \
+	TF_STATE_BUCKET=$(TF_STATE_BUCKET) API_INVOKERS=$(API_INVOKERS) \
+	WORKSPACE=$(CURDIR)/build/pipeline
+pipeline-dry-run:
+	$(PIPELINE_ENV) sh deploy/packer-binary.sh --dry-run
+	$(PIPELINE_ENV) sh deploy/test.sh --dry-run
+	$(PIPELINE_ENV) sh deploy/image-decision.sh --dry-run
+	$(PIPELINE_ENV) sh deploy/terraform-init.sh --dry-run
+	$(PIPELINE_ENV) sh deploy/terraform-bootstrap.sh --dry-run
+	$(PIPELINE_ENV) sh deploy/bake.sh --dry-run
+	$(PIPELINE_ENV) sh deploy/terraform-plan.sh --dry-run
+	$(PIPELINE_ENV) sh deploy/terraform-apply.sh --dry-run
+
+# Bake the GPU image from a workstation exactly as the pipeline does (docs/DEPLOY.md, step 4).
+image:
+	$(PIPELINE_ENV) BUILD_IMAGE=true sh deploy/image-decision.sh
+	$(PIPELINE_ENV) sh deploy/bake.sh
+
+# Every argument and block of terraform/ against the pinned providers' schemas (offline).
+schema-check: venv
+	.venv/bin/python -m tests.deploy.provider_schema
+
+# Regenerate tests/deploy/provider_schema.json after moving a provider pin (downloads the
+# prebuilt provider packages with pip).
+provider-schema: venv
+	.venv/bin/python -m tests.deploy.extract_provider_schema
