@@ -293,3 +293,42 @@ def test_sender_checks_every_resolved_address_before_connecting() -> None:
     sender = HttpWebhookSender(resolver=lambda host, port: ["93.184.215.14", "10.0.0.7"])
     with pytest.raises(InvalidRequest, match="non-public"):
         sender.post("https://hooks.example.com/in", b"{}", {}, 1.0)
+
+
+# --- at submit ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "settings"),
+    [
+        ("http://127.0.0.1:9000/hook", {}),  # loopback without the local cloud's setting
+        ("https://127.0.0.1/hook", {}),
+        ("https://10.0.0.8/hook", {"webhook_allow_loopback": True}),  # private, even locally
+        ("https://192.168.1.20/hook", {}),
+        ("https://metadata.google.internal/hook", {}),
+        ("http://hooks.example.com/hook", {}),  # not https
+    ],
+)
+def test_submit_refuses_webhooks_to_private_or_loopback_addresses(
+    url: str, settings: dict[str, object]
+) -> None:
+    from tests._api_support import body, fake_env
+
+    env = fake_env(**settings)
+    response = env.submit(body(webhook_url=url))
+    assert response.status_code == 400, response.get_json()
+    assert response.get_json()["error"]["field"] == "webhook_url"
+    assert env.nothing_written()
+
+
+def test_submit_keeps_an_accepted_webhook_url_on_the_job() -> None:
+    from tests._api_support import body, fake_env
+
+    env = fake_env(webhook_allow_loopback=True)
+    response = env.submit(body(webhook_url="http://127.0.0.1:9000/hook"))
+    assert response.status_code == 202, response.get_json()
+    job = env.store.get_job(response.get_json()["job_id"])
+    assert job is not None and job.webhook_url == "http://127.0.0.1:9000/hook"
+    assert response.get_json()["webhook_url"] == "http://127.0.0.1:9000/hook"
+    accepted = fake_env().submit(body(webhook_url="https://hooks.example.com/comfyburst"))
+    assert accepted.status_code == 202

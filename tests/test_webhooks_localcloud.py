@@ -1,0 +1,253 @@
+"""Webhooks on the local cloud: results published to the results topic reach a loopback receiver
+through the webhooks push subscription and the on_result function, signed; the Pub/Sub
+emulator applies the subscription's retry and dead-letter policies.
+
+The receiver verifies every delivery with the Standard Webhooks verifier of
+tests/test_webhooks.py (written from the specification) and dedupes on `webhook-id`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from comfyburst.client import ApiClient, ClientSettings
+from comfyburst.schema import Job
+from comfyburst.services.results import publish_result
+from comfyburst.states import JobState
+from localcloud._procs import free_port
+from localcloud.config import WEBHOOKS_DEAD_LETTER_SUBSCRIPTION
+from tests._e2e_support import e2e_env, invert_workflow
+from tests.test_webhooks import make_job, verify
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+
+# The on_result function's default receiver timeout is 10 s; a slow answer takes longer.
+SLOW_ANSWER_S = 12.0
+
+
+@pytest.fixture
+def localcloud_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The shared e2e cloud (VMs run the worker and the ComfyUI stand-in)."""
+    return e2e_env(request)
+
+
+@pytest.fixture
+def cloud_env(localcloud_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    for name, value in localcloud_env.items():
+        monkeypatch.setenv(name, value)
+    return localcloud_env
+
+
+class Receiver:
+    """A loopback webhook receiver; `answer(job_id, attempt)` picks each answer."""
+
+    def __init__(self, secret: str, answer: Callable[[str, int], str], port: int = 0) -> None:
+        self.secret = secret
+        self.answer = answer
+        self.port = port or free_port()
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.invalid: list[dict[str, str]] = []
+        self.accepted: list[tuple[str, bytes]] = []  # answered 2xx
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks/comfyburst"
+
+    def start(self) -> Receiver:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                valid = verify(receiver.secret, headers, body, int(time.time()))
+                job_id = json.loads(body)["job_id"] if valid else ""
+                with receiver._lock:
+                    if not valid:
+                        receiver.invalid.append(headers)
+                    attempt = sum(1 for h, _b in receiver.received if h_job(h) == job_id) + 1
+                    receiver.received.append(({**headers, "x-job": job_id}, body))
+                action = receiver.answer(job_id, attempt) if valid else "401"
+                if action == "slow":
+                    time.sleep(SLOW_ANSWER_S)
+                    action = "204"
+                if action.startswith("2"):
+                    with receiver._lock:
+                        receiver.accepted.append((headers["webhook-id"], body))
+                self.send_response(int(action))
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def unique(self) -> dict[str, bytes]:
+        """Accepted deliveries after dedupe on webhook-id (a receiver's side of at-least-once)."""
+        with self._lock:
+            return dict(self.accepted)
+
+    def ids_seen(self) -> set[str]:
+        with self._lock:
+            return {h["webhook-id"] for h, _b in self.received}
+
+    def attempts(self, job_id: str) -> int:
+        with self._lock:
+            return sum(1 for h, _b in self.received if h_job(h) == job_id)
+
+
+def h_job(headers: dict[str, str]) -> str:
+    return headers.get("x-job", "")
+
+
+def _wait_until(check: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.2)
+    return check()
+
+
+@pytest.fixture
+def wiring_parts(cloud_env: dict[str, str]) -> Iterator[tuple[Any, Any]]:
+    from comfyburst import wiring
+    from comfyburst.settings import FunctionSettings
+
+    settings = FunctionSettings()
+    yield wiring.job_store(settings), wiring.publisher(settings)
+
+
+def _publish(store: Any, publisher: Any, job: Job) -> None:
+    """A terminal job and its result on the results topic, as the completion path does."""
+    store.create_job(job)
+    publish_result(store, publisher, job, datetime.now(UTC))
+
+
+def test_faulty_receivers_get_every_result_once_after_dedupe(
+    cloud_env: dict[str, str], wiring_parts: tuple[Any, Any]
+) -> None:
+    store, publisher = wiring_parts
+    secret = cloud_env["COMFYBURST_WEBHOOK_SECRET"]
+    assert secret.startswith("whsec_")
+
+    def answer(job_id: str, attempt: int) -> str:
+        if job_id.startswith("wh-500") and attempt <= 2:
+            return "500"
+        if job_id.startswith("wh-slow") and attempt == 1:
+            return "slow"
+        return "204"
+
+    up = Receiver(secret, answer).start()
+    late = Receiver(secret, answer)  # down: nothing listens on its port for a while
+    try:
+        jobs = {
+            "wh-ok": (up, JobState.SUCCEEDED),
+            "wh-500": (up, JobState.FAILED),
+            "wh-slow": (up, JobState.SUCCEEDED),
+            "wh-down": (late, JobState.TIMED_OUT),
+        }
+        for job_id, (receiver, state) in jobs.items():
+            _publish(store, publisher, make_job(job_id, receiver.url, state))
+        time.sleep(4.0)
+        assert late.attempts("wh-down") == 0
+        late.start()
+        expected_up = {f"msg_{j}_{s.value}" for j, (r, s) in jobs.items() if r is up}
+        assert _wait_until(lambda: set(up.unique()) == expected_up, 90), up.unique().keys()
+        assert _wait_until(lambda: set(late.unique()) == {"msg_wh-down_timed_out"}, 90)
+    finally:
+        up.stop()
+        late.stop()
+    assert up.invalid == [] and late.invalid == []
+    # At least once: a copy may come twice (e.g. a push retried while the first was in
+    # flight); the receiver's dedupe on webhook-id makes each job's notice one.
+    assert up.attempts("wh-500") >= 3  # two 500s, then taken
+    assert up.attempts("wh-slow") >= 2  # the slow answer timed out and was sent again
+    for receiver in (up, late):
+        for webhook_id, body in receiver.unique().items():
+            result = json.loads(body)
+            assert webhook_id == f"msg_{result['job_id']}_{result['status']}"
+    # Every copy of one delivery carries the same bytes.
+    with up._lock:
+        slow_bodies = {b for h, b in up.received if h_job(h) == "wh-slow"}
+    assert len(slow_bodies) == 1
+
+
+def test_a_receiver_that_never_recovers_ends_on_the_dead_letter_topic(
+    cloud_env: dict[str, str], wiring_parts: tuple[Any, Any]
+) -> None:
+    from google.cloud import pubsub_v1
+
+    store, publisher = wiring_parts
+    subscriber = pubsub_v1.SubscriberClient()
+    receiver = Receiver(cloud_env["COMFYBURST_WEBHOOK_SECRET"], lambda _j, _a: "503").start()
+    subscription = subscriber.subscription_path(
+        cloud_env["COMFYBURST_PROJECT_ID"], WEBHOOKS_DEAD_LETTER_SUBSCRIPTION
+    )
+    found: list[dict[str, str]] = []
+
+    def dead_lettered() -> bool:
+        response = subscriber.pull(
+            request={"subscription": subscription, "max_messages": 50}, timeout=5
+        )
+        ack_ids = []
+        for received in response.received_messages:
+            ack_ids.append(received.ack_id)
+            attributes = dict(received.message.attributes)
+            if attributes.get("job_id") == "wh-dead":
+                found.append(attributes)
+        if ack_ids:
+            subscriber.acknowledge(request={"subscription": subscription, "ack_ids": ack_ids})
+        return bool(found)
+
+    try:
+        _publish(store, publisher, make_job("wh-dead", receiver.url, JobState.FAILED))
+        assert _wait_until(dead_lettered, 120), "no dead-lettered message"
+    finally:
+        receiver.stop()
+        subscriber.close()
+    assert found[0]["status"] == "failed"
+    assert found[0].get("CloudPubSubDeadLetterSourceSubscription")
+    attempts = receiver.attempts("wh-dead")
+    assert attempts >= 2 and receiver.invalid == []
+    assert receiver.unique() == {}
+    assert receiver.ids_seen() == {"msg_wh-dead_failed"}  # one id on every attempt
+
+
+def test_a_real_job_notifies_its_webhook(cloud_env: dict[str, str]) -> None:
+    receiver = Receiver(cloud_env["COMFYBURST_WEBHOOK_SECRET"], lambda _j, _a: "200").start()
+    client = ApiClient(ClientSettings(api_url=cloud_env["COMFYBURST_API_URL"], auth="none"))
+    try:
+        job = client.submit(
+            {
+                "workflow": invert_workflow(),
+                "options": {"timeout_s": 200},
+                "webhook_url": receiver.url,
+            }
+        )
+        assert job["webhook_url"] == receiver.url
+        expected = f"msg_{job['job_id']}_succeeded"
+        assert _wait_until(lambda: expected in receiver.unique(), 200), receiver.unique().keys()
+    finally:
+        receiver.stop()
+    result = json.loads(receiver.unique()[expected])
+    assert result["status"] == "succeeded" and result["outputs"]
