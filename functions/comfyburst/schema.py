@@ -19,6 +19,7 @@ from comfyburst import SCHEMA_VERSION
 from comfyburst.states import JobState
 
 MAX_SIGNED_URL_TTL_S = 7 * 24 * 3600  # V4 signed URLs live at most 7 days
+MAX_STORED_NODE_ERRORS_BYTES = 64 * 1024  # well inside Firestore's 1 MiB per document
 
 
 class ModelKind(str, Enum):
@@ -59,6 +60,25 @@ def check_relative_path(value: str, *, allow_subdirs: bool) -> str:
     if any(ord(ch) < 32 for ch in value):
         raise ValueError("must not contain control characters")
     return value
+
+
+# ComfyUI reads a file value ending in one of these from that folder instead of the node's own
+# (`folder_paths.annotated_filepath`; matched without the space, as ComfyUI does).
+COMFY_FOLDER_ANNOTATIONS = ("[input]", "[output]", "[temp]")
+
+
+def is_plain_file_value(value: str) -> bool:
+    """Whether a file value names a file of its own folder only: not annotated, not absolute,
+    no '..', no separators. The one rule for every file value a job names."""
+    return bool(value) and not (
+        value.endswith(COMFY_FOLDER_ANNOTATIONS)
+        or ".." in value
+        or "/" in value
+        or "\\" in value
+        or "\x00" in value
+        or (len(value) > 1 and value[1] == ":")
+        or value.strip() != value
+    )
 
 
 # Names the worker's model cache keeps beside a model file (its verified-size/sha256 record,
@@ -113,7 +133,13 @@ class InputImage(_Strict):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, value: str) -> str:
-        return check_relative_path(value, allow_subdirs=False)
+        value = check_relative_path(value, allow_subdirs=False)
+        if not is_plain_file_value(value):
+            raise ValueError(
+                "must be a plain file name: no '..', no [input]/[output]/[temp] annotation, "
+                "no leading or trailing spaces"
+            )
+        return value
 
     @field_validator("data_b64")
     @classmethod
@@ -271,9 +297,21 @@ class Job(_Strict):
     caller: str | None = None
     webhook_url: str | None = Field(default=None, description="Told of the terminal result.")
     worker_timings: WorkerTimings | None = None
-    preflight_node_errors: dict[str, Any] = Field(
-        default_factory=dict,
-        description="ComfyUI-shaped errors of outputs that will not run (the others do).",
+    accepted_outputs: list[str] = Field(
+        default_factory=list,
+        description="Node ids of the output nodes pre-flight accepted; the worker runs only "
+        "these (empty on jobs from before pre-flight recorded them: run what ComfyUI accepts).",
+    )
+    # As JSON text: ComfyUI echoes values Firestore cannot store (arrays in arrays, `__x__`
+    # keys, ints beyond 64 bits, deep nesting), and what ComfyUI accepts must stay accepted.
+    preflight_node_errors_json: str | None = Field(
+        default=None,
+        max_length=MAX_STORED_NODE_ERRORS_BYTES,
+        description="ComfyUI-shaped errors of outputs that will not run (the others do), as "
+        "JSON text, clipped to a bound.",
+    )
+    preflight_node_errors_omitted: int = Field(
+        default=0, ge=0, description="Nodes whose errors did not fit the bound."
     )
     # The result message is fixed when the job turns terminal and stored here, so a retried
     # publish (event redelivery) sends the same bytes; consumers dedupe on job_id + status.

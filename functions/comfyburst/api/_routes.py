@@ -11,12 +11,21 @@ from typing import Any
 import flask
 from pydantic import BaseModel
 
-from comfyburst.api._auth import authenticate
+from comfyburst.api._auth import admin_principals, authenticate
 from comfyburst.api._deps import ApiDeps
-from comfyburst.api._errors import MethodNotAllowed, RouteNotFound, error_response
+from comfyburst.api._errors import (
+    ANSWER_GROWTH,
+    MAX_ANSWER_BYTES,
+    MIN_ANSWER_BUDGET_BYTES,
+    MethodNotAllowed,
+    RouteNotFound,
+    error_headers,
+    error_response,
+)
 from comfyburst.api._list_wait import ServiceUnavailable, list_view, waited
 from comfyburst.api.openapi import openapi_document
 from comfyburst.api.views import Health, JobView, ValidateResponse
+from comfyburst.domain.json_safety import bounded_mapping
 from comfyburst.domain.request_policy import RequestPolicy
 from comfyburst.errors import PayloadTooLarge
 from comfyburst.services import cancel, status, submit
@@ -27,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 _JOB_PATH = re.compile(r"^/jobs/(?P<job_id>[A-Za-z0-9_-]{1,64})(?P<action>:cancel)?$")
 _ANY_JOB_PATH = re.compile(r"^/jobs/[^/]+$")
+_BODY_READ = "comfyburst.body_read"
 
 
 def handle(request: flask.Request, deps: Callable[[], ApiDeps]) -> flask.Response:
@@ -35,11 +45,31 @@ def handle(request: flask.Request, deps: Callable[[], ApiDeps]) -> flask.Respons
     try:
         return _route(request, path, deps)
     except Exception as exc:
-        status_code, body = error_response(exc, path=path, method=request.method)
+        status_code, body = error_response(
+            exc, budget_bytes=answer_budget_bytes(request), path=path, method=request.method
+        )
         response = _json(status_code, body)
-        if isinstance(exc, MethodNotAllowed) and exc.details:
-            response.headers["Allow"] = ", ".join(exc.details["allow"])
+        for name, value in error_headers(exc).items():
+            response.headers[name] = value
+        if not request.environ.get(_BODY_READ) and _has_body(request):
+            # functions-framework reads the whole body before answering unless the answer is
+            # streamed: refuse without reading it, and close the connection.
+            response.response = iter([response.get_data()])
+            response.headers["Connection"] = "close"
         return response
+
+
+def answer_budget_bytes(request: flask.Request) -> int:
+    """The most an answer to this request may hold: a small multiple of the request, at
+    least enough for a useful error, never over 1 MiB."""
+    declared = request.content_length or 0
+    return min(MAX_ANSWER_BYTES, max(MIN_ANSWER_BUDGET_BYTES, ANSWER_GROWTH * declared))
+
+
+def _has_body(request: flask.Request) -> bool:
+    return bool(request.content_length) or "chunked" in (
+        request.headers.get("Transfer-Encoding") or ""
+    )
 
 
 def _route(request: flask.Request, path: str, deps: Callable[[], ApiDeps]) -> flask.Response:
@@ -62,7 +92,7 @@ def _route(request: flask.Request, path: str, deps: Callable[[], ApiDeps]) -> fl
         caller = authenticate(request.headers, api.settings)
         body = _read_body(request, api.settings)
         if path == "/jobs:validate":
-            return _validate(api, body)
+            return _validate(api, body, answer_budget_bytes(request))
         result = submit.submit_job(
             api.submit_deps(),
             body,
@@ -81,16 +111,30 @@ def _route(request: flask.Request, path: str, deps: Callable[[], ApiDeps]) -> fl
     if match["action"]:
         _allow(method, "POST")
         api = deps()
-        authenticate(request.headers, api.settings)
-        outcome = cancel.cancel_job(api.store, api.publisher, api.clock, job_id)
+        caller = authenticate(request.headers, api.settings)
+        outcome = cancel.cancel_job(
+            api.store,
+            api.publisher,
+            api.clock,
+            job_id,
+            caller=caller,
+            admins=admin_principals(api.settings),
+        )
         return _model(200 if outcome.cancelled else 202, JobView.of(outcome.job))
     _allow(method, "GET")
     api = deps()
-    authenticate(request.headers, api.settings)
+    caller = authenticate(request.headers, api.settings)
     wait_s = parse_wait_s(request.args.to_dict(flat=False))
     if wait_s is not None:
         _needs_views(api)
-    job = status.get_job(api.store, api.signer, api.clock, job_id)
+    job = status.get_job(
+        api.store,
+        api.signer,
+        api.clock,
+        job_id,
+        caller=caller,
+        admins=admin_principals(api.settings),
+    )
     return _model(200, JobView.of(waited(api, job, wait_s)))
 
 
@@ -99,17 +143,20 @@ def _needs_views(api: ApiDeps) -> None:
         raise ServiceUnavailable("job lists and waits are not configured in this deployment")
 
 
-def _validate(api: ApiDeps, body: bytes) -> flask.Response:
+def _validate(api: ApiDeps, body: bytes, budget_bytes: int) -> flask.Response:
     checked = submit.check_request(body, api.settings, api.catalogue())
     verdict = checked.verdict
     valid = submit.workflow_can_run(verdict)
-    error = None if valid else submit.PreflightRejected(verdict).details
+    error = None if valid else verdict.body.get("error")
+    # node_errors echo the caller's values and the catalogue's option lists: bounded.
+    node_errors, omitted = bounded_mapping(verdict.node_errors, budget_bytes - 2048)
     return _model(
         200,
         ValidateResponse(
             valid=valid,
             error=error if isinstance(error, dict) else None,
-            node_errors=verdict.node_errors,
+            node_errors=node_errors,
+            node_errors_omitted=omitted,
             outputs_to_execute=verdict.outputs_to_execute,
         ),
     )
@@ -123,6 +170,7 @@ def _read_body(request: flask.Request, settings: Any) -> bytes:
     data: bytes = request.stream.read(limit + 1)
     if len(data) > limit:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    request.environ[_BODY_READ] = True
     return data
 
 
@@ -138,4 +186,6 @@ def _model(status_code: int, model: BaseModel) -> flask.Response:
 
 
 def _json(status_code: int, body: Any) -> flask.Response:
-    return flask.Response(json.dumps(body), status_code, mimetype="application/json")
+    # Compact UTF-8, as json_safety.json_size counts it (error bodies are bounded by it).
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    return flask.Response(text, status_code, mimetype="application/json")

@@ -31,13 +31,14 @@ def _errors(refs: dict[str, Any], *statuses: int) -> dict[str, Any]:
         400: "Malformed or invalid request (error.field names the offending field)",
         401: "Missing credentials",
         403: "Credentials not accepted",
-        404: "No such job",
+        404: "No such job, or not the caller's (the same answer)",
         405: "Method not allowed on this path",
         409: "Conflict with the job's state or an earlier use of the Idempotency-Key",
         413: "Request, workflow or inputs too large",
         422: "The workflow fails pre-flight validation (ComfyUI-shaped node_errors)",
         500: "Internal error",
-        503: "A dependency is unavailable; retry",
+        503: "A dependency is unavailable or the job stayed contended; retry (after "
+        "Retry-After seconds when given)",
     }
     return {str(s): _json(refs["ErrorBody"], texts[s]) for s in (*statuses, 401, 403, 500, 503)}
 
@@ -138,7 +139,7 @@ def openapi_document(auth_mode: AuthMode = AuthMode.IAM) -> dict[str, Any]:
                     "200": _json(job, "Accepted earlier under this Idempotency-Key"),
                     **_errors(refs, 400, 409, 413, 422),
                 },
-            }
+            },
         },
         "/jobs:validate": {
             "post": {
@@ -157,7 +158,7 @@ def openapi_document(auth_mode: AuthMode = AuthMode.IAM) -> dict[str, Any]:
                 "summary": "The job, with progress and fresh signed output URLs; with wait_s, "
                 "answers when its state or progress changes (at once when terminal)",
                 "parameters": [job_id, _WAIT_S],
-                "responses": {"200": _json(job, "The job"), **_errors(refs, 404)},
+                "responses": {"200": _json(job, "The job"), **_errors(refs, 400, 404)},
             }
         },
         "/jobs/{job_id}:cancel": {

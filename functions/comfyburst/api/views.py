@@ -6,6 +6,7 @@ TTL and the stored result message.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any, Literal
 
@@ -54,7 +55,11 @@ class JobView(BaseModel):
     options: JobOptions
     preflight_node_errors: dict[str, Any] = Field(
         default_factory=dict,
-        description="ComfyUI-shaped errors of outputs that do not run; the valid ones do.",
+        description="ComfyUI-shaped errors of outputs that do not run; the valid ones do. "
+        "Clipped to a bound (long values cut, marked '…(truncated)').",
+    )
+    preflight_node_errors_omitted: int = Field(
+        default=0, description="Nodes whose errors did not fit the bound."
     )
     webhook_url: str | None = Field(default=None, description="Told of the terminal result.")
 
@@ -79,7 +84,8 @@ class JobView(BaseModel):
             worker_timings=job.worker_timings,
             request=job.request,
             options=job.options,
-            preflight_node_errors=job.preflight_node_errors,
+            preflight_node_errors=json.loads(job.preflight_node_errors_json or "{}"),
+            preflight_node_errors_omitted=job.preflight_node_errors_omitted,
             webhook_url=job.webhook_url,
         )
 
@@ -101,7 +107,10 @@ class ValidateResponse(BaseModel):
 
     valid: bool
     error: dict[str, Any] | None = Field(default=None, description="ComfyUI's error object.")
-    node_errors: dict[str, Any] = Field(description="ComfyUI-shaped errors per node id.")
+    node_errors: dict[str, Any] = Field(
+        description="ComfyUI-shaped errors per node id, clipped so the answer stays bounded."
+    )
+    node_errors_omitted: int = Field(default=0, description="Nodes left out to stay bounded.")
     outputs_to_execute: list[str]
 
 
@@ -117,6 +126,9 @@ class ErrorBody(BaseModel):
 
     error: ErrorDetail
     node_errors: dict[str, Any] | None = None
+    node_errors_omitted: int | None = Field(
+        default=None, description="Nodes left out of node_errors to keep the answer bounded."
+    )
 
 
 class Health(BaseModel):

@@ -15,10 +15,14 @@ these are our choices:
 - errors within a node follow the catalogue's `input_order`, outputs follow the prompt's order;
 - union link types (`A,B`) fit when every received type is accepted; `*` fits anything;
 - a COMBO input without an `options` list (filled by the frontend) is not checked;
-- `input_files=None` skips file checks of LoadImage-style inputs (the API cannot know what a
-  job uploads; it may pass the job's declared input names to get the check). When given, a
-  file passes if it is listed there or in the catalogue (baked into the image); `name [temp]`
-  and `name [output]` always pass;
+- file values (LoadImage and every other upload-style input) are never annotated
+  (`[input]`, `[output]`, `[temp]`), absolute, or hold `..` or a separator, and never come
+  from a folder other than input (`image_folder`): on a shared VM such a name could reach
+  another job's file (`custom_validation_failed`, "File not available to this job"). A value
+  that is exactly one of `input_files` (the job's own uploads) always passes;
+- `input_files=None` skips the presence check of plain file values (the API passes the job's
+  declared input names); when given, a plain file passes if it is listed there or in the
+  catalogue (baked into the image);
 - the workflow is never rewritten (ComfyUI stores coerced numbers back into it).
 """
 

@@ -188,3 +188,14 @@ def invalid_image_file(spec: InputSpec, value: Any) -> ErrorDict:
         f"{spec.name} - Invalid image file: {value}",
         {"input_name": spec.name},
     )
+
+
+def file_not_allowed(spec: InputSpec, value: Any) -> ErrorDict:
+    """Ours: a file value that could name another job's file (ComfyUI would look for it)."""
+    return _error(
+        "custom_validation_failed",
+        "Custom validation failed for node",
+        f"{spec.name} - File not available to this job: {value} (name one of the job's "
+        "inputs or a file baked into the image; annotated, absolute and '..' names are refused)",
+        {"input_name": spec.name},
+    )

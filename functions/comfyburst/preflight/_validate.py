@@ -8,6 +8,7 @@ from typing import Any
 
 from comfyburst.preflight import _errors as err
 from comfyburst.preflight._catalogue import (
+    UPLOAD_ELSEWHERE,
     UPLOAD_FILE,
     UPLOAD_IMAGE,
     Catalogue,
@@ -15,10 +16,9 @@ from comfyburst.preflight._catalogue import (
     InputSpec,
     types_match,
 )
+from comfyburst.schema import is_plain_file_value
 
 _MISSING: Any = object()
-_ANNOTATIONS_ELSEWHERE = (" [temp]", " [output]")
-_ANNOTATION_INPUT = " [input]"
 
 # A node validation step yields the id of a linked node it needs and is sent back its validity.
 _NodeSteps = Generator[str, bool, None]
@@ -253,10 +253,16 @@ class _Run:
         return err.value_not_in_list(spec, value, _allowed(spec, extras))
 
     def _check_upload(self, spec: InputSpec, value: Any) -> err.ErrorDict | None:
+        # The job's own uploads are the only files a job names by its own choice; anything
+        # in another folder, annotated, absolute or traversing could be another job's file.
+        if self._files is not None and isinstance(value, str) and value in self._files:
+            return None
+        if spec.upload == UPLOAD_ELSEWHERE or not _plain_file_value(value):
+            return err.file_not_allowed(spec, value)
         if self._files is None or spec.upload not in (UPLOAD_IMAGE, UPLOAD_FILE):
             return None
         # The catalogue's list holds the files baked into the image's input folder.
-        if _input_file_present(value, self._files) or _in_options(spec, value):
+        if _in_options(spec, value):
             return None
         if spec.upload == UPLOAD_IMAGE:
             return err.invalid_image_file(spec, value)
@@ -296,11 +302,5 @@ def _allowed(spec: InputSpec, extras: Iterable[str]) -> list[Any]:
     return allowed
 
 
-def _input_file_present(value: Any, files: frozenset[str]) -> bool:
-    """Whether a LoadImage-style value names an input file; temp/output files are not known."""
-    if not isinstance(value, str):
-        return False
-    if value.endswith(_ANNOTATIONS_ELSEWHERE):
-        return True
-    name = value.removesuffix(_ANNOTATION_INPUT)
-    return name in files
+def _plain_file_value(value: Any) -> bool:
+    return isinstance(value, str) and is_plain_file_value(value)

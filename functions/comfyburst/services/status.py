@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
+from comfyburst.domain.tenancy import can_see
 from comfyburst.errors import NotFound
 from comfyburst.ports import Clock, JobStore, UrlSigner
 from comfyburst.schema import Job, OutputFile
@@ -16,11 +18,25 @@ logger = logging.getLogger(__name__)
 REFRESH_MARGIN_S = 300
 
 
-def get_job(store: JobStore, signer: UrlSigner, clock: Clock, job_id: str) -> Job:
-    """The job with fresh signed URLs on its outputs; NotFound for an unknown id."""
+def job_not_found(job_id: str) -> NotFound:
+    """The one answer for a job that does not exist or is not the caller's: the same body."""
+    return NotFound(f"job {job_id} not found")
+
+
+def get_job(
+    store: JobStore,
+    signer: UrlSigner,
+    clock: Clock,
+    job_id: str,
+    *,
+    caller: str | None,
+    admins: Collection[str] = (),
+) -> Job:
+    """The caller's job with fresh signed URLs on its outputs; NotFound for an unknown id and
+    for another caller's job alike (no URL is signed for it)."""
     job = store.get_job(job_id)
-    if job is None:
-        raise NotFound(f"job {job_id} not found")
+    if job is None or not can_see(caller, job, admins):
+        raise job_not_found(job_id)
     now = clock.now()
     outputs, changed = refresh_urls(job, signer, now)
     if not changed:

@@ -31,10 +31,17 @@ from pydantic import ValidationError
 
 from comfyburst.domain import request_policy
 from comfyburst.domain.jobs import new_job, transition
-from comfyburst.errors import ComfyBurstError, Conflict, InvalidRequest, PreconditionFailed
+from comfyburst.domain.json_safety import bounded_mapping, check_json, field_path, parse_float
+from comfyburst.errors import (
+    IdempotencyConflict,
+    InvalidJson,
+    InvalidRequest,
+    PreconditionFailed,
+    PreflightRejected,
+)
 from comfyburst.ports import BlobStore, Clock, JobStore
 from comfyburst.preflight import Catalogue, PromptVerdict, validate_prompt
-from comfyburst.schema import Job, JobRequest
+from comfyburst.schema import MAX_STORED_NODE_ERRORS_BYTES, Job, JobRequest
 from comfyburst.services._placement import IO_POOL
 from comfyburst.services.dispatch import Dispatcher, Placement
 from comfyburst.states import JobState
@@ -45,34 +52,19 @@ MAX_IDEMPOTENCY_KEY_CHARS = 255
 MAX_ERROR_DETAILS = 20
 
 
-class IdempotencyConflict(Conflict):
-    """The idempotency key was used before with a different request."""
-
-    code = "idempotency_conflict"
-
-
 def workflow_can_run(verdict: PromptVerdict) -> bool:
     """ComfyUI's rule: accepted when at least one output validates. The valid outputs run; the
     errors of the others are kept on the job (`preflight_node_errors`) for the caller to see."""
     return verdict.accepted
 
 
-class PreflightRejected(ComfyBurstError):
-    """Pre-flight says ComfyUI would refuse the workflow; the body carries ComfyUI's answer."""
-
-    code = "workflow_invalid"
-    http_status = 422
-
-    def __init__(self, verdict: PromptVerdict) -> None:
-        comfy_error: Any = verdict.body.get("error")
-        message = comfy_error.get("message") if isinstance(comfy_error, dict) else None
-        super().__init__(str(message or "workflow failed validation"), details=comfy_error)
-        self.node_errors = verdict.node_errors
-
-    def to_body(self) -> dict[str, Any]:
-        body = super().to_body()
-        body["node_errors"] = self.node_errors
-        return body
+def stored_node_errors(node_errors: dict[str, Any]) -> tuple[str | None, int]:
+    """Node errors as the job keeps them: clipped JSON text that Firestore takes, and how many
+    nodes did not fit."""
+    if not node_errors:
+        return None, 0
+    kept, omitted = bounded_mapping(node_errors, MAX_STORED_NODE_ERRORS_BYTES)
+    return json.dumps(kept, separators=(",", ":"), ensure_ascii=False), omitted
 
 
 @dataclass
@@ -110,9 +102,10 @@ def check_request(body: bytes, settings: Any, catalogue: Catalogue) -> CheckedRe
     policy = request_policy.RequestPolicy.from_settings(settings)
     request_policy.check_body_size(len(body), policy)
     try:
-        data = json.loads(body, parse_constant=_reject_constant)
+        data = json.loads(body, parse_constant=_reject_constant, parse_float=parse_float)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise InvalidJson(f"the request body is not valid JSON: {exc}") from None
+        raise InvalidJson(f"the request body is not valid JSON: {str(exc)[:200]}") from None
+    check_json(data)
     workflow_bytes = request_policy.check_raw(data, policy)
     try:
         request = JobRequest.model_validate(data)
@@ -131,10 +124,6 @@ def check_request(body: bytes, settings: Any, catalogue: Catalogue) -> CheckedRe
     return CheckedRequest(request, workflow_bytes, verdict)
 
 
-class InvalidJson(InvalidRequest):
-    code = "invalid_json"
-
-
 def _reject_constant(name: str) -> Any:
     # Python's json accepts NaN and Infinity; JSON does not, and they cannot be stored.
     raise ValueError(f"{name} is not JSON")
@@ -148,7 +137,7 @@ def submit_job(
         _check_idempotency_key(idempotency_key)
     checked = check_request(body, deps.settings, deps.catalogue())
     if not workflow_can_run(checked.verdict):
-        raise PreflightRejected(checked.verdict)
+        raise PreflightRejected(checked.verdict.body.get("error"), checked.verdict.node_errors)
     request = checked.request
     request_json = request.model_dump_json().encode()
     scoped_key = _scoped_key(caller, idempotency_key)
@@ -156,6 +145,8 @@ def submit_job(
     if scoped_key is not None:
         earlier = deps.store.get_job(job_id)
         if earlier is not None:
+            if earlier.caller != caller:  # cannot happen (the id hashes the caller); be sure
+                raise IdempotencyConflict("this Idempotency-Key was used for another request")
             _same_request_or_conflict(deps, job_id, request_json)
             return SubmitResult(earlier, False)
     now = deps.clock.now()
@@ -168,7 +159,15 @@ def submit_job(
         ttl_days=deps.settings.job_ttl_days,
         idempotency_key=scoped_key,
         caller=caller,
-    ).model_copy(update={"preflight_node_errors": checked.verdict.node_errors})
+    )
+    errors_json, errors_omitted = stored_node_errors(checked.verdict.node_errors)
+    job = job.model_copy(
+        update={
+            "accepted_outputs": list(checked.verdict.outputs_to_execute),
+            "preflight_node_errors_json": errors_json,
+            "preflight_node_errors_omitted": errors_omitted,
+        }
+    )
     # The request goes to GCS while a VM is leased and prepared; no VM starts before it is
     # stored (`before_start`), and the job document is written last, in its first state.
     stored_request = IO_POOL.submit(
@@ -236,10 +235,8 @@ def _write_request(
 def _same_request_or_conflict(deps: SubmitDeps, job_id: str, request_json: bytes) -> None:
     stored = deps.blobs.read(deps.settings.jobs_bucket, jobs_prefix(job_id) + "request.json")
     if stored is not None and stored != request_json:
-        raise IdempotencyConflict(
-            "this Idempotency-Key was used for a different request",
-            details={"job_id": job_id},
-        )
+        # The body names no job: the key is the caller's own, but an answer stays id-free.
+        raise IdempotencyConflict("this Idempotency-Key was used for a different request")
 
 
 def _check_idempotency_key(key: str) -> None:
@@ -287,9 +284,11 @@ def _guess(name: str) -> str:
 def _schema_error(exc: ValidationError) -> InvalidRequest:
     errors = exc.errors(include_url=False, include_input=False, include_context=False)
     first = errors[0]
-    field = ".".join(str(part) for part in first["loc"]) or None
+    # Paths hold the caller's keys (node ids, input names): cut to a bound.
+    field = field_path(tuple(first["loc"]))
     details = [
-        {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"], "type": e["type"]}
+        {"field": field_path(tuple(e["loc"])), "message": e["msg"][:500], "type": e["type"]}
         for e in errors[:MAX_ERROR_DETAILS]
     ]
-    return InvalidRequest(f"{field or 'request'}: {first['msg']}", field=field, details=details)
+    message = f"{field or 'request'}: {first['msg'][:500]}"
+    return InvalidRequest(message, field=field, details=details)
