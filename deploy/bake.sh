@@ -7,6 +7,7 @@
 . "$(dirname "$0")/lib.sh"
 derive_names
 require REGION ZONES
+case "${USE_OS_LOGIN:-false}" in true | false) ;; *) die "USE_OS_LOGIN must be true or false" ;; esac
 
 build=$(cat "${WORKSPACE}/build_image" 2>/dev/null || echo true)
 if [ "${build}" != true ]; then
@@ -38,7 +39,8 @@ set -- \
   -var "jobs_bucket=${JOBS_BUCKET}" \
   -var "name_prefix=${NAME_PREFIX}" \
   -var "image_family=${IMAGE_FAMILY}" \
-  -var "source_hash=${source_hash}"
+  -var "source_hash=${source_hash}" \
+  -var "use_os_login=${USE_OS_LOGIN:-false}"
 run packer init .
 run packer validate "$@" .
 run packer build "$@" .

@@ -36,6 +36,7 @@ source "googlecompute" "gpu" {
   # The IAP SSH rule (terraform/network.tf) targets "<name_prefix>-gpu".
   tags             = ["${var.name_prefix}-gpu"]
   use_iap          = var.use_iap
+  use_os_login     = var.use_os_login
   omit_external_ip = var.omit_external_ip
   use_internal_ip  = var.omit_external_ip
   ssh_username     = var.ssh_username

@@ -20,6 +20,12 @@ variable "use_iap" {
   default     = true
 }
 
+variable "use_os_login" {
+  type        = bool
+  description = "SSH with an OS Login key instead of a metadata key: needed where the org policy constraints/compute.requireOsLogin is enforced (docs/DEPLOY.md)."
+  default     = false
+}
+
 variable "omit_external_ip" {
   type        = bool
   description = "Give the build VM no external IP; egress then goes through the pool subnet's Cloud NAT."

@@ -172,6 +172,7 @@ def test_the_token_never_goes_on_a_command_line(tmp_path):
         ("image-decision", {"_BUILD_IMAGE": "maybe"}, "BUILD_IMAGE must be auto, true or false"),
         ("terraform-apply", {"_APPLY": "yes"}, "APPLY must be true or false"),
         ("bake", {"_NAME_PREFIX": "Bad_Prefix"}, "NAME_PREFIX must be"),
+        ("bake", {"_USE_OS_LOGIN": "maybe"}, "USE_OS_LOGIN must be true or false"),
     ],
 )
 def test_bad_inputs_stop_a_step_with_a_clear_message(tmp_path, step_id, overrides, message):
