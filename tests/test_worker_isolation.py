@@ -124,10 +124,12 @@ def test_a_name_that_leads_to_other_bytes_makes_comfyui_drop_its_caches(tmp_path
         def spec(path: str) -> ModelSpec:
             return ModelSpec(kind=ModelKind.LORAS, filename="l.safetensors", url=server.url(path))
 
-        jobs = [
-            put_job(store, blobs, config, make_request(invert_workflow(f"j{i}"), [spec(p)]), vm)
-            for i, (p, vm) in enumerate([("/a", VM), ("/a", None), ("/b", None)])
-        ]
+        paths = {}
+        jobs = []
+        for i, (path, vm) in enumerate([("/a", VM), ("/a", None), ("/b", None)]):
+            request = make_request(invert_workflow(f"j{i}"), [spec(path)])
+            jobs.append(put_job(store, blobs, config, request, vm))
+            paths[jobs[-1].job_id] = path
         agent = make_agent(local_settings(standin, tmp_path / "m"), config, store, blobs, VM)
         frees: list[str] = []
         original = agent.s.comfy.free
@@ -139,8 +141,11 @@ def test_a_name_that_leads_to_other_bytes_makes_comfyui_drop_its_caches(tmp_path
         agent.s.comfy.free = free  # type: ignore[method-assign]
         agent.run(jobs[0].job_id)
     assert all(_done(blobs, j.job_id).status is DoneStatus.SUCCEEDED for j in jobs)
-    # The first job (a new name), not the second (same bytes), and the third (other bytes).
-    assert len(frees) == 2
+    # The queued two run in either order: a free each time the name leads to other bytes.
+    order = sorted(jobs, key=lambda j: store.jobs[j.job_id].started_at)
+    sources = [paths[j.job_id] for j in order]
+    expected = sum(1 for i, path in enumerate(sources) if i == 0 or path != sources[i - 1])
+    assert expected in (2, 3) and len(frees) == expected
 
 
 def test_prune_keeps_accepted_outputs_and_their_ancestors_only():

@@ -71,7 +71,7 @@ class ComfyClient:
         return f"{folder}/{stored}" if folder else stored
 
     def post_prompt(self, prompt: dict[str, Any], client_id: str, prompt_id: str) -> PromptAnswer:
-        body = {"prompt": prompt, "client_id": client_id, "prompt_id": prompt_id}
+        body: dict[str, Any] = {"prompt": prompt, "client_id": client_id, "prompt_id": prompt_id}
         resp = self.session.post(f"{self.base_url}/prompt", json=body, timeout=_TIMEOUT_S)
         try:
             data = resp.json()

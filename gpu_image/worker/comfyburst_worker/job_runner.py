@@ -327,8 +327,9 @@ def rewrite_inputs(workflow: dict[str, Any], refs: dict[str, str]) -> dict[str, 
 def _prompt_error(status: int, body: dict[str, Any], workflow: dict[str, Any]) -> WorkerError:
     if status >= 500 or not body:
         return ComfyUnavailable(f"ComfyUI answered /prompt with HTTP {status}")
-    error = body.get("error") if isinstance(body.get("error"), dict) else {}
-    node_errors = body.get("node_errors") if isinstance(body.get("node_errors"), dict) else {}
+    raw_error, raw_node_errors = body.get("error"), body.get("node_errors")
+    error: dict[str, Any] = raw_error if isinstance(raw_error, dict) else {}
+    node_errors: dict[str, Any] = raw_node_errors if isinstance(raw_node_errors, dict) else {}
     for node_id, entry in sorted(node_errors.items()):
         first = (entry.get("errors") or [{}])[0]
         detail = first.get("details")
@@ -344,11 +345,11 @@ def _prompt_error(status: int, body: dict[str, Any], workflow: dict[str, Any]) -
         message = f"{message}: {error['details']}"
     # `invalid_prompt` (unknown or missing class_type) names its node only in the details.
     match = _NODE_IN_DETAILS.search(str(error.get("details") or ""))
-    node_id = match.group(1) if match else None
+    named = match.group(1) if match else None
     node_type = None
-    if node_id is not None and isinstance(workflow.get(node_id), dict):
-        node_type = workflow[node_id].get("class_type")
-    return PromptRejected(message, node_id=node_id, node_type=node_type, details={"error": error})
+    if named is not None and isinstance(workflow.get(named), dict):
+        node_type = workflow[named].get("class_type")
+    return PromptRejected(message, node_id=named, node_type=node_type, details={"error": error})
 
 
 def _execution_error(data: dict[str, Any]) -> ExecutionFailed:

@@ -77,7 +77,8 @@ def convert(data: bytes, name: str, fmt: OutputFormat) -> tuple[bytes, str, str 
     pil_format, new_ext, content_type = _FORMATS[fmt]
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as image:
+    with Image.open(io.BytesIO(data)) as opened:
+        image: Image.Image = opened
         if pil_format == "JPEG" and image.mode not in ("RGB", "L"):
             image = image.convert("RGB")
         buffer = io.BytesIO()
@@ -99,7 +100,7 @@ class OutputCollector:
             return [self._one(job_id, r, n, fmt) for r, n in zip(refs, names, strict=True)]
         with ThreadPoolExecutor(max_workers=min(self.workers, len(refs))) as pool:
             pairs = zip(refs, names, strict=True)
-            return list(pool.map(lambda rn: self._one(job_id, *rn, fmt), pairs))
+            return list(pool.map(lambda rn: self._one(job_id, rn[0], rn[1], fmt), pairs))
 
     def _one(self, job_id: str, ref: OutputRef, name: str, fmt: OutputFormat) -> OutputFile:
         data, content_type = self.comfy.view(ref.filename, ref.subfolder, ref.folder_type)
