@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 
@@ -61,6 +62,26 @@ def serves_tls() -> bool:
     from comfy.cli_args import args
 
     return bool(args.tls_keyfile)
+
+
+def node_pack_folder(class_type: str) -> Path | None:
+    """The custom-node folder a node type was loaded from (None: core, unknown, or outside)."""
+    try:
+        import folder_paths
+        import nodes
+    except ImportError:
+        return None
+    node_class = nodes.NODE_CLASS_MAPPINGS.get(class_type)
+    # ComfyUI sets this on every class it loads: "custom_nodes.<folder name>".
+    module = str(getattr(node_class, "RELATIVE_PYTHON_MODULE", "") or "")
+    parent, _, name = module.partition(".")
+    if parent != "custom_nodes" or not name:
+        return None
+    for base in folder_paths.get_folder_paths("custom_nodes"):
+        candidate = Path(base) / name
+        if candidate.is_dir():
+            return candidate
+    return None
 
 
 def _folder(getter: str) -> str | None:

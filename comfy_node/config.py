@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from comfyburst.client import ApiClient, ClientSettings
 from comfyburst.errors import SettingsError
@@ -23,7 +24,7 @@ def settings_file(user_dir: str | None) -> Path | None:
 def load_client_settings(user_dir: str | None) -> ClientSettings:
     """Environment variables override the settings file; a clear error when no URL is set."""
     path = settings_file(user_dir)
-    file_values: dict[str, object] = {}
+    file_values: dict[str, Any] = {}
     if path is not None and path.exists():
         try:
             loaded = json.loads(path.read_text(encoding="utf-8"))

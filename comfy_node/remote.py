@@ -9,6 +9,8 @@ from typing import Any
 from comfyburst.client import ApiClient, ApiError
 from comfyburst.schema import check_relative_path
 
+from .missing_nodes import describe_missing, local_pack, missing_node_types
+
 PROGRESS_STEPS = 1000
 
 
@@ -60,6 +62,9 @@ def run_job(
     try:
         job = client.submit(request)
     except ApiError as exc:
+        missing = missing_node_types(client.validate, request, exc.comfy_error)
+        if missing:
+            raise RemoteJobError(describe_missing(missing, local_pack)) from exc
         raise RemoteJobError(describe_rejection(exc)) from exc
 
     def update(current: dict[str, Any]) -> None:

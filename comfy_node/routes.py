@@ -17,6 +17,13 @@ from comfyburst.errors import ComfyBurstError
 
 from . import _comfy
 from .config import make_client
+from .missing_nodes import (
+    as_comfy_rejection,
+    describe_missing,
+    local_pack,
+    missing_node_types,
+    unknown_node_id,
+)
 
 RUN_NODE_ID = "comfyburst_run"
 SAVE_NODE_ID = "comfyburst_save"
@@ -54,8 +61,7 @@ def rejection_as_comfy_error(exc: ApiError) -> dict[str, Any]:
     """The API's request rejection in the shape ComfyUI's frontend shows on the nodes."""
     body = exc.body if isinstance(exc.body, dict) else {}
     error: dict[str, Any] = body["error"] if isinstance(body.get("error"), dict) else {}
-    details = error.get("details") if isinstance(error.get("details"), dict) else None
-    comfy_error = details or {
+    comfy_error = exc.comfy_error or {
         "type": error.get("code", "comfyburst_error"),
         "message": error.get("message", str(exc)),
         "details": "",
@@ -131,6 +137,13 @@ def register_routes() -> bool:
         except ComfyBurstError as exc:
             return _error(400, "comfyburst_config", exc.message)
         rejection = verdict_rejection(verdict)
+        if rejection is not None and unknown_node_id(verdict.get("error")) is not None:
+            # Name every node type the GPU lacks, and its local pack, before any GPU starts.
+            missing = await asyncio.to_thread(
+                missing_node_types, client.validate, request_body, verdict.get("error")
+            )
+            message = describe_missing(missing, local_pack)
+            rejection = as_comfy_rejection(message, missing, body["prompt"])
         if rejection is not None:
             return web.json_response(rejection, status=400)
         url = local_prompt_url(

@@ -29,7 +29,7 @@ WHEELHOUSE = REPO_ROOT / ".wheelhouse"
 FUNCTIONS = REPO_ROOT / "functions"
 NODE_DIR = REPO_ROOT / "comfy_node"
 NODE_NAME = "ComfyBurst"  # the folder name custom_nodes/ gets
-CORE_MODULES = {"__init__", "schema", "states", "errors", "client"}
+CORE_MODULES = {"__init__", "schema", "states", "errors", "client", "custom_nodes"}
 # Names that exist only from Python 3.11 on (the node and the core run on 3.10).
 PY311_ONLY = {("datetime", "UTC"), ("enum", "StrEnum"), ("typing", "Self"), ("tomllib", None)}
 

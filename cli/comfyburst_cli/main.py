@@ -18,6 +18,7 @@ from rich.table import Table
 
 from comfyburst.client import ApiClient, ClientSettings
 from comfyburst_cli._errors import CliError, cli_errors
+from comfyburst_cli.image_nodes import image_app
 from comfyburst_cli.requests_builder import load_request
 
 app = typer.Typer(
@@ -25,6 +26,7 @@ app = typer.Typer(
 )
 local_app = typer.Typer(help="The local cloud: emulators, Compute stand-in, functions, workers.")
 app.add_typer(local_app, name="local")
+app.add_typer(image_app, name="image")
 console = Console()
 LOCAL_ENV = Path(".localcloud/env")
 # Help texts are Rich markup: anything with brackets in it goes through `escape`.

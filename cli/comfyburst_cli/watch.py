@@ -120,7 +120,7 @@ def watch(
     Every message is acked (a duplicate or an unwanted one as well: this subscription is ours).
     `on_result` gets each new result with its `time.monotonic()` arrival time. Returns them.
     """
-    from google.cloud import pubsub_v1  # type: ignore[attr-defined]
+    from google.cloud import pubsub_v1  # type: ignore[attr-defined,unused-ignore]
 
     emit = emit or (lambda line: print(line, flush=True))
     accept = ResultFilter(job_ids, statuses)

@@ -65,6 +65,13 @@ class ApiError(ComfyBurstError):
             return self.body["node_errors"]
         return {}
 
+    @property
+    def comfy_error(self) -> dict[str, Any] | None:
+        """ComfyUI's own error of a pre-flight rejection (`error.details`); None otherwise."""
+        error = self.body.get("error") if isinstance(self.body, dict) else None
+        details = error.get("details") if isinstance(error, dict) else None
+        return details if isinstance(details, dict) else None
+
     def node_error_lines(self) -> list[str]:
         """One readable line per node error, in node order (for messages to people)."""
         return [

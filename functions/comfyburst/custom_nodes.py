@@ -1,0 +1,131 @@
+"""Local custom-node packs as the GPU image lists them: a folder under ComfyUI's
+`custom_nodes/`, its git remote and commit, and the `gpu_image/custom_nodes.txt` line.
+
+One rule for what a pack line may hold, used by the node (to name a pack the GPU lacks) and by
+`comfyburst image nodes` (to write the list); the image build checks the same shape.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+COMMIT_PATTERN = re.compile(r"^[0-9a-f]{40}$")
+# `git@host:owner/repo.git`, the scp-like form git prints for SSH remotes.
+_SCP_REMOTE = re.compile(
+    r"^(?:[A-Za-z0-9._-]+@)?(?P<host>[A-Za-z0-9.-]+\.[A-Za-z]+):(?P<path>[^\s/][^\s]*)$"
+)
+GIT_TIMEOUT_S = 10.0
+
+
+class PackError(ValueError):
+    """A local pack that cannot be listed for the GPU image; the message says why."""
+
+
+@dataclass(frozen=True)
+class Pack:
+    """One custom-node pack: its folder name, where its code comes from and which commit."""
+
+    name: str
+    folder: Path
+    remote: str | None
+    commit: str | None
+    dirty: bool = False
+
+    def describe(self) -> str:
+        """`NAME (REMOTE @ COMMIT)` for messages; says what is unknown."""
+        where = self.remote or "no git remote"
+        at = self.commit[:12] if self.commit else "no commit"
+        changed = ", local changes" if self.dirty else ""
+        return f"{self.name} ({where} @ {at}{changed})"
+
+    def line(self) -> str:
+        """The pack's `custom_nodes.txt` line: NAME HTTPS_URL COMMIT."""
+        if not NAME_PATTERN.match(self.name):
+            raise PackError(f"{self.folder}: the folder name {self.name!r} is not a pack name")
+        if self.remote is None:
+            raise PackError(f"{self.folder}: no git remote (origin) to install it from")
+        if self.commit is None or not COMMIT_PATTERN.match(self.commit):
+            raise PackError(f"{self.folder}: no git commit checked out")
+        return f"{self.name} {https_remote(self.remote)} {self.commit}"
+
+
+def public_remote(url: str) -> str:
+    """The remote without credentials, query or fragment (safe to show and to write down)."""
+    if _SCP_REMOTE.match(url):
+        return url  # an SSH login name (git@…) is no secret
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.hostname:
+        return url
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def https_remote(url: str) -> str:
+    """The https URL the image clones from; SSH remotes become their https form."""
+    scp = _SCP_REMOTE.match(url)
+    if scp:
+        url = f"https://{scp['host']}/{scp['path']}"
+    elif url.startswith("ssh://"):
+        parts = urlsplit(url)
+        url = f"https://{parts.hostname}{parts.path}"
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise PackError(f"remote {public_remote(url)!r}: the image clones over https only")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise PackError(f"remote {public_remote(url)!r}: credentials or query in the URL")
+    try:
+        ipaddress.ip_address(parts.hostname)
+    except ValueError:
+        pass
+    else:
+        raise PackError(f"remote {url!r}: an IP address, not a host name")
+    if "." not in parts.hostname:
+        raise PackError(f"remote {url!r}: {parts.hostname!r} is not a public host name")
+    return urlunsplit(("https", parts.hostname, parts.path, "", ""))
+
+
+def _git(folder: Path, *args: str) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(folder), *args],
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT_S,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def read_pack(folder: Path) -> Pack:
+    """What git says about a pack folder (remote and commit None where it says nothing)."""
+    is_repo = (folder / ".git").exists()
+    remote = _git(folder, "config", "--get", "remote.origin.url") if is_repo else None
+    commit = _git(folder, "rev-parse", "HEAD") if is_repo else None
+    status = _git(folder, "status", "--porcelain", "--untracked-files=no") if is_repo else None
+    return Pack(
+        name=folder.name,
+        folder=folder,
+        remote=public_remote(remote) if remote else None,
+        commit=commit if commit and COMMIT_PATTERN.match(commit) else None,
+        dirty=bool(status),
+    )
+
+
+def local_packs(custom_nodes: Path) -> list[Pack]:
+    """The enabled packs of a ComfyUI's `custom_nodes/` folder, by name."""
+    if not custom_nodes.is_dir():
+        raise PackError(f"{custom_nodes} is not a folder (expected ComfyUI's custom_nodes/)")
+    return [
+        read_pack(entry)
+        for entry in sorted(custom_nodes.iterdir(), key=lambda p: p.name.lower())
+        if entry.is_dir()
+        and not entry.name.startswith((".", "__"))
+        and not entry.name.endswith(".disabled")
+    ]
