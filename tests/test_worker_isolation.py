@@ -188,3 +188,25 @@ def test_cancel_and_deadline_stop_a_model_download_midway(tmp_path, standin, how
     assert done.status is expected, done.error
     assert stalled_still  # the job ended while the server was still holding the download
     assert not list((tmp_path / "m" / "store" / "partial").iterdir())
+
+
+def test_a_run_reporting_outputs_beyond_the_accepted_ones_fails_and_uploads_nothing(
+    tmp_path, standin, monkeypatch
+):
+    # As if ComfyUI ran more than it was sent: the prompt goes out whole.
+    monkeypatch.setattr(prompt_scope, "prune", lambda workflow, _accepted: workflow)
+    store, blobs = InMemoryJobStore(), InMemoryBlobStore()
+    config = local_config()
+    workflow = invert_workflow("kept/out")
+    workflow["9"] = {
+        "class_type": "SaveImage",
+        "inputs": {"images": ["2", 0], "filename_prefix": "refused/out"},
+    }
+    job = put_job(store, blobs, config, make_request(workflow), VM)
+    store.patch_job(job.job_id, {"accepted_outputs": ["3"]})
+    make_agent(local_settings(standin, tmp_path / "m"), config, store, blobs, VM).run(job.job_id)
+    done = _done(blobs, job.job_id)
+    assert done.status is DoneStatus.FAILED and done.error is not None
+    assert "did not accept: 9" in done.error.message
+    assert blobs.list("outputs", f"jobs/{job.job_id}/") == []
+    assert _entries(tmp_path) == []
