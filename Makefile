@@ -112,7 +112,7 @@ wheelhouse: .wheelhouse/.stamp
 
 # --- The Cloud Build pipeline's steps (deploy/*.sh), the same scripts cloudbuild.yaml runs ------
 
-.PHONY: pipeline-dry-run image schema-check provider-schema
+.PHONY: pipeline-dry-run bootstrap image schema-check provider-schema
 
 # Every step in --dry-run mode, in the pipeline's order (prints what would talk to Google Cloud):
 #   make pipeline-dry-run PROJECT_ID=my-project TF_STATE_BUCKET=my-project-tfstate
@@ -130,7 +130,11 @@ pipeline-dry-run:
 	$(PIPELINE_ENV) sh deploy/terraform-plan.sh --dry-run
 	$(PIPELINE_ENV) sh deploy/terraform-apply.sh --dry-run
 
-# Bake the GPU image from a workstation exactly as the pipeline does (docs/DEPLOY.md, step 4).
+# First deployment: only what the image build needs (docs/DEPLOY.md, step 3).
+bootstrap:
+	$(PIPELINE_ENV) sh deploy/terraform-bootstrap.sh
+
+# Bake the GPU image from a workstation exactly as the pipeline does (docs/DEPLOY.md, step 5).
 image:
 	$(PIPELINE_ENV) BUILD_IMAGE=true sh deploy/image-decision.sh
 	$(PIPELINE_ENV) sh deploy/bake.sh
