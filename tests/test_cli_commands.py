@@ -15,6 +15,7 @@ from comfyburst.schema import JobState, ResultMessage
 from comfyburst_cli._errors import CliError
 from comfyburst_cli.main import app
 from comfyburst_cli.watch import subscription_path
+from tests._e2e_support import INVERT
 
 WORKFLOW = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8}}}
 
@@ -190,3 +191,26 @@ def test_the_cli_imports_neither_the_worker_nor_the_dev_tools() -> None:
     ).stdout
     loaded = set(json.loads(out.replace("'", '"')))
     assert not loaded & {"comfyburst_worker", "tools", "localcloud"}, loaded
+
+
+@pytest.mark.emulator
+def test_jobs_lists_the_callers_jobs_newest_first(
+    runner: CliRunner, localcloud_env: dict[str, str], no_settings: Path
+) -> None:
+    _write_local_env(no_settings, localcloud_env)
+    submitted = []
+    for _ in range(3):
+        result = runner.invoke(app, ["submit", str(INVERT)], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        submitted.append(result.output.split("job_id", 1)[1].split()[0])
+    listed = runner.invoke(app, ["jobs", "--json", "--limit", "2"])
+    assert listed.exit_code == 0, listed.output
+    jobs = [json.loads(line) for line in listed.output.splitlines()]
+    assert [job["job_id"] for job in jobs] == submitted[::-1][:2]
+    table = runner.invoke(app, ["jobs"], env={"COLUMNS": "200"})
+    assert table.exit_code == 0, table.output
+    assert all(job_id in table.output for job_id in submitted)
+    none = runner.invoke(app, ["jobs", "--json", "--state", "succeeded"])
+    assert none.exit_code == 0 and none.output == ""
+    bad = runner.invoke(app, ["jobs", "--state", "nope"])
+    assert bad.exit_code == 2 and "state must be one of" in bad.output

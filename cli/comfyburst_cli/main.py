@@ -148,6 +148,43 @@ def cancel(job_id: str) -> None:
 
 
 @app.command()
+def jobs(
+    state: Annotated[list[str], typer.Option(help="Only jobs in this state (repeatable)")] = [],  # noqa: B006
+    limit: Annotated[int, typer.Option(help="Show at most this many jobs", min=1)] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON job per line")] = False,
+) -> None:
+    """List your jobs, newest first."""
+    shown: list[dict[str, Any]] = []
+    with cli_errors():
+        client = _client()
+        token: str | None = None
+        while len(shown) < limit:
+            page = client.list_jobs(
+                states=state or None, page_size=min(limit - len(shown), 100), page_token=token
+            )
+            shown += page.get("jobs") or []
+            token = page.get("next_page_token")
+            if not token:
+                break
+    if as_json:
+        for job in shown[:limit]:
+            typer.echo(json.dumps(job))
+        return
+    table = Table("job_id", "state", "created_at", "attempt", "outputs")
+    for job in shown[:limit]:
+        table.add_row(
+            job.get("job_id", ""),
+            job.get("state", ""),
+            str(job.get("created_at", "")),
+            str(job.get("attempt", "")),
+            str(len(job.get("outputs") or [])),
+        )
+    console.print(table)
+    if token:
+        console.print(f"(more: --limit {limit * 2})")
+
+
+@app.command()
 def watch(
     subscription: Annotated[
         str | None,

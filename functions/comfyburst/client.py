@@ -152,12 +152,18 @@ class ApiClient:
         return headers
 
     def _call(
-        self, method: str, path: str, json_body: Any = None, headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        json_body: Any = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, Any] | None = None,
     ) -> Any:
         response = self._session.request(
             method,
             f"{self.base_url}{path}",
             json=json_body,
+            params=params,
             headers={**self._headers(), **(headers or {})},
             timeout=self._settings.timeout_s,
         )
@@ -182,6 +188,23 @@ class ApiClient:
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._call("POST", f"/jobs/{job_id}:cancel")
+
+    def list_jobs(
+        self,
+        *,
+        states: list[str] | None = None,
+        page_size: int | None = None,
+        page_token: str | None = None,
+    ) -> dict[str, Any]:
+        """GET /jobs: one page of the caller's jobs, newest first (`jobs`, `next_page_token`)."""
+        params: dict[str, Any] = {}
+        if states:
+            params["state"] = ",".join(states)
+        if page_size is not None:
+            params["page_size"] = page_size
+        if page_token:
+            params["page_token"] = page_token
+        return self._call("GET", "/jobs", params=params)
 
     def wait(
         self,
