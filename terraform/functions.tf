@@ -23,6 +23,10 @@ locals {
       COMFYBURST_AUTH_MODE                = var.auth_mode
       COMFYBURST_CIVITAI_TOKEN_SECRET     = local.civitai_token_secret
       COMFYBURST_HUGGINGFACE_TOKEN_SECRET = local.huggingface_token_secret
+      COMFYBURST_WEBHOOK_TIMEOUT_S        = tostring(var.webhook_timeout_s)
+      # Python functions serve concurrent requests on threads: one per request an instance
+      # may hold (the API's waiters; the other functions take one request at a time).
+      THREADS = tostring(var.api_concurrency)
     },
     var.create_models_bucket ? { COMFYBURST_MODELS_BUCKET = local.models_bucket } : {},
     { for key, value in var.function_settings : "COMFYBURST_${upper(key)}" => value },
@@ -90,6 +94,10 @@ resource "google_cloudfunctions2_function" "api" {
     all_traffic_on_latest_revision = true
     service_account_email          = google_service_account.sa["api"].email
     environment_variables          = local.function_env
+
+    # Concurrency above 1 needs a whole vCPU; one instance then holds many waiting requests.
+    available_cpu                    = "1"
+    max_instance_request_concurrency = var.api_concurrency
 
     dynamic "secret_environment_variables" {
       # Referenced only in api_key mode: Cloud Run refuses a secret without a version.

@@ -53,3 +53,13 @@ output "subnetwork" {
   description = "Self link of the pool's subnet (also usable for the packer build VM)."
   value       = google_compute_subnetwork.pool.self_link
 }
+
+output "webhooks_dead_letter_subscription" {
+  description = "Subscription holding webhooks no receiver took (inspection and replay)."
+  value       = google_pubsub_subscription.webhooks_dead_letter.id
+}
+
+output "webhook_secret_ids" {
+  description = "Secret Manager secrets holding the webhook signing secrets (current, previous)."
+  value       = { for k, s in google_secret_manager_secret.webhook_secret : k => s.secret_id }
+}

@@ -140,8 +140,8 @@ variable "api_memory_mb" {
 
 variable "api_timeout_s" {
   type        = number
-  description = "Request timeout of the API function, in seconds."
-  default     = 60
+  description = "Request timeout of the API function, in seconds (above 60: GET /jobs/{id}?wait_s waits up to 60)."
+  default     = 90
 }
 
 variable "api_max_instances" {
@@ -307,4 +307,54 @@ variable "gs_model_buckets" {
   type        = list(string)
   description = "Extra buckets gs:// model URLs may point to (the models bucket is always allowed)."
   default     = []
+}
+
+# --- Webhooks (webhooks.tf) --------------------------------------------------------------------
+
+variable "webhooks_enabled" {
+  type        = bool
+  description = "Deploy the webhook delivery function and its subscription (add a version to the webhook secret first)."
+  default     = false
+}
+
+variable "webhook_rotation" {
+  type        = bool
+  description = "Sign with the previous webhook secret too (while receivers switch to the new one)."
+  default     = false
+}
+
+variable "webhook_timeout_s" {
+  type        = number
+  description = "How long a webhook receiver may take to answer, in seconds."
+  default     = 10
+}
+
+variable "webhook_max_instances" {
+  type        = number
+  description = "Maximum instances of the webhook delivery function."
+  default     = 10
+}
+
+variable "webhook_min_backoff_s" {
+  type        = number
+  description = "First retry delay of an undelivered webhook, in seconds (Pub/Sub retry policy, 0-600)."
+  default     = 10
+}
+
+variable "webhook_max_backoff_s" {
+  type        = number
+  description = "Longest retry delay of an undelivered webhook, in seconds (Pub/Sub retry policy, 0-600)."
+  default     = 600
+}
+
+variable "webhook_max_delivery_attempts" {
+  type        = number
+  description = "Delivery attempts of a webhook before it goes to the webhooks dead-letter topic (5-100)."
+  default     = 10
+}
+
+variable "api_concurrency" {
+  type        = number
+  description = "Requests one API instance serves at once (waiting GET /jobs/{id}?wait_s requests mostly idle)."
+  default     = 80
 }

@@ -14,7 +14,7 @@ from comfyburst.schema import DeploymentConfig, ModelKind
 from comfyburst.settings import FunctionSettings
 from tests.deploy import hcl
 
-FUNCTION_TARGETS = {"api", "on_done_flag", "reaper"}
+FUNCTION_TARGETS = {"api", "on_done_flag", "reaper", "on_result"}
 MAIN_PY = hcl.REPO / "functions" / "main.py"
 WORKER_PKG = hcl.GPU_IMAGE / "worker" / "comfyburst_worker"
 SYSTEMD = hcl.GPU_IMAGE / "systemd"
@@ -50,7 +50,7 @@ def _unit(name: str) -> dict[str, list[str]]:
 # --- Functions -------------------------------------------------------------------------------
 
 
-def test_terraform_deploys_exactly_the_three_targets():
+def test_terraform_deploys_exactly_the_function_targets():
     targets = {f["build_config"][0]["entry_point"] for f in _functions().values()}
     assert targets == FUNCTION_TARGETS
 
