@@ -14,8 +14,7 @@ test: venv lint deploy-tools node-install-tools
 # packer validate, the providers' and the Packer plugin's schemas, the pipeline's dry run,
 # wiring between terraform, the image and the code.
 deploy-check: deploy-tools
-	.venv/bin/pytest tests/test_deploy_hcl.py tests/test_deploy_tools.py tests/test_deploy_wiring.py \
-		tests/test_deploy_schema.py tests/test_deploy_cloudbuild.py
+	.venv/bin/pytest tests/test_deploy_*.py
 
 deploy-tools: checkov-venv packer
 
