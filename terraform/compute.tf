@@ -1,37 +1,27 @@
-# The GPU VM pool: created stopped, started per job by the dispatcher, stopped by the worker.
+# The GPU pool is a template, not a set of VMs: the dispatcher creates VMs from it when a job
+# finds no stopped VM, and stops them after their drain (the disk keeps the model cache). An
+# apply creates no VM, so it needs no GPU capacity or quota and never boots (or bills) a GPU.
 
-locals {
-  gpu_vms = {
-    for index in range(var.gpu_vm_count) :
-    format("%s-gpu-%02d", var.name_prefix, index) => var.gpu_zones[index % length(var.gpu_zones)]
-  }
-}
-
-resource "google_compute_instance" "gpu" {
+resource "google_compute_region_instance_template" "gpu" {
   #checkov:skip=CKV_GCP_38:CSEK needs the raw key on every start, which the dispatcher would then have to hold; Google-managed encryption protects the disk.
   #checkov:skip=CKV_GCP_39:Secure Boot is off because the image's NVIDIA kernel modules are not signed with a key the shielded VM trusts; vTPM and integrity monitoring stay on.
-  for_each = local.gpu_vms
-
-  project      = var.project_id
-  name         = each.key
-  zone         = each.value
+  project = var.project_id
+  region  = var.region
+  # Templates cannot change in place: a new one is made first, the functions are pointed at
+  # it (COMFYBURST_POOL_TEMPLATE), then the old one goes. VMs made from it keep running.
+  name_prefix  = "${var.name_prefix}-gpu-"
   machine_type = var.gpu_machine_type
   tags         = ["${var.name_prefix}-gpu"]
 
   # The dispatcher selects the pool by this label (COMFYBURST_POOL_LABEL).
   labels = merge(local.labels, { (local.pool_label_key) = var.pool_name })
 
-  # Created stopped: a VM bills GPU time only while the dispatcher has started it for a job.
-  desired_status = "TERMINATED"
-
-  boot_disk {
-    auto_delete = true
-
-    initialize_params {
-      image = "projects/${local.gpu_image_project}/global/images/family/${var.gpu_image_family}"
-      size  = var.gpu_boot_disk_size_gb
-      type  = var.gpu_boot_disk_type
-    }
+  disk {
+    boot         = true
+    auto_delete  = true
+    source_image = "projects/${local.gpu_image_project}/global/images/family/${var.gpu_image_family}"
+    disk_size_gb = var.gpu_boot_disk_size_gb
+    disk_type    = var.gpu_boot_disk_type
   }
 
   dynamic "guest_accelerator" {
@@ -49,7 +39,7 @@ resource "google_compute_instance" "gpu" {
 
   scheduling {
     on_host_maintenance = "TERMINATE" # required with GPUs
-    automatic_restart   = !var.gpu_spot
+    automatic_restart   = false       # the dispatcher starts VMs; nothing else may
     preemptible         = var.gpu_spot
     provisioning_model  = var.gpu_spot ? "SPOT" : "STANDARD"
     # A preempted Spot VM stops (keeping its disk and model cache) instead of being deleted.
@@ -67,19 +57,15 @@ resource "google_compute_instance" "gpu" {
     scopes = ["cloud-platform"] # access is limited by the SA's IAM roles, not by scopes
   }
 
+  # The dispatcher adds the job hint at create time; the config is the template's.
   metadata = {
     "enable-oslogin"         = "TRUE"
     "block-project-ssh-keys" = "true"
-    "comfyburst-job"         = ""
     "comfyburst-config"      = jsonencode(local.deployment_config)
   }
 
-  allow_stopping_for_update = false
-
   lifecycle {
-    # The dispatcher owns metadata (job id, config) and the run state: an apply must never
-    # rewrite a running job's metadata or stop its VM.
-    ignore_changes = [metadata, desired_status]
+    create_before_destroy = true
   }
 
   depends_on = [

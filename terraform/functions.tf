@@ -14,6 +14,10 @@ locals {
       COMFYBURST_RESULTS_TOPIC            = google_pubsub_topic.results.name
       COMFYBURST_POOL_LABEL               = "${local.pool_label_key}=${var.pool_name}"
       COMFYBURST_POOL_ZONES               = join(",", var.gpu_zones)
+      COMFYBURST_POOL_TEMPLATE            = google_compute_region_instance_template.gpu.self_link
+      COMFYBURST_POOL_NAME_PREFIX         = "${var.name_prefix}-gpu"
+      COMFYBURST_POOL_MAX_VMS             = tostring(var.gpu_max_vms)
+      COMFYBURST_POOL_MAX_VMS_PER_ZONE    = tostring(var.gpu_max_vms_per_zone)
       COMFYBURST_JOB_TTL_DAYS             = tostring(var.job_ttl_days)
       COMFYBURST_HEARTBEAT_INTERVAL_S     = tostring(var.heartbeat_interval_s)
       COMFYBURST_LEASE_TTL_S              = tostring(var.lease_ttl_s)

@@ -20,6 +20,15 @@ locals {
     "compute.instances.start",
     "compute.instances.stop",
     "compute.zoneOperations.get",
+    "compute.instances.create",
+    "compute.instances.delete",
+    "compute.instanceTemplates.useReadOnly",
+    "compute.disks.create",
+    "compute.images.useReadOnly",
+    "compute.subnetworks.use",
+    "compute.instances.setLabels",
+    "compute.instances.setServiceAccount",
+    "compute.instances.setTags",
   ]
 
   dispatchers = ["api", "reaper"]

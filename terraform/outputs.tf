@@ -39,9 +39,9 @@ output "image_builder_service_account" {
   value       = google_service_account.sa["imager"].email
 }
 
-output "gpu_vms" {
-  description = "GPU pool VMs: name => zone."
-  value       = local.gpu_vms
+output "gpu_template" {
+  description = "Instance template the dispatcher creates GPU VMs from (COMFYBURST_POOL_TEMPLATE)."
+  value       = google_compute_region_instance_template.gpu.self_link
 }
 
 output "pool_label" {

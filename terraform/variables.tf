@@ -205,15 +205,21 @@ variable "pool_name" {
   default     = "default"
 }
 
-variable "gpu_vm_count" {
+variable "gpu_max_vms" {
   type        = number
-  description = "Number of GPU VMs in the pool (created stopped). 0 until the image exists."
-  default     = 1
+  description = "Most GPU VMs the dispatcher keeps (created on demand from the template; stopped ones count)."
+  default     = 8
+}
+
+variable "gpu_max_vms_per_zone" {
+  type        = number
+  description = "Most GPU VMs the dispatcher creates in any one zone."
+  default     = 4
 }
 
 variable "gpu_zones" {
   type        = list(string)
-  description = "Zones of the pool, in the region; VMs are spread over them round-robin."
+  description = "Zones the dispatcher may create GPU VMs in, in the region (the template's subnet), most preferred first."
   default     = ["us-central1-a", "us-central1-b", "us-central1-c"]
 }
 

@@ -132,23 +132,25 @@ def test_vm_metadata_carries_a_valid_deployment_config():
     fields = set(DeploymentConfig.model_fields)
     assert not set(config) - fields, f"unknown DeploymentConfig keys: {set(config) - fields}"
     assert _required(DeploymentConfig) <= set(config)
-    metadata = hcl.resources("google_compute_instance")["gpu"]["metadata"]
+    metadata = hcl.resources("google_compute_region_instance_template")["gpu"]["metadata"]
     assert metadata["comfyburst-config"] == "${jsonencode(local.deployment_config)}"
-    assert "comfyburst-job" in metadata
 
 
-def test_pool_vms_never_stopped_or_rewritten_by_apply():
-    vm = hcl.resources("google_compute_instance")["gpu"]
-    assert vm["desired_status"] == "TERMINATED"
-    ignored = vm["lifecycle"][0]["ignore_changes"]
-    assert {"metadata", "desired_status"} <= {i.strip("${}") for i in ignored}
-    assert vm["scheduling"][0]["on_host_maintenance"] == "TERMINATE"
+def test_an_apply_creates_no_vm_only_the_template():
+    assert hcl.resources("google_compute_instance") == {}
+    template = hcl.resources("google_compute_region_instance_template")["gpu"]
+    assert template["scheduling"][0]["on_host_maintenance"] == "TERMINATE"
+    assert template["scheduling"][0]["automatic_restart"] is False
+    assert template["lifecycle"][0]["create_before_destroy"] is True
+    text = _terraform_text()
+    assert "google_compute_region_instance_template.gpu.self_link" in text
+    assert "COMFYBURST_POOL_MAX_VMS " in text and "COMFYBURST_POOL_MAX_VMS_PER_ZONE" in text
 
 
 def test_pool_label_matches_the_dispatcher_setting():
     key = hcl.locals_()["pool_label_key"]
     assert key == FunctionSettings.model_fields["pool_label"].default.partition("=")[0]
-    vm = hcl.resources("google_compute_instance")["gpu"]
+    vm = hcl.resources("google_compute_region_instance_template")["gpu"]
     assert "(local.pool_label_key) = var.pool_name" in vm["labels"]
     assert 'COMFYBURST_POOL_LABEL               = "${local.pool_label_key}=${var.pool_name}"' in (
         _terraform_text()
