@@ -27,7 +27,8 @@ elif token=$(gcloud secrets versions access latest --secret="${HF_SECRET}" \
   export PKR_VAR_huggingface_token
   echo "Hugging Face token: from secret ${HF_SECRET}"
 else
-  echo "Hugging Face token: secret ${HF_SECRET} has no version; baking without one"
+  # No version (the usual case: the token is optional) or no access to it: bake without one.
+  echo "Hugging Face token: secret ${HF_SECRET} has no readable version; baking without one"
 fi
 
 cd "${REPO_ROOT}/gpu_image" || exit 1
