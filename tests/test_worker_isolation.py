@@ -148,6 +148,26 @@ def test_a_name_that_leads_to_other_bytes_makes_comfyui_drop_its_caches(tmp_path
     assert expected in (2, 3) and len(frees) == expected
 
 
+def test_a_fresh_agent_has_comfyui_drop_what_it_held_before_the_first_prompt(tmp_path, standin):
+    # ComfyUI outlives a crashed agent: it may still hold the last job's models.
+    store, blobs = InMemoryJobStore(), InMemoryBlobStore()
+    config = local_config()
+    jobs = [put_job(store, blobs, config, make_request(invert_workflow("f0")), VM)]
+    jobs.append(put_job(store, blobs, config, make_request(invert_workflow("f1"))))
+    agent = make_agent(local_settings(standin, tmp_path / "m"), config, store, blobs, VM)
+    frees: list[int] = []
+    original = agent.s.comfy.free
+
+    def free() -> None:
+        frees.append(1)
+        original()
+
+    agent.s.comfy.free = free  # type: ignore[method-assign]
+    agent.run(jobs[0].job_id)
+    assert all(_done(blobs, j.job_id).status is DoneStatus.SUCCEEDED for j in jobs)
+    assert frees == [1]  # once, before the first prompt; the model-free second needs none
+
+
 def test_prune_keeps_accepted_outputs_and_their_ancestors_only():
     workflow = invert_workflow()
     workflow["8"] = {"class_type": "LoadImage", "inputs": {"image": "comfyburst/other/x.png"}}

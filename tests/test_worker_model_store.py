@@ -271,3 +271,12 @@ def test_changed_names_only_when_a_name_leads_elsewhere():
     assert changed_names({"c/m": "a"}, {"c/m": "b"}) == {"c/m"}
     assert changed_names({}, {"c/m": "a"}) == {"c/m"}
     assert changed_names({"c/m": "a"}, {}) == {"c/m"}
+
+
+def test_the_view_refuses_a_name_that_leaves_it(tmp_path):
+    blob = tmp_path / ("c" * 64)
+    blob.write_bytes(b"x")
+    view = JobModelView(tmp_path / "view")
+    with pytest.raises(ValueError, match="leaves the view"):
+        view.show({"checkpoints/../../escaped": blob})
+    assert not (tmp_path / "escaped").exists()

@@ -118,7 +118,8 @@ class JobRunner:
     def __init__(self, services: Services) -> None:
         self.s = services
         self._comfy_ready = False
-        self._free_before_prompt = False
+        # ComfyUI outlives the agent: after a restart it may hold a previous job's models.
+        self._free_before_prompt = True
 
     def run(self, job: Job, stop: _Stop, timings: WorkerTimings) -> RunResult:
         try:

@@ -38,6 +38,8 @@ class JobModelView:
         shown: dict[str, str] = {}
         for key, blob in sorted(blobs.items()):
             link = self.root / key
+            if os.path.commonpath([self.root, os.path.normpath(link)]) != str(self.root):
+                raise ValueError(f"model name {key!r} leaves the view")
             link.parent.mkdir(parents=True, exist_ok=True)
             os.symlink(blob, link)
             shown[key] = blob.name
