@@ -108,33 +108,19 @@ def _route(request: flask.Request, path: str, deps: Callable[[], ApiDeps]) -> fl
             raise RouteNotFound("job not found (malformed job id)")
         raise RouteNotFound(f"no route for {path}")
     job_id = match["job_id"]
-    if match["action"]:
-        _allow(method, "POST")
-        api = deps()
-        caller = authenticate(request.headers, api.settings)
-        outcome = cancel.cancel_job(
-            api.store,
-            api.publisher,
-            api.clock,
-            job_id,
-            caller=caller,
-            admins=admin_principals(api.settings),
-        )
-        return _model(200 if outcome.cancelled else 202, JobView.of(outcome.job))
-    _allow(method, "GET")
+    _allow(method, "POST" if match["action"] else "GET")
     api = deps()
     caller = authenticate(request.headers, api.settings)
+    admins = admin_principals(api.settings)
+    if match["action"]:
+        outcome = cancel.cancel_job(
+            api.store, api.publisher, api.clock, job_id, caller=caller, admins=admins
+        )
+        return _model(200 if outcome.cancelled else 202, JobView.of(outcome.job))
     wait_s = parse_wait_s(request.args.to_dict(flat=False))
     if wait_s is not None:
         _needs_views(api)
-    job = status.get_job(
-        api.store,
-        api.signer,
-        api.clock,
-        job_id,
-        caller=caller,
-        admins=admin_principals(api.settings),
-    )
+    job = status.get_job(api.store, api.signer, api.clock, job_id, caller=caller, admins=admins)
     return _model(200, JobView.of(waited(api, job, wait_s)))
 
 
