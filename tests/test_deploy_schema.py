@@ -161,3 +161,87 @@ def test_the_extract_says_where_each_schema_comes_from():
     instance = google["resources"]["google_compute_instance"]
     assert "initialize_params" in instance["blocks"]["boot_disk"]["blocks"]
     assert "machine_type" in instance["arguments"]
+
+
+def _wheel(tmp_path: Path, types: dict) -> Path:
+    """A wheel shaped like a cdktn provider package, with a tiny jsii assembly."""
+    import io
+    import json
+    import tarfile
+    import zipfile
+
+    package = {"name": "@cdktn/provider-demo", "cdktf": {"provider": {"version": "1.2.3"}}}
+    blobs = {
+        "package/.jsii": json.dumps({"types": types}).encode(),
+        "package/package.json": json.dumps(package).encode(),
+    }
+    tgz = io.BytesIO()
+    with tarfile.open(fileobj=tgz, mode="w:gz") as archive:
+        for name, data in blobs.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    wheel = tmp_path / "cdktn_provider_demo-9.9.9-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("cdktn_provider_demo/_jsii/provider-demo@9.9.9.jsii.tgz", tgz.getvalue())
+    return wheel
+
+
+def test_the_extractor_reads_types_arguments_and_nested_blocks(tmp_path):
+    from tests.deploy import extract_provider_schema as extractor
+
+    link = "https://registry.terraform.io/providers/hashicorp/demo/1.2.3/docs/resources/thing"
+
+    def prop(name, anchor, type_ref):
+        remarks = f"Docs at Terraform Registry: {{@link {link}#{anchor} Thing#{anchor}}}"
+        return {"name": name, "docs": {"remarks": remarks}, "type": type_ref}
+
+    types = {
+        "demo.Thing": {
+            "kind": "class",
+            "base": "cdktn.TerraformResource",
+            "docs": {"summary": f"Represents a {{@link {link} demo_thing}}."},
+            "initializer": {"parameters": [{"name": "config", "type": {"fqn": "demo.Config"}}]},
+        },
+        "demo.Config": {
+            "kind": "interface",
+            "properties": [
+                prop("machineType", "machine_type", {"primitive": "string"}),
+                prop("ipv6Range", "ipv6_range", {"primitive": "string"}),
+                prop("bootDisk", "boot_disk", {"fqn": "demo.BootDisk"}),
+                prop(
+                    "rule",
+                    "rule",
+                    {
+                        "union": {
+                            "types": [
+                                {"fqn": "cdktn.IResolvable"},
+                                {
+                                    "collection": {
+                                        "kind": "array",
+                                        "elementtype": {"fqn": "demo.Rule"},
+                                    }
+                                },
+                            ]
+                        }
+                    },
+                ),
+                {"name": "noLinkHere", "docs": {}, "type": {"primitive": "string"}},
+            ],
+        },
+        "demo.BootDisk": {
+            "kind": "interface",
+            "properties": [prop("sizeGb", "size", {"primitive": "number"})],
+        },
+        "demo.Rule": {"kind": "interface", "properties": [prop("action", "action", {})]},
+        "cdktn.IResolvable": {"kind": "interface", "properties": []},
+    }
+    out = extractor.extract(_wheel(tmp_path, types), "hashicorp/demo", "x==1", set(), ("demo_",))
+    assert out["version"] == "1.2.3" and out["resource_types"] == ["demo_thing"]
+    assert out["resources"]["demo_thing"] == {
+        "arguments": ["ipv6_range", "machine_type", "no_link_here"],
+        "blocks": {
+            "boot_disk": {"arguments": ["size"], "blocks": {}},
+            "rule": {"arguments": ["action"], "blocks": {}},
+        },
+    }

@@ -76,6 +76,8 @@ def _snake(name: str) -> str:
 def _struct_fqns(type_ref: dict[str, Any], types: dict[str, Any]) -> list[str]:
     """Provider structs a property's type refers to (directly, in a collection or a union)."""
     if "fqn" in type_ref:
+        if type_ref["fqn"].startswith(("cdktn.", "cdktf.")):  # IResolvable and the like
+            return []
         target = types.get(type_ref["fqn"])
         return [type_ref["fqn"]] if target and target["kind"] == "interface" else []
     if "collection" in type_ref:
