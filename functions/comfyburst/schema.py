@@ -277,6 +277,11 @@ class Job(_Strict):
     state: JobState = JobState.QUEUED
     attempt: int = Field(default=1, ge=1)
     max_attempts: int = Field(default=3, ge=1)
+    preemptions: int = Field(
+        default=0,
+        ge=0,
+        description="Spot preemptions this job survived; up to a cap they are not attempts.",
+    )
     request: RequestSummary
     options: JobOptions = Field(default_factory=JobOptions)
     vm: VmRef | None = None

@@ -64,6 +64,24 @@ def requeue(job: Job, now: datetime, reason: str) -> Job:
     )
 
 
+# Preemptions up to this many are free; later ones count as attempts (a Spot zone that keeps
+# preempting must not keep a job forever).
+FREE_PREEMPTIONS = 3
+REASON_PREEMPTED = "preempted"
+
+
+def requeue_preempted(job: Job, now: datetime) -> Job:
+    """Back to queued at once after a Spot preemption: a new attempt that is not counted."""
+    return requeue(job, now, REASON_PREEMPTED).model_copy(
+        update={"preemptions": job.preemptions + 1}
+    )
+
+
+def attempts_counted(job: Job) -> int:
+    """Attempts that count toward `max_attempts`: preemptions up to FREE_PREEMPTIONS do not."""
+    return job.attempt - min(job.preemptions, FREE_PREEMPTIONS)
+
+
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:
     if start is None or end is None:
         return None

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from comfyburst.domain.jobs import attempts_counted
 from comfyburst.domain.scheduling import STOCKOUT_REASONS, is_free
 from comfyburst.ports import VmStatus
 from comfyburst.schema import Job, VmRecord
@@ -218,7 +219,7 @@ class _Planner:
             self._end_job(CancelJob(*seen, f"cancel requested; {reason}"), job)
             return
         limit = min(job.max_attempts, self.policy.max_attempts)
-        if job.attempt >= limit:
+        if attempts_counted(job) >= limit:  # Spot preemptions (up to a cap) are not attempts
             message = f"{reason}; all {limit} attempts spent"
             self._end_job(FailJob(*seen, "attempts_exhausted", message), job)
         else:

@@ -20,6 +20,7 @@ from comfyburst_worker.job_runner import Services
 from comfyburst_worker.metadata import MetadataClient
 from comfyburst_worker.model_cache import ModelCache
 from comfyburst_worker.model_view import JobModelView
+from comfyburst_worker.preemption import PreemptionWatch
 from comfyburst_worker.settings import WorkerSettings
 from comfyburst_worker.workspace import ComfyFolders
 from comfyburst_worker.ws_follower import WsFollower
@@ -101,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         store, blobs, clock = _cloud_adapters(config)
         auth = load_auth_headers(config)
         services = build_services(settings, config, vm, store, blobs, clock, auth)
-        Agent(services, vm, booted_at).run(boot_job)
+        preemption = PreemptionWatch(metadata.host, store, clock, vm.name).start()
+        Agent(services, vm, booted_at, preemption).run(boot_job)
         log.info("no more work; powering off (%s)", settings.poweroff_command)
     except Exception:
         # Powering off beats a restart loop: systemd would bring the agent back into the

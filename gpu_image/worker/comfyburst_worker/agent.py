@@ -29,6 +29,7 @@ from comfyburst.states import JobState
 from comfyburst_worker.claims import claim_queued, claim_starting, rank_queued
 from comfyburst_worker.heartbeat import JobWatch
 from comfyburst_worker.job_runner import JobRunner, RunResult, Services
+from comfyburst_worker.preemption import PreemptionWatch
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,16 @@ _DRAIN_MARGIN_S = 30.0
 
 
 class Agent:
-    def __init__(self, services: Services, vm: VmRef, booted_at: float | None = None) -> None:
+    def __init__(
+        self,
+        services: Services,
+        vm: VmRef,
+        booted_at: float | None = None,
+        preemption: PreemptionWatch | None = None,
+    ) -> None:
         self.s, self.vm = services, vm
+        # A Spot preemption requeues the running job and ends the agent (no more claims).
+        self.preemption = preemption
         self.runner = JobRunner(services)
         self.booted_at = booted_at if booted_at is not None else time.monotonic()
         self.finished: list[str] = []
@@ -70,6 +79,8 @@ class Agent:
             self._hold_for_drain(boot_job_id)
         since = self.booted_at
         while True:
+            if self.preemption is not None and self.preemption.preempted.is_set():
+                break  # the VM is going down; the running job was requeued
             if job is None:
                 job, claim_s = self._drain()
                 since = time.monotonic()
@@ -111,10 +122,14 @@ class Agent:
             on_stop=on_stop,
         )
         watch.start()
+        if self.preemption is not None:
+            self.preemption.bind(job, stop)
         result: RunResult | None = None
         try:
             result = self.runner.run(job, stop, timings)
         finally:
+            if self.preemption is not None:
+                self.preemption.unbind()
             watch.stop()
             # Only a run that succeeded is known to be over in ComfyUI.
             ended = result is not None and result.status is DoneStatus.SUCCEEDED
