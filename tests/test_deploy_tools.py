@@ -200,3 +200,39 @@ def test_checkov_has_no_failed_check():
     assert skipped, "expected the explained inline skips to be reported"
     for check in skipped:
         assert check.get("check_result", {}).get("suppress_comment"), check["check_id"]
+
+
+def _packer_build():
+    return hcl.load(hcl.GPU_IMAGE / "image.pkr.hcl")["build"][0]
+
+
+def test_every_variable_a_script_requires_is_set_by_the_template():
+    # Packer runs each script as its own process: only environment_vars reach it.
+    (shell,) = [
+        p["shell"] for p in _packer_build()["provisioner"] if "scripts" in p.get("shell", {})
+    ]
+    given = {v.split("=", 1)[0] for v in shell["environment_vars"]}
+    required = set()
+    for script in sorted((hcl.GPU_IMAGE / "scripts").glob("[0-9][0-9]-*.sh")):
+        required |= set(re.findall(r"\$\{([A-Z0-9_]+):\?", script.read_text(encoding="utf-8")))
+    assert required, "the scripts require their inputs with ${NAME:?}"
+    assert required <= given, f"not set by image.pkr.hcl: {required - given}"
+
+
+def test_every_source_file_a_script_reads_is_uploaded():
+    uploads = {
+        p["file"]["destination"].removeprefix("/tmp/comfyburst-src").strip("/")
+        for p in _packer_build()["provisioner"]
+        if "file" in p
+    }
+    src = next(
+        v.split("=", 1)[1]
+        for p in _packer_build()["provisioner"]
+        for v in p.get("shell", {}).get("environment_vars", [])
+        if v.startswith("COMFYBURST_SRC=")
+    )
+    assert src == "/tmp/comfyburst-src"
+    for script in sorted((hcl.GPU_IMAGE / "scripts").glob("*.sh")):
+        text = script.read_text(encoding="utf-8")
+        for path in re.findall(r"\$\{COMFYBURST_SRC\}/([A-Za-z0-9_.-]+)", text):
+            assert path in uploads, f"{script.name} reads {path}, which Packer does not upload"
