@@ -154,6 +154,12 @@ variable "api_invoker_members" {
   type        = list(string)
   description = "IAM members allowed to call the API in iam auth mode, e.g. [\"user:me@example.com\"]."
   default     = []
+
+  validation {
+    # The API owns jobs by the ID token Cloud Run verified; public invocation verifies none.
+    condition     = !contains(var.api_invoker_members, "allUsers")
+    error_message = "api_invoker_members must not hold allUsers: callers are told apart by the ID token Cloud Run verifies (use auth_mode api_key for keyed public access)."
+  }
 }
 
 variable "auth_mode" {
