@@ -201,3 +201,16 @@ def test_make_runs_the_same_step_scripts():
     makefile = (hcl.REPO / "Makefile").read_text(encoding="utf-8")
     for step in STEPS:
         assert step["args"][0] in makefile, f"no make target runs {step['args'][0]}"
+
+
+def test_every_bootstrap_target_is_a_resource_of_the_module():
+    script = (hcl.REPO / "deploy" / "terraform-bootstrap.sh").read_text(encoding="utf-8")
+    targets = re.findall(r"-target=([a-z0-9_]+)\.([a-z0-9_]+)", script)
+    assert len(targets) >= 5
+    for rtype, name in targets:
+        assert name in hcl.resources(rtype), f"-target={rtype}.{name}: no such resource"
+    # The image build needs its account, network path and bucket grant; the pool waits.
+    named = {t for t, _ in targets}
+    assert {"google_service_account", "google_compute_router_nat"} <= named
+    assert not any(t.startswith("google_compute_region_instance_template") for t in named)
+    assert not any(t == "google_cloudfunctions2_function" for t in named)
