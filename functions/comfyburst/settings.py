@@ -103,6 +103,11 @@ class FunctionSettings(BaseSettings):
         ge=0,
         description="How long a create waits for Compute's capacity check before moving on",
     )
+    vm_idle_delete_days: float = Field(
+        default=14.0,
+        gt=0,
+        description="The reaper deletes a stopped VM the dispatcher created, unused this long",
+    )
     job_ttl_days: int = Field(
         default=30, description="Job documents expire (Firestore TTL) this many days after creation"
     )
@@ -131,7 +136,13 @@ class FunctionSettings(BaseSettings):
         description="iam (Cloud Run checks Google ID tokens) or api_key (X-API-Key header)",
     )
     api_key_hashes: CsvList = Field(
-        default_factory=list, description="sha256 hex of accepted API keys (from Secret Manager)"
+        default_factory=list,
+        description="sha256 hex of accepted API keys, each NAME=HEX to name its caller "
+        "(from Secret Manager)",
+    )
+    admin_principals: CsvList = Field(
+        default_factory=list,
+        description="Callers who see every job: key:NAME or an ID token's email (docs/SECURITY.md)",
     )
     signing_key_file: str | None = Field(
         default=None, description="Service-account key file for signing URLs (local only)"
