@@ -84,6 +84,25 @@ def node_pack_folder(class_type: str) -> Path | None:
     return None
 
 
+def video_from_file(path: str) -> Any | None:
+    """ComfyUI's VIDEO value for a saved video file; None where this ComfyUI has no VIDEO."""
+    try:
+        from comfy_api.latest import InputImpl
+    except ImportError:
+        return None
+    return InputImpl.VideoFromFile(path)
+
+
+def audio_from_file(path: str) -> Any | None:
+    """ComfyUI's AUDIO value ({waveform [1, C, T], sample_rate}); None where it has none."""
+    try:
+        from comfy_extras.nodes_audio import load
+    except ImportError:
+        return None
+    waveform, sample_rate = load(path)
+    return {"waveform": waveform.unsqueeze(0), "sample_rate": sample_rate}
+
+
 def _folder(getter: str) -> str | None:
     try:
         import folder_paths

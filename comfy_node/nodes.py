@@ -14,6 +14,7 @@ from comfyburst.schema import JobRequest, ModelKind
 from . import _comfy
 from .config import make_client
 from .graph import LoraRef, Txt2ImgParams, bind_input_images, build_txt2img
+from .outputs import SavedOutputs, save_files
 from .remote import PROGRESS_STEPS, RemoteJobCancelled, run_job
 from .tensors import decode_batch, encode_png, is_image_name, to_tensor
 
@@ -35,8 +36,9 @@ def _request_hash(*parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def execute(request: dict[str, Any], client: ApiClient | None = None) -> tuple[Any, str, str]:
-    """Validate locally, run remotely; (IMAGE batch, result JSON, saved file paths)."""
+def execute(request: dict[str, Any], client: ApiClient | None = None) -> tuple[Any, ...]:
+    """Validate locally, run remotely; (IMAGE batch or None, result JSON, saved file paths,
+    VIDEO or None, AUDIO or None). Every file but the images is saved to the output folder."""
     JobRequest.model_validate(request)  # a clear error before any network call
     report = _comfy.progress_reporter(PROGRESS_STEPS)
     try:
@@ -50,19 +52,19 @@ def execute(request: dict[str, Any], client: ApiClient | None = None) -> tuple[A
     except RemoteJobCancelled:
         _comfy.raise_if_interrupted()
         raise
-    saved: list[str] = []
+    job_id = result.job["job_id"]
+    if not result.images and not result.files:
+        raise RuntimeError(f"ComfyBurst job {job_id} returned no outputs")
     out_dir = _comfy.output_directory()
+    saved = SavedOutputs()
     if out_dir is not None:
-        target = Path(out_dir) / "comfyburst" / result.job["job_id"]
-        for name, data in result.files:
-            path = target / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-            saved.append(str(path))
-    if not result.images:
-        raise RuntimeError(f"ComfyBurst job {result.job['job_id']} returned no images")
-    images = to_tensor(decode_batch([data for _, data in result.images]))
-    return images, json.dumps(result.job, indent=2), "\n".join(saved)
+        saved = save_files(Path(out_dir) / "comfyburst" / job_id, result.files)
+    images = to_tensor(decode_batch([data for _, data in result.images])) if result.images else None
+    video_path, audio_path = saved.first("video"), saved.first("audio")
+    video = _comfy.video_from_file(str(video_path)) if video_path else None
+    audio = _comfy.audio_from_file(str(audio_path)) if audio_path else None
+    paths = "\n".join(str(path) for path in saved.all_paths())
+    return images, json.dumps(result.job, indent=2), paths, video, audio
 
 
 class ComfyBurstModelFromURL:
@@ -136,8 +138,12 @@ class ComfyBurstRunWorkflow:
 
     CATEGORY = CATEGORY
     FUNCTION = "run"
-    RETURN_TYPES = ("IMAGE", "STRING", "STRING")
-    RETURN_NAMES = ("images", "result_json", "saved_files")
+    # VIDEO and AUDIO are None where the job made none (or this ComfyUI lacks the type);
+    # their files are saved either way and listed in saved_files.
+    RETURN_TYPES = ("IMAGE", "STRING", "STRING", "VIDEO", "AUDIO")
+    RETURN_NAMES = ("images", "result_json", "saved_files", "video", "audio")
+    # Runs when queued even with nothing connected: what it brings back is saved as it arrives.
+    OUTPUT_NODE = True
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -205,7 +211,7 @@ class ComfyBurstRunWorkflow:
             "options": {"timeout_s": timeout_s},
         }
 
-    def run(self, workflow: str, **optional: Any) -> tuple[Any, str, str]:
+    def run(self, workflow: str, **optional: Any) -> tuple[Any, ...]:
         return execute(self.build_request(workflow, **optional))
 
 
@@ -265,7 +271,9 @@ class ComfyBurstTxt2Img:
         return {"workflow": build_txt2img(params), "models": [checkpoint, *lora_models]}
 
     def run(self, checkpoint_url: str, **kwargs: Any) -> tuple[Any, str]:
-        images, result_json, _ = execute(self.build_request(checkpoint_url, **kwargs))
+        images, result_json, *_ = execute(self.build_request(checkpoint_url, **kwargs))
+        if images is None:
+            raise RuntimeError("the GPU txt2img job returned no images")
         return images, result_json
 
 

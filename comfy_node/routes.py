@@ -24,6 +24,7 @@ from .missing_nodes import (
     missing_node_types,
     unknown_node_id,
 )
+from .outputs import makes_images
 
 RUN_NODE_ID = "comfyburst_run"
 SAVE_NODE_ID = "comfyburst_save"
@@ -36,11 +37,13 @@ def wrap_for_queue(prompt: dict[str, Any], models: list[dict[str, Any]]) -> dict
         run_inputs["models"] = [f"{RUN_NODE_ID}_models", 0]
     wrapper: dict[str, Any] = {
         RUN_NODE_ID: {"class_type": "ComfyBurstRunWorkflow", "inputs": run_inputs},
-        SAVE_NODE_ID: {
+    }
+    if makes_images(prompt):
+        # Images come back into ComfyUI's own history; other files are saved by the run node.
+        wrapper[SAVE_NODE_ID] = {
             "class_type": "SaveImage",
             "inputs": {"images": [RUN_NODE_ID, 0], "filename_prefix": "ComfyBurst"},
-        },
-    }
+        }
     previous: list[Any] | None = None
     for index, model in enumerate(models):
         node_id = f"{RUN_NODE_ID}_models" if index == len(models) - 1 else f"{RUN_NODE_ID}_m{index}"

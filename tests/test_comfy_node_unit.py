@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 import comfy_node
-from comfy_node import config, remote, routes
+from comfy_node import _comfy, config, outputs, remote, routes
 from comfy_node.graph import LoraRef, Txt2ImgParams, bind_input_images, build_txt2img
 from comfy_node.nodes import ComfyBurstRunWorkflow, ComfyBurstTxt2Img
 from comfy_node.tensors import decode_batch, encode_png, to_tensor
@@ -300,13 +300,54 @@ def test_wrap_for_queue_chains_models() -> None:
         {"kind": "checkpoints", "url": "https://huggingface.co/a", "filename": "a"},
         {"kind": "loras", "url": "https://civitai.com/b", "filename": "b"},
     ]
-    wrapper = routes.wrap_for_queue({"1": {"class_type": "EmptyImage", "inputs": {}}}, models)
+    graph = {
+        "1": {"class_type": "EmptyImage", "inputs": {}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0]}},
+    }
+    wrapper = routes.wrap_for_queue(graph, models)
     run = wrapper[routes.RUN_NODE_ID]["inputs"]
     assert json.loads(run["workflow"])["1"]["class_type"] == "EmptyImage"
     last = wrapper[run["models"][0]]
     assert last["inputs"]["kind"] == "loras" and last["inputs"]["models"][0] in wrapper
     assert wrapper[routes.SAVE_NODE_ID]["inputs"]["images"] == [routes.RUN_NODE_ID, 0]
     assert routes.register_routes() is False
+
+
+def test_wrap_for_queue_saves_images_only_for_a_graph_that_makes_them() -> None:
+    audio_only = {"1": {"class_type": "SaveAudio", "inputs": {}}}
+    wrapper = routes.wrap_for_queue(audio_only, [])
+    assert routes.SAVE_NODE_ID not in wrapper
+    assert ComfyBurstRunWorkflow.OUTPUT_NODE  # so ComfyUI runs the wrapper without a save node
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("a.png", "image"),
+        ("clip/A.MP4", "video"),
+        ("x.webm", "video"),
+        ("voice.flac", "audio"),
+        ("s.wav", "audio"),
+        ("mesh.glb", "file"),
+        ("notes.txt", "file"),
+    ],
+)
+def test_outputs_are_sorted_by_kind(name: str, kind: str) -> None:
+    assert outputs.kind_of(name) == kind
+
+
+def test_saved_outputs_keep_their_subfolders_and_kinds(tmp_path: Path) -> None:
+    saved = outputs.save_files(tmp_path, [("a/clip.mp4", b"v"), ("b.wav", b"a"), ("m.glb", b"m")])
+    assert saved.first("video") == tmp_path / "a" / "clip.mp4"
+    assert (tmp_path / "a" / "clip.mp4").read_bytes() == b"v"
+    assert saved.first("audio") == tmp_path / "b.wav"
+    assert saved.first("image") is None
+    assert len(saved.all_paths()) == 3
+
+
+def test_video_and_audio_are_none_outside_comfyui(tmp_path: Path) -> None:
+    assert _comfy.video_from_file(str(tmp_path / "x.mp4")) is None
+    assert _comfy.audio_from_file(str(tmp_path / "x.wav")) is None
 
 
 def test_verdict_rejection_only_when_nothing_can_run() -> None:

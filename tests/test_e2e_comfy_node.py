@@ -35,19 +35,20 @@ def progress(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def test_run_workflow_node_returns_the_inverted_image(localcloud_env: dict, progress: list) -> None:
-    images, result_json, _saved = ComfyBurstRunWorkflow().run(
+    images, result_json, _saved, video, audio = ComfyBurstRunWorkflow().run(
         json.dumps(invert_workflow()), timeout_s=240
     )
     assert tuple(images.shape) == (1, 256, 256, 3)
     pixel = [round(float(v) * 255) for v in images[0, 0, 0]]
     assert pixel == [0xCC, 0x99, 0x66]  # EmptyImage #336699, inverted
     assert json.loads(result_json)["state"] == "succeeded"
+    assert (video, audio) == (None, None)  # an image workflow
     assert progress and progress[-1] == 1000
 
 
 def test_progress_of_a_slow_node_is_reported(localcloud_env: dict, progress: list) -> None:
     request = {"workflow": with_node(invert_workflow(), "ImageBlur", blur_radius=1, sigma=1.0)}
-    images, _, _ = execute(request)
+    images, *_ = execute(request)
     assert tuple(images.shape) == (1, 256, 256, 3)
     partial = [value for value in progress if 0 < value < 1000]
     assert partial, f"no progress between 0 and 1000 was reported: {progress}"
@@ -61,8 +62,8 @@ def test_interrupt_in_comfyui_cancels_the_remote_job(
     seen: dict[str, Any] = {}
     original_get = client.get
 
-    def get(job_id: str) -> dict[str, Any]:
-        job = original_get(job_id)
+    def get(job_id: str, **options: Any) -> dict[str, Any]:
+        job = original_get(job_id, **options)
         seen["job"] = job
         return job
 
