@@ -215,3 +215,42 @@ def test_wait_s_out_of_range_is_refused(cloud: Cloud, wait_s: str) -> None:
 
 def test_wait_on_an_unknown_job_is_404(cloud: Cloud) -> None:
     assert cloud.client.get("/jobs/nosuchjob?wait_s=5").status_code == 404
+
+
+def test_the_client_waits_on_the_server_not_in_a_poll_loop(cloud: Cloud) -> None:
+    from werkzeug.serving import make_server
+
+    from comfyburst.client import ApiClient, ClientSettings
+
+    seen: list[str] = []
+    app = cloud.client.application
+
+    def counting(environ: dict[str, Any], start_response: Any) -> Any:
+        seen.append(environ.get("QUERY_STRING", ""))
+        return app(environ, start_response)
+
+    server = make_server("127.0.0.1", 0, counting, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    job_id = _created(cloud)
+
+    def advance() -> None:
+        for value in (1, 2, 3):
+            time.sleep(0.4)
+            cloud.store.patch_job(job_id, {"progress": {"node": "1", "value": value, "max": 3}})
+        time.sleep(0.4)
+        cloud.store.update_job(
+            job_id, lambda job: job.model_copy(update={"state": JobState.SUCCEEDED})
+        )
+
+    threading.Thread(target=advance, daemon=True).start()
+    client = ApiClient(ClientSettings(api_url=f"http://127.0.0.1:{server.port}", auth="none"))
+    updates: list[int] = []
+    try:
+        done = client.wait(job_id, timeout_s=60, on_update=lambda j: updates.append(1))
+    finally:
+        server.shutdown()
+    assert done["state"] == "succeeded"
+    # One call to start, then one answered per change: no poll in between.
+    assert all("wait_s=" in query for query in seen)
+    assert len(seen) <= 6, seen
+    assert len(updates) == len(seen)

@@ -245,8 +245,11 @@ def test_a_real_job_notifies_its_webhook(cloud_env: dict[str, str]) -> None:
             }
         )
         assert job["webhook_url"] == receiver.url
+        # The client waits on the server (GET /jobs/{id}?wait_s), not in a poll loop.
+        done = client.wait(job["job_id"], timeout_s=200)
+        assert done["state"] == "succeeded", done.get("error")
         expected = f"msg_{job['job_id']}_succeeded"
-        assert _wait_until(lambda: expected in receiver.unique(), 200), receiver.unique().keys()
+        assert _wait_until(lambda: expected in receiver.unique(), 60), receiver.unique().keys()
     finally:
         receiver.stop()
     result = json.loads(receiver.unique()[expected])

@@ -20,6 +20,10 @@ from comfyburst.errors import ComfyBurstError, SettingsError
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
 ID_TOKEN_REFRESH_MARGIN_S = 300
+MAX_WAIT_S = 60.0  # the API's limit of GET /jobs/{id}?wait_s
+# One server-side wait when nothing else needs checking: long enough to save calls, short
+# enough that a dropped connection costs little.
+LONG_WAIT_S = 25.0
 
 
 class ClientSettings(BaseSettings):
@@ -158,6 +162,7 @@ class ApiClient:
         json_body: Any = None,
         headers: dict[str, str] | None = None,
         params: dict[str, Any] | None = None,
+        extra_timeout_s: float = 0.0,
     ) -> Any:
         response = self._session.request(
             method,
@@ -165,7 +170,7 @@ class ApiClient:
             json=json_body,
             params=params,
             headers={**self._headers(), **(headers or {})},
-            timeout=self._settings.timeout_s,
+            timeout=self._settings.timeout_s + extra_timeout_s,
         )
         try:
             body = response.json()
@@ -183,8 +188,14 @@ class ApiClient:
     def validate(self, request: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", "/jobs:validate", request)
 
-    def get(self, job_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/jobs/{job_id}")
+    def get(self, job_id: str, wait_s: float | None = None) -> dict[str, Any]:
+        """GET /jobs/{id}; with `wait_s` (at most 60) the API answers as soon as the job's state
+        or progress changes, or after `wait_s` with the job as it is."""
+        if wait_s is None:
+            return self._call("GET", f"/jobs/{job_id}")
+        wait_s = max(0.0, min(wait_s, MAX_WAIT_S))
+        params = {"wait_s": f"{wait_s:g}"}
+        return self._call("GET", f"/jobs/{job_id}", params=params, extra_timeout_s=wait_s)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._call("POST", f"/jobs/{job_id}:cancel")
@@ -215,11 +226,16 @@ class ApiClient:
         on_update: Callable[[dict[str, Any]], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
     ) -> dict[str, Any]:
-        """Poll until the job is terminal; `should_cancel` returning True cancels it remotely."""
+        """Wait until the job is terminal; `should_cancel` returning True cancels it remotely.
+
+        Each call waits on the server (`GET /jobs/{id}?wait_s=…`), which answers at each
+        change of state or progress: no poll loop. `should_cancel` is asked at least every
+        `poll_s` seconds (each wait is that short when it is given)."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         cancel_sent = False
+        wait_s: float | None = 0.0  # the first answer comes at once
         while True:
-            job = self.get(job_id)
+            job = self.get(job_id, wait_s=wait_s)
             if on_update is not None:
                 on_update(job)
             if job.get("state") in TERMINAL:
@@ -229,7 +245,9 @@ class ApiClient:
                 cancel_sent = True
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {job.get('state')} after {timeout_s} s")
-            time.sleep(poll_s)
+            wait_s = poll_s if should_cancel is not None else LONG_WAIT_S
+            if deadline is not None:
+                wait_s = max(0.0, min(wait_s, deadline - time.monotonic()))
 
     def fetch(self, url: str) -> bytes:
         """The bytes behind a (signed) output URL."""
