@@ -42,9 +42,10 @@ def test_model_filenames_cannot_escape(filename: str) -> None:
 @pytest.mark.parametrize(
     "filename", ["a.safetensors.comfyburst.json", "a.ckpt.part", "x.ranged", "sub/m.TMP"]
 )
-def test_model_filenames_reserved_by_the_cache_are_refused(filename: str) -> None:
-    with pytest.raises(ValidationError, match="reserved by the model cache"):
-        ModelSpec(kind="checkpoints", filename=filename, url="https://civitai.com/x")
+def test_model_filenames_like_cache_markers_are_the_jobs_own(filename: str) -> None:
+    # No name is reserved: the store names its files by hash (tests/test_worker_model_store.py).
+    spec = ModelSpec(kind="checkpoints", filename=filename, url="https://civitai.com/x")
+    assert spec.key == f"checkpoints/{filename}"
 
 
 def test_model_subfolder_allowed_and_sha_normalised() -> None:

@@ -171,14 +171,7 @@ def test_marker_shaped_names_touch_nothing_of_another_download(tmp_path, filenam
     victim_bytes, attacker_bytes = os.urandom(200_000), os.urandom(150_000)
     with ModelServer(_files(tmp_path, v=victim_bytes, e=attacker_bytes)) as server:
         cache = ModelCache(tmp_path / "store", _downloader(server), None, None, [])
-        # model_construct: the schema may refuse such names, the store must not need it to.
-        evil = ModelSpec.model_construct(
-            kind=ModelKind.CHECKPOINTS,
-            filename=filename,
-            url=server.url("/e"),
-            sha256=None,
-            size_bytes=None,
-        )
+        evil = _spec(server.url("/e"), filename=filename)
         cache.ensure(evil)
         victim = cache.ensure(_spec(server.url("/v"), filename="x.safetensors"))
     assert victim.blob.read_bytes() == victim_bytes

@@ -81,11 +81,6 @@ def is_plain_file_value(value: str) -> bool:
     )
 
 
-# Names the worker's model cache keeps beside a model file (its verified-size/sha256 record,
-# partial downloads): a job's model named like one could forge a cache record.
-RESERVED_MODEL_SUFFIXES = (".comfyburst.json", ".part", ".ranged", ".tmp")
-
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -102,11 +97,9 @@ class ModelSpec(_Strict):
     @field_validator("filename")
     @classmethod
     def _safe_filename(cls, value: str) -> str:
-        value = check_relative_path(value, allow_subdirs=True)
-        if value.lower().endswith(RESERVED_MODEL_SUFFIXES):
-            reserved = ", ".join(RESERVED_MODEL_SUFFIXES)
-            raise ValueError(f"must not end in {reserved} (reserved by the model cache)")
-        return value
+        # Any such name is the job's own: the worker's store never uses it (its files are
+        # named by content and URL hash) and shows it only in that job's model view.
+        return check_relative_path(value, allow_subdirs=True)
 
     @field_validator("sha256")
     @classmethod
