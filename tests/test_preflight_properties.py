@@ -16,7 +16,8 @@ from comfyburst.preflight._catalogue import types_match
 from comfyburst.preflight.catalogue_store import CATALOGUE_BLOB_NAME, CatalogueStore
 
 DATA = Path(__file__).parent / "test_data" / "comfyui_api"
-CATALOGUE = Catalogue.from_object_info(json.loads((DATA / "object_info.json").read_text()))
+# The catalogue the package ships (the one copy of the captured /object_info).
+CATALOGUE = Catalogue.load_default()
 SETTINGS = settings(max_examples=60, deadline=None)
 IMAGE_OPS = ("ImageInvert", "ImageBlur", "ImageScale")
 # Unconnected nodes a mutation may link to: one IMAGE and one LATENT output.

@@ -22,7 +22,8 @@ from typing import Any
 from comfyburst.preflight import Catalogue, validate_prompt
 
 ROOT = Path(__file__).resolve().parents[2]
-OBJECT_INFO = ROOT / "tests" / "test_data" / "comfyui_api" / "object_info.json"
+# The one copy of the captured /object_info: the catalogue the package ships.
+OBJECT_INFO = ROOT / "functions" / "comfyburst" / "preflight" / "data" / "object_info.json"
 BUDGET_MS = 5.0
 NODE_COUNT = 200
 BRANCH_NODES = 8
