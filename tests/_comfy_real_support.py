@@ -2,7 +2,7 @@
 `real_comfyui` node tests).
 
 Needs COMFYUI_DIR: a ComfyUI checkout whose `custom_nodes/` holds a link to this repo's
-`comfy_node/`, run by a Python that has ComfyUI's requirements and `pip install ./functions`
+`comfy_node/`, run by a Python that has ComfyUI's requirements and `pip install ./functions/core`
 (COMFYUI_PYTHON, default: a `venv` next to or inside COMFYUI_DIR). One local cloud (VMs run the
 ComfyUI stand-in) and one ComfyUI on a free port, with its own folders, serve the whole session.
 """
