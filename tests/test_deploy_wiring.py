@@ -214,7 +214,9 @@ def test_model_cache_has_a_folder_per_model_kind():
     block = re.search(r"MODEL_KINDS=\(([^)]*)\)", text)
     assert block is not None
     assert set(block.group(1).split()) == {k.value for k in ModelKind}
-    env = dict(v.strip('"').split("=", 1) for v in _unit("comfyburst-worker.service")["Environment"])
+    env = dict(
+        v.strip('"').split("=", 1) for v in _unit("comfyburst-worker.service")["Environment"]
+    )
     common = (SCRIPTS / "common.sh").read_text(encoding="utf-8")
     root = re.search(r"^readonly MODELS_ROOT=(\S+)$", common, re.M)
     assert root is not None
