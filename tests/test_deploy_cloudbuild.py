@@ -111,7 +111,7 @@ def test_every_substitution_is_declared_and_the_token_is_not_a_build_secret():
 @pytest.mark.skipif(SH is None, reason="no POSIX sh on this machine")
 def test_the_whole_pipeline_dry_runs_with_the_default_values(tmp_path):
     out = _pipeline(tmp_path, _TF_STATE_BUCKET="example-tfstate")
-    assert "+ make venv lint deploy-tools" in out["test"]
+    assert "+ packer init gpu_image\n+ make test\n" in out["test"]
     assert "+ gcloud compute images describe-from-family comfyburst-gpu" in out["image-decision"]
     assert (
         "terraform init -input=false -backend-config=bucket=example-tfstate"
