@@ -168,8 +168,9 @@ def test_caller_b_gets_none_of_a_s_files_and_a_s_models_stay_a_s(tenancy: Tenanc
             },
         ),
     }
-    same_name = b_runs["same name"]
-    assert not isinstance(same_name, ApiError) and same_name["state"] == "succeeded", same_name
+    for case in ("same name", "marker name", "gzip"):
+        result = b_runs[case]
+        assert not isinstance(result, ApiError) and result["state"] == "succeeded", (case, result)
     for case in ("hash only", "oversize"):
         result = b_runs[case]
         assert not isinstance(result, ApiError) and result["state"] == "failed", (case, result)
