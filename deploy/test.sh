@@ -6,7 +6,7 @@
 cd "${REPO_ROOT}" || exit 1
 # The emulators image has gcloud's Firestore/Pub/Sub emulators and Debian; Python's venv and make
 # come from Debian. /workspace/bin holds the pinned Packer (step packer-binary).
-if [ "${DRY_RUN}" != 1 ] && ! command -v make >/dev/null 2>&1; then
+if [ "${DRY_RUN}" != 1 ] && ! { command -v make && python3 -c "import ensurepip"; } >/dev/null 2>&1; then
   apt-get update -q && apt-get install -y -q python3-venv make
 fi
 PATH="${WORKSPACE}/bin:${PATH}"
