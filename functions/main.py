@@ -3,9 +3,10 @@ wires the adapters, calls one use case and maps errors to a response."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import flask
 import functions_framework
@@ -136,10 +137,17 @@ def _build_reaper_deps():  # type: ignore[no-untyped-def]
         signals_bucket=settings.signals_bucket,
         outputs_bucket=settings.outputs_bucket,
     )
+    if settings.pool_template:  # a pool of templates: the reaper also deletes idle VMs
+        from comfyburst.services.prune import prune_pool
+
+        days = settings.vm_idle_delete_days
+        pool_pruner.set(lambda now: prune_pool(store, fleet, now, days))
     return deps, policy_from(settings)
 
 
 reaper_deps = Lazy(_build_reaper_deps)
+# Set by _build_reaper_deps when the deployment creates VMs; by default nothing is pruned.
+pool_pruner: Lazy[Callable[[Any], list[Any]]] = Lazy(lambda: lambda _now: [])
 
 
 @functions_framework.http
@@ -151,7 +159,13 @@ def reaper(request: flask.Request) -> flask.Response:
     from comfyburst.services.reap import run_reaper
 
     deps, policy = reaper_deps()
-    return flask.jsonify(run_reaper(deps, policy))
+    summary = run_reaper(deps, policy)
+    try:
+        summary["deleted_vms"] = pool_pruner()(deps.clock.now())
+    except Exception as exc:  # the next period tries again
+        logging.getLogger(__name__).exception("pruning the pool failed")
+        summary["deleted_vms"] = [{"outcome": f"error: {type(exc).__name__}"}]
+    return flask.jsonify(summary)
 
 
 # --- webhook delivery (services/webhooks.py) ---------------------------------------------

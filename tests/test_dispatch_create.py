@@ -110,7 +110,7 @@ def test_the_first_job_creates_a_vm_from_the_template(make_pool: Callable[..., P
     assert outcome.tried == [(outcome.vm.name, "created")]
     vm = pool.vm(outcome.vm.name)
     assert vm["zone"] == US_A and vm["status"] in ("PROVISIONING", "STAGING", "RUNNING")
-    assert vm["labels"] == {"comfyburst-pool": "createtest"}
+    assert vm["labels"] == {"comfyburst-pool": "createtest", "comfyburst-origin": "dispatcher"}
     assert vm["metadata"][METADATA_JOB_KEY] == job.job_id
     assert vm["source_template"].endswith("global/instanceTemplates/gpu-l4")
     record, _ = pool.store.get_vm(outcome.vm.name)
@@ -212,3 +212,38 @@ def _wait(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("timed out")
         time.sleep(0.02)
+
+
+def test_the_reaper_deletes_idle_and_unknown_created_vms_only(
+    make_pool: Callable[..., Pool],
+) -> None:
+    from datetime import timedelta
+
+    from comfyburst.services.prune import prune_pool
+
+    pool = make_pool([US_A])
+    idle = pool.dispatcher.dispatch(pool.job(0)).vm.name
+    recent = pool.dispatcher.dispatch(pool.job(1)).vm.name
+    now = pool.clock.now()
+    for name, seen in ((idle, now - timedelta(days=15)), (recent, now - timedelta(days=1))):
+        pool.fleet.stop(US_A, name, str(uuid.uuid4()))
+        record, version = pool.store.get_vm(name)
+        pool.store.put_vm(record.model_copy(update={"lease": None, "last_seen": seen}), version)
+    # Made by the dispatcher's label but known to no document; and one made by other means.
+    template = "global/instanceTemplates/gpu-l4"
+    body = {"name": "cb-gpu-orphan", "labels": {"comfyburst-origin": "dispatcher"}}
+    pool.standin.fleet.insert(pool.settings.project_id, US_A, body, template)
+    pool.standin.fleet.insert(pool.settings.project_id, US_A, {"name": "someone-elses"}, template)
+    for name in (idle, recent, "cb-gpu-orphan", "someone-elses"):
+        _wait(lambda name=name: pool.vm(name)["status"] in ("RUNNING", "TERMINATED"))
+    for name in ("cb-gpu-orphan", "someone-elses"):
+        pool.fleet.stop(US_A, name, str(uuid.uuid4()))
+    _wait(lambda: all(v["status"] == "TERMINATED" for v in pool.standin.instances()))
+    deleted = prune_pool(pool.store, pool.fleet, now, idle_delete_days=14)
+    assert sorted((d["vm"], d["why"]) for d in deleted) == sorted(
+        [(idle, "unused for 14 days"), ("cb-gpu-orphan", "no vms/ document knows it")]
+    )
+    _wait(lambda: {v["name"] for v in pool.standin.instances()} == {recent, "someone-elses"})
+    # A deleted VM's document holds the delete lease: no dispatcher starts it meanwhile.
+    assert pool.store.get_vm(idle)[0].lease.job_id == f"delete:{idle}"
+    assert prune_pool(pool.store, pool.fleet, now, idle_delete_days=14) == []

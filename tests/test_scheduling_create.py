@@ -68,3 +68,36 @@ def test_vm_names_are_stable_valid_and_distinct() -> None:
     }
     assert name not in others and len(others) == 3
     assert len(vm_name("x" * 80, "job-1", 1, "us-central1-a")) <= 63
+
+
+def test_only_stopped_vms_the_dispatcher_made_are_deleted() -> None:
+    from comfyburst.domain.scheduling import vms_to_delete
+    from comfyburst.schema import Lease, VmRecord
+
+    made = {"comfyburst-origin": "dispatcher"}
+
+    def vm(name: str, status: str = "TERMINATED", labels: dict | None = None) -> VmStatus:
+        return VmStatus(
+            name=name, zone="z", status=status, labels=made if labels is None else labels
+        )
+
+    old, fresh = NOW - timedelta(days=20), NOW - timedelta(days=2)
+    lease = Lease(job_id="j", expires_at=NOW + timedelta(minutes=5))
+    records = {
+        "old": VmRecord(name="old", zone="z", last_seen=old),
+        "fresh": VmRecord(name="fresh", zone="z", last_seen=fresh),
+        "leased": VmRecord(name="leased", zone="z", last_seen=old, lease=lease),
+        "running": VmRecord(name="running", zone="z", last_seen=old),
+        "never": VmRecord(name="never", zone="z"),
+    }
+    fleet = [
+        vm("old"),
+        vm("fresh"),
+        vm("leased"),
+        vm("running", status="RUNNING"),
+        vm("never"),
+        vm("orphan"),
+        vm("foreign", labels={}),
+    ]
+    found = {status.name: why for status, why in vms_to_delete(fleet, records, NOW, 14)}
+    assert found == {"old": "unused for 14 days", "orphan": "no vms/ document knows it"}

@@ -27,6 +27,10 @@ STOCKOUT_REASONS = frozenset(
 )
 CAPACITY_OUT_REASONS = STOCKOUT_REASONS | {"QUOTA_EXCEEDED"}
 
+# The label the dispatcher puts on the VMs it creates: only those are ever deleted.
+CREATED_LABEL = ("comfyburst-origin", "dispatcher")
+DELETE_LEASE_PREFIX = "delete:"
+
 REASON_NO_FREE_VM = "no free VM"
 REASON_NO_CAPACITY = "all zones out of capacity"
 
@@ -197,3 +201,28 @@ def queued_reason(
 
 def _spread(job_id: str, vm_name: str) -> bytes:
     return hashlib.blake2b(f"{job_id}/{vm_name}".encode(), digest_size=8).digest()
+
+
+def vms_to_delete(
+    fleet: Sequence[VmStatus],
+    records: Mapping[str, VmRecord],
+    now: datetime,
+    idle_delete_days: float,
+) -> list[tuple[VmStatus, str]]:
+    """Stopped VMs the dispatcher created that should go, and why: those no `vms/` document
+    knows (a create whose lease document is gone), and those unused for `idle_delete_days`."""
+    key, value = CREATED_LABEL
+    found: list[tuple[VmStatus, str]] = []
+    for status in fleet:
+        if status.status != "TERMINATED" or status.labels.get(key) != value:
+            continue
+        record = records.get(status.name)
+        if record is None:
+            found.append((status, "no vms/ document knows it"))
+        elif record.is_leased(now):
+            continue
+        elif record.last_seen is not None and now - record.last_seen >= timedelta(
+            days=idle_delete_days
+        ):
+            found.append((status, f"unused for {idle_delete_days:g} days"))
+    return found

@@ -25,6 +25,8 @@ from comfyburst.services._fleet_view import FleetView
 
 logger = logging.getLogger(__name__)
 
+CREATED_KEY, CREATED_VALUE = scheduling.CREATED_LABEL
+
 CREATED = "created"
 LOST = "lost"
 ERROR = "error"
@@ -122,7 +124,7 @@ class Creator:
                 zone,
                 name,
                 self._settings.pool_template,
-                {label_key.strip(): label_value.strip()},
+                {label_key.strip(): label_value.strip(), CREATED_KEY: CREATED_VALUE},
                 self._metadata(job),
                 self._request_id(job.job_id, job.attempt, name, "create"),
             )

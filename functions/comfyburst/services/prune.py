@@ -1,0 +1,64 @@
+"""Pruning the pool: delete stopped VMs the dispatcher created that are unused or unknown.
+
+The plan is pure (`domain.scheduling.vms_to_delete`). Each VM is first leased to
+`delete:{name}` with a precondition (a VM whose document is gone gets a new document holding
+that lease), so no dispatcher can start it while it is being deleted; then it is deleted with a
+request id derived from its name. Only VMs carrying the dispatcher's own label are touched: a
+pool of VMs made by other means is never deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from comfyburst.domain import scheduling
+from comfyburst.errors import NotFound, PreconditionFailed
+from comfyburst.ports import Fleet, JobStore
+from comfyburst.schema import Lease, VmRecord
+
+logger = logging.getLogger(__name__)
+
+_NAMESPACE = uuid.UUID("0b9d7a52-2a53-4d0e-9a1c-5e1f7c3d8a44")
+# Long enough for a delete to finish; the lease blocks dispatchers meanwhile.
+_DELETE_LEASE_S = 600
+
+
+def prune_pool(
+    store: JobStore, fleet: Fleet, now: datetime, idle_delete_days: float
+) -> list[dict[str, Any]]:
+    """Delete what `vms_to_delete` names; one summary entry per VM."""
+    statuses = fleet.list()
+    records = {r.name: r for r in store.list_vms()}
+    done: list[dict[str, Any]] = []
+    for status, why in scheduling.vms_to_delete(statuses, records, now, idle_delete_days):
+        entry: dict[str, Any] = {"vm": status.name, "zone": status.zone, "why": why}
+        record, version = store.get_vm(status.name)
+        if record is not None and (record.is_leased(now) or record != records.get(status.name)):
+            entry["outcome"] = "skipped: its document changed"
+            done.append(entry)
+            continue
+        lease = Lease(
+            job_id=f"{scheduling.DELETE_LEASE_PREFIX}{status.name}",
+            expires_at=now + timedelta(seconds=_DELETE_LEASE_S),
+        )
+        base = record or VmRecord(name=status.name, zone=status.zone)
+        try:
+            store.put_vm(base.model_copy(update={"lease": lease}), version)
+        except PreconditionFailed:
+            entry["outcome"] = "skipped: leased meanwhile"
+            done.append(entry)
+            continue
+        request_id = str(uuid.uuid5(_NAMESPACE, f"{status.zone}/{status.name}/delete"))
+        try:
+            entry["outcome"] = f"operation {fleet.delete(status.zone, status.name, request_id)}"
+        except NotFound:
+            entry["outcome"] = "already gone"
+        except Exception as exc:  # the next period tries again
+            logger.warning("deleting %s failed", status.name, exc_info=True)
+            entry["outcome"] = f"failed: {type(exc).__name__}"
+        logger.info("pool VM deleted: %s", why, extra={"vm": status.name, "zone": status.zone})
+        done.append(entry)
+    return done
