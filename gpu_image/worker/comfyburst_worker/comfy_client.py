@@ -10,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
-from comfyburst_worker.errors import ComfyUnavailable, InputError, OutputError
+from comfyburst_worker.errors import ComfyUnavailable, OutputError
 
 _TIMEOUT_S = 30.0
 
@@ -54,21 +54,6 @@ class ComfyClient:
                 raise ComfyUnavailable(f"ComfyUI at {self.base_url} not ready in {timeout_s:.0f} s")
             sleep(delay)
             delay = min(delay * 2, 1.0)
-
-    def upload_image(self, name: str, data: bytes, subfolder: str) -> str:
-        """Upload an input; returns the reference LoadImage takes ('subfolder/name')."""
-        resp = self.session.post(
-            f"{self.base_url}/upload/image",
-            files={"image": (name, data)},
-            data={"subfolder": subfolder, "type": "input", "overwrite": "true"},
-            timeout=_TIMEOUT_S,
-        )
-        if resp.status_code != 200:
-            raise InputError(f"ComfyUI refused input {name}: HTTP {resp.status_code}")
-        body = resp.json()
-        # ComfyUI may rename (`x (1).png`); only the returned name is right.
-        stored, folder = body["name"], body.get("subfolder") or ""
-        return f"{folder}/{stored}" if folder else stored
 
     def post_prompt(self, prompt: dict[str, Any], client_id: str, prompt_id: str) -> PromptAnswer:
         body: dict[str, Any] = {"prompt": prompt, "client_id": client_id, "prompt_id": prompt_id}
