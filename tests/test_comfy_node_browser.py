@@ -145,3 +145,29 @@ def test_queue_on_gpu_shows_preflight_errors_on_the_node(
     )
     assert "ImageScale" in dialogs, dialogs
     assert stack.history_ids() | stack.queued_ids() == before, "a rejected graph was queued"
+
+
+def test_queue_on_gpu_names_node_types_the_gpu_lacks_and_their_pack(
+    page: tuple[ComfyStack, Browser], tmp_path: Path
+) -> None:
+    """A type this ComfyUI has and the GPU catalogue lacks (one of this package's own nodes)."""
+    stack, browser = page
+    value, _ = random_colour()
+    graph = remote_invert(value, size=48)
+    graph["7"] = {
+        "class_type": "ComfyBurstLoraFromURL",
+        "inputs": {"url": "https://civitai.com/api/download/models/1", "strength_model": 1.0,
+                   "strength_clip": 1.0},
+    }  # fmt: skip
+    _load_graph(browser, graph)
+    before = stack.history_ids() | stack.queued_ids()
+    _click_button(browser)
+    errors = browser.wait_for(f"JSON.parse(JSON.stringify({APP}.lastNodeErrors))", 30)
+    assert [node["class_type"] for node in errors.values()] == ["ComfyBurstLoraFromURL"], errors
+    dialogs = browser.wait_for(
+        "[...document.querySelectorAll('[role=dialog]')].map(d => d.innerText).join('\\n')", 10
+    )
+    assert "lacks node types" in dialogs, dialogs
+    assert f"ComfyBurstLoraFromURL: from {stack.package_name}" in dialogs, dialogs
+    print(f"screenshot: {browser.screenshot(tmp_path / 'comfyui-missing-node-types.png')}")
+    assert stack.history_ids() | stack.queued_ids() == before, "a rejected graph was queued"
