@@ -109,6 +109,19 @@ wheelhouse: .wheelhouse/.stamp
 		-r comfy_node/requirements.txt $(NODE_STANDIN_DEPS)
 	touch $@
 
+# --- Bake rehearsal: the image's scripts and units in a fresh Debian root (root; ~15 min) ----
+
+.PHONY: bake-rehearsal bake-tools
+
+# COMFYUI_SRC=/path/to/ComfyUI uses a local checkout instead of the ComfyUI stand-in;
+# BAKE_OLD_WORKER=1 runs the pre-fix 04-worker.sh (the rehearsal must fail then).
+bake-rehearsal: venv bake-tools
+	.venv/bin/python -m tests.bake.rehearsal
+
+bake-tools:
+	@for t in debootstrap patchelf nft; do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then apt-get update -q && apt-get install -y -q debootstrap patchelf nftables; fi
+
 # --- The Cloud Build pipeline's steps (deploy/*.sh), the same scripts cloudbuild.yaml runs ------
 
 .PHONY: pipeline-dry-run bootstrap image schema-check provider-schema
