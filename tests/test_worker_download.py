@@ -11,7 +11,7 @@ import pytest
 
 from comfyburst.adapters.clock import SystemClock
 from comfyburst.schema import VmRef
-from comfyburst_worker import _download
+from comfyburst_worker import _download, _parts
 from comfyburst_worker.__main__ import build_services
 from comfyburst_worker._download import DownloadError, HttpDownloader
 from comfyburst_worker._hosts import HostPolicy
@@ -161,9 +161,9 @@ def test_failed_part_joins_the_other_parts_before_closing_the_file(
     aborted, second_reading = threading.Event(), threading.Event()
     part_threads: list[threading.Thread] = []
     alive_at_close: list[bool] = []
-    original_abort = _download._Window.abort
+    original_abort = _parts.PartWindow.abort
 
-    def abort(window: _download._Window) -> None:
+    def abort(window: _parts.PartWindow) -> None:
         original_abort(window)
         aborted.set()
 
@@ -188,7 +188,7 @@ def test_failed_part_joins_the_other_parts_before_closing_the_file(
             assert aborted.wait(timeout=10)
             return conn
 
-    monkeypatch.setattr(_download._Window, "abort", abort)
+    monkeypatch.setattr(_parts.PartWindow, "abort", abort)
     monkeypatch.setattr(_download, "os", _Os())
     with ModelServer({"/m.bin": src}) as server:
         policy = HostPolicy(http_hostports=(server.hostport,))

@@ -20,12 +20,10 @@ import http.client
 import logging
 import math
 import os
-import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
@@ -35,20 +33,14 @@ import requests.certs
 import requests.utils
 import urllib3.exceptions
 
+from comfyburst_worker._cancel import Cancel, shutdown
 from comfyburst_worker._hosts import HostPolicy
+from comfyburst_worker._parts import DownloadCancelled, DownloadError, PartWindow
 
 log = logging.getLogger(__name__)
 
 _READ_BYTES = 1024 * 1024
 _REDIRECTS = (301, 302, 303, 307, 308)
-
-
-class DownloadError(Exception):
-    """The download failed for good (the message names the host, never a token)."""
-
-
-class DownloadCancelled(DownloadError):
-    """The job was cancelled or passed its deadline while downloading."""
 
 
 class TooLarge(DownloadError):
@@ -57,59 +49,6 @@ class TooLarge(DownloadError):
 
 class _Retry(Exception):
     """A transient failure worth another try from where the file stands."""
-
-
-class Cancel:
-    """Set once (the job's cancel or deadline); every hook registered runs then, e.g. shutting
-    down a socket a download is blocked on."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._set = False
-        self._hooks: dict[int, Callable[[], None]] = {}
-        self._next = 0
-
-    @property
-    def is_set(self) -> bool:
-        return self._set
-
-    def set(self) -> None:
-        with self._lock:
-            if self._set:
-                return
-            self._set = True
-            hooks = list(self._hooks.values())
-        for hook in hooks:
-            _quietly(hook)
-
-    @contextmanager
-    def hook(self, action: Callable[[], None]) -> Iterator[None]:
-        """Run `action` when set (at once if already set) while inside the block."""
-        with self._lock:
-            key, self._next = self._next, self._next + 1
-            self._hooks[key] = action
-            already = self._set
-        if already:
-            _quietly(action)
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._hooks.pop(key, None)
-
-
-def _quietly(action: Callable[[], None]) -> None:
-    try:
-        action()
-    except Exception as exc:  # a hook that fails must not keep the others from running
-        log.debug("cancel hook failed: %s", type(exc).__name__)
-
-
-def _shutdown(sock: socket.socket | None) -> None:
-    """Wake a thread blocked reading `sock` (it sees EOF or an error)."""
-    if sock is not None:
-        with suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
 
 
 @dataclass(frozen=True)
@@ -273,7 +212,7 @@ class HttpDownloader:
         size = start
         expected = resp.headers.get("Content-Length")
         sock = getattr(getattr(resp.raw, "connection", None), "sock", None)
-        with open(tmp, "ab" if start else "wb") as fh, cancel.hook(lambda: _shutdown(sock)):
+        with open(tmp, "ab" if start else "wb") as fh, cancel.hook(lambda: shutdown(sock)):
             try:
                 # Raw bytes as sent: a Content-Encoding is never undone (no inflating on disk).
                 for block in resp.raw.stream(_READ_BYTES, decode_content=False):
@@ -303,14 +242,14 @@ class HttpDownloader:
         with open(tmp, "wb") as fh:
             fh.truncate(size)
         parts = math.ceil(size / self.chunk_bytes)
-        window = _Window(parts, self.parallelism * 2, self.chunk_bytes)
+        window = PartWindow(parts, self.parallelism * 2, self.chunk_bytes)
         with cancel.hook(window.cancel):
             fetched = self._ranged_parts(url, tmp, size, window, downloaded)
         marker.unlink(missing_ok=True)
         return fetched
 
     def _ranged_parts(
-        self, url: str, tmp: Path, size: int, window: _Window, downloaded: int
+        self, url: str, tmp: Path, size: int, window: PartWindow, downloaded: int
     ) -> Fetched:
         parts = math.ceil(size / self.chunk_bytes)
         fd = os.open(tmp, os.O_WRONLY)
@@ -347,7 +286,7 @@ class HttpDownloader:
         return Fetched(size, digest.hexdigest(), downloaded + size)
 
     def _part_worker(
-        self, window: _Window, url: str, headers: dict[str, str], fd: int, size: int
+        self, window: PartWindow, url: str, headers: dict[str, str], fd: int, size: int
     ) -> None:
         conn: http.client.HTTPConnection | None = None
         try:
@@ -375,7 +314,7 @@ class HttpDownloader:
         headers: dict[str, str],
         lo: int,
         view: memoryview,
-        window: _Window,
+        window: PartWindow,
     ) -> http.client.HTTPConnection:
         """Fill `view` with bytes lo.. of `url` over `conn` (kept alive; reopened on errors)."""
         hi = lo + len(view) - 1
@@ -403,86 +342,6 @@ class HttpDownloader:
             if attempt < self.retries and not window.aborted:
                 self._sleep(min(0.2 * 2**attempt, 5.0))
         raise DownloadError(f"{_host(url)}: range {lo}-{hi} failed {self.retries + 1} times")
-
-
-class _Window:
-    """Hands out part indexes (and a buffer each) no further than `span` ahead of the hasher.
-
-    At most `span` parts are between `take` and `hashed`, so `span` buffers serve them all.
-    """
-
-    def __init__(self, parts: int, span: int, buffer_bytes: int) -> None:
-        self._cond = threading.Condition()
-        self._parts, self._span, self._buffer_bytes = parts, span, buffer_bytes
-        self._next, self._hashed = 0, 0
-        self._ready: dict[int, memoryview] = {}
-        self._free: list[bytearray] = []
-        self._error: BaseException | None = None
-        self._conns: list[http.client.HTTPConnection] = []
-
-    def track(self, conn: http.client.HTTPConnection) -> http.client.HTTPConnection:
-        """A part connection to shut down on cancel."""
-        with self._cond:
-            self._conns.append(conn)
-        return conn
-
-    def cancel(self) -> None:
-        """Stop every part now: blocked socket reads end, waiters wake."""
-        self.fail(DownloadCancelled("cancelled"))
-        with self._cond:
-            conns = list(self._conns)
-        for conn in conns:
-            _shutdown(conn.sock)
-
-    def take(self) -> tuple[int, bytearray] | None:
-        with self._cond:
-            while self._error is None and self._next < self._parts:
-                if self._next < self._hashed + self._span:
-                    index = self._next
-                    self._next += 1
-                    buffer = self._free.pop() if self._free else None
-                    break
-                self._cond.wait()
-            else:
-                return None
-        return index, buffer if buffer is not None else bytearray(self._buffer_bytes)
-
-    def put(self, index: int, view: memoryview) -> None:
-        with self._cond:
-            self._ready[index] = view
-            self._cond.notify_all()
-
-    def fail(self, exc: BaseException) -> None:
-        with self._cond:
-            if self._error is None:
-                self._error = exc
-            self._cond.notify_all()
-
-    def abort(self) -> None:
-        self.fail(DownloadError("aborted"))
-
-    @property
-    def aborted(self) -> bool:
-        """Some part failed or the download was given up: stop fetching parts."""
-        return self._error is not None
-
-    def wait_part(self, index: int) -> memoryview:
-        with self._cond:
-            while index not in self._ready:
-                if self._error is not None:
-                    error = self._error
-                    if isinstance(error, DownloadError):
-                        raise error
-                    raise DownloadError(f"ranged download failed: {type(error).__name__}")
-                self._cond.wait()
-            return self._ready.pop(index)
-
-    def hashed(self, index: int, view: memoryview) -> None:
-        """Part `index` is in the digest: its buffer may take the next part."""
-        with self._cond:
-            self._free.append(view.obj)  # type: ignore[arg-type]
-            self._hashed = index + 1
-            self._cond.notify_all()
 
 
 def _connect(url: str, timeout_s: float) -> http.client.HTTPConnection:
