@@ -153,3 +153,29 @@ def test_archive_supports_the_glob_excludes_used():
     pin = hcl.load(hcl.TERRAFORM / "versions.tf")["terraform"][0]["required_providers"][0]
     version = tuple(int(p) for p in pin["archive"]["version"].split("."))
     assert version >= (2, 5, 0)
+
+
+# Names that are not ours to prefix: Firestore's one (default) database, an object in our bucket.
+UNPREFIXED = {
+    ("google_firestore_database", "default"),
+    ("google_storage_bucket_object", "functions_source"),
+}
+NAME_KEYS = {"name", "account_id", "secret_id", "role_id", "repository_id"}
+
+
+def test_name_prefix_reaches_every_resource_name():
+    # Two deployments with different name_prefix values share a project without a clash.
+    checked = 0
+    for block in hcl.blocks("resource"):
+        for rtype, named in block.items():
+            for rname, body in named.items():
+                for key in sorted(NAME_KEYS & set(body)):
+                    value = body[key]
+                    derived = any(
+                        part in value for part in ("var.name_prefix", "local.bucket_prefix")
+                    ) or value.startswith(("${google_", "${each.value"))
+                    if (rtype, rname) in UNPREFIXED:
+                        continue
+                    checked += 1
+                    assert derived, f"{rtype}.{rname}.{key} = {value!r} ignores name_prefix"
+    assert checked > 20
