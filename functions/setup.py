@@ -1,5 +1,8 @@
 """The cloud side of the shared package: every module of comfyburst/ but the core ones, which
-the comfyburst-core distribution (core/pyproject.toml) ships from the same files."""
+the comfyburst-core distribution (core/pyproject.toml) ships from the same files.
+
+Cloud Functions never runs this: it installs requirements.txt (which wins over pyproject.toml)
+and imports comfyburst/ from the uploaded folder as it is."""
 
 import tomllib
 from pathlib import Path
