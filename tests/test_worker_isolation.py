@@ -230,3 +230,23 @@ def test_a_run_reporting_outputs_beyond_the_accepted_ones_fails_and_uploads_noth
     assert "did not accept: 9" in done.error.message
     assert blobs.list("outputs", f"jobs/{job.job_id}/") == []
     assert _entries(tmp_path) == []
+
+
+def test_a_job_that_failed_before_reaching_comfyui_needs_no_wait_for_it(tmp_path):
+    # ComfyUI is not up (yet): a model that fails to fetch must not make the agent wait for
+    # ComfyUI to go idle, nor stop it from taking the next job.
+    store, blobs = InMemoryJobStore(), InMemoryBlobStore()
+    config = local_config("127.0.0.1:9")
+    bad = ModelSpec(kind=ModelKind.LORAS, filename="x.safetensors", url="http://127.0.0.1:9/x")
+    first = put_job(store, blobs, config, make_request(invert_workflow(), [bad]), VM)
+    second = put_job(store, blobs, config, make_request(invert_workflow("two")))
+    settings = local_settings(
+        "http://127.0.0.1:9", tmp_path / "m", comfyui_idle_timeout_s=1, comfyui_ready_timeout_s=0.5
+    )
+    agent = make_agent(settings, config, store, blobs, VM)
+    agent.s.cache.downloader.retries = 0
+    agent.run(first.job_id)
+    done = _done(blobs, first.job_id)
+    assert done.status is DoneStatus.FAILED and done.error is not None
+    assert done.error.type == "model_fetch"
+    assert done.next_job_id == second.job_id and not agent.tainted

@@ -131,9 +131,9 @@ class Agent:
             if self.preemption is not None:
                 self.preemption.unbind()
             watch.stop()
-            # Only a run that succeeded is known to be over in ComfyUI.
+            # A prompt that did not succeed may still run in ComfyUI (and write files).
             ended = result is not None and result.status is DoneStatus.SUCCEEDED
-            self._reset_workspace(job.job_id, wait=not ended)
+            self._reset_workspace(job.job_id, wait=self.runner.prompt_posted and not ended)
         if result.status is None:
             log.warning("job %s: no longer ours; no done flag", job.job_id)
             self._hold_for_drain(job.job_id)

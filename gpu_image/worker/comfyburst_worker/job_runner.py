@@ -118,10 +118,12 @@ class JobRunner:
     def __init__(self, services: Services) -> None:
         self.s = services
         self._comfy_ready = False
+        self.prompt_posted = False  # this run reached ComfyUI: it may still be running there
         # ComfyUI outlives the agent: after a restart it may hold a previous job's models.
         self._free_before_prompt = True
 
     def run(self, job: Job, stop: _Stop, timings: WorkerTimings) -> RunResult:
+        self.prompt_posted = False
         try:
             return self._run(job, stop, timings)
         except WorkerError as exc:
@@ -282,6 +284,7 @@ class JobRunner:
         follower = self.s.follower
         follower.ensure_connected()
         posted = time.time()
+        self.prompt_posted = True
         answer = self.s.comfy.post_prompt(workflow, follower.client_id, prompt_id)
         if answer.status != 200:
             raise _prompt_error(answer.status, answer.body, workflow)
