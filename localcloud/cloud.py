@@ -182,6 +182,7 @@ class LocalCloud:
                 # Webhooks: a fresh signing secret per start; receivers on loopback allowed.
                 "COMFYBURST_WEBHOOK_SECRET": new_secret_text(),
                 "COMFYBURST_WEBHOOK_ALLOW_LOOPBACK": "true",
+                **(_template_env(cfg) if cfg.pool_template else {}),
                 **cfg.settings_env,
             }
         )
@@ -237,7 +238,7 @@ class LocalCloud:
     def _start_compute(self) -> _procs.Service:
         cfg = self.config
         key, value = cfg.pool_label_pair
-        config = {
+        config: dict[str, object] = {
             "project": cfg.project_id,
             "instances": [
                 {
@@ -245,8 +246,10 @@ class LocalCloud:
                     "zone": cfg.zones[i % len(cfg.zones)],
                     "labels": {key: value},
                 }
-                for i in range(cfg.pool_size)
+                for i in range(0 if cfg.pool_template else cfg.pool_size)
             ],
+            "zones": list(cfg.zones),
+            "templates": [_template(cfg, {key: value})] if cfg.pool_template else [],
             "staging_s": cfg.compute_staging_s,
             "stopping_s": cfg.compute_stopping_s,
             "log_dir": str(cfg.state_dir / "compute" / "logs"),
@@ -399,3 +402,33 @@ def read_env_file(path: Path) -> dict[str, str]:
         parts = shlex.split(value)
         env[name] = parts[0] if parts else ""
     return env
+
+
+_TEMPLATE_NAME = "comfyburst-gpu"
+
+
+def _template(cfg: LocalCloudConfig, labels: dict[str, str]) -> dict[str, object]:
+    """The stand-in's instance template, shaped as terraform/compute.tf's."""
+    return {
+        "name": _TEMPLATE_NAME,
+        "properties": {
+            "machineType": "g2-standard-8",
+            "guestAccelerators": [{"acceleratorType": "nvidia-l4", "acceleratorCount": 1}],
+            "labels": labels,
+            "scheduling": {
+                "onHostMaintenance": "TERMINATE",
+                "automaticRestart": False,
+                "provisioningModel": "SPOT" if cfg.spot else "STANDARD",
+                **({"instanceTerminationAction": "STOP"} if cfg.spot else {}),
+            },
+        },
+    }
+
+
+def _template_env(cfg: LocalCloudConfig) -> dict[str, str]:
+    return {
+        "COMFYBURST_POOL_TEMPLATE": f"global/instanceTemplates/{_TEMPLATE_NAME}",
+        "COMFYBURST_POOL_NAME_PREFIX": "comfyburst-gpu",
+        "COMFYBURST_POOL_MAX_VMS": str(cfg.pool_size),
+        "COMFYBURST_POOL_MAX_VMS_PER_ZONE": str(cfg.pool_size),
+    }

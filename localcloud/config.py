@@ -67,6 +67,10 @@ class LocalCloudConfig:
     start_compute: bool = True
     guest_argv: list[str] | None = field(default_factory=default_guest_argv)
     guest_env: dict[str, str] = field(default_factory=dict)
+    # A pool of templates (as Terraform deploys it): no VMs at start, the dispatcher creates up
+    # to `pool_size` from the stand-in's instance template; `spot` makes them Spot VMs.
+    pool_template: bool = False
+    spot: bool = False
     compute_staging_s: float = 1.0
     compute_stopping_s: float = 0.5
     # Extra COMFYBURST_* settings for the functions and the worker (e.g. shorter timeouts).
