@@ -45,7 +45,7 @@ venv: $(VENV_STAMP)
 
 # Reinstalled only when a requirement or package definition changes.
 $(VENV_STAMP): requirements-dev.txt functions/requirements.txt pyproject.toml \
-		functions/pyproject.toml gpu_image/worker/pyproject.toml
+		functions/pyproject.toml functions/setup.py functions/core/pyproject.toml gpu_image/worker/pyproject.toml
 	test -x .venv/bin/python || $(PYTHON) -m venv .venv
 	.venv/bin/pip install --quiet -r requirements-dev.txt
 	.venv/bin/pip install --quiet --no-deps -e functions -e gpu_image/worker -e .

@@ -15,8 +15,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from comfyburst.client import ApiClient, ClientSettings
+from comfyburst.schema import check_relative_path
 from comfyburst_cli._errors import CliError, cli_errors
 from comfyburst_cli.image_nodes import image_app
 from comfyburst_cli.requests_builder import load_request
@@ -92,12 +94,19 @@ def _follow(client: ApiClient, job_id: str) -> dict[str, Any]:
 
 
 def _save_outputs(client: ApiClient, job: dict[str, Any], out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Each output under `out_dir` by its name (`subfolder/name` where two share a bare name;
+    checked so that no name leaves the folder)."""
     for out in job.get("outputs") or []:
-        if out.get("signed_url"):
-            target = out_dir / Path(out["name"]).name
-            size = client.download(out["signed_url"], str(target))
-            console.print(f"saved {target} ({size} bytes)")
+        if not out.get("signed_url"):
+            continue
+        try:
+            name = check_relative_path(str(out.get("name")), allow_subdirs=True)
+        except ValueError as exc:
+            raise CliError(f"output name {out.get('name')!r} refused: {exc}") from exc
+        target = out_dir / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        size = client.download(out["signed_url"], str(target))
+        console.print(Text(f"saved {target} ({size} bytes)"))
 
 
 @app.command()
