@@ -39,7 +39,9 @@ PYTHON ?= python3
 VENV_STAMP := .venv/.installed
 MYPY_PATHS := functions/comfyburst/schema.py functions/comfyburst/states.py \
 	functions/comfyburst/errors.py functions/comfyburst/ports.py functions/comfyburst/settings.py \
-	functions/comfyburst/domain functions/comfyburst/adapters functions/comfyburst/wiring.py
+	functions/comfyburst/domain functions/comfyburst/adapters functions/comfyburst/wiring.py \
+	functions/comfyburst/client.py functions/comfyburst/custom_nodes.py comfy_node \
+	cli/comfyburst_cli tools
 
 venv: $(VENV_STAMP)
 
