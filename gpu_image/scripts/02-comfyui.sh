@@ -38,7 +38,7 @@ chmod 0750 "${COMFYUI_HOME}"
 /usr/bin/python3 -m venv "${TOOLS_DIR}"
 "${TOOLS_DIR}/bin/pip" install --quiet "uv==${UV_VERSION}"
 ln -sf "${TOOLS_DIR}/bin/uv" /usr/local/bin/uv
-uv python install "${PYTHON_VERSION}"
+uv python install --no-bin "${PYTHON_VERSION}"
 chmod -R a+rX "${UV_PYTHON_INSTALL_DIR}"
 
 mkdir -p "${COMFYUI_DIR}"

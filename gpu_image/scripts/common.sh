@@ -25,7 +25,6 @@ readonly GUARD_DIR=/etc/comfyburst
 # --- where Python and packages come from ----------------------------------------------------
 # uv installs the image's Python here, readable by both service users (root's home is not).
 export UV_PYTHON_INSTALL_DIR=/opt/python
-export UV_PYTHON_BIN_DIR=/opt/python/bin
 # Never a system interpreter: both venvs use the Python uv installed above.
 export UV_PYTHON_PREFERENCE=only-managed
 export UV_CACHE_DIR=/var/cache/comfyburst-build/uv
