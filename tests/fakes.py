@@ -80,7 +80,7 @@ class InMemoryJobStore:
                 target[leaf] = value
             self.jobs[job_id] = Job.model_validate(data)
 
-    def list_jobs(self, states: Iterable[JobState], limit: int = 500) -> list[Job]:
+    def list_jobs(self, states: Iterable[JobState], limit: int | None = 500) -> list[Job]:
         wanted = set(states)
         with self._lock:
             jobs = [j for j in self.jobs.values() if j.state in wanted]

@@ -85,10 +85,11 @@ def test_start_uses_a_request_id_derived_from_job_and_attempt() -> None:
     store, _fleet, clock, dispatcher = setup([("a1", "zone-a")])
     (job,) = make_jobs(store, clock, 1)
     outcome = dispatcher.dispatch(job)
-    expected = request_id(job.job_id, 1, "a1", "start")
+    lease = store.get_vm("a1")[0].lease
+    expected = request_id(job.job_id, 1, "a1", "start", lease)
     assert outcome.vm.operation == f"op-start-a1-{expected}"
-    assert expected == request_id(job.job_id, 1, "a1", "start")
-    assert expected != request_id(job.job_id, 2, "a1", "start")
+    assert expected == request_id(job.job_id, 1, "a1", "start", lease)
+    assert expected != request_id(job.job_id, 2, "a1", "start", lease)
 
 
 def test_stockout_in_one_zone_starts_in_the_next_and_cools_the_vm_down() -> None:

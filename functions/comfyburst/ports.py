@@ -44,8 +44,8 @@ class JobStore(Protocol):
         """Merge a few fields without a transaction (progress, heartbeat). Never the state."""
         ...
 
-    def list_jobs(self, states: Iterable[JobState], limit: int = 500) -> list[Job]:
-        """Jobs in any of the given states, oldest first."""
+    def list_jobs(self, states: Iterable[JobState], limit: int | None = 500) -> list[Job]:
+        """Jobs in any of the given states, oldest first; `limit=None`: all of them (paged)."""
         ...
 
     def list_unpublished_results(self, limit: int = 100) -> list[Job]:
@@ -118,6 +118,7 @@ class VmStatus:
     metadata: dict[str, str] = field(default_factory=dict)
     fingerprint: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    last_start_at: datetime | None = None  # Compute's lastStartTimestamp, when it has one
 
 
 class Fleet(Protocol):

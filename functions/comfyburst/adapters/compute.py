@@ -8,6 +8,8 @@ long enough for Compute's capacity check, so a stockout can be followed to `zone
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from google.api_core import exceptions as gexc
 from google.cloud import compute_v1
 
@@ -71,7 +73,16 @@ def _to_status(instance: compute_v1.Instance) -> VmStatus:
         metadata={item.key: item.value for item in metadata.items},
         fingerprint=metadata.fingerprint or None,
         labels=dict(instance.labels),
+        last_start_at=_rfc3339(instance.last_start_timestamp),
     )
+
+
+def _rfc3339(text: str) -> datetime | None:
+    """Compute's RFC 3339 timestamps (`2026-01-01T00:00:00.000-08:00`); None when unset/odd."""
+    try:
+        return datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
 
 
 class ComputeFleet:

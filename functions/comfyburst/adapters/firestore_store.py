@@ -10,12 +10,13 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, Protocol, TypeVar
 
+import tenacity
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 from pydantic import BaseModel
 
-from comfyburst.errors import NotFound, PreconditionFailed
+from comfyburst.errors import Contended, NotFound, PreconditionFailed
 from comfyburst.ports import JobMutation
 from comfyburst.schema import Job, VmRecord
 from comfyburst.states import JobState
@@ -23,10 +24,15 @@ from comfyburst.states import JobState
 M = TypeVar("M", bound=BaseModel)
 
 # Document ids cannot contain '/', be '.' or '..', or look like '__x__'; such keys are hashed.
-# A job document has a few writers at most (API cancel, worker, trigger, reaper); the client's
-# default of 5 attempts gave up under contention on a loaded machine, and a transition that
-# gives up leaves work for the reaper's next period. Contention stays rare, so retry longer.
-TRANSACTION_MAX_ATTEMPTS = 15
+# A job document has a few writers at most (API cancel, worker, trigger, reaper, duplicate done
+# events). The client retries an aborted commit at once, and an aborted read in the transaction
+# not at all; under contention every writer then retries in lock step and some give up (the
+# caller saw a 500). So each transaction gets a few immediate attempts, and a transaction that
+# still lost (or whose read was aborted) is run again after a jittered exponential backoff.
+TRANSACTION_MAX_ATTEMPTS = 5
+CONTENDED_RUNS = 12
+CONTENDED_BACKOFF_MAX_S = 2.0
+LIST_PAGE_SIZE = 300
 _SAFE_ID = re.compile(r"^(?!__.*__$)(?!\.{1,2}$)[A-Za-z0-9._:\-]{1,200}$")
 
 
@@ -91,8 +97,24 @@ class Collections:
 class FirestoreJobStore:
     """Jobs in `jobs/{id}`, leases in `vms/{name}`, keys in `idempotency/{key}`."""
 
-    def __init__(self, client: firestore.Client, settings: CollectionNames) -> None:
+    def __init__(
+        self,
+        client: firestore.Client,
+        settings: CollectionNames,
+        *,
+        list_page_size: int = LIST_PAGE_SIZE,
+        transaction_attempts: int = TRANSACTION_MAX_ATTEMPTS,
+        contended_runs: int = CONTENDED_RUNS,
+    ) -> None:
         self._client = client
+        self._list_page_size = list_page_size
+        self._transaction_attempts = transaction_attempts
+        self._contended_retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(_contended),
+            wait=tenacity.wait_random_exponential(multiplier=0.05, max=CONTENDED_BACKOFF_MAX_S),
+            stop=tenacity.stop_after_attempt(contended_runs),
+            reraise=True,
+        )
         self._jobs = client.collection(settings.jobs_collection)
         self._vms = client.collection(settings.vms_collection)
         self._idempotency = client.collection(settings.idempotency_collection)
@@ -144,7 +166,16 @@ class FirestoreJobStore:
             transaction.set(ref, _to_doc(updated))
             return updated
 
-        result: Job = run(self._client.transaction(max_attempts=TRANSACTION_MAX_ATTEMPTS))
+        try:
+            for attempt in self._contended_retrying:
+                with attempt:
+                    result: Job = run(
+                        self._client.transaction(max_attempts=self._transaction_attempts)
+                    )
+        except (ValueError, gexc.Aborted) as exc:
+            if _contended(exc):  # callers answer 503 with Retry-After, never a bare 500
+                raise Contended(f"job {job_id} stayed contended", retry_after_s=2) from exc
+            raise
         return result
 
     def patch_job(self, job_id: str, fields: dict[str, object]) -> None:
@@ -155,16 +186,27 @@ class FirestoreJobStore:
         except gexc.NotFound:
             raise NotFound(f"job {job_id} not found") from None
 
-    def list_jobs(self, states: Iterable[JobState], limit: int = 500) -> list[Job]:
+    def list_jobs(self, states: Iterable[JobState], limit: int | None = 500) -> list[Job]:
         values = [JobState(s).value for s in states]
         if not values:
             return []
-        query = (
-            self._jobs.where(filter=FieldFilter("state", "in", values))
-            .order_by("created_at")
-            .limit(limit)
-        )
-        return [_from_doc(Job, snap.to_dict()) for snap in query.stream()]
+        base = self._jobs.where(filter=FieldFilter("state", "in", values)).order_by("created_at")
+        found: list[Job] = []
+        cursor = None
+        # Page by page (a cursor on the last document read): `limit=None` means every job.
+        while limit is None or len(found) < limit:
+            page = (
+                self._list_page_size
+                if limit is None
+                else min(self._list_page_size, limit - len(found))
+            )
+            query = base.limit(page) if cursor is None else base.start_after(cursor).limit(page)
+            snaps = list(query.stream())
+            found.extend(_from_doc(Job, snap.to_dict()) for snap in snaps)
+            if len(snaps) < page:
+                break
+            cursor = snaps[-1]
+        return found
 
     def list_unpublished_results(self, limit: int = 100) -> list[Job]:
         # Equality filters only (`== None` is IS_NULL): served by single-field indexes, no
@@ -200,6 +242,13 @@ class FirestoreJobStore:
         except (gexc.AlreadyExists, gexc.FailedPrecondition, gexc.NotFound) as exc:
             raise PreconditionFailed(f"vm {vm.name} changed: {exc.message}") from None
         return result.update_time
+
+
+def _contended(exc: BaseException) -> bool:
+    """A transaction that lost to other writers: its read was aborted, or every commit was."""
+    if isinstance(exc, gexc.Aborted):
+        return True
+    return isinstance(exc, ValueError) and isinstance(exc.__cause__, gexc.Aborted)
 
 
 def job_doc(job: Job) -> dict[str, Any]:

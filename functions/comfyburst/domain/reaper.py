@@ -1,9 +1,9 @@
 """The reaper's pure planner: from a snapshot of jobs, leases and the fleet, the actions that make
 every job end and every idle GPU stop. No I/O; `now` and the thresholds are parameters.
 
-Actions that change a job carry the state and attempt it was seen in, so the executor can skip
-them when the job changed meanwhile. VM actions with `after_job` run only if that job action
-was applied (a job the worker claimed a moment ago must keep its VM).
+The actions are plain data (`domain/reaper_actions.py`, re-exported here). VM actions with
+`after_job` run only if that job action was applied (a job the worker claimed a moment ago must
+keep its VM).
 
 The reaper is also the safety net for done events that are lost or late: a starting/running job
 the planner would end (requeue, fail, time out, cancel) is completed from its done flag instead
@@ -19,15 +19,50 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from comfyburst.domain.jobs import attempts_counted
+from comfyburst.domain.reaper_actions import (
+    Action,
+    CancelJob,
+    CompleteFromDoneFlag,
+    CooldownVm,
+    DispatchJob,
+    FailJob,
+    JobAction,
+    ReleaseLease,
+    RequeueJob,
+    StopVm,
+    TimeOutJob,
+    VmAction,
+)
 from comfyburst.domain.scheduling import STOCKOUT_REASONS, is_free
 from comfyburst.ports import VmStatus
-from comfyburst.schema import Job, VmRecord
+from comfyburst.schema import Job, Lease, VmRecord
 from comfyburst.states import JobState
+
+__all__ = [
+    "Action",
+    "CancelJob",
+    "CompleteFromDoneFlag",
+    "CooldownVm",
+    "DispatchJob",
+    "FailJob",
+    "JobAction",
+    "ReaperPolicy",
+    "ReleaseLease",
+    "RequeueJob",
+    "StopVm",
+    "TimeOutJob",
+    "VmAction",
+    "done_flag_candidates",
+    "is_drain_lease",
+    "plan",
+]
 
 # Start-operation errors after which the VM's zone has no capacity for a while.
 STOCKOUT_CODES = STOCKOUT_REASONS
 # Statuses in which a VM bills (or is about to) and can be stopped.
 UP_STATUSES = frozenset({"PROVISIONING", "STAGING", "RUNNING"})
+# Statuses of a VM on its way up; one that stays in them past the boot timeout is hung.
+BOOTING_STATUSES = frozenset({"PROVISIONING", "STAGING"})
 # Statuses in which no worker runs on the VM.
 DOWN_STATUSES = frozenset({"TERMINATED", "STOPPED", "SUSPENDED", "SUSPENDING", "STOPPING"})
 # A worker that drains after its job holds its VM's lease as `drain:{vm_name}` (no job has
@@ -56,83 +91,6 @@ class ReaperPolicy:
     # How long a lease lasts when written; with it the planner knows when a lease was taken.
     lease_ttl_s: float = 900.0
 
-
-@dataclass(frozen=True)
-class StopVm:
-    name: str
-    zone: str
-    reason: str
-    after_job: str | None = None
-
-
-@dataclass(frozen=True)
-class ReleaseLease:
-    vm_name: str
-    job_id: str
-    reason: str
-    after_job: str | None = None
-
-
-@dataclass(frozen=True)
-class CooldownVm:
-    vm_name: str
-    zone: str
-    until: datetime
-    reason: str
-
-
-@dataclass(frozen=True)
-class RequeueJob:
-    job_id: str
-    seen_state: JobState
-    seen_attempt: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class FailJob:
-    job_id: str
-    seen_state: JobState
-    seen_attempt: int
-    error_type: str
-    message: str
-
-
-@dataclass(frozen=True)
-class TimeOutJob:
-    job_id: str
-    seen_state: JobState
-    seen_attempt: int
-    message: str
-
-
-@dataclass(frozen=True)
-class CancelJob:
-    job_id: str
-    seen_state: JobState
-    seen_attempt: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class CompleteFromDoneFlag:
-    """The worker finished this attempt (its done flag exists) but no done event completed the
-    job: complete it from the flag, through the done-flag use case."""
-
-    job_id: str
-    seen_state: JobState
-    seen_attempt: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class DispatchJob:
-    job_id: str
-
-
-JobAction = RequeueJob | FailJob | TimeOutJob | CancelJob
-VmAction = StopVm | ReleaseLease | CooldownVm
-Action = JobAction | CompleteFromDoneFlag | VmAction | DispatchJob
 
 # Only a job a worker may have run can have a done flag for its current attempt.
 _MAY_HAVE_RUN = (JobState.STARTING, JobState.RUNNING)
@@ -177,6 +135,8 @@ class _Planner:
         self.stopping: set[str] = set()
         self.releasing: set[str] = set()
         self.cooling: set[str] = set()
+        # (index in vm_actions, vm name, ending job id, why)
+        self.stops_wanted: list[tuple[int, str, str, str]] = []
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -199,12 +159,9 @@ class _Planner:
         if job.vm is None:
             return
         name = job.vm.name
-        if self._status(name) in UP_STATUSES and name not in self.stopping:
-            zone = self.fleet[name].zone
-            self.vm_actions.append(
-                StopVm(name, zone, f"job {job.job_id}: {_why(action)}", after_job=job.job_id)
-            )
-            self.stopping.add(name)
+        if self._status(name) in UP_STATUSES:
+            # Decided once every job is planned: another job may still hold this VM.
+            self.stops_wanted.append((len(self.vm_actions), name, job.job_id, _why(action)))
         record = self.records.get(name)
         if record and record.lease and record.lease.job_id == job.job_id:
             self.vm_actions.append(
@@ -242,6 +199,43 @@ class _Planner:
                     self._end_job(CancelJob(*seen, "cancel requested while queued"), job)
             else:
                 self._live_job(job)
+
+    def stop_vms_of_ended_jobs(self) -> None:
+        """Stop the VMs of the jobs being ended, unless another job or a drain holds them."""
+        inserted = 0
+        for index, name, job_id, why in self.stops_wanted:
+            if name in self.stopping or self._held_by_other(name, job_id):
+                continue
+            stop = StopVm(name, self.fleet[name].zone, f"job {job_id}: {why}", after_job=job_id)
+            # Where it was wanted: before that job's lease release, as ever.
+            self.vm_actions.insert(index + inserted, stop)
+            inserted += 1
+            self.stopping.add(name)
+
+    def _held_by_other(self, name: str, job_id: str) -> bool:
+        """Another live job (not being ended) names the VM, or a live lease of another job or
+        of a draining worker holds it: stopping it would kill that work."""
+        for other in self.jobs:
+            if (
+                other.job_id != job_id
+                and other.state.live
+                and other.vm is not None
+                and other.vm.name == name
+                and other.job_id not in self.ending
+            ):
+                return True
+        record = self.records.get(name)
+        lease = record.lease if record else None
+        if lease is None or lease.job_id == job_id or lease.expires_at <= self.now:
+            return False
+        return self._lease_holds(lease.job_id, lease.expires_at)
+
+    def _lease_holds(self, lease_job_id: str, expires_at: datetime) -> bool:
+        """A live lease that keeps its VM: a drain, an in-flight submit, a live job's."""
+        if is_drain_lease(lease_job_id) or self._being_submitted(lease_job_id, expires_at):
+            return True
+        leased = self.by_id.get(lease_job_id)
+        return leased is not None and not leased.state.terminal and lease_job_id not in self.ending
 
     def _live_job(self, job: Job) -> None:
         vm_status = self._status(job.vm.name) if job.vm else None
@@ -282,9 +276,14 @@ class _Planner:
             self._stale_lease(self.records[name], in_use)
         for name in sorted(self.fleet):
             status = self.fleet[name]
-            if status.status != "RUNNING" or name in self.stopping or name in in_use:
+            if name in self.stopping or name in in_use:
                 continue
-            reason = self._idle_reason(name)
+            if status.status in BOOTING_STATUSES:
+                reason = self._stuck_reason(status)
+            elif status.status == "RUNNING":
+                reason = self._idle_reason(name)
+            else:
+                continue
             if reason is not None:
                 self.vm_actions.append(StopVm(name, status.zone, reason))
                 self.stopping.add(name)
@@ -313,6 +312,25 @@ class _Planner:
                 ReleaseLease(record.name, lease.job_id, f"leased job is {state}")
             )
             self.releasing.add(record.name)
+
+    def _stuck_reason(self, status: VmStatus) -> str | None:
+        """Why a VM no live job names, still PROVISIONING/STAGING, should stop, or None.
+
+        Its boot counts from its latest known start: Compute's `lastStartTimestamp` or when
+        its lease was taken, whichever is later. Past `boot_timeout_s` it is hung (a job on it
+        would have been retried by now). A VM with no known start and no lease is nobody's.
+        """
+        record = self.records.get(status.name)
+        lease = record.lease if record else None
+        if lease is not None and lease.expires_at > self.now and is_drain_lease(lease.job_id):
+            return None
+        starts = [t for t in (status.last_start_at, _leased_at(lease, self.policy)) if t]
+        if not starts:
+            return None if lease is not None else f"{status.status} with no lease and no start"
+        age = _age_s(max(starts), self.now) or 0.0
+        if age < self.policy.boot_timeout_s:
+            return None
+        return f"{status.status} for {age:.0f} s (boot timeout {self.policy.boot_timeout_s:g} s)"
 
     def _idle_reason(self, name: str) -> str | None:
         """Why a RUNNING VM that no live job names should stop, or None to leave it."""
@@ -367,6 +385,10 @@ class _Planner:
         return record
 
 
+def _leased_at(lease: Lease | None, policy: ReaperPolicy) -> datetime | None:
+    return None if lease is None else lease.expires_at - timedelta(seconds=policy.lease_ttl_s)
+
+
 def _why(action: JobAction | CompleteFromDoneFlag) -> str:
     if isinstance(action, FailJob | TimeOutJob):
         return action.message
@@ -391,6 +413,7 @@ def plan(
     """
     planner = _Planner(jobs, vms, fleet, now, policy, start_errors or {}, done_flags or {})
     planner.job_policies()
+    planner.stop_vms_of_ended_jobs()
     planner.vm_policies()
     dispatches = planner.dispatches()
     return [*planner.job_actions, *planner.vm_actions, *dispatches]

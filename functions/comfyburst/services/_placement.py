@@ -42,9 +42,20 @@ ERROR = "error"  # anything unexpected; placement stops and the job stays queued
 IO_POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="comfyburst-io")
 
 
-def request_id(job_id: str, attempt: int, vm_name: str, action: str) -> str:
-    """A stable Compute request id, so a retried call is not applied twice."""
-    return str(uuid.uuid5(_REQUEST_ID_NAMESPACE, f"{job_id}/{attempt}/{vm_name}/{action}"))
+def request_id(
+    job_id: str, attempt: int, vm_name: str, action: str, lease: Lease | None = None
+) -> str:
+    """A stable Compute request id, so a retried call is not applied twice.
+
+    With `lease` the id is also tied to that lease (each lease write sets a new `expires_at`):
+    a new lease of the same VM for the same job and attempt (a retried submit after a failed
+    create, whose start was undone) wants a new start, which Compute must not drop as a
+    duplicate of the first one.
+    """
+    key = f"{job_id}/{attempt}/{vm_name}/{action}"
+    if lease is not None:
+        key += f"/{lease.job_id}@{lease.expires_at.isoformat()}"
+    return str(uuid.uuid5(_REQUEST_ID_NAMESPACE, key))
 
 
 @dataclass
@@ -135,8 +146,9 @@ class Placer:
         record, version = placement.lease
         self._release(record, version, None)
         vm = placement.vm
+        stop_id = request_id(job.job_id, job.attempt, vm.name, "stop", record.lease)
         try:
-            self._fleet.stop(vm.zone, vm.name, request_id(job.job_id, job.attempt, vm.name, "stop"))
+            self._fleet.stop(vm.zone, vm.name, stop_id)
         except Exception:  # the reaper stops a RUNNING VM without a live lease
             logger.warning("stopping an unneeded VM failed", exc_info=True)
 
@@ -202,7 +214,7 @@ class Placer:
             return leased
         (record, version), status = leased
         try:
-            self._write_metadata(job, status)
+            self._write_metadata(job, status, record.lease)
         except PreconditionFailed:
             self._release(record, version, None)
             return LOST
@@ -221,7 +233,7 @@ class Placer:
             operation = self._fleet.start(
                 candidate.zone,
                 candidate.name,
-                request_id(job.job_id, job.attempt, candidate.name, "start"),
+                request_id(job.job_id, job.attempt, candidate.name, "start", record.lease),
             )
         except CapacityError as exc:
             cooldown = scheduling.cooldown_until(
@@ -287,7 +299,7 @@ class Placer:
             return LOST
         return (leased, new_version), status
 
-    def _write_metadata(self, job: Job, status: VmStatus) -> None:
+    def _write_metadata(self, job: Job, status: VmStatus, lease: Lease | None) -> None:
         items = {METADATA_JOB_KEY: job.job_id, METADATA_CONFIG_KEY: self._deployment_config()}
         try:
             self._fleet.set_metadata(
@@ -295,7 +307,7 @@ class Placer:
                 status.name,
                 items,
                 status.fingerprint,
-                request_id(job.job_id, job.attempt, status.name, "metadata"),
+                request_id(job.job_id, job.attempt, status.name, "metadata", lease),
             )
         except PreconditionFailed:
             # Something else changed the metadata since we read it: read once more, retry once.
@@ -307,7 +319,7 @@ class Placer:
                 fresh.name,
                 items,
                 fresh.fingerprint,
-                request_id(job.job_id, job.attempt, status.name, "metadata-retry"),
+                request_id(job.job_id, job.attempt, status.name, "metadata-retry", lease),
             )
 
     def _release(self, record: VmRecord, version: object, cooldown: datetime | None) -> VmRecord:

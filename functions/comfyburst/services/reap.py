@@ -96,7 +96,9 @@ class _Skipped(Exception):
 def take_snapshot(deps: ReaperDeps) -> Snapshot:
     """Jobs first, then leases, then the fleet: a job claimed after the job listing cannot be
     mistaken for one whose VM died (its VM is RUNNING by the time the fleet is read)."""
-    jobs = deps.store.list_jobs(_LIVE_OR_QUEUED)
+    # Every live job, however many (the store pages through them): a cap would leave the
+    # newest jobs of a long backlog never timed out or dispatched.
+    jobs = deps.store.list_jobs(_LIVE_OR_QUEUED, limit=None)
     vms = deps.store.list_vms()
     known = {j.job_id for j in jobs}
     for record in vms:
