@@ -26,7 +26,8 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.test_api_emulator import Cloud, settings, standin  # noqa: F401  (module fixtures)
 
-pytestmark = pytest.mark.emulator
+# Seven operations plus the local cloud's start outlast the default 120 s on a loaded machine.
+pytestmark = [pytest.mark.emulator, pytest.mark.timeout(300)]
 
 API_KEY = "schemathesis-key"
 CHECKS = [
