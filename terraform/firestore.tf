@@ -66,3 +66,40 @@ resource "google_firestore_index" "jobs_state_result_published_at" {
 
   depends_on = [google_firestore_database.default]
 }
+
+# GET /jobs (adapters/firestore_views.py): a caller's jobs newest first, optionally of some
+# states and in a created_at range; admins list without the caller filter. Each index ends in
+# the document id in the same direction, which the query orders by as its tie-breaker.
+locals {
+  job_list_indexes = {
+    caller_created_at       = ["caller"]
+    caller_state_created_at = ["caller", "state"]
+    state_created_at_desc   = ["state"]
+  }
+}
+
+resource "google_firestore_index" "jobs_list" {
+  for_each = local.job_list_indexes
+
+  project    = var.project_id
+  database   = "(default)"
+  collection = "jobs"
+
+  dynamic "fields" {
+    for_each = each.value
+    content {
+      field_path = fields.value
+      order      = "ASCENDING"
+    }
+  }
+  fields {
+    field_path = "created_at"
+    order      = "DESCENDING"
+  }
+  fields {
+    field_path = "__name__"
+    order      = "DESCENDING"
+  }
+
+  depends_on = [google_firestore_database.default]
+}

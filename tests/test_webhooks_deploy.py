@@ -81,3 +81,14 @@ def test_the_api_can_hold_its_waiters() -> None:
     assert hcl.variables()["api_timeout_s"]["default"] > 60
     functions_tf = (hcl.TERRAFORM / "functions.tf").read_text(encoding="utf-8")
     assert "THREADS = tostring(var.api_concurrency)" in functions_tf  # a thread per request
+
+
+def test_job_list_queries_have_their_composite_indexes() -> None:
+    # FirestoreJobViews.list_page: [caller ==] [state in] created_at range, ordered by
+    # created_at then document id, both descending.
+    indexes = hcl.locals_()["job_list_indexes"]
+    assert sorted(map(tuple, indexes.values())) == [("caller",), ("caller", "state"), ("state",)]
+    index = _one("google_firestore_index", "jobs_list")
+    orders = [(f["field_path"], f["order"]) for f in index["fields"]]
+    assert orders == [("created_at", "DESCENDING"), ("__name__", "DESCENDING")]
+    assert index["collection"] == "jobs"
