@@ -382,3 +382,28 @@ def test_metadata_gives_up_after_six_503s_and_404_is_absent(no_backoff):
     assert len(session.calls) == 6
     absent = MetadataClient(host="m.invalid", session=_Flaky([404]))  # type: ignore[arg-type]
     assert absent.job_id() is None
+
+
+# --- the worker's store wiring -----------------------------------------------------------------
+
+
+def test_the_worker_hands_the_store_the_deployments_collection_names(monkeypatch):
+    from google.cloud import firestore, storage  # type: ignore[attr-defined]
+
+    from comfyburst.adapters.firestore_store import FirestoreJobStore
+    from comfyburst_worker.__main__ import _cloud_adapters
+
+    class _Client:
+        def __init__(self, project: str) -> None:
+            self.names: list[str] = []
+
+        def collection(self, name: str) -> str:
+            self.names.append(name)
+            return name
+
+    monkeypatch.setattr(firestore, "Client", _Client)
+    monkeypatch.setattr(storage, "Client", lambda project: object())
+    config = local_config(jobs_collection="team-jobs", vms_collection="team-vms")
+    store, _blobs, _clock = _cloud_adapters(config)
+    assert isinstance(store, FirestoreJobStore)
+    assert store._client.names == ["team-jobs", "team-vms", "idempotency"]  # type: ignore[attr-defined]
