@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
 import requests
 
 from comfyburst.errors import CapacityError, PreconditionFailed
+from tests._poll import poll_until
 
 pytestmark = pytest.mark.emulator
 
@@ -19,10 +19,7 @@ def arm(localcloud_env, **fault) -> None:
 
 
 def wait_status(fleet, zone: str, name: str, status: str) -> None:
-    deadline = time.monotonic() + 20
-    while fleet.get(zone, name).status != status:
-        assert time.monotonic() < deadline, f"{name} never reached {status}"
-        time.sleep(0.05)
+    poll_until(lambda: fleet.get(zone, name).status == status, f"{name} to be {status}")
 
 
 def test_list_finds_the_pool_in_both_zones(fleet, function_settings) -> None:
@@ -71,10 +68,7 @@ def test_stockout_in_the_operation_is_reported_by_operation_error(fleet, localcl
     vm = fleet.list()[0]
     arm(localcloud_env, kind="stockout", zone=vm.zone, mode="operation")
     op = fleet.start(vm.zone, vm.name, str(uuid.uuid4()))
-    deadline = time.monotonic() + 20
-    while (code := fleet.operation_error(vm.zone, op)) is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    code = poll_until(lambda: fleet.operation_error(vm.zone, op), "the operation's error")
     assert code == "ZONE_RESOURCE_POOL_EXHAUSTED"
     assert fleet.get(vm.zone, vm.name).status == "TERMINATED"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,18 +12,9 @@ from typing import Any
 import pytest
 
 from localcloud.eventarc import EventarcBridge
+from tests._poll import poll_until
 
 pytestmark = pytest.mark.emulator
-
-
-def poll(check: Callable[[], Any], what: str, timeout_s: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -57,7 +47,7 @@ def pull_until(subscriber, path: str, match: Callable[[Any], bool]) -> Any:
             subscriber.acknowledge(request={"subscription": path, "ack_ids": ack_ids})
         return found
 
-    return poll(check, "a matching message")
+    return poll_until(check, "a matching message")
 
 
 def test_publish_with_attributes_reaches_a_subscription(
@@ -129,7 +119,7 @@ def test_eventarc_standin_delivers_the_cloud_shaped_event(
         bridge.pump_once(timeout_s=2)
         return len(receiver.received) >= 2
 
-    poll(delivered, "a redelivered event", timeout_s=30)
+    poll_until(delivered, "a redelivered event", timeout_s=30)
     (first_headers, _), (headers, body) = receiver.received[:2]
     assert first_headers["ce-id"] == headers["ce-id"]
     assert headers["ce-type"] == "google.cloud.storage.object.v1.finalized"

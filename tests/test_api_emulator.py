@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +17,7 @@ from comfyburst.api import build_api_deps
 from comfyburst.services.dispatch import METADATA_CONFIG_KEY, METADATA_JOB_KEY
 from comfyburst.states import JobState
 from tests._api_support import MAIN_SOURCE, PNG_1X1, body, ckpt_body
+from tests._poll import poll_until
 
 pytestmark = pytest.mark.emulator
 
@@ -102,12 +102,11 @@ class Cloud:
         return self.standin.instance(name)
 
     def wait_running(self, name: str, timeout_s: float = 10.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        while True:
+        def running() -> dict[str, Any] | None:
             state = self.vm(name)
-            if state["status"] == "RUNNING" or time.monotonic() > deadline:
-                return state
-            time.sleep(0.02)
+            return state if state["status"] == "RUNNING" else None
+
+        return poll_until(running, f"{name} to run", timeout_s=timeout_s, interval_s=0.02)
 
 
 @pytest.fixture

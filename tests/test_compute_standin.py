@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -23,6 +22,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1
 
 from localcloud.compute import ComputeStandin, ComputeStandinConfig, GuestSpec, InstanceSpec
+from tests._poll import poll_until
 
 pytestmark = pytest.mark.emulator
 
@@ -129,17 +129,6 @@ class Cloud:
             return json.loads(resp.read())
 
 
-def wait_for(check: Callable[[], Any], what: str) -> Any:
-    """Poll `check` until truthy, failing after DEADLINE_S."""
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -225,7 +214,9 @@ def test_start_runs_the_guest_with_its_metadata_server(
     assert instance.scheduling.on_host_maintenance == "TERMINATE"
     assert instance.last_start_timestamp
     assert pid_alive(state["pid"])
-    report = json.loads(wait_for(lambda: _read(cloud.out_dir / "vm-a.json"), "guest report"))
+    report = json.loads(
+        poll_until(lambda: _read(cloud.out_dir / "vm-a.json"), "guest report", timeout_s=DEADLINE_S)
+    )
     assert report["name"] == "vm-a"
     assert report["job"] == "job-1"
     assert report["missing"] == 404
@@ -252,7 +243,7 @@ def test_start_runs_the_guest_with_its_metadata_server(
 def test_stop_ends_the_guest(make_cloud: Callable[..., Cloud]) -> None:
     cloud = make_cloud()
     pid = boot(cloud, "vm-a", {"job": "job-1"})["pid"]
-    wait_for(lambda: _read(cloud.out_dir / "vm-a.json"), "guest report")
+    poll_until(lambda: _read(cloud.out_dir / "vm-a.json"), "guest report", timeout_s=DEADLINE_S)
 
     op = cloud.wait_op(cloud.stop("vm-a"))
 
@@ -270,7 +261,11 @@ def test_guest_exiting_on_its_own_terminates_the_vm(make_cloud: Callable[..., Cl
     cloud = make_cloud()
     boot(cloud, "vm-a", {"job": "job-1", "exit_code": "3"})
 
-    wait_for(lambda: cloud.get("vm-a").status == "TERMINATED", "TERMINATED after guest exit")
+    poll_until(
+        lambda: cloud.get("vm-a").status == "TERMINATED",
+        "TERMINATED after guest exit",
+        timeout_s=DEADLINE_S,
+    )
 
     assert cloud.standin.instance("vm-a")["guest_exit_code"] == 3
 
@@ -407,7 +402,7 @@ def test_request_id_makes_retries_idempotent(make_cloud: Callable[..., Cloud]) -
     op = cloud.start("vm-a", request_id=start_rid)
     assert cloud.start("vm-a", request_id=start_rid).name == op.name
     cloud.wait_op(op)
-    wait_for(lambda: _read(cloud.out_dir / "vm-a.json"), "guest report")
+    poll_until(lambda: _read(cloud.out_dir / "vm-a.json"), "guest report", timeout_s=DEADLINE_S)
     boots = (Path(cloud.standin.instance("vm-a")["log_path"]).read_text()).count("boot ")
     assert boots == 1
     with pytest.raises(exceptions.BadRequest):

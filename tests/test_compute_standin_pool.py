@@ -17,7 +17,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1
 
 from localcloud.compute import ComputeStandin, ComputeStandinConfig, Fault, GuestSpec
-from tests.test_compute_standin import wait_for
+from tests._poll import poll_until
 
 pytestmark = pytest.mark.emulator
 
@@ -161,7 +161,7 @@ def test_insert_from_a_template_boots_a_vm_with_its_properties(
     assert dict(vm.labels) == {"comfyburst-pool": "default", "vm": "gpu-1"}
     assert {i.key: i.value for i in vm.metadata.items} == {"comfyburst-config": "{}"}
     assert vm.guest_accelerators[0].accelerator_type.endswith("/nvidia-l4")
-    wait_for(lambda: "up" in pool.guest_log("gpu-1"), "the guest to boot")
+    poll_until(lambda: "up" in pool.guest_log("gpu-1"), "the guest to boot", timeout_s=10)
     # A retried insert with the same request id is the same operation; a new one conflicts.
     again = pool.insert("gpu-1", request_id="5f0c2a7e-1d7b-4d8e-9a51-0b7e6f3c2d11")
     assert again.name == op.name
@@ -173,7 +173,7 @@ def test_insert_from_a_template_boots_a_vm_with_its_properties(
 def test_delete_powers_off_and_removes_the_vm(make_pool: Callable[..., Pool]) -> None:
     pool = make_pool()
     pool.wait_op(pool.insert("gpu-1"))
-    wait_for(lambda: "up" in pool.guest_log("gpu-1"), "the guest to boot")
+    poll_until(lambda: "up" in pool.guest_log("gpu-1"), "the guest to boot", timeout_s=10)
     op = pool.instances.delete_unary(project=PROJECT, zone=ZONE_A, instance="gpu-1")
     assert pool.wait_op(op).status == compute_v1.Operation.Status.DONE
     assert pool.status("gpu-1") is None
@@ -240,7 +240,7 @@ def test_hung_staging_and_failed_creates(make_pool: Callable[..., Pool]) -> None
     pool.standin.add_fault(Fault(kind="staging_hang", instance="gpu-1"))
     pool.standin.add_fault(Fault(kind="create_failure", instance="gpu-2"))
     pool.insert("gpu-1")
-    wait_for(lambda: pool.status("gpu-1") == "STAGING", "STAGING")
+    poll_until(lambda: pool.status("gpu-1") == "STAGING", "STAGING", timeout_s=10)
     time.sleep(0.3)  # many boot delays later, still hung
     assert pool.status("gpu-1") == "STAGING"
     pool.wait_op(pool.instances.delete_unary(project=PROJECT, zone=ZONE_A, instance="gpu-1"))
@@ -256,14 +256,14 @@ def test_spot_preemption_as_compute_engine_does_it(make_pool: Callable[..., Pool
     vm = pool.instances.get(project=PROJECT, zone=ZONE_A, instance="spot-1")
     assert vm.scheduling.provisioning_model == "SPOT"
     assert vm.scheduling.instance_termination_action == "STOP"
-    wait_for(lambda: "up" in pool.guest_log("spot-1"), "the guest to boot")
+    poll_until(lambda: "up" in pool.guest_log("spot-1"), "the guest to boot", timeout_s=10)
     time.sleep(0.2)  # the guest's long poll is waiting
     pool.wait_op(
         pool.instances.simulate_maintenance_event_unary(
             project=PROJECT, zone=ZONE_A, instance="spot-1"
         )
     )
-    wait_for(lambda: pool.status("spot-1") == "TERMINATED", "TERMINATED")
+    poll_until(lambda: pool.status("spot-1") == "TERMINATED", "TERMINATED", timeout_s=10)
     # The long poll saw TRUE before the shutdown signal; the VM stopped (its disk stays).
     assert pool.guest_log("spot-1") == ["up", "preempted=TRUE", "SIGTERM"]
     assert pool.standin.stats()["preempted"] == 1
@@ -276,11 +276,11 @@ def test_a_guest_that_ignores_the_signal_is_powered_off_after_the_grace(
 ) -> None:
     pool = make_pool(guest_env={"IGNORE_TERM": "1"}, spot_shutdown_grace_s=0.5)
     pool.wait_op(pool.insert("spot-1", template="gpu-l4-spot"))
-    wait_for(lambda: "up" in pool.guest_log("spot-1"), "the guest to boot")
+    poll_until(lambda: "up" in pool.guest_log("spot-1"), "the guest to boot", timeout_s=10)
     began = time.monotonic()
     assert pool.standin.preempt(ZONE_A, "spot-1")
     assert pool.status("spot-1") == "STOPPING"
-    wait_for(lambda: pool.status("spot-1") == "TERMINATED", "TERMINATED")
+    poll_until(lambda: pool.status("spot-1") == "TERMINATED", "TERMINATED", timeout_s=10)
     assert time.monotonic() - began >= 0.5
     assert pool.guest_log("spot-1")[-1] == "SIGTERM"
 
@@ -293,7 +293,9 @@ def test_delete_termination_action_and_random_preemption(make_pool: Callable[...
     pool.wait_op(pool.insert("spot-1", template="gpu-l4-spot-delete"))
     pool.wait_op(pool.insert("std-1"))
     pool.standin.fleet.set_preemption_rate(100.0)
-    wait_for(lambda: pool.status("spot-1") is None, "the preempted VM to be deleted")
+    poll_until(
+        lambda: pool.status("spot-1") is None, "the preempted VM to be deleted", timeout_s=10
+    )
     assert pool.status("std-1") == "RUNNING"  # standard VMs are never preempted
     stats = pool.standin.stats()
     assert (stats["preempted"], stats["deleted"]) == (1, 1)

@@ -17,6 +17,7 @@ from comfyburst.services.dispatch import METADATA_JOB_KEY, Dispatcher
 from comfyburst.states import JobState
 from localcloud.compute import ComputeStandin, ComputeStandinConfig
 from tests._api_support import WORKFLOW
+from tests._poll import poll_until
 
 pytestmark = pytest.mark.emulator
 
@@ -153,7 +154,7 @@ def test_a_stopped_vm_is_reused_before_creating(make_pool: Callable[..., Pool]) 
     pool.fleet.stop(US_A, name, str(uuid.uuid4()))
     record, version = pool.store.get_vm(name)
     pool.store.put_vm(record.model_copy(update={"lease": None}), version)
-    _wait(lambda: pool.vm(name)["status"] == "TERMINATED")
+    poll_until(lambda: pool.vm(name)["status"] == "TERMINATED", f"{name} to stop", timeout_s=10)
     second = pool.dispatcher.dispatch(pool.job(1))
     assert second.started and second.vm.name == name
     assert second.tried == [(name, "started")]
@@ -204,16 +205,6 @@ def test_a_lease_held_by_another_job_is_not_taken(make_pool: Callable[..., Pool]
     assert (taken, "lost") in outcome.tried
 
 
-def _wait(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.02)
-
-
 def test_the_reaper_deletes_idle_and_unknown_created_vms_only(
     make_pool: Callable[..., Pool],
 ) -> None:
@@ -235,15 +226,27 @@ def test_the_reaper_deletes_idle_and_unknown_created_vms_only(
     pool.standin.fleet.insert(pool.settings.project_id, US_A, body, template)
     pool.standin.fleet.insert(pool.settings.project_id, US_A, {"name": "someone-elses"}, template)
     for name in (idle, recent, "cb-gpu-orphan", "someone-elses"):
-        _wait(lambda name=name: pool.vm(name)["status"] in ("RUNNING", "TERMINATED"))
+        poll_until(
+            lambda name=name: pool.vm(name)["status"] in ("RUNNING", "TERMINATED"),
+            f"{name} to settle",
+            timeout_s=10,
+        )
     for name in ("cb-gpu-orphan", "someone-elses"):
         pool.fleet.stop(US_A, name, str(uuid.uuid4()))
-    _wait(lambda: all(v["status"] == "TERMINATED" for v in pool.standin.instances()))
+    poll_until(
+        lambda: all(v["status"] == "TERMINATED" for v in pool.standin.instances()),
+        "every VM to stop",
+        timeout_s=10,
+    )
     deleted = prune_pool(pool.store, pool.fleet, now, idle_delete_days=14)
     assert sorted((d["vm"], d["why"]) for d in deleted) == sorted(
         [(idle, "unused for 14 days"), ("cb-gpu-orphan", "no vms/ document knows it")]
     )
-    _wait(lambda: {v["name"] for v in pool.standin.instances()} == {recent, "someone-elses"})
+    poll_until(
+        lambda: {v["name"] for v in pool.standin.instances()} == {recent, "someone-elses"},
+        "the idle and unknown VMs to be deleted",
+        timeout_s=10,
+    )
     # A deleted VM's document holds the delete lease: no dispatcher starts it meanwhile.
     assert pool.store.get_vm(idle)[0].lease.job_id == f"delete:{idle}"
     assert prune_pool(pool.store, pool.fleet, now, idle_delete_days=14) == []

@@ -25,6 +25,7 @@ from comfyburst.states import JobState
 from localcloud._procs import free_port
 from localcloud.config import WEBHOOKS_DEAD_LETTER_SUBSCRIPTION
 from tests._e2e_support import e2e_env, invert_workflow
+from tests._poll import poll_until
 from tests.test_webhooks import make_job, verify
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -119,15 +120,6 @@ def h_job(headers: dict[str, str]) -> str:
     return headers.get("x-job", "")
 
 
-def _wait_until(check: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.2)
-    return check()
-
-
 @pytest.fixture
 def wiring_parts(cloud_env: dict[str, str]) -> Iterator[tuple[Any, Any]]:
     from comfyburst import wiring
@@ -172,8 +164,18 @@ def test_faulty_receivers_get_every_result_once_after_dedupe(
         assert late.attempts("wh-down") == 0
         late.start()
         expected_up = {f"msg_{j}_{s.value}" for j, (r, s) in jobs.items() if r is up}
-        assert _wait_until(lambda: set(up.unique()) == expected_up, 90), up.unique().keys()
-        assert _wait_until(lambda: set(late.unique()) == {"msg_wh-down_timed_out"}, 90)
+        poll_until(
+            lambda: set(up.unique()) == expected_up,
+            "every up delivery",
+            timeout_s=90,
+            interval_s=0.2,
+        )
+        poll_until(
+            lambda: set(late.unique()) == {"msg_wh-down_timed_out"},
+            "the late receiver's delivery",
+            timeout_s=90,
+            interval_s=0.2,
+        )
     finally:
         up.stop()
         late.stop()
@@ -221,7 +223,7 @@ def test_a_receiver_that_never_recovers_ends_on_the_dead_letter_topic(
 
     try:
         _publish(store, publisher, make_job("wh-dead", receiver.url, JobState.FAILED))
-        assert _wait_until(dead_lettered, 120), "no dead-lettered message"
+        poll_until(dead_lettered, "a dead-lettered message", timeout_s=120, interval_s=0.2)
     finally:
         receiver.stop()
         subscriber.close()
@@ -249,7 +251,7 @@ def test_a_real_job_notifies_its_webhook(cloud_env: dict[str, str]) -> None:
         done = client.wait(job["job_id"], timeout_s=200)
         assert done["state"] == "succeeded", done.get("error")
         expected = f"msg_{job['job_id']}_succeeded"
-        assert _wait_until(lambda: expected in receiver.unique(), 60), receiver.unique().keys()
+        poll_until(lambda: expected in receiver.unique(), expected, timeout_s=60, interval_s=0.2)
     finally:
         receiver.stop()
     result = json.loads(receiver.unique()[expected])

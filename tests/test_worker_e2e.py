@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,6 +23,7 @@ from comfyburst.adapters.gcs import GcsBlobStore
 from comfyburst.schema import DoneManifest, Job, ModelKind, ModelSpec
 from comfyburst.states import JobState
 from tests._model_server import ModelServer
+from tests._poll import poll_until
 from tests._worker_support import invert_workflow, make_request
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -124,16 +125,6 @@ def _submit(cloud: SimpleNamespace, workflow: dict[str, Any], with_model: bool =
     return str(resp.json()["job_id"])
 
 
-def _wait(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def _job(cloud: SimpleNamespace, job_id: str) -> Job:
     job = cloud.store.get_job(job_id)
     assert job is not None
@@ -146,7 +137,12 @@ def _manifest(cloud: SimpleNamespace, job_id: str) -> DoneManifest | None:
 
 
 def _done(cloud: SimpleNamespace, job_id: str, timeout_s: float = 60) -> DoneManifest:
-    return _wait(lambda: _manifest(cloud, job_id), timeout_s, f"done.json of {job_id}")
+    return poll_until(
+        lambda: _manifest(cloud, job_id),
+        f"done.json of {job_id}",
+        timeout_s=timeout_s,
+        interval_s=0.1,
+    )
 
 
 def _boots(cloud: SimpleNamespace) -> int:
@@ -177,7 +173,12 @@ def test_two_jobs_one_boot_outputs_in_gcs(fresh: SimpleNamespace) -> None:
 def test_cancel_mid_run_interrupts(fresh: SimpleNamespace) -> None:
     _faults(fresh, {"slow_node_class": "ImageInvert", "slow_node_s": 60, "sampler_steps": 600})
     job_id = _submit(fresh, invert_workflow(), with_model=False)
-    _wait(lambda: _job(fresh, job_id).progress.node == "2", 60, "the slow node to run")
+    poll_until(
+        lambda: _job(fresh, job_id).progress.node == "2",
+        "the slow node to run",
+        timeout_s=60,
+        interval_s=0.1,
+    )
     began = time.monotonic()
     resp = requests.post(f"{fresh.env['COMFYBURST_API_URL']}/jobs/{job_id}:cancel", timeout=30)
     assert resp.status_code < 300, resp.text
@@ -201,9 +202,19 @@ def test_execution_error_fails_with_node_id(fresh: SimpleNamespace) -> None:
 def test_agent_killed_mid_job_leaves_lease_and_no_done_flag(fresh: SimpleNamespace) -> None:
     _faults(fresh, {"slow_node_class": "ImageInvert", "slow_node_s": 60, "sampler_steps": 600})
     job_id = _submit(fresh, invert_workflow(), with_model=False)
-    _wait(lambda: _job(fresh, job_id).progress.node == "2", 60, "the slow node to run")
+    poll_until(
+        lambda: _job(fresh, job_id).progress.node == "2",
+        "the slow node to run",
+        timeout_s=60,
+        interval_s=0.1,
+    )
     os.kill(int((fresh.disk / "agent.pid").read_text()), signal.SIGKILL)
-    _wait(lambda: "agent exited with -9" in fresh.log.read_text(), 20, "the guest to end")
+    poll_until(
+        lambda: "agent exited with -9" in fresh.log.read_text(),
+        "the guest to end",
+        timeout_s=20,
+        interval_s=0.1,
+    )
     assert _manifest(fresh, job_id) is None
     assert _job(fresh, job_id).state is JobState.RUNNING
     record, _ = fresh.store.get_vm(VM_NAME)

@@ -20,6 +20,7 @@ from comfyburst.states import JobState
 from comfyburst_worker.preemption import PreemptionWatch
 from localcloud.comfyui_standin import StandinServer
 from localcloud.compute import ComputeStandin, ComputeStandinConfig
+from tests._poll import poll_until
 from tests._worker_support import (
     invert_workflow,
     local_config,
@@ -66,10 +67,12 @@ def spot_vm(tmp_path: Path):
         standin.fleet.insert(
             config.project, ZONE, {"name": VM.name}, "global/instanceTemplates/spot"
         )
-        deadline = time.monotonic() + 10
-        while standin.instance(VM.name)["status"] != "RUNNING":
-            assert time.monotonic() < deadline, "the Spot VM never ran"
-            time.sleep(0.02)
+        poll_until(
+            lambda: standin.instance(VM.name)["status"] == "RUNNING",
+            "the Spot VM to run",
+            timeout_s=10,
+            interval_s=0.02,
+        )
         yield standin
 
 
