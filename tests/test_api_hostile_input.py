@@ -179,3 +179,49 @@ def test_a_contended_cancel_answers_503_with_retry_after(cloud: Cloud) -> None: 
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "2"
     assert response.get_json()["error"]["code"] == "contended"
+
+
+def test_cancels_racing_other_writers_never_answer_a_bare_5xx(cloud: Cloud) -> None:  # noqa: F811
+    """Real contention on the emulator, with a store that barely retries: a cancel racing
+    progress writers answers 202, or 503 with Retry-After; never a 500."""
+    import contextlib
+    import threading
+    from collections import Counter
+
+    from comfyburst import wiring
+    from comfyburst.adapters.firestore_store import FirestoreJobStore
+    from comfyburst.schema import Progress
+
+    job_id = cloud.submit(body()).get_json()["job_id"]
+    impatient = FirestoreJobStore(
+        wiring.firestore_client(cloud.settings),
+        cloud.settings,
+        transaction_attempts=1,
+        contended_runs=1,
+    )
+    cloud.deps.store = impatient
+    stop = threading.Event()
+
+    def write_progress(worker: int) -> None:
+        value = 0
+        while not stop.is_set():
+            value += 1
+            update = {"progress": Progress(node=str(worker), value=value, max=10**6)}
+            with contextlib.suppress(Contended):
+                impatient.update_job(job_id, lambda j, u=update: j.model_copy(update=u))
+
+    writers = [threading.Thread(target=write_progress, args=(i,)) for i in range(4)]
+    for thread in writers:
+        thread.start()
+    answers = []
+    try:
+        for _ in range(8):
+            response = cloud.client.post(f"/jobs/{job_id}:cancel")
+            answers.append((response.status_code, response.headers.get("Retry-After")))
+    finally:
+        stop.set()
+        for thread in writers:
+            thread.join(timeout=30)
+    print("cancel answers under contention:", Counter(status for status, _ in answers))
+    assert all(status in (202, 503) for status, _ in answers), answers
+    assert all(retry == "2" for status, retry in answers if status == 503), answers
