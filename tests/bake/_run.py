@@ -176,6 +176,14 @@ def _run_job(root: Path, cloud_env: dict[str, str]) -> None:
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         users.update(_unit_users(root))
+        serial = "\n".join(
+            p.read_text(errors="replace")
+            for p in (_work() / "cloud" / "compute" / "logs").glob("*.log")
+        )
+        if "boot: halted" in serial:  # the boot ended without a power-off
+            raise RehearsalFailed(
+                f"a unit of the booted root failed; the VM's console:\n{serial[-1500:]}"
+            )
         status = client.get(job["job_id"])
         if status["state"] in ("succeeded", "failed", "cancelled", "timed_out"):
             break

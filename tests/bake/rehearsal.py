@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -117,8 +118,15 @@ def provision(root: Path, log: Path) -> dict[str, str]:
             capture_output=True,
             text=True,
         ).stdout
-        # Only the Python source differs: the version this machine has instead of 3.12.
+        # Only the Python source differs (this machine's version instead of 3.12), and the
+        # package list is today's (functions/core came later): the env handling is the old one.
         old = old.replace("PYTHON_VERSION=3.12", f"PYTHON_VERSION={python_version}")
+        today = (REPO / "gpu_image" / "scripts" / "04-worker.sh").read_text()
+        packages = re.search(r"uv pip install (.+)$", today, re.M)
+        assert packages is not None
+        old = re.sub(
+            r"uv pip install .+$", "uv pip install " + packages.group(1), old, count=1, flags=re.M
+        )
         (root / SRC_IN_ROOT.lstrip("/") / "scripts" / "04-worker.sh").write_text(old)
         print("BAKE_OLD_WORKER=1: 04-worker.sh as of", OLD_WORKER_COMMIT, flush=True)
     env = script_env(root, "file:///mnt/comfyui-src", commit, python_version)
