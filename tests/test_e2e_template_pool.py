@@ -68,3 +68,58 @@ def test_the_first_job_creates_the_first_vm_and_the_next_reuses_it(
     done = client.wait(second["job_id"], poll_s=0.3, timeout_s=240)
     assert done["state"] == "succeeded", done.get("error")
     assert [v["name"] for v in _instances(env)] == [vm["name"]]  # reused, not created
+
+
+@pytest.fixture(scope="module")
+def spot_cloud(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from localcloud.harness import cloud_config, warm_up
+
+    config = replace(
+        cloud_config(tmp_path_factory.mktemp("spot-pool"), pool_size=2),
+        pool_template=True,
+        spot=True,
+    )
+    running = LocalCloud(config)
+    running.start()
+    try:
+        warm_up(running.env)
+        yield running
+    finally:
+        running.stop()
+
+
+def test_a_preempted_spot_vm_requeues_its_job_which_then_succeeds(
+    spot_cloud: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from comfyburst import wiring
+    from comfyburst.domain.scheduling import vm_name
+    from comfyburst.settings import FunctionSettings
+    from localcloud.harness import arm_standin_faults
+    from tests._e2e_support import STANDIN_FAULTS, with_node
+
+    env = dict(spot_cloud.env)
+    client = ApiClient(ClientSettings(api_url=env["COMFYBURST_API_URL"], auth="none"))
+    slow = with_node(invert_workflow(), "ImageBlur", blur_radius=1, sigma=1.0)
+    job = client.submit({"workflow": slow, "options": {"timeout_s": 300}})
+    # The VM it creates is named after job, attempt and zone: arm the slow node before it boots.
+    zones = spot_cloud.config.zones
+    names = [vm_name("comfyburst-gpu", job["job_id"], a, z) for a in (1, 2) for z in zones]
+    arm_standin_faults(spot_cloud.config.state_dir, names, STANDIN_FAULTS)
+    deadline = time.monotonic() + 120
+    while client.get(job["job_id"])["state"] != "running":
+        assert time.monotonic() < deadline, "the job never ran"
+        time.sleep(0.2)
+    time.sleep(1.0)  # inside the slow node
+    (vm,) = [v for v in _instances(env) if v["status"] == "RUNNING"]
+    compute = env["COMFYBURST_COMPUTE_ENDPOINT"]
+    preempt = f"{compute}/_standin/zones/{vm['zone']}/instances/{vm['name']}/preempt"
+    requests.post(preempt, timeout=10).raise_for_status()
+    done = client.wait(job["job_id"], poll_s=0.3, timeout_s=280)
+    assert done["state"] == "succeeded", done.get("error")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    stored = wiring.job_store(FunctionSettings()).get_job(job["job_id"])
+    # Requeued by the worker as a preemption: a new attempt that does not count.
+    assert (stored.attempt, stored.preemptions) == (2, 1)
+    stats = requests.get(f"{compute}/_standin/stats", timeout=10).json()
+    assert stats["preempted"] == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import subprocess
 import sys
 import time
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         auth = load_auth_headers(config)
         services = build_services(settings, config, vm, store, blobs, clock, auth)
         preemption = PreemptionWatch(metadata.host, store, clock, vm.name).start()
+        signal.signal(signal.SIGTERM, preemption.on_shutdown_signal)
         Agent(services, vm, booted_at, preemption).run(boot_job)
         log.info("no more work; powering off (%s)", settings.poweroff_command)
     except Exception:

@@ -6,11 +6,17 @@ thread long-polls that value (`wait_for_change`, with the last ETag so no change
 between polls). On TRUE the job being run is requeued in Firestore as a preemption (attempt+1,
 `preemptions`+1, which the attempt limit does not count), its ComfyUI prompt is interrupted,
 and no done flag is written; the agent claims nothing more and powers off.
+
+The shutdown signal comes at about the same moment as the flag, so the agent's SIGTERM handler
+(`on_shutdown_signal`) reads the flag itself and finishes the requeue before the process ends;
+any other SIGTERM ends the process as before.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 from collections.abc import Callable
 from typing import Protocol
@@ -28,6 +34,8 @@ PREEMPTED_PATH = "instance/preempted"
 # Each long poll is bounded so a dead connection is noticed; the ETag carries over.
 _POLL_TIMEOUT_S = 60
 _RETRY_S = 1.0
+# Within the 30 s Compute Engine gives a preempted Spot VM before its hard power-off.
+_REQUEUE_WAIT_S = 20.0
 
 
 class _Stoppable(Protocol):
@@ -50,10 +58,13 @@ class PreemptionWatch:
         self._session = session or requests.Session()
         self._on_preempted = on_preempted
         self.preempted = threading.Event()
+        self.handled = threading.Event()  # the notice was acted on (requeued, or nothing ran)
         self._halt = threading.Event()
-        self._lock = threading.Lock()
+        # Re-entrant: the SIGTERM handler may run in the main thread while it holds it.
+        self._lock = threading.RLock()
         self._job: Job | None = None
         self._stop: _Stoppable | None = None
+        self._acting = False  # a requeue is under way (in the watch thread or the handler)
         self._thread = threading.Thread(target=self._run, name="preemption-watch", daemon=True)
 
     def start(self) -> PreemptionWatch:
@@ -106,17 +117,47 @@ class PreemptionWatch:
         resp.raise_for_status()
         return resp.text.strip(), resp.headers.get("ETag") or etag
 
+    def on_shutdown_signal(self, signum: int, _frame: object) -> None:
+        """SIGTERM: when it is a preemption, requeue the running job first; then end as the
+        default action would."""
+        try:
+            if not self.preempted.is_set() and self._read_now() == "TRUE":
+                log.warning("%s is being preempted (shutdown signal)", self.vm_name)
+                self.preempted.set()
+            if self.preempted.is_set():
+                self._act()
+                self.handled.wait(_REQUEUE_WAIT_S)
+        except Exception:
+            log.exception("preemption handling at shutdown failed")
+        finally:
+            self._halt.set()
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    def _read_now(self) -> str:
+        resp = self._session.get(
+            f"http://{self.host}/computeMetadata/v1/{PREEMPTED_PATH}",
+            headers={"Metadata-Flavor": "Google"},
+            timeout=5,
+        )
+        resp.raise_for_status()
+        return resp.text.strip()
+
     def _act(self) -> None:
         with self._lock:
             job, stop = self._job, self._stop
             self._job = self._stop = None
+            acting, self._acting = self._acting, self._acting or job is not None
         if job is None or stop is None:
+            if not acting:
+                self.handled.set()
             return
         try:
             self._requeue(job)
         finally:
             # Interrupts the ComfyUI prompt; the run ends without a done flag.
             stop.request(None, lost=True)
+            self.handled.set()
 
     def _requeue(self, job: Job) -> None:
         now = self.clock.now()
