@@ -3,39 +3,29 @@
 Pure checks, no I/O. The limits and allowlists come from FunctionSettings through
 `RequestPolicy.from_settings`, so tests can build a policy by hand.
 
-Model URL rules (each failure names the offending field):
-- `https://` only, to a host on the allowlist: the listed host itself or any subdomain of it
-  (`cdn.civitai.com` matches `civitai.com`; `evilcivitai.com` does not), because the big model
-  sites serve files from subdomains and a registrable domain is owned by one party.
-- `gs://bucket/object` only for buckets of the deployment (`all_model_buckets()`).
-- `http://host:port` only for an exact `http_model_hosts` entry (the local cloud's model server;
-  empty in a real deployment).
-- Never: user info (`user@host`), a port other than 443, an IP literal (including numeric forms
-  such as `2130706433` or `127.1`), or a name that is private by definition (`localhost`,
-  `*.internal`, `*.local`). Names are not resolved here: the allowlist is what keeps requests
-  away from private addresses. The worker applies the same host rules again on every redirect
-  hop; it does not check the address a name resolves to (a name under an allow-listed domain
-  that resolves to a private address would be fetched).
+Model URLs (each failure names the offending field): `gs://bucket/object` only for buckets of
+the deployment (`all_model_buckets()`); anything else must pass the one outbound URL rule,
+`comfyburst.domain.urls.check_url` (https to the allowlist, or an exact `http_model_hosts`
+test entry), which the worker applies again on every redirect hop, where it also resolves the
+name, refuses non-public addresses and connects to the address it checked.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
+from comfyburst.domain.urls import UrlRefused, UrlRule, check_url, is_ip_literal, is_private_name
 from comfyburst.errors import InvalidRequest, PayloadTooLarge
 from comfyburst.schema import JobRequest
 
 # Headroom in the raw body for everything that is neither workflow nor input image bytes
 # (model list, options, JSON punctuation).
 _BODY_OVERHEAD_BYTES = 1_000_000
-_PRIVATE_SUFFIXES = (".localhost", ".internal", ".local", ".localdomain", ".home.arpa")
-_NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+))*$")
 
 
 @dataclass(frozen=True)
@@ -62,6 +52,11 @@ class RequestPolicy:
             max_input_bytes=settings.max_input_bytes,
             allow_loopback_webhooks=getattr(settings, "webhook_allow_loopback", False),
         )
+
+    @property
+    def url_rule(self) -> UrlRule:
+        """The one outbound URL rule with this deployment's model allowlists."""
+        return UrlRule.of(self.model_hosts, (), self.http_model_hosts)
 
     @property
     def max_body_bytes(self) -> int:
@@ -146,33 +141,20 @@ def check_request(request: JobRequest, policy: RequestPolicy) -> None:
 
 
 def check_model_url(url: str, policy: RequestPolicy, *, field: str = "url") -> None:
-    """Raise InvalidRequest unless a worker may download a model from `url`."""
+    """Raise InvalidRequest unless a worker may download a model from `url` (`gs://` of the
+    deployment's model buckets, else the one outbound URL rule of `domain/urls.py`)."""
 
     def reject(why: str) -> InvalidRequest:
         return InvalidRequest(f"model URL {why}", field=field)
 
-    parts, port, scheme = _split_url(url, reject)
+    parts, _port, scheme = _split_url(url, reject)
     if scheme == "gs":
         _check_gs(parts.netloc, parts.path, policy, reject)
         return
-    if scheme not in ("https", "http"):
-        raise reject("must use https:// or gs://")
-    host = (parts.hostname or "").rstrip(".")
-    if not host:
-        raise reject("has no host")
-    if scheme == "http":
-        if parts.netloc.lower() in policy.http_model_hosts:
-            return
-        raise reject("must use https:// (plain http is not allowed)")
-    if port not in (None, 443):
-        raise reject("must not name a port other than 443")
-    if _is_ip_literal(host):
-        raise reject("must name a host, not an IP address")
-    if host == "localhost" or host.endswith(_PRIVATE_SUFFIXES):
-        raise reject(f"names a private host: {host}")
-    if not any(host == allowed or host.endswith("." + allowed) for allowed in policy.model_hosts):
-        allowed_hosts = ", ".join(policy.model_hosts) or "none"
-        raise reject(f"host {host} is not allowed (allowed: {allowed_hosts} and subdomains)")
+    try:
+        check_url(url, policy.url_rule)
+    except UrlRefused as exc:
+        raise reject(str(exc)) from None
 
 
 def _split_url(url: str, reject: Any) -> tuple[SplitResult, int | None, str]:
@@ -200,12 +182,7 @@ def _check_gs(bucket: str, path: str, policy: RequestPolicy, reject: Any) -> Non
         raise reject(f"bucket {bucket} is not a model bucket of this deployment ({allowed})")
 
 
-def _is_ip_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return bool(_NUMERIC_HOST.match(host))
-    return True
+_is_ip_literal = is_ip_literal
 
 
 # --- webhook URLs ----------------------------------------------------------------------------
@@ -248,7 +225,7 @@ def check_webhook_url(
     if not loopback:
         if _is_ip_literal(host):
             raise reject("must name a host, not an IP address")
-        if host == "localhost" or host.endswith(_PRIVATE_SUFFIXES) or "." not in host:
+        if is_private_name(host):
             raise reject(f"names a private host: {host}")
     path = parts.path or "/"
     if parts.query:

@@ -20,7 +20,6 @@ import http.client
 import logging
 import math
 import os
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +32,12 @@ import requests.certs
 import requests.utils
 import urllib3.exceptions
 
+from comfyburst.adapters.pinned_http import (
+    Resolver,
+    pinned_connection,
+    pinned_session,
+    system_resolver,
+)
 from comfyburst_worker._cancel import Cancel, shutdown
 from comfyburst_worker._hosts import HostPolicy
 from comfyburst_worker._parts import DownloadCancelled, DownloadError, PartWindow
@@ -86,20 +91,22 @@ class HttpDownloader:
         max_redirects: int = 10,
         retries: int = 4,
         sleep: Callable[[float], None] = time.sleep,
+        resolver: Resolver = system_resolver,
     ) -> None:
         self.policy = policy
         self.parallelism, self.chunk_bytes = parallelism, chunk_bytes
         self.min_parallel_bytes = min_parallel_bytes
         self.timeout_s, self.max_redirects, self.retries = timeout_s, max_redirects, retries
         self._sleep = sleep
+        self._resolver = resolver
         self._local = threading.local()
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
-            session = requests.Session()
-            # No proxies or .netrc credentials from the environment.
-            session.trust_env = False
+            # Every connection passes the URL rule and goes to the address it checked; no
+            # proxies or .netrc credentials from the environment.
+            session = pinned_session(self.policy.rule, self._resolver)
             self._local.session = session
         return session
 
@@ -142,19 +149,25 @@ class HttpDownloader:
         raise AssertionError("unreachable")
 
     def _open(self, url: str, start: int) -> tuple[requests.Response, str]:
+        submitted = url
         for hop in range(self.max_redirects + 1):
             try:
                 # Only a redirect hop may go to a CDN host; the submitted URL may not.
                 self.policy.check(url, redirect=hop > 0)
             except ValueError as exc:
                 raise DownloadError(f"refused {_host(url)}: {exc}") from None
-            headers = {"Accept-Encoding": "identity", **self.policy.headers_for(url)}
+            # A token only inside its scope, and never on a hop to another host.
+            token = self.policy.headers_for(url, submitted if hop else None)
+            headers = {"Accept-Encoding": "identity", **token}
             if start:
                 headers["Range"] = f"bytes={start}-"
             try:
                 resp = self._session().get(
                     url, headers=headers, stream=True, allow_redirects=False, timeout=self.timeout_s
                 )
+            except requests.exceptions.InvalidURL as exc:
+                # The adapter's check: a name resolving to a non-public address lands here.
+                raise DownloadError(f"refused {_host(url)}: {exc}") from None
             except (requests.ConnectionError, requests.Timeout) as exc:
                 raise _Retry(type(exc).__name__) from None
             if resp.status_code in _REDIRECTS and resp.headers.get("Location"):
@@ -192,7 +205,7 @@ class HttpDownloader:
                 ranged = resp.headers.get("Accept-Ranges", "").lower() == "bytes"
                 if ranged and length >= max(self.min_parallel_bytes, 1) and self.parallelism > 1:
                     resp.close()
-                    return self._ranged(final, tmp, length, marker, downloaded, cancel)
+                    return self._ranged(final, tmp, length, marker, downloaded, cancel, url)
                 return self._stream(resp, tmp, 0, downloaded, url, max_bytes, cancel)
             if status >= 500 or status == 429:
                 raise _Retry(f"HTTP {status}", downloaded)
@@ -236,7 +249,14 @@ class HttpDownloader:
         return Fetched(size, digest.hexdigest(), downloaded)
 
     def _ranged(
-        self, url: str, tmp: Path, size: int, marker: Path, downloaded: int, cancel: Cancel
+        self,
+        url: str,
+        tmp: Path,
+        size: int,
+        marker: Path,
+        downloaded: int,
+        cancel: Cancel,
+        submitted: str,
     ) -> Fetched:
         marker.touch()
         with open(tmp, "wb") as fh:
@@ -244,19 +264,20 @@ class HttpDownloader:
         parts = math.ceil(size / self.chunk_bytes)
         window = PartWindow(parts, self.parallelism * 2, self.chunk_bytes)
         with cancel.hook(window.cancel):
-            fetched = self._ranged_parts(url, tmp, size, window, downloaded)
+            fetched = self._ranged_parts(url, tmp, size, window, downloaded, submitted)
         marker.unlink(missing_ok=True)
         return fetched
 
     def _ranged_parts(
-        self, url: str, tmp: Path, size: int, window: PartWindow, downloaded: int
+        self, url: str, tmp: Path, size: int, window: PartWindow, downloaded: int, submitted: str
     ) -> Fetched:
         parts = math.ceil(size / self.chunk_bytes)
         fd = os.open(tmp, os.O_WRONLY)
         headers = {
             "User-Agent": requests.utils.default_user_agent(),
             "Accept-Encoding": "identity",
-            **self.policy.headers_for(url),
+            "Host": urlsplit(url).netloc.rpartition("@")[2],  # the pool connects to an address
+            **self.policy.headers_for(url, submitted if url != submitted else None),
         }
         workers: list[threading.Thread] = []
         try:
@@ -324,8 +345,16 @@ class HttpDownloader:
             if window.aborted:
                 raise DownloadError("aborted")
             try:
-                conn = conn or window.track(_connect(url, self.timeout_s))
-                conn.request("GET", target, headers={**headers, "Range": f"bytes={lo}-{hi}"})
+                conn = conn or window.track(
+                    pinned_connection(url, self.policy.rule, self.timeout_s, self._resolver)
+                )
+                conn.request(
+                    "GET",
+                    target,
+                    headers={**headers, "Range": f"bytes={lo}-{hi}"},
+                    preload_content=False,
+                    decode_content=False,
+                )
                 resp = conn.getresponse()
                 content_range = resp.getheader("Content-Range") or ""
                 if resp.status == 206 and content_range.startswith(f"bytes {lo}-{hi}/"):
@@ -333,7 +362,7 @@ class HttpDownloader:
                         return conn
                 elif resp.status < 500 and resp.status not in (206, 429):
                     raise DownloadError(f"{_host(url)}: HTTP {resp.status} for a range")
-            except (OSError, http.client.HTTPException) as exc:
+            except (OSError, http.client.HTTPException, urllib3.exceptions.HTTPError) as exc:
                 log.warning("range %d-%d from %s: %s", lo, hi, _host(url), type(exc).__name__)
             # Whatever is left of that response is unread: the connection cannot be reused.
             if conn is not None:
@@ -342,17 +371,6 @@ class HttpDownloader:
             if attempt < self.retries and not window.aborted:
                 self._sleep(min(0.2 * 2**attempt, 5.0))
         raise DownloadError(f"{_host(url)}: range {lo}-{hi} failed {self.retries + 1} times")
-
-
-def _connect(url: str, timeout_s: float) -> http.client.HTTPConnection:
-    """A plain connection (no proxies, as the session); https verified against requests' CAs."""
-    parts = urlsplit(url)
-    if parts.scheme == "https":
-        context = ssl.create_default_context(cafile=requests.certs.where())
-        return http.client.HTTPSConnection(
-            parts.hostname or "", parts.port, timeout=timeout_s, context=context
-        )
-    return http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout_s)
 
 
 def _read_into(resp: http.client.HTTPResponse, view: memoryview) -> int:

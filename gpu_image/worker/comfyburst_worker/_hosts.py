@@ -1,44 +1,13 @@
-"""Which URLs a model may come from, and which credential goes to which host."""
+"""Which URLs a model may come from (the one rule, `comfyburst.domain.urls`), and which
+deployment token goes to which URL."""
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
-# Names that resolve to the VM itself or to cloud-internal services (the metadata server
-# hands out the VM's service-account tokens), whatever an allow-list says.
-_BLOCKED_NAMES = ("localhost", "metadata", "metadata.google.internal")
-_BLOCKED_SUFFIXES = (".localhost", ".internal", ".local")
-
-
-def host_matches(host: str, allowed: str) -> bool:
-    """`host` is `allowed` or one of its subdomains (cdn-lfs.huggingface.co for huggingface.co)."""
-    host, allowed = host.lower().rstrip("."), allowed.lower().rstrip(".")
-    return host == allowed or host.endswith("." + allowed)
-
-
-def is_ip_literal(host: str) -> bool:
-    """An IPv4/IPv6 address, including the short and numeric forms resolvers accept (127.1)."""
-    host = host.rstrip(".")
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        pass
-    try:
-        socket.inet_aton(host)
-        return True
-    except OSError:
-        return False
-
-
-def is_internal_name(host: str) -> bool:
-    """A name for this machine or the cloud's internal network (single labels included)."""
-    host = host.lower().rstrip(".")
-    return host in _BLOCKED_NAMES or host.endswith(_BLOCKED_SUFFIXES) or "." not in host
+from comfyburst.domain.urls import UrlRefused, UrlRule, check_url
 
 
 def public_url(url: str) -> str:
@@ -48,43 +17,69 @@ def public_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+def in_scope(url: str, prefixes: tuple[str, ...]) -> bool:
+    """`url` starts with one of the `https://host/path` prefixes (scheme and host compared
+    case-insensitively; a prefix ends at a path boundary, so `/api/` never matches `/apix`)."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "https" or parts.port not in (None, 443) or "@" in parts.netloc:
+        return False
+    host = (parts.hostname or "").rstrip(".").lower()
+    path = parts.path or "/"
+    for prefix in prefixes:
+        scope = urlsplit(prefix)
+        scope_path = scope.path or "/"
+        if (scope.hostname or "").lower() != host:
+            continue
+        if path == scope_path or path.startswith(scope_path.rstrip("/") + "/"):
+            return True
+    return False
+
+
+def default_scope(host: str) -> tuple[str, ...]:
+    """A token's URL prefixes when the deployer set none: its own host, every path (no
+    subdomain, no other host)."""
+    return (f"https://{host.lower().rstrip('.')}/",)
+
+
 @dataclass(frozen=True)
 class HostPolicy:
-    """https to allow-listed hosts; plain http only to exact `host:port` (local tests).
+    """The deployment's URL rule plus its tokens, each sent only inside its URL scope.
 
     A redirect hop may also go to `redirect_hosts` (the CDNs behind Hugging Face and
-    Civitai); the submitted URL may not, and tokens never go there.
+    Civitai); the submitted URL may not. A token goes only to a URL inside its scope
+    (`token_scopes[host]`, else `default_scope(host)`), and on a redirect only while the hop
+    stays on the submitted URL's host.
     """
 
     https_hosts: tuple[str, ...] = ()
     http_hostports: tuple[str, ...] = ()
     redirect_hosts: tuple[str, ...] = ()
-    # host suffix -> Authorization header value; sent to that host (and subdomains) only.
+    # token host -> Authorization header value
     auth_headers: Mapping[str, str] = field(default_factory=dict)
+    # token host -> the URL prefixes its token is sent to
+    token_scopes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def rule(self) -> UrlRule:
+        return UrlRule.of(self.https_hosts, self.redirect_hosts, self.http_hostports)
 
     def check(self, url: str, *, redirect: bool = False) -> None:
         """Raise ValueError unless the URL may be fetched (`redirect`: it is a redirect hop)."""
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if parts.username or parts.password:
-            raise ValueError("URLs with credentials are not allowed")
-        # The exact host:port list is the one way to an address (local test servers).
-        if parts.scheme == "http" and parts.netloc.lower() in self.http_hostports:
-            return
-        if is_ip_literal(host) or is_internal_name(host):
-            raise ValueError(f"internal or IP-literal host not allowed: {parts.netloc}")
-        allowed = self.https_hosts + (self.redirect_hosts if redirect else ())
-        if parts.scheme == "https" and any(host_matches(host, h) for h in allowed):
-            return
-        raise ValueError(f"host not allowed: {parts.scheme}://{parts.netloc}")
+        try:
+            check_url(url, self.rule, redirect=redirect)
+        except UrlRefused as exc:
+            raise ValueError(f"not allowed: {urlsplit(url).netloc or url[:40]}: {exc}") from None
 
-    def headers_for(self, url: str) -> dict[str, str]:
-        """The Authorization header for this URL's host, if a token belongs to it."""
-        parts = urlsplit(url)
-        if parts.scheme != "https":
+    def headers_for(self, url: str, submitted: str | None = None) -> dict[str, str]:
+        """The Authorization header for `url` if a token is scoped to it; `submitted`: the URL
+        the job gave, when `url` is a redirect hop (other hosts never get a token)."""
+        if submitted is not None and _host(submitted) != _host(url):
             return {}
-        host = parts.hostname or ""
-        for suffix, value in self.auth_headers.items():
-            if host_matches(host, suffix):
+        for host, value in self.auth_headers.items():
+            if in_scope(url, tuple(self.token_scopes.get(host) or default_scope(host))):
                 return {"Authorization": value}
         return {}
+
+
+def _host(url: str) -> str:
+    return (urlsplit(url).hostname or "").rstrip(".").lower()
