@@ -314,7 +314,8 @@ def test_submit_refuses_webhooks_to_private_or_loopback_addresses(
 ) -> None:
     from tests._api_support import body, fake_env
 
-    env = fake_env(**settings)
+    # Explicit: a session that started the local cloud has its allow-loopback in the env.
+    env = fake_env(**{"webhook_allow_loopback": False, **settings})
     response = env.submit(body(webhook_url=url))
     assert response.status_code == 400, response.get_json()
     assert response.get_json()["error"]["field"] == "webhook_url"
@@ -330,5 +331,6 @@ def test_submit_keeps_an_accepted_webhook_url_on_the_job() -> None:
     job = env.store.get_job(response.get_json()["job_id"])
     assert job is not None and job.webhook_url == "http://127.0.0.1:9000/hook"
     assert response.get_json()["webhook_url"] == "http://127.0.0.1:9000/hook"
-    accepted = fake_env().submit(body(webhook_url="https://hooks.example.com/comfyburst"))
+    strict = fake_env(webhook_allow_loopback=False)
+    accepted = strict.submit(body(webhook_url="https://hooks.example.com/comfyburst"))
     assert accepted.status_code == 202
