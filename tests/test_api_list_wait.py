@@ -254,3 +254,13 @@ def test_the_client_waits_on_the_server_not_in_a_poll_loop(cloud: Cloud) -> None
     assert all("wait_s=" in query for query in seen)
     assert len(seen) <= 6, seen
     assert len(updates) == len(seen)
+
+
+def test_waiting_on_another_callers_job_answers_like_an_unknown_job(cloud: Cloud) -> None:
+    cloud.store.create_job(_job("alices", "alice@example.com", datetime.now(UTC), JobState.RUNNING))
+    began = time.monotonic()
+    response = cloud.client.get("/jobs/alices?wait_s=30", headers=_as("bob@example.com"))
+    assert response.status_code == 404
+    assert time.monotonic() - began < 15  # refused before any wait
+    mine = cloud.client.get("/jobs/alices?wait_s=0", headers=_as("alice@example.com"))
+    assert mine.status_code == 200
