@@ -244,3 +244,88 @@ def test_https_to_the_checked_address_verifies_the_certificate_for_the_name(tls_
     session = pinned_session(UrlRule.of([], [], [other]), lambda h, p: ["127.0.0.1"])
     with pytest.raises(requests.exceptions.SSLError):
         session.get(f"https://{other}/m", verify=ca_file, timeout=5)
+
+
+# --- deployment tokens go only where the deployer scoped them --------------------------------
+
+HF, CIVITAI = "huggingface.co", "civitai.com"
+
+
+def _token_policy(**scopes: tuple[str, ...]) -> HostPolicy:
+    return HostPolicy(
+        https_hosts=(HF, CIVITAI),
+        redirect_hosts=("hf.co",),
+        auth_headers={HF: "Bearer hf", CIVITAI: "Bearer cv"},
+        token_scopes={CIVITAI: ("https://civitai.com/api/download/",), **scopes},
+    )
+
+
+def test_tokens_go_only_inside_their_scope() -> None:
+    policy = _token_policy()
+    assert policy.headers_for("https://huggingface.co/o/r/resolve/main/m") == {
+        "Authorization": "Bearer hf"
+    }
+    assert policy.headers_for("https://civitai.com/api/download/models/1") == {
+        "Authorization": "Bearer cv"
+    }
+    # Outside the scope: another path, a subdomain, plain http, another port, user info.
+    assert policy.headers_for("https://civitai.com/api/v1/models/1") == {}
+    assert policy.headers_for("https://civitai.com/api/downloadx/1") == {}
+    assert policy.headers_for("https://cdn-lfs.huggingface.co/x") == {}
+    assert policy.headers_for("http://huggingface.co/x") == {}
+    assert policy.headers_for("https://huggingface.co:8443/x") == {}
+
+
+def test_a_deployer_can_narrow_a_token_to_its_own_repos() -> None:
+    policy = _token_policy(**{HF: ("https://huggingface.co/acme/",)})
+    assert policy.headers_for("https://huggingface.co/acme/private/resolve/main/m")
+    assert policy.headers_for("https://huggingface.co/someone/else/resolve/main/m") == {}
+
+
+def test_no_token_on_a_redirect_to_another_host_even_inside_a_scope() -> None:
+    policy = _token_policy(**{HF: ("https://huggingface.co/", "https://cdn.hf.co/")})
+    submitted = "https://huggingface.co/o/r/resolve/main/m"
+    assert policy.headers_for("https://cdn.hf.co/blob", submitted) == {}
+    # A hop that stays on the submitted host keeps it (Hugging Face redirects within itself).
+    assert policy.headers_for("https://huggingface.co/api/resolve-cache/m", submitted)
+
+
+def test_the_deployment_config_carries_the_scopes_to_the_worker() -> None:
+    from comfyburst.settings import FunctionSettings
+
+    settings = FunctionSettings(
+        project_id="p",
+        jobs_bucket="j",
+        outputs_bucket="o",
+        signals_bucket="s",
+        results_topic="t",
+        huggingface_token_scope="https://huggingface.co/acme/,https://huggingface.co/datasets/acme/",
+    )
+    config = settings.deployment_config()
+    assert config.huggingface_token_scope == [
+        "https://huggingface.co/acme/",
+        "https://huggingface.co/datasets/acme/",
+    ]
+    assert config.civitai_token_scope == ["https://civitai.com/api/download/"]
+
+
+def test_the_worker_builds_its_policy_with_the_configured_scopes(tmp_path) -> None:
+    from comfyburst.adapters.clock import SystemClock
+    from comfyburst.schema import VmRef
+    from comfyburst_worker.__main__ import build_services
+    from tests._worker_support import local_config, local_settings
+    from tests.fakes import InMemoryBlobStore, InMemoryJobStore
+
+    config = local_config(civitai_token_scope=["https://civitai.com/api/download/models/"])
+    services = build_services(
+        local_settings("http://127.0.0.1:9", tmp_path / "models"),
+        config,
+        VmRef(name="vm", zone="z"),
+        InMemoryJobStore(),
+        InMemoryBlobStore(),
+        SystemClock(),
+        auth_headers={CIVITAI: "Bearer cv"},
+    )
+    policy = services.cache.downloader.policy
+    assert policy.headers_for("https://civitai.com/api/download/models/9")
+    assert policy.headers_for("https://civitai.com/api/download/other/9") == {}

@@ -446,6 +446,14 @@ class DeploymentConfig(_Strict):
     gs_model_buckets: list[str] = Field(default_factory=list)
     civitai_token_secret: str | None = Field(default=None, description="Secret Manager name")
     huggingface_token_secret: str | None = Field(default=None, description="Secret Manager name")
+    civitai_token_scope: list[str] = Field(
+        default_factory=lambda: ["https://civitai.com/api/download/"],
+        description="URL prefixes the Civitai token is sent to (never on other hosts)",
+    )
+    huggingface_token_scope: list[str] = Field(
+        default_factory=lambda: ["https://huggingface.co/"],
+        description="URL prefixes the Hugging Face token is sent to (never on other hosts)",
+    )
 
 
 Job.model_rebuild()

@@ -144,6 +144,14 @@ class FunctionSettings(BaseSettings):
         default_factory=list,
         description="Callers who see every job: key:NAME or an ID token's email (docs/SECURITY.md)",
     )
+    model_upload_principals: CsvList = Field(
+        default_factory=list,
+        description="Callers who may upload their own model files (POST /uploads): key:NAME, "
+        "an ID token's email, or * for every authenticated caller; admins may too",
+    )
+    max_model_upload_bytes: int = Field(
+        default=64 * 1024**3, ge=1, description="Largest model file one upload may declare"
+    )
     signing_key_file: str | None = Field(
         default=None, description="Service-account key file for signing URLs (local only)"
     )
@@ -160,6 +168,16 @@ class FunctionSettings(BaseSettings):
     )
     huggingface_token_secret: str | None = Field(
         default=None, description="Secret Manager secret name of the Hugging Face token"
+    )
+    civitai_token_scope: CsvList = Field(
+        default_factory=lambda: ["https://civitai.com/api/download/"],
+        description="URL prefixes the Civitai token is sent to; any download URL a caller "
+        "gives under them carries it (docs/SECURITY.md)",
+    )
+    huggingface_token_scope: CsvList = Field(
+        default_factory=lambda: ["https://huggingface.co/"],
+        description="URL prefixes the Hugging Face token is sent to; any download URL a "
+        "caller gives under them carries it (docs/SECURITY.md)",
     )
 
     webhook_secret: str | None = Field(
@@ -195,6 +213,8 @@ class FunctionSettings(BaseSettings):
             model_redirect_hosts=self.model_redirect_hosts,
             http_model_hosts=self.http_model_hosts,
             gs_model_buckets=self.all_model_buckets(),
+            civitai_token_scope=self.civitai_token_scope,
+            huggingface_token_scope=self.huggingface_token_scope,
             civitai_token_secret=self.civitai_token_secret,
             huggingface_token_secret=self.huggingface_token_secret,
         )

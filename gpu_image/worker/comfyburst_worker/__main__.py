@@ -13,7 +13,7 @@ from comfyburst.ports import BlobStore, Clock, JobStore
 from comfyburst.schema import DeploymentConfig, VmRef
 from comfyburst_worker._download import HttpDownloader
 from comfyburst_worker._hosts import HostPolicy
-from comfyburst_worker._secrets import load_auth_headers
+from comfyburst_worker._secrets import CIVITAI_HOST, HUGGINGFACE_HOST, load_auth_headers
 from comfyburst_worker.agent import Agent, poweroff
 from comfyburst_worker.claims import LeaseKeeper
 from comfyburst_worker.comfy_client import ComfyClient
@@ -44,6 +44,10 @@ def build_services(
         http_hostports=tuple(h.lower() for h in config.http_model_hosts),
         redirect_hosts=tuple(config.model_redirect_hosts),
         auth_headers=auth_headers or {},
+        token_scopes={
+            CIVITAI_HOST: tuple(config.civitai_token_scope),
+            HUGGINGFACE_HOST: tuple(config.huggingface_token_scope),
+        },
     )
     downloader = HttpDownloader(
         policy,
