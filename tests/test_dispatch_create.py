@@ -167,8 +167,14 @@ def test_a_retried_create_is_the_same_create(make_pool: Callable[..., Pool]) -> 
     placement = pool.dispatcher.place_new(job)
     # The submit died after the create; its retry places the same job attempt again.
     again = pool.dispatcher.place_new(job)
-    assert again.vm.name == placement.vm.name
-    assert again.vm.operation == placement.vm.operation  # the same request id: one insert
+    assert again.vm.name == placement.vm.name  # the same name: Compute refuses a second VM
+    assert pool.standin.stats()["created"] == 1
+    # A retry after the first try was undone (its VM stopped) starts that VM again.
+    pool.dispatcher.undo(job, again)
+    poll_until(lambda: pool.vm(placement.vm.name)["status"] == "TERMINATED", "the undo's stop")
+    third = pool.dispatcher.place_new(job)
+    assert third.vm.name == placement.vm.name and third.vm.operation
+    poll_until(lambda: pool.vm(placement.vm.name)["status"] == "RUNNING", "the restart")
     assert pool.standin.stats()["created"] == 1
     # Another attempt of the job is another VM name.
     retry = job.model_copy(update={"attempt": 2})

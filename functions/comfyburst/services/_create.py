@@ -119,6 +119,10 @@ class Creator:
             self._release(record, version)
             raise
         label_key, _, label_value = self._settings.pool_label.partition("=")
+        # Each lease write has its own expiry: a retried submit (a new lease) sends a new
+        # request, which the name then makes idempotent (the instance exists: 409).
+        assert record.lease is not None
+        stamp = record.lease.expires_at.isoformat()
         try:
             operation = self._fleet.create(
                 zone,
@@ -126,7 +130,7 @@ class Creator:
                 self._settings.pool_template,
                 {label_key.strip(): label_value.strip(), CREATED_KEY: CREATED_VALUE},
                 self._metadata(job),
-                self._request_id(job.job_id, job.attempt, name, "create"),
+                self._request_id(job.job_id, job.attempt, name, f"create@{stamp}"),
             )
         except CapacityError as exc:
             self._release(record, version)
@@ -138,8 +142,14 @@ class Creator:
             return exc
         except PreconditionFailed:
             # The name exists: an earlier try of this job attempt created it (the name and the
-            # lease we hold are this attempt's); it boots with this job's hint already.
-            operation = None
+            # lease we hold are this attempt's), with this job's hint in its metadata. Booting:
+            # nothing to do; stopped (that try was undone): start it again.
+            try:
+                operation = self._start_existing(job, zone, name, stamp)
+            except Exception:
+                logger.exception("restart failed", extra={"job_id": job.job_id, "vm": name})
+                self._release(record, version)
+                return ERROR
         except Exception:
             logger.exception("create failed", extra={"job_id": job.job_id, "vm": name})
             self._release(record, version)
@@ -148,6 +158,14 @@ class Creator:
         self._pool.note_created(VmStatus(name=name, zone=zone, status="PROVISIONING"))
         logger.info("create requested", extra={"job_id": job.job_id, "vm": name, "zone": zone})
         return VmRef(name=name, zone=zone, operation=operation), (record, version)
+
+    def _start_existing(self, job: Job, zone: str, name: str, stamp: str) -> str | None:
+        status = self._fleet.get(zone, name)
+        if status.status != "TERMINATED":
+            return None
+        return self._fleet.start(
+            zone, name, self._request_id(job.job_id, job.attempt, name, f"start@{stamp}")
+        )
 
     def _lease(
         self, job: Job, zone: str, name: str, now: datetime
