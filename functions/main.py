@@ -53,6 +53,7 @@ def _build_api_deps():  # type: ignore[no-untyped-def]
         fleet=wiring.fleet(settings),
         clock=wiring.clock(),
         views=wiring.job_views(settings),
+        uploads=wiring.model_uploads(settings, storage),
     )
 
 

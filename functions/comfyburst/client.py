@@ -24,6 +24,9 @@ MAX_WAIT_S = 60.0  # the API's limit of GET /jobs/{id}?wait_s
 # One server-side wait when nothing else needs checking: long enough to save calls, short
 # enough that a dropped connection costs little.
 LONG_WAIT_S = 25.0
+# Cloud Storage takes resumable chunks in multiples of 256 KiB (all but the last).
+RESUMABLE_CHUNK_MULTIPLE = 256 * 1024
+UPLOAD_CHUNK_BYTES = 32 * RESUMABLE_CHUNK_MULTIPLE
 
 
 class ClientSettings(BaseSettings):
@@ -265,3 +268,80 @@ class ApiClient:
                     fh.write(chunk)
                     written += len(chunk)
         return written
+
+    # --- model uploads (POST /uploads, then the Cloud Storage resumable session) -----------
+
+    def start_upload(self, sha256: str, size_bytes: int) -> dict[str, Any]:
+        """POST /uploads: `exists`, the `url` a job names, else a resumable `session_url`."""
+        return self._call("POST", "/uploads", {"sha256": sha256, "size_bytes": size_bytes})
+
+    def send_file(
+        self,
+        session_url: str,
+        path: str,
+        size_bytes: int,
+        *,
+        on_progress: Callable[[int], None] | None = None,
+        chunk_bytes: int = UPLOAD_CHUNK_BYTES,
+        max_retries: int = 5,
+    ) -> None:
+        """PUT a file into a resumable upload session, chunk by chunk (`Content-Range`); after
+        a failed chunk, ask the session what it holds (`bytes */SIZE`) and go on from there.
+        `on_progress` gets the bytes the session has committed."""
+        if chunk_bytes % RESUMABLE_CHUNK_MULTIPLE:
+            raise ValueError(f"chunk_bytes must be a multiple of {RESUMABLE_CHUNK_MULTIPLE}")
+        offset, failures = 0, 0
+        with open(path, "rb") as fh:
+            while offset < size_bytes:
+                fh.seek(offset)
+                data = fh.read(min(chunk_bytes, size_bytes - offset))
+                last = offset + len(data) - 1
+                try:
+                    response = self._session.put(
+                        session_url,
+                        data=data,
+                        headers={"Content-Range": f"bytes {offset}-{last}/{size_bytes}"},
+                        timeout=self._settings.timeout_s,
+                    )
+                except requests.RequestException:
+                    response = None
+                if response is not None and response.status_code in (200, 201):
+                    offset = size_bytes
+                elif response is not None and response.status_code == 308:
+                    offset, failures = _committed(response), 0
+                elif response is not None and response.status_code < 500:
+                    raise ApiError(response.status_code, _upload_error(response))
+                else:
+                    failures += 1
+                    if failures > max_retries:
+                        raise ApiError(503, _upload_error(response))
+                    time.sleep(min(2.0**failures * 0.1, 5.0))
+                    offset = self._session_offset(session_url, size_bytes)
+                if on_progress is not None:
+                    on_progress(offset)
+
+    def _session_offset(self, session_url: str, size_bytes: int) -> int:
+        response = self._session.put(
+            session_url,
+            headers={"Content-Range": f"bytes */{size_bytes}", "Content-Length": "0"},
+            timeout=self._settings.timeout_s,
+        )
+        if response.status_code in (200, 201):
+            return size_bytes
+        if response.status_code == 308:
+            return _committed(response)
+        raise ApiError(response.status_code, _upload_error(response))
+
+
+def _committed(response: requests.Response) -> int:
+    """The bytes a 308 says the session holds: `Range: bytes=0-N` → N + 1; none → 0."""
+    value = response.headers.get("Range", "")
+    _, _, last = value.partition("-")
+    return int(last) + 1 if last.isdigit() else 0
+
+
+def _upload_error(response: requests.Response | None) -> dict[str, Any]:
+    if response is None:
+        return {"error": {"code": "upload_failed", "message": "the upload kept failing"}}
+    text = response.text[:300]
+    return {"error": {"code": "upload_failed", "message": f"{response.status_code}: {text}"}}

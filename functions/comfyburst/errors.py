@@ -45,6 +45,13 @@ class PayloadTooLarge(InvalidRequest):
     http_status = 413
 
 
+class UploadInvalid(InvalidRequest):
+    """A job names an uploaded model that is missing, of another size, or named wrongly."""
+
+    code = "upload_invalid"
+    http_status = 422
+
+
 class PreflightRejected(ComfyBurstError):
     """Pre-flight found that the workflow cannot run; the body carries ComfyUI's answer."""
 

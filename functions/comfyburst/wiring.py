@@ -47,6 +47,15 @@ def blob_store(settings: FunctionSettings, client: Any = None) -> GcsBlobStore:
     return GcsBlobStore(client or storage_client(settings))
 
 
+def model_uploads(settings: FunctionSettings, client: Any = None) -> Any:
+    """Upload sessions into the models bucket; None without one."""
+    if not settings.models_bucket:
+        return None
+    from comfyburst.adapters.gcs_uploads import GcsModelUploads
+
+    return GcsModelUploads(client or storage_client(settings))
+
+
 def url_signer(settings: FunctionSettings, client: Any = None) -> KeyFileUrlSigner | IamUrlSigner:
     """A key-file signer when a key is configured (local), else key-less IAM signing."""
     client = client or storage_client(settings)

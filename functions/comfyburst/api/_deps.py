@@ -39,6 +39,9 @@ class ApiDeps:
     catalogue: Callable[[], Catalogue]
     # Job lists and change waits (adapters/firestore_views.py); None: those routes answer 503.
     views: Any = None
+    # Model uploads (adapters/gcs_uploads.py); None: POST /uploads answers 503 and a job naming
+    # an uploaded model is refused.
+    uploads: Any = None
     dispatcher: Dispatcher = field(init=False)
 
     def __post_init__(self) -> None:
@@ -46,7 +49,13 @@ class ApiDeps:
 
     def submit_deps(self) -> SubmitDeps:
         return SubmitDeps(
-            self.store, self.blobs, self.clock, self.settings, self.catalogue, self.dispatcher
+            self.store,
+            self.blobs,
+            self.clock,
+            self.settings,
+            self.catalogue,
+            self.dispatcher,
+            self.uploads,
         )
 
 
@@ -61,6 +70,7 @@ def build_api_deps(
     clock: Clock,
     catalogue: Callable[[], Catalogue] | None = None,
     views: Any = None,
+    uploads: Any = None,
 ) -> ApiDeps:
     """ApiDeps; by default the catalogue comes from the jobs bucket (checked each minute),
     falling back to the one checked in with the package."""
@@ -72,4 +82,6 @@ def build_api_deps(
         def catalogue() -> Catalogue:
             return catalogue_store.get(time.monotonic())
 
-    return ApiDeps(settings, store, blobs, signer, publisher, fleet, clock, catalogue, views)
+    return ApiDeps(
+        settings, store, blobs, signer, publisher, fleet, clock, catalogue, views, uploads
+    )

@@ -28,7 +28,7 @@ from comfyburst.api.views import Health, JobView, ValidateResponse
 from comfyburst.domain.json_safety import bounded_mapping
 from comfyburst.domain.request_policy import RequestPolicy
 from comfyburst.errors import PayloadTooLarge
-from comfyburst.services import cancel, status, submit
+from comfyburst.services import cancel, status, submit, uploads
 from comfyburst.services.job_wait import parse_wait_s
 from comfyburst.settings import AuthMode
 
@@ -102,6 +102,9 @@ def _route(request: flask.Request, path: str, deps: Callable[[], ApiDeps]) -> fl
         response = _model(202 if result.created else 200, JobView.of(result.job))
         response.headers["Location"] = f"/jobs/{result.job.job_id}"
         return response
+    if path == "/uploads":
+        _allow(method, "POST")
+        return _upload(request, deps())
     match = _JOB_PATH.match(path)
     if match is None:
         if _ANY_JOB_PATH.match(path):
@@ -122,6 +125,18 @@ def _route(request: flask.Request, path: str, deps: Callable[[], ApiDeps]) -> fl
         _needs_views(api)
     job = status.get_job(api.store, api.signer, api.clock, job_id, caller=caller, admins=admins)
     return _model(200, JobView.of(waited(api, job, wait_s)))
+
+
+def _upload(request: flask.Request, api: ApiDeps) -> flask.Response:
+    caller = authenticate(request.headers, api.settings)
+    if api.uploads is None or not api.settings.models_bucket:
+        raise ServiceUnavailable("model uploads are not configured in this deployment")
+    body = request.stream.read(uploads.MAX_UPLOAD_BODY_BYTES + 1)
+    request.environ[_BODY_READ] = True
+    answer = uploads.start_upload(
+        api.uploads, api.settings, body, caller=caller, admins=admin_principals(api.settings)
+    )
+    return _model(200, answer)
 
 
 def _needs_views(api: ApiDeps) -> None:

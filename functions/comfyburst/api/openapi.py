@@ -11,6 +11,7 @@ from comfyburst.api.views import ErrorBody, Health, JobList, JobView, ValidateRe
 from comfyburst.schema import JobRequest
 from comfyburst.services.job_list import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from comfyburst.services.job_wait import MAX_WAIT_S
+from comfyburst.services.uploads import UploadAnswer, UploadRequestBody
 from comfyburst.settings import AuthMode
 from comfyburst.states import JobState
 
@@ -99,6 +100,8 @@ def openapi_document(auth_mode: AuthMode = AuthMode.IAM) -> dict[str, Any]:
             (ValidateResponse, "serialization"),
             (ErrorBody, "serialization"),
             (Health, "serialization"),
+            (UploadRequestBody, "validation"),
+            (UploadAnswer, "serialization"),
         ],
         ref_template=_REF,
     )
@@ -170,6 +173,21 @@ def openapi_document(auth_mode: AuthMode = AuthMode.IAM) -> dict[str, Any]:
                     "200": _json(job, "Cancelled"),
                     "202": _json(job, "Cancellation requested; the worker interrupts the run"),
                     **_errors(refs, 404, 409),
+                },
+            }
+        },
+        "/uploads": {
+            "post": {
+                "operationId": "startUpload",
+                "summary": "Bring a model file of your own: exists, or a resumable upload "
+                "session for this sha256 and size (callers in model_upload_principals)",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": refs["UploadRequestBody"]}},
+                },
+                "responses": {
+                    "200": _json(refs["UploadAnswer"], "Where the file is, and where to send it"),
+                    **_errors(refs, 400),
                 },
             }
         },

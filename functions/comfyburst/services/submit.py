@@ -32,6 +32,7 @@ from pydantic import ValidationError
 from comfyburst.domain import request_policy
 from comfyburst.domain.jobs import new_job, transition
 from comfyburst.domain.json_safety import bounded_mapping, check_json, field_path, parse_float
+from comfyburst.domain.uploads import check_uploaded_models
 from comfyburst.errors import (
     IdempotencyConflict,
     InvalidJson,
@@ -44,6 +45,7 @@ from comfyburst.preflight import Catalogue, PromptVerdict, validate_prompt
 from comfyburst.schema import MAX_STORED_NODE_ERRORS_BYTES, Job, JobRequest
 from comfyburst.services._placement import IO_POOL
 from comfyburst.services.dispatch import Dispatcher, Placement
+from comfyburst.services.uploads import stored_sizes
 from comfyburst.states import JobState
 
 logger = logging.getLogger(__name__)
@@ -77,6 +79,7 @@ class SubmitDeps:
     settings: Any
     catalogue: Callable[[], Catalogue]
     dispatcher: Dispatcher
+    uploads: Any = None  # services.uploads.ModelUploads; None: uploaded models are refused
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,8 @@ def submit_job(
     if not workflow_can_run(checked.verdict):
         raise PreflightRejected(checked.verdict.body.get("error"), checked.verdict.node_errors)
     request = checked.request
+    bucket = getattr(deps.settings, "models_bucket", None)
+    check_uploaded_models(request, bucket, caller, stored_sizes(deps.uploads, bucket))
     request_json = request.model_dump_json().encode()
     scoped_key = _scoped_key(caller, idempotency_key)
     job_id = _job_id(scoped_key)

@@ -1,0 +1,244 @@
+"""Model uploads on the emulators: POST /uploads through the app of functions/main.py, the
+bytes sent by the client into fake-gcs-server's resumable session, jobs naming the upload, and
+the worker's model store reading it back. Two uploaders (ana, bo), one caller not allowed (cy)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from comfyburst.adapters.gcs_uploads import GcsModelUploads
+from comfyburst.client import RESUMABLE_CHUNK_MULTIPLE, ApiClient, ClientSettings
+from comfyburst.domain.uploads import object_name
+from comfyburst.schema import ModelSpec
+from tests._api_support import ckpt_body
+from tests.test_api_emulator import Cloud, settings, standin  # noqa: F401  (module fixtures)
+
+pytestmark = pytest.mark.emulator
+
+KEYS = {"ana": "key-ana-1", "bo": "key-bo-2", "cy": "key-cy-3"}
+
+
+def _as(name: str) -> dict[str, str]:
+    return {"X-API-Key": KEYS[name]}
+
+
+@pytest.fixture
+def cloud(
+    settings: Any,  # noqa: F811
+    standin: Any,  # noqa: F811
+    blob_store: Any,
+    signer: Any,
+    publisher: Any,
+    storage_client: Any,
+) -> Cloud:
+    assert settings.models_bucket, "the local cloud has a models bucket"
+    keyed = settings.model_copy(
+        update={
+            "auth_mode": "api_key",
+            "api_key_hashes": [
+                f"{name}={hashlib.sha256(key.encode()).hexdigest()}" for name, key in KEYS.items()
+            ],
+            "model_upload_principals": ["key:ana", "key:bo"],
+        }
+    )
+    standin.reset()
+    made = Cloud(keyed, standin, blob_store, signer, publisher)
+    made.deps.uploads = GcsModelUploads(storage_client)
+    return made
+
+
+def _start(cloud: Cloud, who: str, sha256: str, size: int) -> Any:
+    return cloud.client.post(
+        "/uploads",
+        data=json.dumps({"sha256": sha256, "size_bytes": size}),
+        headers=_as(who),
+        content_type="application/json",
+    )
+
+
+def _sender() -> ApiClient:
+    # Only send_file is used: it talks to the session URL, never to this API URL.
+    return ApiClient(ClientSettings(api_url="http://127.0.0.1:9", auth="none"))
+
+
+def _upload(cloud: Cloud, who: str, path: Path) -> dict[str, Any]:
+    """The client's whole flow: hash, ask, send when asked to."""
+    data = path.read_bytes()
+    answer = _start(cloud, who, hashlib.sha256(data).hexdigest(), len(data))
+    assert answer.status_code == 200, answer.get_json()
+    body: dict[str, Any] = answer.get_json()
+    if not body["exists"]:
+        seen: list[int] = []
+        _sender().send_file(
+            body["session_url"],
+            str(path),
+            len(data),
+            on_progress=seen.append,
+            chunk_bytes=RESUMABLE_CHUNK_MULTIPLE,
+        )
+        body["progress"] = seen
+    return body
+
+
+def _job_with(model: dict[str, Any]) -> dict[str, Any]:
+    request = ckpt_body()
+    request["models"] = [{"kind": "checkpoints", "filename": "my.safetensors", **model}]
+    return request
+
+
+def _model_of(answer: dict[str, Any]) -> dict[str, Any]:
+    return {"url": answer["url"], "sha256": answer["sha256"], "size_bytes": answer["size_bytes"]}
+
+
+def _stored(cloud: Cloud, url: str) -> bytes | None:
+    bucket, _, name = url.removeprefix("gs://").partition("/")
+    data: bytes | None = cloud.blobs.read(bucket, name)
+    return data
+
+
+def test_upload_once_then_the_hash_check_finds_it(cloud: Cloud, tmp_path: Path) -> None:
+    path = tmp_path / "ckpt.safetensors"
+    data = bytes(range(256)) * 2048 + b"tail"  # two full chunks and a short one
+    path.write_bytes(data)
+    first = _upload(cloud, "ana", path)
+    assert first["exists"] is False
+    assert first["progress"][-1] == len(data) and len(first["progress"]) == 3
+    assert _stored(cloud, first["url"]) == data
+    again = _upload(cloud, "ana", path)
+    assert again["exists"] is True and again["session_url"] is None
+    assert again["url"] == first["url"] and "progress" not in again
+    response = cloud.submit(_job_with(_model_of(again)), **_as("ana"))
+    assert response.status_code == 202, response.get_json()
+
+
+def test_a_changed_file_is_uploaded_again(cloud: Cloud, tmp_path: Path) -> None:
+    path = tmp_path / "ckpt.safetensors"
+    path.write_bytes(b"a" * 1000)
+    first = _upload(cloud, "ana", path)
+    path.write_bytes(b"b" * 1000)
+    second = _upload(cloud, "ana", path)
+    assert second["exists"] is False and second["url"] != first["url"]
+    assert _stored(cloud, second["url"]) == b"b" * 1000
+
+
+def test_only_listed_callers_get_sessions(cloud: Cloud) -> None:
+    answer = _start(cloud, "cy", "a" * 64, 10)
+    assert answer.status_code == 403
+    assert answer.get_json()["error"]["code"] == "forbidden"
+    assert not cloud.blobs.list(cloud.settings.models_bucket, "uploads/")
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"sha256": "xyz", "size_bytes": 10}, "sha256"),
+        ({"sha256": "a" * 64, "size_bytes": 0}, "size_bytes"),
+        ({"sha256": "a" * 64, "size_bytes": True}, "size_bytes"),
+        ({"sha256": "a" * 64, "size_bytes": 10, "bucket": "x"}, "bucket"),
+    ],
+)
+def test_bad_upload_requests_name_the_field(cloud: Cloud, payload: Any, field: str) -> None:
+    answer = cloud.client.post(
+        "/uploads", data=json.dumps(payload), headers=_as("ana"), content_type="application/json"
+    )
+    assert answer.status_code == 400
+    assert answer.get_json()["error"]["field"] == field
+    assert not cloud.blobs.list(cloud.settings.models_bucket, "uploads/")
+
+
+def test_the_api_refuses_a_missing_upload_or_a_wrong_size_or_hash(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    path = tmp_path / "m.bin"
+    path.write_bytes(b"m" * 5000)
+    good = _model_of(_upload(cloud, "ana", path))
+    missing_sha = "c" * 64
+    missing = {**good, "url": good["url"][:-64] + missing_sha, "sha256": missing_sha}
+    cases = [
+        (missing, 422, "upload_invalid", "models.0.url"),
+        ({**good, "size_bytes": 4999}, 422, "upload_invalid", "models.0.size_bytes"),
+        ({**good, "sha256": "d" * 64}, 422, "upload_invalid", "models.0.sha256"),
+        ({k: v for k, v in good.items() if k != "size_bytes"}, 422, "upload_invalid", None),
+    ]
+    for model, status, code, field in cases:
+        response = cloud.submit(_job_with(model), **_as("ana"))
+        assert response.status_code == status, (model, response.get_json())
+        error = response.get_json()["error"]
+        assert error["code"] == code
+        if field:
+            assert error["field"] == field
+    assert not cloud.jobs()
+
+
+def test_another_caller_can_neither_use_nor_replace_an_upload(cloud: Cloud, tmp_path: Path) -> None:
+    path = tmp_path / "private.safetensors"
+    path.write_bytes(b"ana's model" * 100)
+    ana = _upload(cloud, "ana", path)
+    # bo naming ana's upload: refused, nothing stored.
+    response = cloud.submit(_job_with(_model_of(ana)), **_as("bo"))
+    assert response.status_code == 403, response.get_json()
+    assert not cloud.jobs()
+    # bo asking for the same hash gets a session for bo's own object, and no hint that ana
+    # has the file; bo's bytes (whatever they are) never reach ana's object.
+    bo = _start(cloud, "bo", ana["sha256"], ana["size_bytes"]).get_json()
+    assert bo["exists"] is False and bo["url"] != ana["url"]
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"X" * ana["size_bytes"])
+    _sender().send_file(bo["session_url"], str(other), ana["size_bytes"])
+    assert _stored(cloud, ana["url"]) == path.read_bytes()
+
+
+def _worker_cache(cloud: Cloud, tmp_path: Path) -> Any:
+    from comfyburst_worker._download import HttpDownloader
+    from comfyburst_worker._hosts import HostPolicy
+    from comfyburst_worker.model_cache import ModelCache
+
+    downloader = HttpDownloader(HostPolicy())  # gs:// only: no host is allowed
+    bucket = cloud.settings.models_bucket
+    return ModelCache(tmp_path / "store", downloader, cloud.blobs, bucket, [bucket])
+
+
+def test_the_worker_loads_the_uploaded_bytes_and_refuses_others(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    path = tmp_path / "ckpt.safetensors"
+    data = b"the real checkpoint" * 500
+    path.write_bytes(data)
+    ana = _upload(cloud, "ana", path)
+    spec = ModelSpec.model_validate(
+        {"kind": "checkpoints", "filename": "c.safetensors"} | _model_of(ana)
+    )
+    loaded = _worker_cache(cloud, tmp_path / "w1").ensure(spec)
+    assert loaded.blob.read_bytes() == data
+    # The object's bytes replaced behind the API's back (same size): a worker without the
+    # file refuses them, so the bytes a job of ana loads never change.
+    bucket, _, name = ana["url"].removeprefix("gs://").partition("/")
+    cloud.blobs.write(bucket, name, b"Z" * len(data))
+    from comfyburst_worker.errors import ModelFetchError
+
+    with pytest.raises(ModelFetchError, match="sha256 mismatch"):
+        _worker_cache(cloud, tmp_path / "w2").ensure(spec)
+
+
+def test_a_client_lying_about_the_hash_is_refused_by_the_worker(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    honest = b"h" * 3000
+    claimed = hashlib.sha256(honest).hexdigest()
+    answer = _start(cloud, "ana", claimed, len(honest)).get_json()
+    liar = tmp_path / "lie.bin"
+    liar.write_bytes(b"L" * len(honest))  # same size, other bytes
+    _sender().send_file(answer["session_url"], str(liar), len(honest))
+    spec = ModelSpec.model_validate(
+        {"kind": "checkpoints", "filename": "c.safetensors"} | _model_of(answer)
+    )
+    from comfyburst_worker.errors import ModelFetchError
+
+    with pytest.raises(ModelFetchError, match="sha256 mismatch"):
+        _worker_cache(cloud, tmp_path / "w").ensure(spec)
+    assert object_name("key:ana", claimed) in answer["url"]
