@@ -314,7 +314,7 @@ class LocalCloud:
         for target in targets:
             port = self._port(target)
             url = f"http://127.0.0.1:{port}"
-            argv = [ff, "--target", target, "--source", str(FUNCTIONS_DIR / "main.py")]
+            argv = [ff, "--target", target, "--source", str(FUNCTIONS_SOURCE)]
             argv += ["--signature-type", FUNCTION_TARGETS[target]]
             argv += ["--host", "127.0.0.1", "--port", str(port)]
             started.append((target, self._spawn(f"fn-{target}", argv, cwd=FUNCTIONS_DIR), url))
@@ -384,6 +384,10 @@ class LocalCloud:
         path = self.config.env_file
         path.write_text(self.env_text())
         return path
+
+
+# What functions-framework loads: functions/main.py with the local cloud's hooks injected.
+FUNCTIONS_SOURCE = Path(__file__).with_name("functions_source.py")
 
 
 def _put(url: str, body: dict[str, str] | None) -> None:

@@ -7,6 +7,7 @@ honoured by the client libraries themselves; the Compute endpoint comes from set
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from comfyburst.adapters.clock import SystemClock
@@ -14,6 +15,7 @@ from comfyburst.adapters.compute import ComputeFleet
 from comfyburst.adapters.firestore_store import FirestoreJobStore
 from comfyburst.adapters.gcs import GcsBlobStore, IamUrlSigner, KeyFileUrlSigner
 from comfyburst.adapters.pubsub import PubSubPublisher
+from comfyburst.ports import Publisher
 from comfyburst.settings import FunctionSettings
 
 
@@ -67,19 +69,28 @@ def url_signer(settings: FunctionSettings, client: Any = None) -> KeyFileUrlSign
     return IamUrlSigner(client, credentials, settings.signing_service_account)
 
 
-def publisher(settings: FunctionSettings, client: Any = None) -> PubSubPublisher:
+def publisher(settings: FunctionSettings, client: Any = None) -> Publisher:
     from google.cloud.pubsub_v1 import PublisherClient
     from google.cloud.pubsub_v1.types import BatchSettings
 
     # One result per publish, and we wait for it: batching would only add its 10 ms latency.
     client = client or PublisherClient(batch_settings=BatchSettings(max_messages=1))
-    real = PubSubPublisher(client, client.topic_path(settings.project_id, settings.results_topic))
-    faults_file = os.environ.get("COMFYBURST_LOCAL_PUBLISH_FAULTS")
-    if faults_file:  # set by the local cloud's chaos run only; never in a deployment
-        from localcloud.publish_faults import FaultyPublisher
-
-        return FaultyPublisher(real, faults_file)  # type: ignore[return-value]
+    real: Publisher = PubSubPublisher(
+        client, client.topic_path(settings.project_id, settings.results_topic)
+    )
+    for wrap in _PUBLISHER_WRAPPERS:
+        real = wrap(real)
     return real
+
+
+# Wrappers an embedding process puts around every publisher built here (the local cloud's
+# chaos run injects its publish faults this way); none in a deployment.
+_PUBLISHER_WRAPPERS: list[Callable[[Publisher], Publisher]] = []
+
+
+def wrap_publishers(wrapper: Callable[[Publisher], Publisher]) -> None:
+    """Have every publisher built from now on wrapped by `wrapper` (outermost last)."""
+    _PUBLISHER_WRAPPERS.append(wrapper)
 
 
 def fleet(settings: FunctionSettings) -> ComputeFleet:
