@@ -360,6 +360,9 @@ class LocalCloud:
         body = {
             "topic": f"{project}/topics/{RESULTS_TOPIC}",
             "pushConfig": {"pushEndpoint": target_url},
+            # As deployed; the emulator stores filters without applying them (on_result
+            # acknowledges results of jobs without a webhook_url itself).
+            "filter": 'attributes.webhook = "1"',
             "ackDeadlineSeconds": cfg.webhook_ack_deadline_s,
             "retryPolicy": {
                 "minimumBackoff": f"{cfg.webhook_min_backoff_s}s",

@@ -146,6 +146,8 @@ resource "google_pubsub_subscription" "webhooks" {
   project = var.project_id
   name    = "${var.name_prefix}-webhooks"
   topic   = google_pubsub_topic.results.id
+  # Only results of jobs that have a webhook_url (services/results.py WEBHOOK_ATTRIBUTE).
+  filter = "attributes.webhook = \"1\""
   # Longer than the function may take for one delivery, so a slow receiver is not raced.
   ack_deadline_seconds       = var.webhook_timeout_s + 30
   message_retention_duration = "${var.results_retention_s}s"

@@ -334,3 +334,16 @@ def test_submit_keeps_an_accepted_webhook_url_on_the_job() -> None:
     strict = fake_env(webhook_allow_loopback=False)
     accepted = strict.submit(body(webhook_url="https://hooks.example.com/comfyburst"))
     assert accepted.status_code == 202
+
+
+def test_results_of_jobs_with_a_webhook_carry_the_attribute_the_subscription_filters_on() -> None:
+    from comfyburst.services.results import WEBHOOK_ATTRIBUTE, publish_result
+    from tests.fakes import InMemoryPublisher
+
+    store, publisher = InMemoryJobStore(), InMemoryPublisher()
+    for job in (make_job("with", "https://hooks.example.com/in"), make_job("without")):
+        store.create_job(job)
+        publish_result(store, publisher, job, FixedClock().now())
+    by_job = {attrs["job_id"]: attrs for _data, attrs in publisher.messages}
+    assert by_job["with"][WEBHOOK_ATTRIBUTE] == "1"
+    assert WEBHOOK_ATTRIBUTE not in by_job["without"]

@@ -92,3 +92,11 @@ def test_job_list_queries_have_their_composite_indexes() -> None:
     orders = [(f["field_path"], f["order"]) for f in index["fields"]]
     assert orders == [("created_at", "DESCENDING"), ("__name__", "DESCENDING")]
     assert index["collection"] == "jobs"
+
+
+def test_the_subscription_takes_only_results_with_a_webhook() -> None:
+    from comfyburst.services.results import WEBHOOK_ATTRIBUTE
+
+    subscription = _one("google_pubsub_subscription", "webhooks")
+    # python-hcl2 keeps the string's escapes.
+    assert subscription["filter"].replace('\\"', '"') == f'attributes.{WEBHOOK_ATTRIBUTE} = "1"'

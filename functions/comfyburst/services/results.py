@@ -20,6 +20,8 @@ from comfyburst.states import JobState
 
 log = logging.getLogger(__name__)
 
+WEBHOOK_ATTRIBUTE = "webhook"  # set on results of jobs with a webhook_url
+
 
 def split_gs_uri(uri: str) -> tuple[str, str]:
     """('bucket', 'object/name') of a gs:// URI; ValueError when it is not one."""
@@ -116,7 +118,11 @@ def publish_result(store: JobStore, publisher: Publisher, job: Job, now: datetim
             digest,
             job.result_sha256,
         )
-    publisher.publish(body, message.attributes())
+    attributes = message.attributes()
+    if job.webhook_url:
+        # Lets the webhooks subscription filter on it: only these reach the delivery function.
+        attributes[WEBHOOK_ATTRIBUTE] = "1"
+    publisher.publish(body, attributes)
     fields: dict[str, object] = {"result_published_at": now, "result_sha256": digest}
     if job.result is None:
         fields["result"] = message.model_dump(mode="json")
