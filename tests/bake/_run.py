@@ -91,7 +91,8 @@ def prove_user_split(root: Path) -> list[str]:
     return failures
 
 
-def _export_catalogue(root: Path, env: dict[str, str], cloud_env: dict[str, str]) -> None:
+def _build_vm_metadata(cloud_env: dict[str, str]) -> tuple[Any, Forwarder]:
+    """A metadata server for the image-build VM, answering at 169.254.169.254:80."""
     from localcloud.compute._metadata_server import MetadataServer, instance_tree
 
     tree = instance_tree(
@@ -105,7 +106,22 @@ def _export_catalogue(root: Path, env: dict[str, str], cloud_env: dict[str, str]
         sa_email="imager@rehearsal.iam.gserviceaccount.com",
     )
     metadata = MetadataServer(lambda: tree, threading.Condition())
-    forwarder = Forwarder(metadata.address)
+    return metadata, Forwarder(metadata.address)
+
+
+def _check_user_split(root: Path, cloud_env: dict[str, str]) -> None:
+    metadata, forwarder = _build_vm_metadata(cloud_env)
+    try:
+        failures = prove_user_split(root)
+    finally:
+        forwarder.close()
+        metadata.close()
+    if failures:
+        raise RehearsalFailed(f"user split: {failures}")
+
+
+def _export_catalogue(root: Path, env: dict[str, str], cloud_env: dict[str, str]) -> None:
+    metadata, forwarder = _build_vm_metadata(cloud_env)
     try:
         step = {
             **env,
@@ -119,9 +135,6 @@ def _export_catalogue(root: Path, env: dict[str, str], cloud_env: dict[str, str]
         )
         if code != 0:
             raise RehearsalFailed(f"07-export-catalogue.sh exited with {code}")
-        failures = prove_user_split(root)
-        if failures:
-            raise RehearsalFailed(f"user split: {failures}")
     finally:
         forwarder.close()
         metadata.close()
@@ -243,6 +256,7 @@ def run_phase(root: Path, env: dict[str, str]) -> int:
             cloud_env = dict(cloud.env)
             _export_catalogue(root, env, cloud_env)
             _run_job(root, cloud_env)
+            _check_user_split(root, cloud_env)
     except RehearsalFailed as exc:
         print(f"BAKE REHEARSAL FAILED: {exc}", flush=True)
         for log in sorted((root / STATE).glob("*.log")):
