@@ -19,7 +19,15 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
-from comfyburst.domain.urls import UrlRefused, UrlRule, check_url, is_ip_literal, is_private_name
+from comfyburst.domain.urls import (
+    Target,
+    UrlRefused,
+    UrlRule,
+    check_address,
+    check_url,
+    is_ip_literal,
+    is_private_name,
+)
 from comfyburst.errors import InvalidRequest, PayloadTooLarge
 from comfyburst.schema import JobRequest
 
@@ -236,14 +244,22 @@ def check_webhook_url(
 def check_webhook_address(
     address: str, *, allow_loopback: bool, field: str = "webhook_url"
 ) -> None:
-    """Raise InvalidRequest unless a webhook may connect to this resolved address."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip.is_loopback and allow_loopback:
-        return
-    if not ip.is_global or ip.is_multicast:
-        raise InvalidRequest(f"webhook URL resolves to a non-public address ({ip})", field=field)
+    """Raise InvalidRequest unless a webhook may connect to this resolved address (the one
+    address rule, `domain.urls.check_address`; loopback only with `allow_loopback`)."""
+    target = Target("https", "its host", 443, test=allow_loopback and _is_loopback(address))
+    try:
+        check_address(address, target)
+    except UrlRefused as exc:
+        raise InvalidRequest(f"webhook URL: {exc}", field=field) from None
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return (mapped or ip).is_loopback
 
 
 def _is_loopback_literal(host: str) -> bool:
