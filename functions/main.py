@@ -6,12 +6,21 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import flask
 import functions_framework
 
 from comfyburst.logs import setup_logging
+
+if TYPE_CHECKING:  # the services load on first use, not at import
+    from cloudevents.http import CloudEvent
+
+    from comfyburst.api import ApiDeps
+    from comfyburst.domain.reaper import ReaperPolicy
+    from comfyburst.services.complete import CompletionDeps
+    from comfyburst.services.reap import ReaperDeps
+    from comfyburst.services.webhooks import DeliveryDeps
 
 T = TypeVar("T")
 
@@ -37,7 +46,7 @@ class Lazy(Generic[T]):
         self._value = value
 
 
-def _build_api_deps():  # type: ignore[no-untyped-def]
+def _build_api_deps() -> ApiDeps:
     from comfyburst import wiring
     from comfyburst.api import build_api_deps
     from comfyburst.settings import FunctionSettings
@@ -72,7 +81,7 @@ def api(request: flask.Request) -> flask.Response:
 # --- done-flag trigger and reaper (services/complete.py, services/reap.py) ----------------
 
 
-def _build_completion_deps():  # type: ignore[no-untyped-def]
+def _build_completion_deps() -> CompletionDeps:
     from comfyburst import wiring
     from comfyburst.services.complete import CompletionDeps
     from comfyburst.settings import FunctionSettings
@@ -96,7 +105,7 @@ _FINALIZED = "google.cloud.storage.object.v1.finalized"
 
 
 @functions_framework.cloud_event
-def on_done_flag(cloud_event) -> None:  # type: ignore[no-untyped-def]
+def on_done_flag(cloud_event: CloudEvent) -> None:
     """Eventarc storage trigger on the signals bucket: complete the job a done.json is about.
 
     Returns normally (200) for anything that must not be retried, including a bad manifest;
@@ -116,7 +125,7 @@ def on_done_flag(cloud_event) -> None:  # type: ignore[no-untyped-def]
     handle_done_flag(completion_deps(), obj)
 
 
-def _build_reaper_deps():  # type: ignore[no-untyped-def]
+def _build_reaper_deps() -> tuple[ReaperDeps, ReaperPolicy]:
     from comfyburst import wiring
     from comfyburst.services.dispatch import Dispatcher
     from comfyburst.services.reap import ReaperDeps, policy_from
@@ -172,7 +181,7 @@ def reaper(request: flask.Request) -> flask.Response:
 # --- webhook delivery (services/webhooks.py) ---------------------------------------------
 
 
-def _build_delivery_deps():  # type: ignore[no-untyped-def]
+def _build_delivery_deps() -> DeliveryDeps:
     from comfyburst import wiring
     from comfyburst.services.webhooks import DeliveryDeps
     from comfyburst.settings import FunctionSettings
@@ -191,7 +200,7 @@ delivery_deps = Lazy(_build_delivery_deps)
 
 
 @functions_framework.cloud_event
-def on_result(cloud_event) -> None:  # type: ignore[no-untyped-def]
+def on_result(cloud_event: CloudEvent) -> None:
     """The webhooks subscription on the results topic (a push subscription; functions-framework
     makes its request a `messagePublished` CloudEvent): one signed delivery per message.
 

@@ -10,6 +10,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -393,7 +394,7 @@ class LocalCloud:
 FUNCTIONS_SOURCE = Path(__file__).with_name("functions_source.py")
 
 
-def _put(url: str, body: dict[str, str] | None) -> None:
+def _put(url: str, body: dict[str, Any] | None) -> None:
     response = requests.put(url, json=body, timeout=10)
     if response.status_code not in (200, 409):
         response.raise_for_status()

@@ -185,10 +185,10 @@ class Observer:
     def pull_results(self, idle_s: float = 2.0, max_s: float = 60.0) -> list[dict[str, Any]]:
         """Pull (and ack) every message on the results subscription until it stays empty."""
         from google.api_core import exceptions as gexc
-        from google.cloud import pubsub_v1
+        from google.cloud.pubsub_v1 import SubscriberClient
 
         if self._subscriber is None:
-            self._subscriber = pubsub_v1.SubscriberClient()
+            self._subscriber = SubscriberClient()
         path = f"projects/{self.project}/subscriptions/{RESULTS_SUBSCRIPTION}"
         messages: list[dict[str, Any]] = []
         quiet_since = time.monotonic()

@@ -106,7 +106,7 @@ async def post_prompt(request: web.Request) -> web.Response:
     if not isinstance(number, int | float) or isinstance(number, bool):
         number = standin.queue.next_number(front=bool(body.get("front")))
     if "prompt" not in body:
-        error = {"type": "no_prompt", "message": "No prompt provided"}
+        error: dict[str, Any] = {"type": "no_prompt", "message": "No prompt provided"}
         error |= {"details": "No prompt provided", "extra_info": {}}
         return web.json_response({"error": error, "node_errors": {}}, status=400)
     verdict = standin.validate(body["prompt"])

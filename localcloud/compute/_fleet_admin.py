@@ -7,45 +7,45 @@ from typing import TYPE_CHECKING, Any
 
 from localcloud.compute import _errors as errors
 from localcloud.compute._config import Fault
+from localcloud.compute._fleet_host import FleetHost
 from localcloud.compute._resources import TERMINATED, new_fingerprint
 
 if TYPE_CHECKING:
-    from localcloud.compute._fleet import Fleet
     from localcloud.compute._guest import Guest
     from localcloud.compute._metadata_server import MetadataServer
 
 
-class AdminMixin:
+class AdminMixin(FleetHost):
     """Faults, counters, snapshot, reset and close of a Fleet."""
 
-    def add_faults(self: Fleet, faults: list[Fault]) -> list[Fault]:
+    def add_faults(self, faults: list[Fault]) -> list[Fault]:
         """Arm faults; they are consumed in the order added."""
         with self.cond:
             return self._faults.add(faults)
 
-    def faults(self: Fleet) -> list[Fault]:
+    def faults(self) -> list[Fault]:
         """The armed faults."""
         with self.cond:
             return self._faults.list()
 
-    def clear_faults(self: Fleet) -> None:
+    def clear_faults(self) -> None:
         """Disarm every fault."""
         with self.cond:
             self._faults.clear()
 
-    def snapshot(self: Fleet) -> list[dict[str, Any]]:
+    def snapshot(self) -> list[dict[str, Any]]:
         """Every VM's state, for tests and the CLI."""
         with self.cond:
             return [vm.admin_view(self.config.log_dir) for vm in self._vms.values()]
 
-    def stats(self: Fleet) -> dict[str, Any]:
+    def stats(self) -> dict[str, Any]:
         """Counters since start or reset: VMs created, deleted, preempted; billed seconds of
         every VM, the deleted ones included (GCE bills RUNNING and STOPPING time)."""
         with self.cond:
             billed = self._deleted_billed_s + sum(v.running_seconds() for v in self._vms.values())
             return {**self._counters, "billed_s": round(billed, 3)}
 
-    def reset(self: Fleet) -> None:
+    def reset(self) -> None:
         """Power off every VM at once, delete the inserted ones, empty metadata, disarm
         faults, abort operations, zero the counters."""
         aborted = errors.GceError(409, "ABORTED", "The Compute stand-in was reset.")
@@ -74,7 +74,7 @@ class AdminMixin:
             self._deleted_billed_s = 0.0
         self._kill_all(victims)
 
-    def _kill_all(self: Fleet, victims: list[tuple[Guest | None, MetadataServer | None]]) -> None:
+    def _kill_all(self, victims: list[tuple[Guest | None, MetadataServer | None]]) -> None:
         def kill(guest: Guest | None, server: MetadataServer | None) -> None:
             if guest is not None:
                 guest.terminate(self.config.stop_grace_s)
@@ -87,7 +87,7 @@ class AdminMixin:
         for thread in threads:
             thread.join()
 
-    def close(self: Fleet) -> None:
+    def close(self) -> None:
         """End every guest and metadata server; pending timers do nothing afterwards."""
         self._closing.set()
         with self.cond:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import random
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from localcloud.compute import _capacity
 from localcloud.compute import _errors as errors
 from localcloud.compute._config import FaultKind
 from localcloud.compute._faults import fault_error
+from localcloud.compute._fleet_host import FleetHost
 from localcloud.compute._resources import (
     PROVISIONING,
     RUNNING,
@@ -23,18 +24,15 @@ from localcloud.compute._resources import (
 )
 from localcloud.compute._templates import spec_from_template
 
-if TYPE_CHECKING:
-    from localcloud.compute._fleet import Fleet
-
 # How often the chaos loop draws preemptions.
 _PREEMPT_TICK_S = 0.25
 
 
-class PoolMixin:
+class PoolMixin(FleetHost):
     """insert / delete / preempt of a Fleet."""
 
     def insert(
-        self: Fleet,
+        self,
         project: str,
         zone: str,
         body: dict[str, Any] | None,
@@ -47,7 +45,7 @@ class PoolMixin:
         )
 
     def _insert(
-        self: Fleet, project: str, zone: str, body: dict[str, Any], template_ref: str | None
+        self, project: str, zone: str, body: dict[str, Any], template_ref: str | None
     ) -> Operation:
         self._check_project(project)
         if zone not in self.config.known_zones():
@@ -83,7 +81,7 @@ class PoolMixin:
         return op
 
     def insert_template(
-        self: Fleet, project: str, region: str | None, body: dict[str, Any]
+        self, project: str, region: str | None, body: dict[str, Any]
     ) -> dict[str, Any]:
         """instanceTemplates.insert (global or regional); the operation is DONE at once."""
         self._check_project(project)
@@ -99,13 +97,13 @@ class PoolMixin:
             "targetId": stored["id"],
         }
 
-    def get_template(self: Fleet, project: str, region: str | None, name: str) -> dict[str, Any]:
+    def get_template(self, project: str, region: str | None, name: str) -> dict[str, Any]:
         """instanceTemplates.get."""
         self._check_project(project)
         with self.cond:
             return self._templates.get(region, name)
 
-    def _insert_failure(self: Fleet, vm: Vm) -> tuple[errors.GceError | None, bool]:
+    def _insert_failure(self, vm: Vm) -> tuple[errors.GceError | None, bool]:
         """(the error this insert meets, whether it fails the operation rather than the call)."""
         for kind in (FaultKind.QUOTA, FaultKind.STOCKOUT, FaultKind.CREATE_FAILURE):
             fault = self._faults.take(kind, vm)
@@ -120,17 +118,17 @@ class PoolMixin:
         stockout = _capacity.stockout(self.config, vms, vm)
         return stockout, self.config.insert_stockout_mode == "operation"
 
-    def _fail_insert(self: Fleet, vm: Vm, op: Operation, error: errors.GceError) -> None:
+    def _fail_insert(self, vm: Vm, op: Operation, error: errors.GceError) -> None:
         op.finish(error)
         self._remove(vm)
 
     def delete(
-        self: Fleet, project: str, zone: str, name: str, request_id: str | None = None
+        self, project: str, zone: str, name: str, request_id: str | None = None
     ) -> dict[str, Any]:
         """DELETE instances/{name}: power off (if up), then the VM and its disk are gone."""
         return self._deduped(project, request_id, lambda: self._delete(project, zone, name))
 
-    def _delete(self: Fleet, project: str, zone: str, name: str) -> Operation:
+    def _delete(self, project: str, zone: str, name: str) -> Operation:
         vm = self._vm(project, zone, name)
         op = Operation(project, zone, "delete", vm)
         if vm.deleting:
@@ -145,7 +143,7 @@ class PoolMixin:
         self._power_off_async(vm, [op], self.config.stop_grace_s)
         return op
 
-    def _remove(self: Fleet, vm: Vm) -> None:
+    def _remove(self, vm: Vm) -> None:
         if self._vms.get((vm.zone, vm.name)) is vm:
             del self._vms[(vm.zone, vm.name)]
             self._counters["deleted"] += 1
@@ -153,13 +151,13 @@ class PoolMixin:
         vm.generation += 1
 
     def simulate_maintenance_event(
-        self: Fleet, project: str, zone: str, name: str, request_id: str | None = None
+        self, project: str, zone: str, name: str, request_id: str | None = None
     ) -> dict[str, Any]:
         """POST instances/{name}/simulateMaintenanceEvent: a Spot VM is preempted; a standard
         VM (onHostMaintenance TERMINATE, no automatic restart) is shut down."""
         return self._deduped(project, request_id, lambda: self._simulate(project, zone, name))
 
-    def _simulate(self: Fleet, project: str, zone: str, name: str) -> Operation:
+    def _simulate(self, project: str, zone: str, name: str) -> Operation:
         vm = self._vm(project, zone, name)
         op = Operation(project, zone, "simulateMaintenanceEvent", vm)
         if vm.status not in (STAGING, RUNNING) or vm.deleting:
@@ -171,7 +169,7 @@ class PoolMixin:
         op.finish()
         return op
 
-    def preempt(self: Fleet, zone: str, name: str) -> bool:
+    def preempt(self, zone: str, name: str) -> bool:
         """Preempt a RUNNING Spot VM now (admin and chaos); False when it is not one."""
         with self.cond:
             vm = self._vms.get((zone, name))
@@ -181,7 +179,7 @@ class PoolMixin:
             self.cond.notify_all()
             return True
 
-    def _preempt(self: Fleet, vm: Vm) -> None:
+    def _preempt(self, vm: Vm) -> None:
         # GCE's order: `instance/preempted` turns TRUE, the guest gets the ACPI soft-off
         # (SIGTERM here), and the VM is powered off hard after the Spot grace period.
         vm.preempted = True
@@ -202,17 +200,18 @@ class PoolMixin:
         )
         self.cond.notify_all()
 
-    def set_preemption_rate(self: Fleet, rate_per_s: float) -> None:
+    def set_preemption_rate(self, rate_per_s: float) -> None:
         """Preempt RUNNING Spot VMs at random at this rate (chaos); 0 stops it."""
         with self.cond:
             self._preemption_rate_per_s = max(0.0, rate_per_s)
             if self._preemption_rate_per_s and self._preempter is None:
-                self._preempter = threading.Thread(
+                preempter = threading.Thread(
                     target=self._preempt_at_random, name="spot-preempter", daemon=True
                 )
-                self._preempter.start()
+                self._preempter = preempter
+                preempter.start()
 
-    def _preempt_at_random(self: Fleet) -> None:
+    def _preempt_at_random(self) -> None:
         rng = random.Random(self.config.chaos_seed)
         while not self._closing.wait(_PREEMPT_TICK_S):
             with self.cond:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from localcloud.compute import _errors as errors
 from localcloud.compute._config import InstanceSpec
@@ -14,6 +14,10 @@ _REF_RE = re.compile(
     r"^(?:(?:https?://[^/]+)?/?compute/v1/)?(?:projects/(?P<project>[^/]+)/)?"
     r"(?:global|regions/(?P<region>[^/]+))/instanceTemplates/(?P<name>[^/]+)$"
 )
+_PROVISIONING_MODELS: dict[str, Literal["STANDARD", "SPOT"]] = {
+    "STANDARD": "STANDARD",
+    "SPOT": "SPOT",
+}
 
 
 def region_of(zone: str) -> str:
@@ -109,6 +113,9 @@ def spec_from_template(template: dict[str, Any], zone: str, body: dict[str, Any]
     model = scheduling.get("provisioningModel") or "STANDARD"
     if scheduling.get("preemptible"):
         model = "SPOT"  # a preemptible VM is preempted the same way here
+    provisioning = _PROVISIONING_MODELS.get(model)
+    if provisioning is None:  # Compute's enum for scheduling.provisioningModel
+        raise errors.invalid("resource.scheduling.provisioningModel", str(model), "")
     metadata = {**_metadata_items(props.get("metadata")), **_metadata_items(body.get("metadata"))}
     try:
         return InstanceSpec(
@@ -122,7 +129,7 @@ def spec_from_template(template: dict[str, Any], zone: str, body: dict[str, Any]
                 else None
             ),
             accelerator_count=int(accelerator.get("acceleratorCount") or 0),
-            provisioning_model=model,
+            provisioning_model=provisioning,
             termination_action=scheduling.get("instanceTerminationAction") or "STOP",
             metadata=metadata,
             source_template=template["selfLink"],

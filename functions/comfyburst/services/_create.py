@@ -123,6 +123,7 @@ class Creator:
         # request, which the name then makes idempotent (the instance exists: 409).
         assert record.lease is not None
         stamp = record.lease.expires_at.isoformat()
+        operation: str | None  # None: the VM exists and is booting; nothing was sent
         try:
             operation = self._fleet.create(
                 zone,

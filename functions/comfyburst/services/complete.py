@@ -222,7 +222,7 @@ def _invalid(
     if not (ended.state.terminal and ended.error and ended.error.type == "manifest_invalid"):
         return _outcome("not_live", obj, job.job_id, state=ended.state.value)
     publish_result(deps.store, deps.publisher, ended, deps.clock.now())
-    released = bool(ended.vm) and release_lease(deps.store, ended.vm.name, job.job_id, now)
+    released = ended.vm is not None and release_lease(deps.store, ended.vm.name, job.job_id, now)
     return _outcome(
         "manifest_invalid",
         obj,

@@ -76,7 +76,7 @@ def build_services(
 
 
 def _cloud_adapters(config: DeploymentConfig) -> tuple[JobStore, BlobStore, Clock]:
-    from google.cloud import firestore, storage  # type: ignore[attr-defined]
+    from google.cloud import firestore, storage  # type: ignore[attr-defined,unused-ignore]
 
     from comfyburst.adapters.clock import SystemClock
     from comfyburst.adapters.firestore_store import Collections, FirestoreJobStore

@@ -31,6 +31,8 @@ import requests
 import requests.certs
 import requests.utils
 import urllib3.exceptions
+from urllib3.connection import HTTPConnection  # what pinned_connection opens
+from urllib3.response import HTTPResponse
 
 from comfyburst.adapters.pinned_http import (
     Resolver,
@@ -309,7 +311,7 @@ class HttpDownloader:
     def _part_worker(
         self, window: PartWindow, url: str, headers: dict[str, str], fd: int, size: int
     ) -> None:
-        conn: http.client.HTTPConnection | None = None
+        conn: HTTPConnection | None = None
         try:
             while (task := window.take()) is not None:
                 index, buffer = task
@@ -330,13 +332,13 @@ class HttpDownloader:
 
     def _read_range(
         self,
-        conn: http.client.HTTPConnection | None,
+        conn: HTTPConnection | None,
         url: str,
         headers: dict[str, str],
         lo: int,
         view: memoryview,
         window: PartWindow,
-    ) -> http.client.HTTPConnection:
+    ) -> HTTPConnection:
         """Fill `view` with bytes lo.. of `url` over `conn` (kept alive; reopened on errors)."""
         hi = lo + len(view) - 1
         parts = urlsplit(url)
@@ -373,7 +375,7 @@ class HttpDownloader:
         raise DownloadError(f"{_host(url)}: range {lo}-{hi} failed {self.retries + 1} times")
 
 
-def _read_into(resp: http.client.HTTPResponse, view: memoryview) -> int:
+def _read_into(resp: HTTPResponse, view: memoryview) -> int:
     """Read the body straight into `view`; the count is short if the server stopped early."""
     got = 0
     while got < len(view):

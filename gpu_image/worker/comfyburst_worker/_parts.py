@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import http.client
 import threading
+
+from urllib3.connection import HTTPConnection
 
 from comfyburst_worker._cancel import shutdown
 
@@ -29,9 +30,9 @@ class PartWindow:
         self._ready: dict[int, memoryview] = {}
         self._free: list[bytearray] = []
         self._error: BaseException | None = None
-        self._conns: list[http.client.HTTPConnection] = []
+        self._conns: list[HTTPConnection] = []
 
-    def track(self, conn: http.client.HTTPConnection) -> http.client.HTTPConnection:
+    def track(self, conn: HTTPConnection) -> HTTPConnection:
         """A part connection to shut down on cancel."""
         with self._cond:
             self._conns.append(conn)

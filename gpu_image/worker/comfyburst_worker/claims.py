@@ -84,6 +84,7 @@ class LeaseKeeper:
     def _update(self, change: Callable[[VmRecord], VmRecord | None]) -> VmRecord | None:
         for _ in range(_PUT_TRIES):
             cached, self._written = self._written, None
+            record: VmRecord | None
             if cached is not None:
                 record, version = cached
             else:
