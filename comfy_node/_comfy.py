@@ -153,3 +153,22 @@ def scheduler_names() -> list[str]:
     except ImportError:
         return _catalogue_combo("KSampler", "scheduler")
     return list(comfy.samplers.KSampler.SCHEDULERS)
+
+
+def local_model_file(value: str, input_name: str) -> tuple[str, Path] | None:
+    """(kind, path) of a file this ComfyUI's model folders hold under `value` (the first kind
+    ComfyBurst can bring that has it); None outside ComfyUI or when no folder has it."""
+    try:
+        import folder_paths
+    except ImportError:
+        return None
+    from comfyburst.schema import ModelKind
+
+    for kind in ModelKind:
+        try:
+            found = folder_paths.get_full_path(kind.value, value)
+        except KeyError:  # a folder name this ComfyUI does not know
+            continue
+        if found and Path(found).is_file():
+            return kind.value, Path(found)
+    return None

@@ -14,6 +14,7 @@ from comfyburst.schema import JobRequest, ModelKind
 from . import _comfy
 from .config import make_client
 from .graph import LoraRef, Txt2ImgParams, bind_input_images, build_txt2img
+from .local_models import HASH_CACHE_FILE_NAME, HashCache, bring_local_models
 from .outputs import SavedOutputs, save_files
 from .remote import PROGRESS_STEPS, RemoteJobCancelled, run_job
 from .tensors import decode_batch, encode_png, is_image_name, to_tensor
@@ -41,9 +42,11 @@ def execute(request: dict[str, Any], client: ApiClient | None = None) -> tuple[A
     VIDEO or None, AUDIO or None). Every file but the images is saved to the output folder."""
     JobRequest.model_validate(request)  # a clear error before any network call
     report = _comfy.progress_reporter(PROGRESS_STEPS)
+    client = client or make_client()
+    request = _with_local_models(client, request, report)
     try:
         result = run_job(
-            client or make_client(),
+            client,
             request,
             is_image=is_image_name,
             on_progress=report,
@@ -65,6 +68,21 @@ def execute(request: dict[str, Any], client: ApiClient | None = None) -> tuple[A
     audio = _comfy.audio_from_file(str(audio_path)) if audio_path else None
     paths = "\n".join(str(path) for path in saved.all_paths())
     return images, json.dumps(result.job, indent=2), paths, video, audio
+
+
+def _with_local_models(client: ApiClient, request: dict[str, Any], report: Any) -> dict[str, Any]:
+    """The request naming, and the models bucket holding, every local model file the GPU
+    side lacks; the upload moves the node's progress bar."""
+    user_dir = _comfy.user_directory()
+    hashes = HashCache(Path(user_dir) / HASH_CACHE_FILE_NAME if user_dir else None)
+    brought, _sent = bring_local_models(
+        client,
+        request,
+        find_local=_comfy.local_model_file,
+        hashes=hashes,
+        on_progress=lambda done, total: report(done * PROGRESS_STEPS // max(total, 1)),
+    )
+    return brought
 
 
 class ComfyBurstModelFromURL:
