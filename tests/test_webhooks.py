@@ -234,6 +234,7 @@ def test_parse_pubsub_event_reads_both_shapes() -> None:
         "ftp://hooks.example.com/x",
         "https://hooks.example.com/x#frag",
         "https://hooks.exa mple.com/x",
+        "https://hooks.example.com:8443/x",  # the one URL rule's https port
     ],
 )
 def test_webhook_urls_refused(url: str) -> None:

@@ -231,6 +231,8 @@ def check_webhook_url(
     if scheme not in ("https", "http"):
         raise reject("must use https://")
     if not loopback:
+        if port not in (None, 443):
+            raise reject("must not name a port other than 443")
         if _is_ip_literal(host):
             raise reject("must name a host, not an IP address")
         if is_private_name(host):
