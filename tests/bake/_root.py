@@ -28,6 +28,16 @@ PACKAGES = "git,python3-venv,curl,jq,nftables,sudo,ca-certificates,procps,iprout
 SRC_IN_ROOT = "/tmp/comfyburst-src"  # the template's upload folder
 MNT = "/mnt/bake"  # this machine's Python, wheels and index, read-only in the root
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+WORKFLOW = REPO / "examples" / "workflows" / "invert.json"
+
+
+class RehearsalFailed(Exception):
+    """A step of the rehearsal did not do what the image must."""
+
+
+def work_dir() -> Path:
+    """Where the rehearsal's root, logs and local cloud live (BAKE_WORK overrides)."""
+    return Path(os.environ.get("BAKE_WORK", CACHE / "work")).resolve()
 
 
 def run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:

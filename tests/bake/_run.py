@@ -14,7 +14,7 @@ from typing import Any
 
 from tests.bake import _root
 from tests.bake._forward import METADATA_IP, Forwarder
-from tests.bake.rehearsal import WORKFLOW, RehearsalFailed, _work
+from tests.bake._root import WORKFLOW, RehearsalFailed, work_dir
 
 STATE = "run/comfyburst-rehearsal"
 TOKEN_URL = (
@@ -128,7 +128,7 @@ def _export_catalogue(root: Path, env: dict[str, str], cloud_env: dict[str, str]
             "JOBS_BUCKET": cloud_env["COMFYBURST_JOBS_BUCKET"],
             "STORAGE_API_URL": cloud_env["STORAGE_EMULATOR_HOST"],
         }
-        log = _work() / "provision.log"
+        log = work_dir() / "provision.log"
         # The cleanup at its end removes the sources; keep a copy for a rerun of phase 2.
         code = _root.run_script(
             root, f"{_root.SRC_IN_ROOT}/scripts/07-export-catalogue.sh", step, log
@@ -191,7 +191,7 @@ def _run_job(root: Path, cloud_env: dict[str, str]) -> None:
         users.update(_unit_users(root))
         serial = "\n".join(
             p.read_text(errors="replace")
-            for p in (_work() / "cloud" / "compute" / "logs").glob("*.log")
+            for p in (work_dir() / "cloud" / "compute" / "logs").glob("*.log")
         )
         if "boot: halted" in serial:  # the boot ended without a power-off
             raise RehearsalFailed(
@@ -246,7 +246,7 @@ def run_phase(root: Path, env: dict[str, str]) -> int:
 
     _root.run(["ip", "link", "set", "lo", "up"])
     _root.run(["ip", "addr", "add", f"{METADATA_IP}/32", "dev", "lo"])
-    state_dir = _work() / "cloud"
+    state_dir = work_dir() / "cloud"
     subprocess.run(["rm", "-rf", str(state_dir)], check=True)
     config = cloud_config(state_dir, pool_size=1, zones=("us-central1-a",))
     guest = [sys.executable, "-m", "tests.bake.guest", "--root", str(root)]

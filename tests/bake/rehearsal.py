@@ -30,11 +30,10 @@ import time
 from pathlib import Path
 
 from tests.bake import _root
-from tests.bake._root import MNT, REPO, SRC_IN_ROOT, run
+from tests.bake._root import MNT, REPO, SRC_IN_ROOT, RehearsalFailed, run, work_dir
 
 OLD_WORKER_COMMIT = "375d0c9"  # 04-worker.sh before the shared env file
 NETNS = f"comfyburst-bake-{os.getpid()}"
-WORKFLOW = REPO / "examples" / "workflows" / "invert.json"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 SCRIPTS = [
     "02-comfyui.sh",
@@ -43,14 +42,6 @@ SCRIPTS = [
     "05-systemd.sh",
     "06-model-cache.sh",
 ]
-
-
-class RehearsalFailed(Exception):
-    """A step of the rehearsal did not do what the image must."""
-
-
-def _work() -> Path:
-    return Path(os.environ.get("BAKE_WORK", _root.CACHE / "work")).resolve()
 
 
 def script_env(root: Path, comfyui_repo: str, commit: str, python_version: str) -> dict[str, str]:
@@ -76,7 +67,7 @@ def script_env(root: Path, comfyui_repo: str, commit: str, python_version: str) 
 
 def provision(root: Path, log: Path) -> dict[str, str]:
     """Phase 1; returns the script env for phase 2."""
-    work = _work()
+    work = work_dir()
     work.mkdir(parents=True, exist_ok=True)
     _root.fresh_root(root)
     python_version, listing = _root.image_python()
@@ -156,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         raise SystemExit("the bake rehearsal needs root (debootstrap, chroot, mounts, netns)")
-    root = _work() / "root"
-    log = _work() / "provision.log"
+    root = work_dir() / "root"
+    log = work_dir() / "provision.log"
     if args.phase == "run":
         from tests.bake._run import run_phase
 
