@@ -9,6 +9,8 @@ the jobs runs a slow ComfyUI node). Then checks what must hold whatever crashes:
 - jobs completed twice: more than one terminal status published for a job (target 0);
 - duplicate result messages with different content, per job_id + status (target 0);
 - VMs still RUNNING at the end (target 0);
+- a second tenant's attacks (`_chaos_tenants.py`): `cross_tenant_reads` and `models_changed`,
+  measured (target 0 each);
 - GPU-seconds billed (RUNNING time per VM, from the Compute stand-in) against work-seconds
   (ComfyUI execution time from the done manifests): (billed - work) / jobs ≤ 15 s.
 
@@ -25,7 +27,9 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,8 +38,15 @@ from rich.console import Console
 from rich.table import Table
 
 from localcloud._chaos_faults import Injected, Injector
+from localcloud._chaos_tenants import (
+    Tenants,
+    model_server,
+    models_changed,
+    read_others,
+    run_hostile,
+)
 from localcloud.config import REPO_ROOT
-from localcloud.harness import Observer, cloud_config, running_cloud, vm_names
+from localcloud.harness import Observer, cloud_config, disk_root, running_cloud, vm_names
 
 TERMINAL = ("succeeded", "failed", "cancelled", "timed_out")
 OVERHEAD_TARGET_S = 15.0
@@ -107,17 +118,25 @@ class Run:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def _submit_all(cfg: ChaosConfig, api_url: str, rng: random.Random, run: Run) -> None:
+def client_of(api_url: str, key: str) -> Any:
     from comfyburst.client import ApiClient, ClientSettings
 
+    return ApiClient(ClientSettings(api_url=api_url, auth="api_key", api_key=key, timeout_s=120))
+
+
+def _submit_all(
+    cfg: ChaosConfig, api_url: str, rng: random.Random, run: Run, tenants: Tenants
+) -> None:
     requests_ = [
         {
             "workflow": workflow(rng, rng.random() < cfg.slow_share),
             "options": {"timeout_s": cfg.job_timeout_s},
+            # Every fourth job brings tenant A's own model (checked untouched at the end).
+            **({"models": [tenants.a_model()]} if index % 4 == 0 else {}),
         }
-        for _ in range(cfg.jobs)
+        for index in range(cfg.jobs)
     ]
-    client = ApiClient(ClientSettings(api_url=api_url, auth="none", timeout_s=120))
+    client = client_of(api_url, tenants.keys["a"])
 
     def submit(index: int) -> None:
         job = client.submit(requests_[index], idempotency_key=f"chaos-{cfg.seed}-{index}")
@@ -212,6 +231,8 @@ def measure(
     run: Run,
     billed_before: dict[str, float],
     began: float,
+    tenants: Tenants,
+    disks: Path,
 ) -> dict[str, Any]:
     """Wait for the end, then compute the report's numbers."""
     ids = set(run.submitted)
@@ -237,6 +258,7 @@ def measure(
     )
     billed_s = sum(billed_after[n] - billed_before.get(n, 0.0) for n in billed_after)
     states = Counter(jobs.get(j, {}).get("state", "missing") for j in ids)
+    changed, checked = models_changed(tenants, disks)
     # None when the Compute stand-in does not account RUNNING time (the target then fails).
     per_job = (billed_s - work_s) / max(1, len(ids)) if billed_after else None
     return {
@@ -259,6 +281,11 @@ def measure(
         "overhead_s_per_job": None if per_job is None else round(per_job, 2),
         "retried_jobs": sum(1 for j in ids if int(jobs.get(j, {}).get("attempt") or 1) > 1),
         "injected": dict(sorted(Counter(e.kind for e in run.injected).items())),
+        "cross_tenant_reads": tenants.cross_tenant_reads,
+        "cross_tenant_reads_tried": tenants.reads_tried,
+        "models_changed": changed,
+        "model_files_checked": checked,
+        "hostile_jobs": dict(sorted(tenants.hostile.items())),
     }
 
 
@@ -273,6 +300,10 @@ def _targets(result: dict[str, Any]) -> list[tuple[str, Any, str, bool]]:
          result["vms_running_at_end"] == 0),
         ("terminal jobs without a result message", result["terminal_jobs_without_result"], "0",
          result["terminal_jobs_without_result"] == 0),
+        ("cross-tenant reads (2xx on the other tenant's ids, foreign files loaded)",
+         result["cross_tenant_reads"], "0", result["cross_tenant_reads"] == 0),
+        ("models changed (stored bytes not their hash; tenant A's model)",
+         result["models_changed"], "0", result["models_changed"] == 0),
         ("(billed - work) / job, s", result["overhead_s_per_job"], f"≤ {OVERHEAD_TARGET_S:g}",
          result["overhead_s_per_job"] is not None
          and result["overhead_s_per_job"] <= OVERHEAD_TARGET_S),
@@ -290,8 +321,11 @@ def report(result: dict[str, Any], out: Path) -> bool:
     for name, value, target, ok in checks:
         table.add_row(name, str(value), target, "[green]yes[/green]" if ok else "[red]NO[/red]")
     console.print(table)
-    for key in ("states", "injected", "gpu_s_billed", "work_s", "makespan_s", "retried_jobs",
-                "result_messages", "terminal_jobs_without_result"):  # fmt: skip
+    shown = ("states", "injected", "hostile_jobs", "cross_tenant_reads_tried",
+             "model_files_checked", "gpu_s_billed",
+             "work_s", "makespan_s", "retried_jobs", "result_messages",
+             "terminal_jobs_without_result")  # fmt: skip
+    for key in shown:
         console.print(f"{key}: {result[key]}")
     rows = [{"check": n, "value": v, "target": t, "ok": ok} for n, v, t, ok in checks]
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -304,15 +338,9 @@ def run_chaos(cfg: ChaosConfig) -> dict[str, Any]:
     """One chaos run on a fresh local cloud, torn down afterwards; returns the numbers."""
     rng = random.Random(cfg.seed)
     state_dir = cfg.state_dir or Path(tempfile.mkdtemp(prefix="comfyburst-chaos-"))
-    config = cloud_config(
-        state_dir,
-        pool_size=cfg.vms,
-        reaper_period_s=cfg.reaper_period_s,
-        zones=("us-central1-a", "us-central1-b", "us-central1-c"),
-    )
     faults = {"slow_node_class": "ImageBlur", "slow_node_s": cfg.slow_node_s, "sampler_steps": 5}
     console.print(f"chaos: {cfg.jobs} jobs, {cfg.vms} VMs, seed {cfg.seed}; state in {state_dir}")
-    with running_cloud(config, standin_faults=faults) as cloud:
+    with model_server() as tenants, _cloud(cfg, state_dir, tenants, faults) as (cloud, config):
         assert len(vm_names(config)) == cfg.vms
         observer = Observer(cloud.env)
         injector = Injector(cloud.env, config.state_dir, random.Random(cfg.seed + 1))
@@ -323,9 +351,16 @@ def run_chaos(cfg: ChaosConfig) -> dict[str, Any]:
             target=_inject_loop, args=(cfg, observer, injector, run, stop), daemon=True
         )
         chaos.start()
+        api_url = cloud.env["COMFYBURST_API_URL"]
         try:
-            _submit_all(cfg, cloud.env["COMFYBURST_API_URL"], rng, run)
-            result = measure(cfg, observer, run, billed_before, began)
+            _submit_all(cfg, api_url, rng, run, tenants)
+            # Tenant B attacks while A's jobs run: hostile jobs, then A's ids read and cancelled.
+            client_b = client_of(api_url, tenants.keys["b"])
+            a_jobs = sorted(run.submitted)
+            run_hostile(tenants, client_b, a_jobs[0], workflow(rng, False))
+            read_others(tenants, client_b, a_jobs)
+            disks = disk_root(config.state_dir)
+            result = measure(cfg, observer, run, billed_before, began, tenants, disks)
         finally:
             stop.set()
             chaos.join(timeout=60)
@@ -333,6 +368,22 @@ def run_chaos(cfg: ChaosConfig) -> dict[str, Any]:
             observer.close()
     result["events"] = [asdict(e) for e in run.injected]
     return result
+
+
+@contextmanager
+def _cloud(
+    cfg: ChaosConfig, state_dir: Path, tenants: Tenants, faults: dict[str, Any]
+) -> Iterator[tuple[Any, Any]]:
+    """The run's local cloud: api_key auth with both tenants' keys, their model server."""
+    config = cloud_config(
+        state_dir,
+        pool_size=cfg.vms,
+        reaper_period_s=cfg.reaper_period_s,
+        zones=("us-central1-a", "us-central1-b", "us-central1-c"),
+        settings_env=tenants.settings_env(),
+    )
+    with running_cloud(config, standin_faults=faults) as cloud:
+        yield cloud, config
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,3 +29,10 @@ def test_small_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
         "rewrite_done", "delayed_event", "publish_failure", "cancel",
     }  # fmt: skip
     assert result["states"].get("succeeded", 0) >= cfg.jobs // 2
+    # The second tenant: every read of the other's ids and every foreign file load failed, and
+    # no stored model changed; the attacks were made (the figures are not vacuous).
+    assert result["cross_tenant_reads"] == 0, result["hostile_jobs"]
+    assert result["models_changed"] == 0
+    assert result["model_files_checked"] >= 1  # tenant A's model was stored and hashed
+    assert result["cross_tenant_reads_tried"] == 2 * cfg.jobs
+    assert len(result["hostile_jobs"]) == 8
