@@ -9,6 +9,8 @@ computed once per file version: cached by path, size and mtime in the user folde
 
 from __future__ import annotations
 
+import base64
+import functools
 import hashlib
 import json
 import os
@@ -34,8 +36,16 @@ class LocalModel:
     path: Path
 
 
+@dataclass(frozen=True)
+class FileDigests:
+    sha256: str
+    md5_b64: str
+    size_bytes: int
+
+
 class HashCache:
-    """sha256 of local files, kept in a JSON file; an entry holds while size and mtime do."""
+    """sha256 (the address) and MD5 (what Cloud Storage keeps) of local files, kept in a JSON
+    file; an entry holds while the file's size and mtime do."""
 
     def __init__(self, path: Path | None) -> None:
         self._path = path
@@ -50,8 +60,8 @@ class HashCache:
             return {}  # a damaged cache only costs a rehash
         return loaded if isinstance(loaded, dict) else {}
 
-    def sha256(self, path: Path) -> tuple[str, int]:
-        """(hex digest, size) of the file; hashed only when this version is not cached."""
+    def digests(self, path: Path) -> FileDigests:
+        """The file's digests; read only when this version of it is not cached."""
         stat = path.stat()
         key = str(path.resolve())
         with self._lock:
@@ -61,25 +71,30 @@ class HashCache:
             and entry.get("size_bytes") == stat.st_size
             and entry.get("mtime_ns") == stat.st_mtime_ns
             and isinstance(entry.get("sha256"), str)
+            and isinstance(entry.get("md5_b64"), str)
         ):
-            return entry["sha256"], stat.st_size
-        digest = hashlib.sha256()
+            return FileDigests(entry["sha256"], entry["md5_b64"], stat.st_size)
+        sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
         with open(path, "rb") as fh:
             while chunk := fh.read(_HASH_CHUNK_BYTES):
-                digest.update(chunk)
-        value = digest.hexdigest()
+                sha256.update(chunk)
+                md5.update(chunk)
+        value = FileDigests(
+            sha256.hexdigest(), base64.b64encode(md5.digest()).decode(), stat.st_size
+        )
         if self._path is not None:
             with self._lock:
                 entries = self._load()
                 entries[key] = {
                     "size_bytes": stat.st_size,
                     "mtime_ns": stat.st_mtime_ns,
-                    "sha256": value,
+                    "sha256": value.sha256,
+                    "md5_b64": value.md5_b64,
                 }
                 tmp = self._path.with_suffix(".tmp")
                 tmp.write_text(json.dumps(entries), encoding="utf-8")
                 os.replace(tmp, self._path)
-        return value, stat.st_size
+        return value
 
 
 def missing_on_gpu(verdict: dict[str, Any]) -> list[tuple[str, str]]:
@@ -127,14 +142,15 @@ def bring_local_models(
     models = list(request.get("models") or [])
     sent: list[str] = []
     for model in wanted:
-        sha256, size = hashes.sha256(model.path)
-        answer = client.start_upload(sha256, size)
+        digests = hashes.digests(model.path)
+        sha256, size = digests.sha256, digests.size_bytes
+        answer = client.start_upload(sha256, size, digests.md5_b64)
         if not answer.get("exists"):
             client.send_file(
                 answer["session_url"],
                 str(model.path),
                 size,
-                on_progress=lambda done, total=size: on_progress(done, total),
+                on_progress=functools.partial(_report, on_progress, size),
             )
             sent.append(model.filename)
         models.append(
@@ -147,3 +163,7 @@ def bring_local_models(
             }
         )
     return {**request, "models": models}, sent
+
+
+def _report(on_progress: Callable[[int, int], None], total: int, done: int) -> None:
+    on_progress(done, total)

@@ -4,6 +4,7 @@ the worker's model store reading it back. Two uploaders (ana, bo), one caller no
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from pathlib import Path
@@ -242,3 +243,43 @@ def test_a_client_lying_about_the_hash_is_refused_by_the_worker(
     with pytest.raises(ModelFetchError, match="sha256 mismatch"):
         _worker_cache(cloud, tmp_path / "w").ensure(spec)
     assert object_name("key:ana", claimed) in answer["url"]
+
+
+def _md5_b64(data: bytes) -> str:
+    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+
+
+def test_an_object_of_other_bytes_is_replaced_when_the_md5_says_so(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    honest = b"honest bytes" * 200
+    sha256, md5 = hashlib.sha256(honest).hexdigest(), _md5_b64(honest)
+    # The file changed while it was sent: the object has the size, not the bytes.
+    first = _start(cloud, "ana", sha256, len(honest)).get_json()
+    torn = tmp_path / "torn.bin"
+    torn.write_bytes(b"T" * len(honest))
+    _sender().send_file(first["session_url"], str(torn), len(honest))
+    # Without an MD5 the size is all the API can go by; with it, the object is replaced.
+    assert _start(cloud, "ana", sha256, len(honest)).get_json()["exists"] is True
+    payload = {"sha256": sha256, "size_bytes": len(honest), "md5_b64": md5}
+    again = cloud.client.post(
+        "/uploads", data=json.dumps(payload), headers=_as("ana"), content_type="application/json"
+    ).get_json()
+    assert again["exists"] is False and again["session_url"]
+    assert _stored(cloud, again["url"]) is None  # the torn object is gone
+    good = tmp_path / "good.bin"
+    good.write_bytes(honest)
+    _sender().send_file(again["session_url"], str(good), len(honest))
+    assert _stored(cloud, again["url"]) == honest
+    found = cloud.client.post(
+        "/uploads", data=json.dumps(payload), headers=_as("ana"), content_type="application/json"
+    ).get_json()
+    assert found["exists"] is True
+
+
+def test_a_malformed_md5_is_refused(cloud: Cloud) -> None:
+    payload = {"sha256": "a" * 64, "size_bytes": 10, "md5_b64": "not-base64-of-16-bytes!!"}
+    answer = cloud.client.post(
+        "/uploads", data=json.dumps(payload), headers=_as("ana"), content_type="application/json"
+    )
+    assert answer.status_code == 400 and answer.get_json()["error"]["field"] == "md5_b64"

@@ -3,6 +3,7 @@ against the API of functions/main.py served over loopback HTTP on the emulators.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import threading
@@ -53,16 +54,20 @@ def test_the_hash_cache_hashes_a_file_version_once(tmp_path: Path) -> None:
     path = tmp_path / "m.bin"
     path.write_bytes(b"one" * 100)
     cache_file = tmp_path / "hashes.json"
-    first = HashCache(cache_file).sha256(path)
-    assert first == (hashlib.sha256(b"one" * 100).hexdigest(), 300)
+    first = HashCache(cache_file).digests(path)
+    assert (first.sha256, first.size_bytes) == (hashlib.sha256(b"one" * 100).hexdigest(), 300)
+    assert (
+        first.md5_b64
+        == base64.b64encode(hashlib.md5(b"one" * 100, usedforsecurity=False).digest()).decode()
+    )
     stat = path.stat()
     # Same size and mtime: the cached hash stands, whatever the bytes (proof nothing is read).
     path.write_bytes(b"two" * 100)
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert HashCache(cache_file).sha256(path) == first
+    assert HashCache(cache_file).digests(path) == first
     # A new mtime is a new version: hashed again.
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
-    assert HashCache(cache_file).sha256(path)[0] == hashlib.sha256(b"two" * 100).hexdigest()
+    assert HashCache(cache_file).digests(path).sha256 == hashlib.sha256(b"two" * 100).hexdigest()
 
 
 @pytest.fixture

@@ -271,9 +271,14 @@ class ApiClient:
 
     # --- model uploads (POST /uploads, then the Cloud Storage resumable session) -----------
 
-    def start_upload(self, sha256: str, size_bytes: int) -> dict[str, Any]:
+    def start_upload(
+        self, sha256: str, size_bytes: int, md5_b64: str | None = None
+    ) -> dict[str, Any]:
         """POST /uploads: `exists`, the `url` a job names, else a resumable `session_url`."""
-        return self._call("POST", "/uploads", {"sha256": sha256, "size_bytes": size_bytes})
+        body: dict[str, Any] = {"sha256": sha256, "size_bytes": size_bytes}
+        if md5_b64 is not None:
+            body["md5_b64"] = md5_b64
+        return self._call("POST", "/uploads", body)
 
     def send_file(
         self,

@@ -20,9 +20,11 @@ class GcsModelUploads:
     def __init__(self, client: Any) -> None:
         self._client = client
 
-    def stored_size_bytes(self, bucket: str, name: str) -> int | None:
+    def stored(self, bucket: str, name: str) -> tuple[int, str | None] | None:
         blob = self._client.bucket(bucket).get_blob(name)
-        return None if blob is None or blob.size is None else int(blob.size)
+        if blob is None or blob.size is None:
+            return None
+        return int(blob.size), blob.md5_hash
 
     def start_session(self, bucket: str, name: str, size_bytes: int) -> str:
         blob = self._client.bucket(bucket).blob(name)

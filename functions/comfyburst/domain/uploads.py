@@ -12,6 +12,8 @@ worker hashes what it downloads and refuses bytes that are not `{hex}`
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import re
 from collections.abc import Callable, Iterable
@@ -35,6 +37,7 @@ class UploadRequest:
 
     sha256: str
     size_bytes: int
+    md5_b64: str | None = None  # base64 MD5, as Cloud Storage keeps it (`md5Hash`)
 
 
 def owner_key(caller: str) -> str:
@@ -59,7 +62,7 @@ def parse_upload_request(data: Any, *, max_size_bytes: int) -> UploadRequest:
     """The body of `POST /uploads`, or InvalidRequest naming the field."""
     if not isinstance(data, dict):
         raise InvalidRequest("the request body must be a JSON object")
-    unknown = sorted(set(data) - {"sha256", "size_bytes"})
+    unknown = sorted(set(data) - {"sha256", "size_bytes", "md5_b64"})
     if unknown:
         raise InvalidRequest(f"unknown field {unknown[0]}", field=unknown[0])
     sha256 = data.get("sha256")
@@ -73,7 +76,30 @@ def parse_upload_request(data: Any, *, max_size_bytes: int) -> UploadRequest:
             f"size_bytes is {size}; at most {max_size_bytes} bytes may be uploaded",
             field="size_bytes",
         )
-    return UploadRequest(sha256.lower(), size)
+    md5 = data.get("md5_b64")
+    if md5 is not None and not _is_md5_b64(md5):
+        raise InvalidRequest("md5_b64 must be the base64 of a 16-byte MD5", field="md5_b64")
+    return UploadRequest(sha256.lower(), size, md5)
+
+
+def _is_md5_b64(value: Any) -> bool:
+    if not isinstance(value, str) or len(value) != 24:
+        return False
+    try:
+        return len(base64.b64decode(value, validate=True)) == 16
+    except (binascii.Error, ValueError):
+        return False
+
+
+def holds_the_file(
+    request: UploadRequest, stored_size_bytes: int | None, stored_md5_b64: str | None
+) -> bool:
+    """Whether the stored object is the file asked about, as far as storage can tell: its
+    size, and its MD5 where both sides know it (a file changed while it was sent, or a cut
+    upload, is then replaced; the worker's sha256 check refuses whatever slips through)."""
+    if stored_size_bytes != request.size_bytes:
+        return False
+    return request.md5_b64 is None or stored_md5_b64 in (None, request.md5_b64)
 
 
 def upload_url(bucket: str, caller: str, sha256: str) -> str:

@@ -23,8 +23,8 @@ MAX_UPLOAD_BODY_BYTES = 4096
 class ModelUploads(Protocol):
     """Objects of the models bucket as uploads need them (adapters/gcs_uploads.py)."""
 
-    def stored_size_bytes(self, bucket: str, name: str) -> int | None:
-        """The object's size; None when it does not exist."""
+    def stored(self, bucket: str, name: str) -> tuple[int, str | None] | None:
+        """The object's size and base64 MD5 (None for composite objects); None when absent."""
         ...
 
     def start_session(self, bucket: str, name: str, size_bytes: int) -> str:
@@ -41,6 +41,13 @@ class UploadRequestBody(BaseModel):
 
     sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$", description="SHA-256 of the file, hex")
     size_bytes: int = Field(ge=1, description="The file's size in bytes")
+    md5_b64: str | None = Field(
+        default=None,
+        min_length=24,
+        max_length=24,
+        description="Base64 MD5 of the file: a stored object of the right size but other "
+        "MD5 is replaced instead of reported as existing",
+    )
 
 
 class UploadAnswer(BaseModel):
@@ -86,8 +93,8 @@ def start_upload(
         sha256=request.sha256,
         size_bytes=request.size_bytes,
     )
-    stored = uploads.stored_size_bytes(bucket, name)
-    if stored == request.size_bytes:
+    stored = uploads.stored(bucket, name)
+    if stored is not None and rules.holds_the_file(request, *stored):
         return answer.model_copy(update={"exists": True})
     if stored is not None:
         # The caller's own object, cut short or of other bytes: sessions only create absent
@@ -103,6 +110,7 @@ def stored_sizes(uploads: ModelUploads | None, bucket: str | None) -> Any:
     def size(name: str) -> int | None:
         if uploads is None or not bucket:
             return None
-        return uploads.stored_size_bytes(bucket, name)
+        stored = uploads.stored(bucket, name)
+        return None if stored is None else stored[0]
 
     return size
