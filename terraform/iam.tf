@@ -271,3 +271,20 @@ resource "google_project_iam_member" "eventarc_receiver" {
   role    = "roles/eventarc.eventReceiver"
   member  = google_service_account.sa["eventarc"].member
 }
+
+# The API hands callers resumable upload sessions for their own model files (POST /uploads):
+# it reads an upload's size and MD5, starts the session, deletes a torn upload. Only objects
+# under uploads/ (the IAM resource name of an object: projects/_/buckets/BUCKET/objects/NAME).
+resource "google_storage_bucket_iam_member" "api_model_uploads" {
+  count = var.create_models_bucket ? 1 : 0
+
+  bucket = google_storage_bucket.models[0].name
+  role   = "roles/storage.objectUser"
+  member = google_service_account.sa["api"].member
+
+  condition {
+    title       = "model-uploads-only"
+    description = "Objects under uploads/ of the models bucket"
+    expression  = "resource.name.startsWith(\"projects/_/buckets/${google_storage_bucket.models[0].name}/objects/uploads/\")"
+  }
+}

@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.test_api_emulator import Cloud, settings, standin  # noqa: F401  (module fixtures)
 
-# Seven operations plus the local cloud's start outlast the default 120 s on a loaded machine.
+# Eight operations plus the local cloud's start outlast the default 120 s on a loaded machine.
 pytestmark = [pytest.mark.emulator, pytest.mark.timeout(300)]
 
 API_KEY = "schemathesis-key"
@@ -42,15 +42,26 @@ CHECKS = [
 
 
 @pytest.fixture
-def api_schema(settings: Any, standin: Any, blob_store: Any, signer: Any, publisher: Any) -> Any:  # noqa: F811
+def api_schema(
+    settings: Any,  # noqa: F811
+    standin: Any,  # noqa: F811
+    blob_store: Any,
+    signer: Any,
+    publisher: Any,
+    storage_client: Any,
+) -> Any:
+    from comfyburst.adapters.gcs_uploads import GcsModelUploads
+
     keyed = settings.model_copy(
         update={
             "auth_mode": "api_key",
             "api_key_hashes": [hashlib.sha256(API_KEY.encode()).hexdigest()],
+            "model_upload_principals": ["*"],
         }
     )
     standin.reset()
     cloud = Cloud(keyed, standin, blob_store, signer, publisher)
+    cloud.deps.uploads = GcsModelUploads(storage_client)  # POST /uploads answers too
     return schemathesis.openapi.from_wsgi("/openapi.json", cloud.client.application)
 
 
