@@ -233,11 +233,14 @@ def test_openapi_describes_every_route_and_healthz_answers() -> None:
         "/jobs:validate",
         "/jobs/{job_id}",
         "/jobs/{job_id}:cancel",
+        "/uploads",
         "/healthz",
         "/openapi.json",
     }
     schemas = document["components"]["schemas"]
-    assert {"JobRequest", "JobView", "ErrorBody", "ValidateResponse"} <= set(schemas)
+    assert {"JobRequest", "JobView", "ErrorBody", "ValidateResponse", "UploadAnswer"} <= set(
+        schemas
+    )
     submit = document["paths"]["/jobs"]["post"]
     assert submit["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/JobRequest"
