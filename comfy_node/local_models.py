@@ -167,3 +167,32 @@ def bring_local_models(
 
 def _report(on_progress: Callable[[int, int], None], total: int, done: int) -> None:
     on_progress(done, total)
+
+
+def without_bringable(verdict: dict[str, Any], find_local: FindLocal) -> dict[str, Any]:
+    """The pre-flight verdict as it stands once this ComfyUI's model files are brought: their
+    `value_not_in_list` errors dropped, and valid when nothing else was wrong (the run node
+    uploads them and the API checks the job again)."""
+    before = verdict.get("node_errors") or {}
+    node_errors: dict[str, Any] = {}
+    for node_id, entry in before.items():
+        errors = [e for e in entry.get("errors") or [] if not _bringable(e, find_local)]
+        if errors:
+            node_errors[node_id] = {**entry, "errors": errors}
+    if node_errors == before:
+        return verdict
+    result = {**verdict, "node_errors": node_errors}
+    kind = (verdict.get("error") or {}).get("type", "prompt_outputs_failed_validation")
+    if not verdict.get("valid") and not node_errors and kind == "prompt_outputs_failed_validation":
+        result.update(valid=True, error=None)
+    return result
+
+
+def _bringable(error: dict[str, Any], find_local: FindLocal) -> bool:
+    info = error.get("extra_info") or {}
+    value = info.get("received_value")
+    return (
+        error.get("type") == "value_not_in_list"
+        and isinstance(value, str)
+        and find_local(value, str(info.get("input_name") or "")) is not None
+    )

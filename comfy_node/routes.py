@@ -17,6 +17,7 @@ from comfyburst.errors import ComfyBurstError
 
 from . import _comfy
 from .config import make_client
+from .local_models import without_bringable
 from .missing_nodes import (
     as_comfy_rejection,
     describe_missing,
@@ -135,6 +136,8 @@ def register_routes() -> bool:
             client = make_client()
             request_body = {"workflow": body["prompt"], "models": body.get("models") or []}
             verdict = await asyncio.to_thread(client.validate, request_body)
+            # Model files only this ComfyUI has are brought by the run node: not an error.
+            verdict = without_bringable(verdict, _comfy.local_model_file)
         except ApiError as exc:
             return web.json_response(rejection_as_comfy_error(exc), status=400)
         except ComfyBurstError as exc:

@@ -12,7 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from comfy_node.local_models import HashCache, bring_local_models, local_models_to_bring
+from comfy_node.local_models import (
+    HashCache,
+    bring_local_models,
+    local_models_to_bring,
+    without_bringable,
+)
 from comfyburst.client import ApiClient, ClientSettings
 from tests._api_support import ckpt_body
 from tests.test_api_emulator import settings, standin  # noqa: F401  (module fixtures)
@@ -127,3 +132,18 @@ def test_the_node_uploads_once_and_names_the_upload(
     changed, sent_changed = bring_local_models(client, request, find_local=find, hashes=hashes)
     assert sent_changed == ["my.safetensors"]
     assert changed["models"][0]["sha256"] != model["sha256"]
+
+
+def test_queue_on_gpu_counts_a_local_model_as_brought_not_missing(tmp_path: Path) -> None:
+    rejected = {"valid": False, "error": None, **VERDICT}
+    local = {"mine.ckpt": ("checkpoints", tmp_path / "mine.ckpt")}
+    # elsewhere.pt is on no local folder: still an error, still rejected.
+    partly = without_bringable(rejected, lambda v, _i: local.get(v))
+    assert partly["valid"] is False
+    assert [e["type"] for e in partly["node_errors"]["3"]["errors"]] == ["required_input_missing"]
+    assert "7" in partly["node_errors"]
+    # Every error a local file: the graph can run once the files are brought.
+    only_local = {"valid": False, "error": None, "node_errors": {"3": VERDICT["node_errors"]["3"]}}
+    only_local["node_errors"]["3"] = {"errors": VERDICT["node_errors"]["3"]["errors"][:1]}
+    assert without_bringable(only_local, lambda v, _i: local.get(v))["valid"] is True
+    assert without_bringable(only_local, lambda v, _i: None) == only_local
