@@ -168,7 +168,7 @@ def test_a_declared_oversized_body_is_refused_before_it_is_read(cloud: Cloud) ->
     assert cloud.nothing_written()
 
 
-def test_a_contended_cancel_answers_503_with_retry_after(cloud: Cloud) -> None:  # noqa: F811
+def test_a_contended_cancel_answers_409_with_retry_after(cloud: Cloud) -> None:  # noqa: F811
     job_id = cloud.submit(body()).get_json()["job_id"]
 
     def contended(job_id: str, mutate: Any) -> Any:
@@ -176,14 +176,14 @@ def test_a_contended_cancel_answers_503_with_retry_after(cloud: Cloud) -> None: 
 
     cloud.store.update_job = contended  # type: ignore[method-assign]
     response = cloud.client.post(f"/jobs/{job_id}:cancel")
-    assert response.status_code == 503
+    assert response.status_code == 409
     assert response.headers["Retry-After"] == "2"
     assert response.get_json()["error"]["code"] == "contended"
 
 
 def test_cancels_racing_other_writers_never_answer_a_bare_5xx(cloud: Cloud) -> None:  # noqa: F811
     """Real contention on the emulator, with a store that barely retries: a cancel racing
-    progress writers answers 202, or 503 with Retry-After; never a 500."""
+    progress writers answers 202, or 409 `contended` with Retry-After; never a 5xx."""
     import contextlib
     import threading
     from collections import Counter
@@ -223,5 +223,5 @@ def test_cancels_racing_other_writers_never_answer_a_bare_5xx(cloud: Cloud) -> N
         for thread in writers:
             thread.join(timeout=30)
     print("cancel answers under contention:", Counter(status for status, _ in answers))
-    assert all(status in (202, 503) for status, _ in answers), answers
-    assert all(retry == "2" for status, retry in answers if status == 503), answers
+    assert all(status in (202, 409) for status, _ in answers), answers
+    assert all(retry == "2" for status, retry in answers if status == 409), answers

@@ -103,11 +103,11 @@ class JobFinished(Conflict):
     code = "job_finished"
 
 
-class Contended(ComfyBurstError):
-    """A job update kept losing its transaction; the caller may retry after `retry_after_s`."""
+class Contended(Conflict):
+    """A job update kept losing its transaction to concurrent writers (a 409, not a 5xx: the
+    job is fine, another writer won); the caller may retry after `retry_after_s`."""
 
     code = "contended"
-    http_status = 503
 
     def __init__(self, message: str, *, retry_after_s: int) -> None:
         super().__init__(message)

@@ -173,7 +173,7 @@ class FirestoreJobStore:
                         self._client.transaction(max_attempts=self._transaction_attempts)
                     )
         except (ValueError, gexc.Aborted) as exc:
-            if _contended(exc):  # callers answer 503 with Retry-After, never a bare 500
+            if _contended(exc):  # callers answer 409 `contended` with Retry-After, never a 5xx
                 raise Contended(f"job {job_id} stayed contended", retry_after_s=2) from exc
             raise
         return result

@@ -34,12 +34,12 @@ def _errors(refs: dict[str, Any], *statuses: int) -> dict[str, Any]:
         403: "Credentials not accepted",
         404: "No such job, or not the caller's (the same answer)",
         405: "Method not allowed on this path",
-        409: "Conflict with the job's state or an earlier use of the Idempotency-Key",
+        409: "Conflict with the job's state or an earlier use of the Idempotency-Key, or the "
+        "job stayed contended by concurrent updates (code `contended`: retry after Retry-After)",
         413: "Request, workflow or inputs too large",
         422: "The workflow fails pre-flight validation (ComfyUI-shaped node_errors)",
         500: "Internal error",
-        503: "A dependency is unavailable or the job stayed contended; retry (after "
-        "Retry-After seconds when given)",
+        503: "A dependency is unavailable; retry (after Retry-After seconds when given)",
     }
     return {str(s): _json(refs["ErrorBody"], texts[s]) for s in (*statuses, 401, 403, 500, 503)}
 
