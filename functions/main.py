@@ -63,6 +63,7 @@ def _build_api_deps() -> ApiDeps:
         clock=wiring.clock(),
         views=wiring.job_views(settings),
         uploads=wiring.model_uploads(settings, storage),
+        io=wiring.io_pool("api-io", 32),
     )
 
 
@@ -96,6 +97,7 @@ def _build_completion_deps() -> CompletionDeps:
         clock=wiring.clock(),
         signals_bucket=settings.signals_bucket,
         outputs_bucket=settings.outputs_bucket,
+        reads=wiring.io_pool("done-flag-read", 4),
     )
 
 
@@ -134,7 +136,7 @@ def _build_reaper_deps() -> tuple[ReaperDeps, ReaperPolicy]:
     settings = FunctionSettings()
     store, fleet, clock = wiring.job_store(settings), wiring.fleet(settings), wiring.clock()
     storage = wiring.storage_client(settings)
-    dispatcher = Dispatcher(store, fleet, clock, settings)
+    dispatcher = Dispatcher(store, fleet, clock, settings, io=wiring.io_pool("reaper-io", 32))
     deps = ReaperDeps(
         store,
         fleet,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from comfyburst.adapters.clock import SystemClock
@@ -21,6 +22,12 @@ from comfyburst.settings import FunctionSettings
 
 def clock() -> SystemClock:
     return SystemClock()
+
+
+def io_pool(name: str, max_workers: int) -> ThreadPoolExecutor:
+    """A thread pool for a use case's independent calls; one per process, built by the entry
+    point (threads start on first use)."""
+    return ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name)
 
 
 def firestore_client(settings: FunctionSettings) -> Any:

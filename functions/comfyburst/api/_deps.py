@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,10 +43,12 @@ class ApiDeps:
     # Model uploads (adapters/gcs_uploads.py); None: POST /uploads answers 503 and a job naming
     # an uploaded model is refused.
     uploads: Any = None
+    # The process's thread pool (wiring.io_pool); None: the dispatcher makes its own.
+    io: Executor | None = None
     dispatcher: Dispatcher = field(init=False)
 
     def __post_init__(self) -> None:
-        self.dispatcher = Dispatcher(self.store, self.fleet, self.clock, self.settings)
+        self.dispatcher = Dispatcher(self.store, self.fleet, self.clock, self.settings, io=self.io)
 
     def submit_deps(self) -> SubmitDeps:
         return SubmitDeps(
@@ -55,6 +58,7 @@ class ApiDeps:
             self.settings,
             self.catalogue,
             self.dispatcher,
+            self.dispatcher.io,
             self.uploads,
         )
 
@@ -71,6 +75,7 @@ def build_api_deps(
     catalogue: Callable[[], Catalogue] | None = None,
     views: Any = None,
     uploads: Any = None,
+    io: Executor | None = None,
 ) -> ApiDeps:
     """ApiDeps; by default the catalogue comes from the jobs bucket (checked each minute),
     falling back to the one checked in with the package."""
@@ -83,5 +88,5 @@ def build_api_deps(
             return catalogue_store.get(time.monotonic())
 
     return ApiDeps(
-        settings, store, blobs, signer, publisher, fleet, clock, catalogue, views, uploads
+        settings, store, blobs, signer, publisher, fleet, clock, catalogue, views, uploads, io
     )

@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,9 +37,6 @@ REASON_ERROR = "dispatch error; the reaper will retry"
 # Why a candidate was not used (besides a Compute capacity reason such as a stockout).
 LOST = "lost"  # another dispatcher leased it first, or it is not TERMINATED any more
 ERROR = "error"  # anything unexpected; placement stops and the job stays queued
-
-# Independent calls of one placement (lease write, VM read) and of one submit run side by side.
-IO_POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="comfyburst-io")
 
 
 def request_id(
@@ -102,11 +99,13 @@ class Placer:
         store: JobStore,
         fleet: Fleet,
         settings: Any,
+        io: Executor,
         view_max_age_s: float = DEFAULT_MAX_AGE_S,
     ) -> None:
         self._store = store
         self._fleet = fleet
         self._settings = settings
+        self._io = io  # the lease write and the VM read of one candidate run side by side
         self._pool = FleetView(fleet, store, view_max_age_s)
         self._config_json: str | None = None
         self._creator = Creator(store, fleet, settings, self._pool, request_id, self._metadata)
@@ -280,7 +279,7 @@ class Placer:
         )
         # Reading the VM after we saw no live lease is as good as after our write: nobody else
         # can take the lease in between (the write is conditional on what we read).
-        status_future = IO_POOL.submit(self._fleet.get, candidate.zone, candidate.name)
+        status_future = self._io.submit(self._fleet.get, candidate.zone, candidate.name)
         try:
             new_version = self._store.put_vm(leased, version)
         except PreconditionFailed:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,6 @@ from comfyburst.states import JobState
 log = logging.getLogger(__name__)
 
 _SOURCE_PREFIX = "//storage.googleapis.com/projects/_/buckets/"
-_READS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="done-flag-read")
 
 
 @dataclass(frozen=True)
@@ -87,6 +86,9 @@ class CompletionDeps:
     clock: Clock
     signals_bucket: str
     outputs_bucket: str
+    # Runs the flag read beside the job read (the entry point's pool, wiring.io_pool); None:
+    # one after the other (the reaper's safety net, which no caller waits on).
+    reads: Executor | None = None
 
 
 class _Presigned:
@@ -121,9 +123,12 @@ def handle_done_flag(deps: CompletionDeps, obj: StorageObject) -> dict[str, Any]
     if job_id is None or obj.bucket != deps.signals_bucket:
         return _outcome("ignored", obj, None)
     # Two independent reads on the latency path: run them side by side.
-    raw_future = _READS.submit(deps.blobs.read, obj.bucket, obj.name)
-    job = deps.store.get_job(job_id)
-    raw = raw_future.result()
+    if deps.reads is None:
+        job, raw = deps.store.get_job(job_id), deps.blobs.read(obj.bucket, obj.name)
+    else:
+        raw_future = deps.reads.submit(deps.blobs.read, obj.bucket, obj.name)
+        job = deps.store.get_job(job_id)
+        raw = raw_future.result()
     if job is None:
         return _outcome("unknown_job", obj, job_id)
     if job.state.terminal and job.result_published_at is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,10 +66,15 @@ class Dispatcher:
         clock: Clock,
         settings: Any,
         view_max_age_s: float = DEFAULT_MAX_AGE_S,
+        io: Executor | None = None,
     ) -> None:
+        """`io` runs a placement's independent calls (and the submit's request write) side by
+        side; the entry point passes the process's pool (wiring.io_pool). Without one, this
+        dispatcher makes its own."""
         self._store = store
         self._clock = clock
-        self._placer = Placer(store, fleet, settings, view_max_age_s)
+        self.io = io or ThreadPoolExecutor(max_workers=32, thread_name_prefix="dispatch-io")
+        self._placer = Placer(store, fleet, settings, self.io, view_max_age_s)
 
     def dispatch(self, job: Job) -> DispatchOutcome:
         """Try to start a VM for one stored, queued job."""

@@ -23,6 +23,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -43,7 +44,6 @@ from comfyburst.errors import (
 from comfyburst.ports import BlobStore, Clock, JobStore
 from comfyburst.preflight import Catalogue, PromptVerdict, validate_prompt
 from comfyburst.schema import MAX_STORED_NODE_ERRORS_BYTES, Job, JobRequest
-from comfyburst.services._placement import IO_POOL
 from comfyburst.services.dispatch import Dispatcher, Placement
 from comfyburst.services.uploads import stored_sizes
 from comfyburst.states import JobState
@@ -79,6 +79,7 @@ class SubmitDeps:
     settings: Any
     catalogue: Callable[[], Catalogue]
     dispatcher: Dispatcher
+    io: Executor  # writes the request while the dispatcher places the job
     uploads: Any = None  # services.uploads.ModelUploads; None: uploaded models are refused
 
 
@@ -175,7 +176,7 @@ def submit_job(
     )
     # The request goes to GCS while a VM is leased and prepared; no VM starts before it is
     # stored (`before_start`), and the job document is written last, in its first state.
-    stored_request = IO_POOL.submit(
+    stored_request = deps.io.submit(
         _write_request, deps, job_id, request, request_json, guarded=scoped_key is not None
     )
     try:
