@@ -77,11 +77,11 @@ bench: venv
 # One job through the whole local cloud, narrated; outputs in ./demo-output/. COMFYUI_URL=…
 # drives a real ComfyUI instead of the stand-in.
 demo: venv
-	.venv/bin/python -m localcloud.demo
+	.venv/bin/python -m localcloud.scenarios.demo
 
 # 500 jobs on 8 VMs under injected faults; table + .bench/chaos.json. CHAOS_ARGS="--jobs 50".
 chaos: venv
-	.venv/bin/python -m localcloud.chaos $(CHAOS_ARGS)
+	.venv/bin/python -m localcloud.scenarios.chaos $(CHAOS_ARGS)
 
 # --- The ComfyUI node as users install it (tests/test_node_install.py) ------------------------
 

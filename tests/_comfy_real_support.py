@@ -126,7 +126,7 @@ def comfy_stack(request: pytest.FixtureRequest) -> ComfyStack:
     if reason:
         pytest.skip(reason)
     from localcloud.cloud import LocalCloud
-    from localcloud.harness import arm_standin_faults, cloud_config, vm_names, warm_up
+    from localcloud.scenarios.harness import arm_standin_faults, cloud_config, vm_names, warm_up
 
     root = request.config._tmp_path_factory.mktemp("comfy-real")  # type: ignore[attr-defined]
     config = cloud_config(root / "cloud", pool_size=2)

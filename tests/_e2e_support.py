@@ -30,7 +30,7 @@ def e2e_env(request: pytest.FixtureRequest) -> dict[str, str]:
     """Start the shared e2e cloud once per session (stopped when the session ends)."""
     global _cloud
     if _cloud is None:
-        from localcloud.harness import arm_standin_faults, cloud_config, vm_names, warm_up
+        from localcloud.scenarios.harness import arm_standin_faults, cloud_config, vm_names, warm_up
 
         state_dir = request.config._tmp_path_factory.mktemp("e2e-cloud")  # type: ignore[attr-defined]
         config = cloud_config(state_dir, pool_size=2)

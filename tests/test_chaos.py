@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from localcloud.chaos import ChaosConfig, report, run_chaos
+from localcloud.scenarios.chaos import ChaosConfig, report, run_chaos
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

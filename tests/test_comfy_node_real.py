@@ -169,7 +169,7 @@ def test_remote_progress_moves_comfyui_progress_bar(stack: ComfyStack) -> None:
 def test_interrupt_in_comfyui_cancels_the_remote_job(
     stack: ComfyStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from localcloud.harness import Observer
+    from localcloud.scenarios.harness import Observer
 
     for name, setting in stack.cloud_env.items():  # the emulator hosts, for the observer
         monkeypatch.setenv(name, setting)

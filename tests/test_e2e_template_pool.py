@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from localcloud.harness import cloud_config, warm_up
+    from localcloud.scenarios.harness import cloud_config, warm_up
 
     config = replace(
         cloud_config(tmp_path_factory.mktemp("template-pool"), pool_size=2),
@@ -72,7 +72,7 @@ def test_the_first_job_creates_the_first_vm_and_the_next_reuses_it(
 
 @pytest.fixture(scope="module")
 def spot_cloud(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from localcloud.harness import cloud_config, warm_up
+    from localcloud.scenarios.harness import cloud_config, warm_up
 
     config = replace(
         cloud_config(tmp_path_factory.mktemp("spot-pool"), pool_size=2),
@@ -94,7 +94,7 @@ def test_a_preempted_spot_vm_requeues_its_job_which_then_succeeds(
     from comfyburst import wiring
     from comfyburst.domain.scheduling import vm_name
     from comfyburst.settings import FunctionSettings
-    from localcloud.harness import arm_standin_faults
+    from localcloud.scenarios.harness import arm_standin_faults
     from tests._e2e_support import STANDIN_FAULTS, with_node
 
     env = dict(spot_cloud.env)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from comfyburst.client import ApiClient, ApiError, ClientSettings
-from localcloud.harness import cloud_config, disk_root, running_cloud
+from localcloud.scenarios.harness import cloud_config, disk_root, running_cloud
 from tests._e2e_support import REPO_ROOT, invert_workflow
 from tests._model_server import ModelServer
 

@@ -18,7 +18,7 @@ import pytest
 
 from comfy_node.local_models import HashCache, bring_local_models
 from comfyburst.client import ApiClient, ApiError, ClientSettings
-from localcloud.harness import cloud_config, disk_root, running_cloud
+from localcloud.scenarios.harness import cloud_config, disk_root, running_cloud
 from tests._api_support import ckpt_body
 from tests._e2e_support import invert_workflow
 

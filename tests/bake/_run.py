@@ -177,7 +177,7 @@ def _unit_users(root: Path) -> dict[str, str]:
 
 def _run_job(root: Path, cloud_env: dict[str, str]) -> None:
     from comfyburst.client import ApiClient, ClientSettings
-    from localcloud.harness import Observer
+    from localcloud.scenarios.harness import Observer
 
     client = ApiClient(ClientSettings(api_url=cloud_env["COMFYBURST_API_URL"], auth="none"))
     (root / STATE / "poweroff.json").unlink(missing_ok=True)
@@ -242,7 +242,7 @@ def _run_job(root: Path, cloud_env: dict[str, str]) -> None:
 
 
 def run_phase(root: Path, env: dict[str, str]) -> int:
-    from localcloud.harness import cloud_config, running_cloud
+    from localcloud.scenarios.harness import cloud_config, running_cloud
 
     _root.run(["ip", "link", "set", "lo", "up"])
     _root.run(["ip", "addr", "add", f"{METADATA_IP}/32", "dev", "lo"])

@@ -23,8 +23,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from localcloud.chaos import TERMINAL, workflow
-from localcloud.harness import Observer, cloud_config, running_cloud
+from localcloud.scenarios.chaos import TERMINAL, workflow
+from localcloud.scenarios.harness import Observer, cloud_config, running_cloud
 from tests.bench._pool_phases import job_phases, log_findings
 
 TARGET_RATIO = 1.1

@@ -14,8 +14,8 @@ from typing import Any
 import requests
 
 from localcloud.eventarc import to_cloudevent
-from localcloud.harness import disk_root
 from localcloud.publish_faults import arm
+from localcloud.scenarios.harness import disk_root
 
 KINDS = (
     "kill_worker",  # SIGKILL the worker agent mid-job (the guest halts, the VM goes TERMINATED)

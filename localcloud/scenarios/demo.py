@@ -1,4 +1,4 @@
-"""`make demo` / `python -m localcloud.demo`: one job through the whole local cloud, narrated.
+"""`make demo` / `python -m localcloud.scenarios.demo`: one job through the local cloud, narrated.
 
 Brings up the local cloud, submits a sample workflow through the API client, shows the VM
 booting, the worker's progress and the result (timings, signed URLs, output files saved under
@@ -24,7 +24,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from localcloud.config import REPO_ROOT
-from localcloud.harness import Observer, cloud_config, running_cloud
+from localcloud.scenarios.harness import Observer, cloud_config, running_cloud
 
 DEFAULT_WORKFLOW = REPO_ROOT / "examples" / "workflows" / "invert.json"
 console = Console()
@@ -171,7 +171,9 @@ def run(workflow: Path, out_dir: Path, timeout_s: float, inputs: list[Path] | No
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m localcloud.demo", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m localcloud.scenarios.demo", description=__doc__
+    )
     parser.add_argument("--workflow", type=Path, default=DEFAULT_WORKFLOW)
     parser.add_argument("--input", type=Path, action="append", help="an input image (LoadImage)")
     parser.add_argument("--out", type=Path, default=Path("demo-output"))

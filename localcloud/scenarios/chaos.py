@@ -1,4 +1,4 @@
-"""`make chaos` / `python -m localcloud.chaos`: many jobs on an 8-VM local cloud under faults.
+"""`make chaos` / `python -m localcloud.scenarios.chaos`: many jobs on 8 local VMs under faults.
 
 Submits N jobs through the API while injecting, at random with a fixed seed, the faults of
 `_chaos_faults.KINDS` (killed workers, VMs stopped behind the system's back, boot failures,
@@ -37,16 +37,16 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from localcloud._chaos_faults import Injected, Injector
-from localcloud._chaos_tenants import (
+from localcloud.config import REPO_ROOT
+from localcloud.scenarios._chaos_faults import Injected, Injector
+from localcloud.scenarios._chaos_tenants import (
     Tenants,
     model_server,
     models_changed,
     read_others,
     run_hostile,
 )
-from localcloud.config import REPO_ROOT
-from localcloud.harness import Observer, cloud_config, disk_root, running_cloud, vm_names
+from localcloud.scenarios.harness import Observer, cloud_config, disk_root, running_cloud, vm_names
 
 TERMINAL = ("succeeded", "failed", "cancelled", "timed_out")
 OVERHEAD_TARGET_S = 15.0
@@ -387,7 +387,9 @@ def _cloud(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m localcloud.chaos", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m localcloud.scenarios.chaos", description=__doc__
+    )
     parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--vms", type=int, default=8)
     parser.add_argument("--seed", type=int, default=ChaosConfig.seed)
