@@ -8,7 +8,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,21 +18,10 @@ from comfyburst.adapters.clock import SystemClock
 from comfyburst.schema import ResultMessage
 from comfyburst.states import JobState
 from tests._completion_helpers import lease_record, make_job, manifest
+from tests._poll import poll_until
 from tests.test_complete_function import post_binary, post_structured
 
 pytestmark = pytest.mark.emulator
-
-
-def wait_for(check: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.01):
-    """Poll `check` until it returns something truthy; fail with `what` at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(interval_s)
 
 
 @pytest.fixture
@@ -109,10 +98,11 @@ def test_done_flag_through_eventarc_completes_once(
     generation = blob_store.write(
         function_settings.signals_bucket, f"jobs/{job_id}/done.json", body, "application/json"
     )
-    job = wait_for(
+    job = poll_until(
         lambda: (j := job_store.get_job(job_id)) and j.state is JobState.SUCCEEDED and j,
-        1.0,
         "the job to succeed",
+        timeout_s=1.0,
+        interval_s=0.01,
     )
     elapsed = time.monotonic() - start
     assert elapsed < 1.0
@@ -120,7 +110,12 @@ def test_done_flag_through_eventarc_completes_once(
         f"gs://{function_settings.outputs_bucket}/jobs/{job_id}/outputs/img_00001.png"
     )
     # The lease is released after the result is published, a moment after the state change.
-    wait_for(lambda: job_store.get_vm(vm)[0].lease is None, 1.0, "the lease release")
+    poll_until(
+        lambda: job_store.get_vm(vm)[0].lease is None,
+        "the lease release",
+        timeout_s=1.0,
+        interval_s=0.01,
+    )
 
     # The same event delivered again, straight to the function (binary and structured mode).
     client = SessionClient(requests.Session(), os.environ["COMFYBURST_ON_DONE_FLAG_URL"])
@@ -152,17 +147,23 @@ def test_malformed_manifest_fails_the_job_clearly(
     blob_store.write(
         function_settings.signals_bucket, f"jobs/{job_id}/done.json", body, "application/json"
     )
-    job = wait_for(
+    job = poll_until(
         lambda: (j := job_store.get_job(job_id)) and j.state is JobState.FAILED and j,
-        2.0,
         "the job to fail",
+        timeout_s=2.0,
+        interval_s=0.01,
     )
     assert job.error.type == "manifest_invalid"
     assert "status: Input should be" in job.error.message
     assert "vm: Field required" in job.error.message
     (message,) = pull_all(subscriber, results_sub, job_id, wait_s=1.0)
     assert message.error.type == "manifest_invalid"
-    wait_for(lambda: job_store.get_vm(vm)[0].lease is None, 1.0, "the lease release")
+    poll_until(
+        lambda: job_store.get_vm(vm)[0].lease is None,
+        "the lease release",
+        timeout_s=1.0,
+        interval_s=0.01,
+    )
 
 
 class SessionClient:

@@ -20,9 +20,9 @@ from comfyburst.services.dispatch import Dispatcher
 from comfyburst.services.reap import ReaperDeps, run_reaper
 from comfyburst.states import JobState
 from tests._completion_helpers import make_job, manifest
+from tests._poll import poll_until
 from tests._worker_support import local_config, local_settings, make_agent
 from tests.fakes import InMemoryJobStore
-from tests.test_complete_emulator import wait_for
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]
 
@@ -51,16 +51,18 @@ def test_retried_placement_on_the_same_vm_is_started_again(
     first = Dispatcher(job_store, fleet, SystemClock(), function_settings).place_new(job)
     assert first.vm is not None and first.vm.name == target.name
     Dispatcher(job_store, fleet, SystemClock(), function_settings).undo(job, first)
-    wait_for(
-        lambda: fleet.get(target.zone, target.name).status == "TERMINATED", 20, "the undo's stop"
+    poll_until(
+        lambda: fleet.get(target.zone, target.name).status == "TERMINATED",
+        "the undo's stop",
+        timeout_s=20,
     )
     # The retry: a new process, a new dispatcher, the same job id and attempt.
     second = Dispatcher(job_store, fleet, SystemClock(), function_settings).place_new(job)
     assert second.vm is not None and second.vm.name == target.name
-    wait_for(
+    poll_until(
         lambda: fleet.get(target.zone, target.name).status in ("STAGING", "RUNNING"),
-        20,
         "the retried start to be applied",
+        timeout_s=20,
     )
     Dispatcher(job_store, fleet, SystemClock(), function_settings).undo(job, second)
 

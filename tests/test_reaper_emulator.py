@@ -23,7 +23,8 @@ from comfyburst.services.reap import ReaperDeps, run_reaper
 from comfyburst.services.results import finish
 from comfyburst.states import JobState
 from tests._completion_helpers import make_job
-from tests.test_complete_emulator import pull_all, results_sub, wait_for  # noqa: F401
+from tests._poll import poll_until
+from tests.test_complete_emulator import pull_all, results_sub  # noqa: F401
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]
 
@@ -63,12 +64,22 @@ def test_running_vm_without_a_job_is_stopped(deps, fleet):
     arm_fault("boot_failure")  # the VM runs, but no worker in it (nothing shuts it down)
     vm = fleet.list()[0]
     fleet.start(vm.zone, vm.name, str(uuid.uuid4()))
-    wait_for(lambda: statuses(fleet)[vm.name] == "RUNNING", 15, "the VM to run", 0.05)
+    poll_until(
+        lambda: statuses(fleet)[vm.name] == "RUNNING",
+        "the VM to run",
+        timeout_s=15,
+        interval_s=0.05,
+    )
     summary = run_reaper(deps, TINY)
     stops = [a for a in summary["actions"] if a["action"] == "StopVm" and a["name"] == vm.name]
     # The local cloud's timer may have stopped it a moment earlier; then our plan has nothing.
     assert all(a["outcome"] in ("applied", "error") for a in stops)
-    wait_for(lambda: statuses(fleet)[vm.name] == "TERMINATED", 15, "the VM to stop", 0.05)
+    poll_until(
+        lambda: statuses(fleet)[vm.name] == "TERMINATED",
+        "the VM to stop",
+        timeout_s=15,
+        interval_s=0.05,
+    )
 
 
 def test_worker_that_never_starts_is_retried_then_failed(
@@ -98,7 +109,12 @@ def test_worker_that_never_starts_is_retried_then_failed(
     (message,) = pull_all(subscriber, results_sub, job_id, wait_s=1.0)
     assert isinstance(message, ResultMessage) and message.status is JobState.FAILED
     assert message.attempt == 2
-    wait_for(lambda: set(statuses(fleet).values()) == {"TERMINATED"}, 20, "every VM to stop", 0.1)
+    poll_until(
+        lambda: set(statuses(fleet).values()) == {"TERMINATED"},
+        "every VM to stop",
+        timeout_s=20,
+        interval_s=0.1,
+    )
     assert all(r.lease is None or r.lease.job_id != job_id for r in job_store.list_vms())
 
 
@@ -147,6 +163,11 @@ def test_unpublished_result_is_published_by_the_reaper(
     job = finish(make_job(job_id, now), JobState.CANCELLED, now)
     job_store.create_job(job)
     run_reaper(deps, TINY)  # the local cloud's timer may publish it first: both are this code
-    wait_for(lambda: job_store.get_job(job_id).result_published_at, 15, "the publish mark", 0.05)
+    poll_until(
+        lambda: job_store.get_job(job_id).result_published_at,
+        "the publish mark",
+        timeout_s=15,
+        interval_s=0.05,
+    )
     messages = pull_all(subscriber, results_sub, job_id, wait_s=1.0)
     assert messages and all(m == job.result for m in messages)
