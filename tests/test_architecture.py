@@ -252,3 +252,16 @@ def test_every_top_level_package_is_in_the_layout_table() -> None:
     folders = {f.removeprefix("./") for f in folders} - {"tests", "functions/main"}
     folders |= {"functions/main.py", "terraform", "deploy", "gpu_image/scripts", "tests/bake"}
     assert sorted(folders - named) == []
+
+
+def test_adapters_and_domain_never_import_services_api_or_wiring() -> None:
+    """Arrows run one way: entry points -> services -> domain/adapters -> ports/schema."""
+    upward = {"services", "api", "wiring"}
+    reaching = sorted(
+        f"{module} -> {target}"
+        for module, targets in GRAPH.items()
+        if module.split(".")[:2] in (["comfyburst", "adapters"], ["comfyburst", "domain"])
+        for target in targets
+        if target.split(".")[0] == "comfyburst" and target.split(".")[1:2] in [[u] for u in upward]
+    )
+    assert reaching == []

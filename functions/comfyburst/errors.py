@@ -157,3 +157,10 @@ class ManifestInvalid(ComfyBurstError):
 
     code = "manifest_invalid"
     http_status = 400
+
+
+class DeliveryFailed(ComfyBurstError):
+    """The receiver did not take the webhook (no answer, timeout, non-2xx): retry later."""
+
+    code = "webhook_delivery_failed"
+    http_status = 503

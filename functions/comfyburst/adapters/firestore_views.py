@@ -15,8 +15,8 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from comfyburst.adapters.firestore_store import _from_doc
+from comfyburst.domain.job_query import JobQuery
 from comfyburst.schema import Job
-from comfyburst.services.job_list import JobQuery
 
 
 class FirestoreJobViews:

@@ -14,8 +14,7 @@ import requests
 from comfyburst.adapters.pinned_http import Resolver, pinned_session, system_resolver
 from comfyburst.domain.request_policy import check_webhook_url
 from comfyburst.domain.urls import UrlRefused, UrlRule
-from comfyburst.errors import InvalidRequest
-from comfyburst.services.webhooks import DeliveryFailed
+from comfyburst.errors import DeliveryFailed, InvalidRequest
 
 CONNECT_TIMEOUT_S = 5.0
 

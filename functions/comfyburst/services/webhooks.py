@@ -26,20 +26,13 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from comfyburst.domain.webhooks import WebhookSecret, webhook_headers, webhook_id
-from comfyburst.errors import ComfyBurstError
+from comfyburst.errors import ComfyBurstError, DeliveryFailed
 from comfyburst.ports import Clock, JobStore
 from comfyburst.schema import ResultMessage
 
 log = logging.getLogger(__name__)
 
 MESSAGE_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
-
-
-class DeliveryFailed(ComfyBurstError):
-    """The receiver did not take the webhook (no answer, timeout, non-2xx): retry later."""
-
-    code = "webhook_delivery_failed"
-    http_status = 503
 
 
 class WebhookSender(Protocol):
