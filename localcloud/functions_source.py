@@ -18,7 +18,7 @@ from localcloud.publish_faults import ENV_VAR, FaultyPublisher
 
 _faults_file = os.environ.get(ENV_VAR)
 if _faults_file:
-    wiring.wrap_publishers(lambda real: FaultyPublisher(real, _faults_file))  # type: ignore[arg-type,return-value]
+    wiring.wrap_publishers(lambda real: FaultyPublisher(real, _faults_file))
 
 _spec = importlib.util.spec_from_file_location("main", FUNCTIONS_DIR / "main.py")
 assert _spec is not None and _spec.loader is not None

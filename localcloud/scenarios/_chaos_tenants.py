@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 MiB = 1024 * 1024
 A_MODEL = "chaos-a.safetensors"
@@ -93,7 +93,8 @@ class Tenants:
 def model_server() -> Iterator[Tenants]:
     """A loopback model server with A's model, B's lookalike, a gzip bomb and a large file."""
     tenants = Tenants()
-    handler = type("Handler", (_Handler,), {})
+    # A fresh subclass per server, so its class-level files are this run's only.
+    handler = cast(type[_Handler], type("Handler", (_Handler,), {}))
     handler.files = {
         "/a": os.urandom(256 * 1024),
         "/b": os.urandom(256 * 1024),
