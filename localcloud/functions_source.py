@@ -12,13 +12,13 @@ import importlib.util
 import os
 import sys
 
-from comfyburst import wiring
+from comfyburst.wiring import wrap_publishers
 from localcloud.config import FUNCTIONS_DIR
 from localcloud.publish_faults import ENV_VAR, FaultyPublisher
 
-_faults_file = os.environ.get(ENV_VAR)
+_faults_file: str = os.environ.get(ENV_VAR) or ""
 if _faults_file:
-    wiring.wrap_publishers(lambda real: FaultyPublisher(real, _faults_file))
+    wrap_publishers(lambda real: FaultyPublisher(real, _faults_file))
 
 _spec = importlib.util.spec_from_file_location("main", FUNCTIONS_DIR / "main.py")
 assert _spec is not None and _spec.loader is not None
