@@ -160,10 +160,40 @@ class OutputFormat(str, Enum):
     JPEG = "jpeg"
 
 
+# A GPU class name: usable as a Compute Engine label value and in a VM name.
+GPU_CLASS_NAME_PATTERN = r"^[a-z]([-a-z0-9]{0,30}[a-z0-9])?$"
+
+
 class JobOptions(_Strict):
     timeout_s: int = Field(default=1800, ge=10, le=24 * 3600, description="Deadline from submit.")
     output_format: OutputFormat = OutputFormat.ORIGINAL
     signed_url_ttl_s: int = Field(default=3600, ge=60, le=MAX_SIGNED_URL_TTL_S)
+    gpu_class: str | None = Field(
+        default=None,
+        pattern=GPU_CLASS_NAME_PATTERN,
+        description="The GPU class to run on (GET /gpu-classes); default: the deployment's.",
+    )
+
+
+class GpuClassInfo(_Strict):
+    """What a caller may learn of a GPU class (`GET /gpu-classes`)."""
+
+    name: str
+    machine_type: str = ""
+    accelerator_type: str = ""
+    accelerator_count: int = 0
+    spot: bool = False
+    price_per_hour: float = Field(default=0.0, description="USD per VM hour, as receipts use.")
+    regions: list[str] = Field(default_factory=list)
+    default: bool = False
+
+
+class GpuClassList(_Strict):
+    """`GET /gpu-classes`: the deployment's classes, the default and the preemption fallback."""
+
+    gpu_classes: list[GpuClassInfo]
+    default: str
+    preemption_fallback: str | None = None
 
 
 class WorkflowNode(BaseModel):
@@ -278,6 +308,12 @@ class Job(_Strict):
     request: RequestSummary
     options: JobOptions = Field(default_factory=JobOptions)
     vm: VmRef | None = None
+    gpu_class: str | None = Field(
+        default=None, description="The GPU class the job runs on; None: the default class."
+    )
+    gpu_class_reason: str | None = Field(
+        default=None, description="Why the job left the class it asked for (preemptions)."
+    )
     created_at: datetime
     dispatched_at: datetime | None = None
     started_at: datetime | None = None
@@ -295,6 +331,18 @@ class Job(_Strict):
     caller: str | None = None
     webhook_url: str | None = Field(default=None, description="Told of the terminal result.")
     worker_timings: WorkerTimings | None = None
+    phases: JobPhases | None = Field(
+        default=None, description="When each step of the run happened (set at completion)."
+    )
+    receipt: Receipt | None = Field(
+        default=None, description="What the run cost (set at completion)."
+    )
+    idle_after_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="Its VM's idle time after this job until power-off (its last job only; "
+        "written by the worker at power-off).",
+    )
     accepted_outputs: list[str] = Field(
         default_factory=list,
         description="Node ids of the output nodes pre-flight accepted; the worker runs only "
@@ -344,6 +392,62 @@ class WorkerTimings(_Strict):
     gpu_s: float = Field(default=0.0, description="VM seconds this job held the GPU.")
 
 
+class JobPhases(_Strict):
+    """When each step of a job's run happened (UTC). Absent: not on this job's path (a job a
+    VM already up took has no boot steps) or not measured. Sources: docs/ARCHITECTURE.md."""
+
+    requested_at: datetime | None = Field(
+        default=None, description="Dispatcher's clock at the VM start/insert call."
+    )
+    running_at: datetime | None = Field(
+        default=None, description="Compute's lastStartTimestamp of the VM's boot."
+    )
+    guest_booted_at: datetime | None = Field(
+        default=None, description="The guest kernel's boot time (now - /proc/uptime)."
+    )
+    agent_up_at: datetime | None = Field(default=None, description="The worker process started.")
+    idle_since_at: datetime | None = Field(
+        default=None, description="A drain claim: when the VM's previous job ended."
+    )
+    claimed_at: datetime | None = Field(default=None, description="The worker claimed the job.")
+    comfyui_ready_at: datetime | None = Field(
+        default=None, description="ComfyUI's first 200 (first job of a boot only)."
+    )
+    models_ready_at: datetime | None = Field(
+        default=None, description="The job's models were in its model view."
+    )
+    first_step_at: datetime | None = Field(
+        default=None, description="ComfyUI's first executing/progress message of the prompt."
+    )
+    done_at: datetime | None = Field(
+        default=None, description="The worker's run ended (before its done flag)."
+    )
+
+
+class Receipt(_Strict):
+    """What a job's run cost: VM seconds of its GPU class at the class's price.
+
+    billed_s = boot_s + idle_s + run_s. Idle after the job (its VM's drain until power-off)
+    is known only later: `idle_after_s` is set on the job document, never in the result.
+    """
+
+    gpu_class: str = Field(description="The class whose price applies.")
+    price_per_hour: float = Field(ge=0, description="USD per VM hour of the class.")
+    boot_s: float = Field(
+        ge=0, description="RUNNING (else guest boot) to claim; 0 when the VM was already up."
+    )
+    idle_s: float = Field(ge=0, description="The VM's drain wait before claiming this job.")
+    run_s: float = Field(ge=0, description="Claim to the end of the run (worker's clock).")
+    billed_s: float = Field(ge=0, description="boot_s + idle_s + run_s.")
+    cost_usd: float = Field(ge=0, description="billed_s x price_per_hour / 3600.")
+    idle_after_s: float | None = Field(
+        default=None,
+        description="The VM's idle time after this job until power-off (its last job only; "
+        "on the job document, never in the result message).",
+    )
+    idle_after_cost_usd: float | None = None
+
+
 class DoneManifest(_Strict):
     """`jobs/{job_id}/done.json` in the signals bucket: the done flag, written last."""
 
@@ -359,6 +463,7 @@ class DoneManifest(_Strict):
     next_job_id: str | None = Field(
         default=None, description="The job this VM claimed next, so its lease is kept."
     )
+    phases: JobPhases | None = Field(default=None, description="The worker's part of the phases.")
 
     @model_validator(mode="after")
     def _error_matches_status(self) -> DoneManifest:
@@ -394,6 +499,8 @@ class ResultMessage(_Strict):
     error: JobError | None = None
     timings: ResultTimings = Field(default_factory=ResultTimings)
     attempt: int
+    phases: JobPhases | None = None
+    receipt: Receipt | None = None
 
     def attributes(self) -> dict[str, str]:
         return {"job_id": self.job_id, "status": self.status.value}
@@ -435,6 +542,12 @@ class DeploymentConfig(_Strict):
     heartbeat_interval_s: float = 5.0
     lease_ttl_s: int = 900
     drain_grace_s: float = 30.0
+    default_gpu_class: str = Field(
+        default="default", description="The class of jobs and VMs that name none"
+    )
+    preemption_fallback_class: str | None = Field(
+        default=None, description="The standard class a job moves to at the preemption cap"
+    )
     model_hosts: list[str] = Field(default_factory=list)
     model_redirect_hosts: list[str] = Field(
         default_factory=list,

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from comfyburst.domain import gpu_classes as _classes
+from comfyburst.domain.gpu_classes import GpuClass, GpuClasses
 from comfyburst.schema import DeploymentConfig
 
 DEFAULT_MODEL_HOSTS = ["civitai.com", "huggingface.co", "storage.googleapis.com"]
@@ -27,6 +36,18 @@ def _split_list(value: object) -> object:
 CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
 
 
+def _classes_of(data: Any, fallback: str | None) -> GpuClasses:
+    return _classes.build(
+        data["gpu_classes"],
+        data.get("default_gpu_class"),
+        fallback,
+        pool_template=data.get("pool_template", ""),
+        pool_zones=data.get("pool_zones", []),
+        pool_max_vms=data.get("pool_max_vms", 8),
+        pool_max_vms_per_zone=data.get("pool_max_vms_per_zone", 4),
+    )
+
+
 class AuthMode(str, Enum):
     IAM = "iam"  # Cloud Run checks the caller's Google ID token before our code runs
     API_KEY = "api_key"  # our code checks X-API-Key against hashed keys
@@ -36,6 +57,7 @@ class FunctionSettings(BaseSettings):
     """Settings of the Cloud Functions (API, done-flag trigger, reaper)."""
 
     model_config = SettingsConfigDict(env_prefix="COMFYBURST_", extra="ignore")
+    _gpu_class_set: GpuClasses = PrivateAttr()
 
     project_id: str = Field(description="Google Cloud project id")
     jobs_bucket: str = Field(description="Bucket for request.json, inputs and the catalogue")
@@ -97,6 +119,20 @@ class FunctionSettings(BaseSettings):
     )
     pool_max_vms_per_zone: int = Field(
         default=4, ge=0, description="Most GPU VMs of the pool in any one zone"
+    )
+    gpu_classes: list[GpuClass] = Field(
+        default_factory=list,
+        description="GPU classes as a JSON list (docs/ARCHITECTURE.md, GPU classes); "
+        "empty: one class `default` from the pool_* settings",
+    )
+    default_gpu_class: str | None = Field(
+        default=None, description="The class of jobs that ask for none; default: the first"
+    )
+    preemption_fallback_class: str | None = Field(
+        default=None,
+        validate_default=True,
+        description="A standard (not Spot) class a job moves to when its preemptions reach "
+        "the cap; none: such a job keeps its class",
     )
     create_wait_s: float = Field(
         default=3.0,
@@ -196,6 +232,29 @@ class FunctionSettings(BaseSettings):
         description="Accept http:// webhook URLs to loopback receivers (local cloud only)",
     )
 
+    @field_validator("preemption_fallback_class")
+    @classmethod
+    def _check_gpu_classes(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # Checked at load, so a wrong declaration fails the deploy, not the first job; as a
+        # field check (declared after the fields it reads), so an error never echoes the
+        # whole settings input, secrets included.
+        if "gpu_classes" in info.data and "pool_max_vms_per_zone" in info.data:
+            _classes_of(info.data, value)
+        return value
+
+    @model_validator(mode="after")
+    def _keep_gpu_classes(self) -> FunctionSettings:
+        self._gpu_class_set = _classes_of(self.__dict__, self.preemption_fallback_class)
+        return self
+
+    def gpu_class_set(self) -> GpuClasses:
+        """The checked GPU classes (declared, or the one derived from the pool_* settings)."""
+        return self._gpu_class_set
+
+    def fleet_zones(self) -> list[str]:
+        """Every zone the pool's VMs may be in: the classes' zones, then pool_zones."""
+        return list(dict.fromkeys([*self._gpu_class_set.zones(), *self.pool_zones]))
+
     def deployment_config(self) -> DeploymentConfig:
         """What a VM needs to know, without secrets."""
         return DeploymentConfig(
@@ -209,6 +268,8 @@ class FunctionSettings(BaseSettings):
             heartbeat_interval_s=self.heartbeat_interval_s,
             lease_ttl_s=self.lease_ttl_s,
             drain_grace_s=self.drain_grace_s,
+            default_gpu_class=self._gpu_class_set.default,
+            preemption_fallback_class=self._gpu_class_set.fallback,
             model_hosts=self.model_hosts,
             model_redirect_hosts=self.model_redirect_hosts,
             http_model_hosts=self.http_model_hosts,

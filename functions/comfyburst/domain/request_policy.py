@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
+from comfyburst.domain import gpu_classes
+from comfyburst.domain.gpu_classes import GpuClasses
 from comfyburst.domain.urls import (
     Target,
     UrlRefused,
@@ -47,6 +49,7 @@ class RequestPolicy:
     max_nodes: int = 2000
     max_input_bytes: int = 20_000_000
     allow_loopback_webhooks: bool = False
+    gpu_classes: GpuClasses | None = None  # None: any class name passes (not checked here)
 
     @classmethod
     def from_settings(cls, settings: Any) -> RequestPolicy:
@@ -59,6 +62,7 @@ class RequestPolicy:
             max_nodes=settings.max_nodes,
             max_input_bytes=settings.max_input_bytes,
             allow_loopback_webhooks=getattr(settings, "webhook_allow_loopback", False),
+            gpu_classes=gpu_classes.for_settings(settings),
         )
 
     @property
@@ -135,6 +139,8 @@ def check_request(request: JobRequest, policy: RequestPolicy) -> None:
         check_model_url(model.url, policy, field=f"models.{index}.url")
     if request.webhook_url is not None:
         check_webhook_url(request.webhook_url, allow_loopback=policy.allow_loopback_webhooks)
+    if policy.gpu_classes is not None:
+        policy.gpu_classes.resolve(request.options.gpu_class)
     total = 0
     for index, image in enumerate(request.inputs):
         size = image.size_bytes
