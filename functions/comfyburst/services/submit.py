@@ -30,7 +30,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from comfyburst.domain import request_policy
+from comfyburst.domain import gpu_classes, request_policy
 from comfyburst.domain.jobs import new_job, transition
 from comfyburst.domain.json_safety import bounded_mapping, check_json, field_path, parse_float
 from comfyburst.domain.uploads import check_uploaded_models
@@ -170,6 +170,10 @@ def submit_job(
     job = job.model_copy(
         update={
             "accepted_outputs": list(checked.verdict.outputs_to_execute),
+            # The class is recorded as resolved, so a later change of the default moves no job.
+            "gpu_class": gpu_classes.for_settings(deps.settings)
+            .resolve(request.options.gpu_class)
+            .name,
             "preflight_node_errors_json": errors_json,
             "preflight_node_errors_omitted": errors_omitted,
         }
