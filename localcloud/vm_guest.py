@@ -78,6 +78,8 @@ def _start_standin(disk: Path) -> tuple[subprocess.Popen[bytes], str]:
         *(sys.executable, "-m", "localcloud.comfyui_standin", "--port", str(port)),
         *("--input-dir", str(dirs["input"]), "--output-dir", str(dirs["output"])),
         *("--temp-dir", str(dirs["temp"])),
+        # As the image's comfyui.service: the sampler's preview frames reach the worker.
+        *("--preview-method", "auto"),
     ]
     faults = disk / FAULTS_FILE
     if faults.exists():

@@ -13,6 +13,7 @@ import sys
 from ._paths import Dirs
 from .app import build_app, start
 from .faults import ExecutionErrorFault, Faults
+from .previews import PREVIEW_METHODS
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -26,6 +27,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--input-dir", required=True)
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--temp-dir", required=True)
+    parser.add_argument(
+        "--preview-method",
+        choices=PREVIEW_METHODS,
+        default="none",
+        help="as ComfyUI's: not none = the sampler sends preview frames",
+    )
     parser.add_argument("--faults-json", help="a whole fault set as JSON (see faults.py)")
     parser.add_argument("--fault-error-class", help="node class that raises at run time")
     parser.add_argument("--fault-error-node", help="node id that raises at run time")
@@ -60,7 +67,7 @@ def faults_from_args(args: argparse.Namespace) -> Faults:
 
 async def _serve(args: argparse.Namespace) -> None:
     dirs = Dirs.create(args.input_dir, args.output_dir, args.temp_dir)
-    app = build_app(dirs, faults_from_args(args))
+    app = build_app(dirs, faults_from_args(args), preview_method=args.preview_method)
     runner, port = await start(app, args.host, args.port)
     print(f"READY http://{args.host}:{port}", flush=True)
     stop = asyncio.Event()

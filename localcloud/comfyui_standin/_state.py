@@ -26,7 +26,9 @@ def _load_object_info() -> dict[str, Any]:
 class Standin:
     """Everything one stand-in server holds; built inside the server's event loop."""
 
-    def __init__(self, dirs: Dirs, faults: Faults, validator: Validator) -> None:
+    def __init__(
+        self, dirs: Dirs, faults: Faults, validator: Validator, preview_method: str = "none"
+    ) -> None:
         self.dirs = dirs
         self.faults = faults
         self.validator = validator
@@ -35,7 +37,13 @@ class Standin:
         self.queue = PromptQueue(on_change=self.broadcast_status)
         self.history = History()
         self.executor = Executor(
-            self.queue, self.history, self.hub, dirs, self.object_info, lambda: self.faults
+            self.queue,
+            self.history,
+            self.hub,
+            dirs,
+            self.object_info,
+            lambda: self.faults,
+            preview_method,
         )
 
     def broadcast_status(self) -> None:

@@ -22,11 +22,15 @@ STARTUP_LOG_LINE = "ComfyUI STAND-IN (not ComfyUI)"
 
 
 def build_app(
-    dirs: Dirs, faults: Faults | None = None, validator: Validator = preflight_validator
+    dirs: Dirs,
+    faults: Faults | None = None,
+    validator: Validator = preflight_validator,
+    preview_method: str = "none",
 ) -> web.Application:
-    """The application; its executor task runs from startup to cleanup."""
+    """The application; its executor task runs from startup to cleanup. A preview method
+    other than `none` makes the sampler send preview frames (previews.py)."""
     app = web.Application(client_max_size=MAX_UPLOAD_BYTES)
-    standin = Standin(dirs, faults or Faults(), validator)
+    standin = Standin(dirs, faults or Faults(), validator, preview_method)
     app[STANDIN_KEY] = standin
     add_routes(app, standin)
 

@@ -15,6 +15,7 @@ from ._paths import Dirs, UnsafePathError, resolve_annotated
 from .faults import Faults, InjectedFault
 from .history import History
 from .nodes import NODE_FUNCTIONS, NodeContext, NodeResult
+from .previews import legacy_frame, metadata_frame, preview_image, step_metadata
 from .prompt_queue import PromptQueue, QueueItem
 from .ws_hub import WsHub
 
@@ -51,9 +52,11 @@ class Executor:
         dirs: Dirs,
         object_info: Callable[[], dict[str, Any]],
         faults: Callable[[], Faults],
+        preview_method: str = "none",
     ) -> None:
         self._queue, self._history, self._hub, self._dirs = queue, history, hub, dirs
         self._object_info, self._faults = object_info, faults
+        self.previews = preview_method != "none"
         self._cache: dict[str, NodeResult] = {}
         self._interrupt = asyncio.Event()
 
@@ -197,8 +200,24 @@ class _Run:
                 raise _Interrupted(node_id)
             self.set_progress(node_id, "running", step, steps)
             data = {"value": step, "max": steps, "prompt_id": self.prompt_id, "node": node_id}
-            self.emit("progress", data)
+            self._step_preview(node_id, step, steps, data)
         return steps
+
+    def _step_preview(self, node_id: str, step: int, steps: int, progress: dict[str, Any]) -> None:
+        """The step's `progress`, with its preview frame where previews are on: the metadata
+        form goes first, the legacy form after (the order the real server keeps)."""
+        if not self.ex.previews:
+            self.emit("progress", progress)
+            return
+        client_id = self.item.client_id
+        image = preview_image(step, steps)
+        if self.ex._hub.supports(client_id, "supports_preview_metadata"):
+            frame = metadata_frame(image, step_metadata(node_id, self.prompt_id))
+            self.ex._hub.send_bytes(frame, client_id)
+            self.emit("progress", progress)
+        else:
+            self.emit("progress", progress)
+            self.ex._hub.send_bytes(legacy_frame(image), client_id)
 
     async def _call(self, node_id: str, class_type: str, inputs: dict[str, Any]) -> NodeResult:
         fault = self.ex._faults().execution_error

@@ -29,10 +29,12 @@ class StandinServer:
         port: int = 0,
         faults: Faults | None = None,
         validator: Validator = preflight_validator,
+        preview_method: str = "none",
     ) -> None:
         self.dirs = Dirs.create(input_dir, output_dir, temp_dir)
         self.host, self.port = host, port
         self._faults, self._validator = faults, validator
+        self._preview_method = preview_method
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -55,7 +57,7 @@ class StandinServer:
         assert loop is not None
         asyncio.set_event_loop(loop)
         try:
-            app = build_app(self.dirs, self._faults, self._validator)
+            app = build_app(self.dirs, self._faults, self._validator, self._preview_method)
             self._runner, port = loop.run_until_complete(start(app, self.host, self.port))
         except BaseException as exc:
             ready.set_exception(exc)

@@ -26,8 +26,10 @@ class _Client:
     sid: str
     ws: web.WebSocketResponse
     # A writer task per socket keeps each socket's message order whatever task sends.
-    outbox: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
+    outbox: asyncio.Queue[str | bytes | None] = field(default_factory=asyncio.Queue)
     sent: int = 0
+    # What the client announced in its `feature_flags` message.
+    features: dict[str, Any] = field(default_factory=dict)
 
 
 class WsHub:
@@ -48,6 +50,19 @@ class WsHub:
         client = self._clients.get(sid)
         if client is not None:
             client.outbox.put_nowait(json.dumps({"type": event, "data": data}))
+
+    def send_bytes(self, frame: bytes, sid: str | None) -> None:
+        """Queue a binary frame for `sid`'s socket; for every socket when `sid` is None (the
+        real server's send to no client id)."""
+        targets = [self._clients.get(sid)] if sid is not None else list(self._clients.values())
+        for client in targets:
+            if client is not None:
+                client.outbox.put_nowait(frame)
+
+    def supports(self, sid: str | None, feature: str) -> bool:
+        """Whether the client `sid` announced `feature` (never for no client id)."""
+        client = self._clients.get(sid) if sid is not None else None
+        return client is not None and client.features.get(feature) is True
 
     def broadcast(self, event: str, data: dict[str, Any]) -> None:
         """Queue a message for every connected socket."""
@@ -89,6 +104,10 @@ class WsHub:
         with contextlib.suppress(ValueError):
             message = json.loads(text)
             if isinstance(message, dict) and message.get("type") == "feature_flags":
+                flags = message.get("data")
+                client = self._clients.get(sid)
+                if client is not None and isinstance(flags, dict):
+                    client.features = dict(flags)
                 self.send("feature_flags", dict(SERVER_FEATURES), sid)
 
     async def _write(self, client: _Client) -> None:
@@ -96,7 +115,10 @@ class WsHub:
             if client.ws.closed:
                 return
             try:
-                await client.ws.send_str(text)
+                if isinstance(text, bytes):
+                    await client.ws.send_bytes(text)
+                else:
+                    await client.ws.send_str(text)
             except ConnectionError:
                 return
             client.sent += 1

@@ -21,6 +21,7 @@ from comfyburst.schema import (
     DoneStatus,
     Job,
     JobError,
+    JobPhases,
     JobRequest,
     OutputFile,
     Progress,
@@ -40,6 +41,7 @@ from comfyburst_worker.errors import (
 from comfyburst_worker.model_cache import EnsureResult, ModelCache
 from comfyburst_worker.model_view import JobModelView
 from comfyburst_worker.outputs import OutputCollector
+from comfyburst_worker.previews import PreviewForwarder
 from comfyburst_worker.progress import ProgressWriter
 from comfyburst_worker.run_tracker import Outcome, RunTracker
 from comfyburst_worker.settings import WorkerSettings
@@ -122,10 +124,12 @@ class JobRunner:
         # ComfyUI outlives the agent: after a restart it may hold a previous job's models.
         self._free_before_prompt = True
 
-    def run(self, job: Job, stop: _Stop, timings: WorkerTimings) -> RunResult:
+    def run(
+        self, job: Job, stop: _Stop, timings: WorkerTimings, phases: JobPhases | None = None
+    ) -> RunResult:
         self.prompt_posted = False
         try:
-            return self._run(job, stop, timings)
+            return self._run(job, stop, timings, phases or JobPhases())
         except WorkerError as exc:
             if stop.lost:
                 return RunResult(None, timings=timings)
@@ -148,7 +152,7 @@ class JobRunner:
         remaining = (job.deadline_at - clock.now()).total_seconds()
         return _Stop(comfy, time.monotonic() + remaining)
 
-    def _run(self, job: Job, stop: _Stop, timings: WorkerTimings) -> RunResult:
+    def _run(self, job: Job, stop: _Stop, timings: WorkerTimings, phases: JobPhases) -> RunResult:
         request = self._request(job)
         t0 = time.monotonic()
         try:
@@ -158,6 +162,7 @@ class JobRunner:
                 return self._stopped(stop, timings)
             raise
         timings.model_fetch_s = round(time.monotonic() - t0, 4)
+        phases.models_ready_at = self.s.clock.now()
         if stop.check():
             return self._stopped(stop, timings)
         if not self._comfy_ready:
@@ -171,7 +176,7 @@ class JobRunner:
         workflow = prompt_scope.prune(self._inputs(job, request), accepted)
         if stop.check():
             return self._stopped(stop, timings)
-        tracker = self._execute(job, workflow, stop, timings)
+        tracker = self._execute(job, workflow, stop, timings, phases)
         if tracker.outcome is Outcome.SUCCESS and tracker.done:
             t1 = time.monotonic()
             entry = self.s.follower.history_after(tracker)
@@ -277,7 +282,12 @@ class JobRunner:
         return f"{subfolder}/{name}"
 
     def _execute(
-        self, job: Job, workflow: dict[str, Any], stop: _Stop, timings: WorkerTimings
+        self,
+        job: Job,
+        workflow: dict[str, Any],
+        stop: _Stop,
+        timings: WorkerTimings,
+        phases: JobPhases,
     ) -> RunTracker:
         prompt_id = str(uuid.uuid4())
         tracker = RunTracker(prompt_id=prompt_id, node_count=len(workflow))
@@ -299,10 +309,20 @@ class JobRunner:
         stop.attach(prompt_id)
         interval_s = self.s.settings.progress_min_interval_s
         writer = ProgressWriter(self._progress_writer(job.job_id), interval_s)
+
+        def on_progress(progress: Progress) -> None:
+            # The first message naming a node of this prompt (executing or progress).
+            if phases.first_step_at is None and tracker.current is not None:
+                phases.first_step_at = self.s.clock.now()
+            writer.submit(progress)
+
+        bucket = self.s.config.outputs_bucket
+        previews = PreviewForwarder(self.s.blobs, bucket, job.job_id, prompt_id)
         try:
-            follower.follow(tracker, writer.submit, stop.check)
+            follower.follow(tracker, on_progress, stop.check, on_binary=previews.offer)
         finally:
             writer.close(tracker.progress() if tracker.outcome is Outcome.SUCCESS else None)
+            previews.close()
         if tracker.start_ms is not None:
             timings.queue_wait_s = round(max(0.0, tracker.start_ms / 1000 - posted), 4)
         return tracker

@@ -1,4 +1,5 @@
-"""Throttled progress: the latest value wins, written at most once per interval, off-thread."""
+"""Throttled progress: the latest value wins, written at most once per interval, off-thread.
+Generic over the value, so live previews (previews.py) are throttled by the same rule."""
 
 from __future__ import annotations
 
@@ -6,27 +7,28 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-
-from comfyburst.schema import Progress
+from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 
-class ProgressThrottle:
+
+class ProgressThrottle(Generic[T]):
     """Decides what to write when; pure apart from the clock it is given."""
 
     def __init__(self, min_interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.min_interval_s = min_interval_s
         self._clock = clock
         self._last_write: float | None = None
-        self._pending: Progress | None = None
-        self._last_written: Progress | None = None
+        self._pending: T | None = None
+        self._last_written: T | None = None
 
-    def offer(self, progress: Progress) -> None:
+    def offer(self, progress: T) -> None:
         """Record the newest value (an unchanged one is not written again)."""
         self._pending = None if progress == self._last_written else progress
 
-    def due(self) -> Progress | None:
+    def due(self) -> T | None:
         """The pending value, if the interval since the last write has passed."""
         if self._pending is None:
             return None
@@ -35,7 +37,7 @@ class ProgressThrottle:
             return None
         return self._take(now)
 
-    def flush(self) -> Progress | None:
+    def flush(self) -> T | None:
         """The pending value regardless of the interval (the run ended)."""
         return self._take(self._clock()) if self._pending is not None else None
 
@@ -47,36 +49,39 @@ class ProgressThrottle:
             return 0.0
         return max(0.0, self.min_interval_s - (self._clock() - self._last_write))
 
-    def _take(self, now: float) -> Progress:
+    def _take(self, now: float) -> T:
         value, self._pending = self._pending, None
         assert value is not None
         self._last_write, self._last_written = now, value
         return value
 
 
-class ProgressWriter:
+class ProgressWriter(Generic[T]):
     """A thread that writes what the throttle lets through; `submit` never blocks on I/O."""
 
-    def __init__(self, write: Callable[[Progress], None], min_interval_s: float) -> None:
+    def __init__(
+        self, write: Callable[[T], None], min_interval_s: float, name: str = "progress"
+    ) -> None:
         self._write = write
-        self._throttle = ProgressThrottle(min_interval_s)
+        self._throttle: ProgressThrottle[T] = ProgressThrottle(min_interval_s)
         self._cond = threading.Condition()
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, progress: Progress) -> None:
+    def submit(self, progress: T) -> None:
         with self._cond:
             self._throttle.offer(progress)
             self._cond.notify()
 
-    def close(self, final: Progress | None = None) -> None:
-        """Stop the thread; write `final` (or the pending value) once more, synchronously."""
+    def close(self, final: T | None = None, flush: bool = True) -> None:
+        """Stop the thread; write `final` (or the pending value) once more, synchronously,
+        unless `flush` is false (the pending value is then dropped)."""
         with self._cond:
             self._closed = True
             if final is not None:
                 self._throttle.offer(final)
-            last = self._throttle.flush()
+            last = self._throttle.flush() if flush else None
             self._cond.notify()
         self._thread.join(timeout=5)
         if last is not None:
@@ -96,9 +101,9 @@ class ProgressWriter:
             if value is not None:
                 self._safe_write(value)
 
-    def _safe_write(self, value: Progress) -> None:
+    def _safe_write(self, value: T) -> None:
         try:
             self._write(value)
         except Exception as exc:
-            # Progress is advisory; a failed write must not fail the job.
-            log.warning("progress write failed: %s", exc)
+            # Progress and previews are advisory; a failed write must not fail the job.
+            log.warning("%s write failed: %s", self._thread.name, exc)

@@ -14,6 +14,7 @@ import websocket
 from comfyburst.schema import Progress
 from comfyburst_worker.comfy_client import ComfyClient
 from comfyburst_worker.errors import ComfyUnavailable
+from comfyburst_worker.previews import FEATURE_FLAGS
 from comfyburst_worker.run_tracker import RunTracker
 
 log = logging.getLogger(__name__)
@@ -27,9 +28,12 @@ Connect = Callable[[str], Any]
 
 
 def _connect(url: str) -> Any:
-    return websocket.create_connection(
+    ws = websocket.create_connection(
         url, timeout=_RECV_TIMEOUT_S, skip_utf8_validation=True, enable_multithread=False
     )
+    # Preview frames then carry their prompt id (previews.py), as ComfyUI's own frontend asks.
+    ws.send(FEATURE_FLAGS)
+    return ws
 
 
 class WsFollower:
@@ -59,9 +63,11 @@ class WsFollower:
         on_progress: Callable[[Progress], None],
         should_stop: Callable[[], bool],
         stop_wait_s: float = 30.0,
+        on_binary: Callable[[bytes], None] | None = None,
     ) -> None:
         """Return once the run is over and its history written (`tracker.done`), or
-        `stop_wait_s` after `should_stop()` turned true (the caller interrupted the run)."""
+        `stop_wait_s` after `should_stop()` turned true (the caller interrupted the run).
+        Binary frames (previews) go to `on_binary`."""
         stop_deadline: float | None = None
         reconnects, last_check = 0, 0.0
         while not tracker.done:
@@ -87,8 +93,12 @@ class WsFollower:
                 last_check = time.monotonic()
                 self._reconcile(tracker)
                 continue
+            if isinstance(raw, bytes | bytearray):
+                if on_binary is not None:
+                    on_binary(bytes(raw))
+                continue
             if not isinstance(raw, str) or not raw:
-                continue  # binary preview frames
+                continue
             try:
                 message = json.loads(raw)
             except ValueError:
