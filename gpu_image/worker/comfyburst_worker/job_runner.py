@@ -21,7 +21,6 @@ from comfyburst.schema import (
     DoneStatus,
     Job,
     JobError,
-    JobPhases,
     JobRequest,
     OutputFile,
     Progress,
@@ -124,12 +123,10 @@ class JobRunner:
         # ComfyUI outlives the agent: after a restart it may hold a previous job's models.
         self._free_before_prompt = True
 
-    def run(
-        self, job: Job, stop: _Stop, timings: WorkerTimings, phases: JobPhases | None = None
-    ) -> RunResult:
+    def run(self, job: Job, stop: _Stop, timings: WorkerTimings) -> RunResult:
         self.prompt_posted = False
         try:
-            return self._run(job, stop, timings, phases or JobPhases())
+            return self._run(job, stop, timings)
         except WorkerError as exc:
             if stop.lost:
                 return RunResult(None, timings=timings)
@@ -152,7 +149,7 @@ class JobRunner:
         remaining = (job.deadline_at - clock.now()).total_seconds()
         return _Stop(comfy, time.monotonic() + remaining)
 
-    def _run(self, job: Job, stop: _Stop, timings: WorkerTimings, phases: JobPhases) -> RunResult:
+    def _run(self, job: Job, stop: _Stop, timings: WorkerTimings) -> RunResult:
         request = self._request(job)
         t0 = time.monotonic()
         try:
@@ -162,7 +159,6 @@ class JobRunner:
                 return self._stopped(stop, timings)
             raise
         timings.model_fetch_s = round(time.monotonic() - t0, 4)
-        phases.models_ready_at = self.s.clock.now()
         if stop.check():
             return self._stopped(stop, timings)
         if not self._comfy_ready:
@@ -176,7 +172,7 @@ class JobRunner:
         workflow = prompt_scope.prune(self._inputs(job, request), accepted)
         if stop.check():
             return self._stopped(stop, timings)
-        tracker = self._execute(job, workflow, stop, timings, phases)
+        tracker = self._execute(job, workflow, stop, timings)
         if tracker.outcome is Outcome.SUCCESS and tracker.done:
             t1 = time.monotonic()
             entry = self.s.follower.history_after(tracker)
@@ -282,12 +278,7 @@ class JobRunner:
         return f"{subfolder}/{name}"
 
     def _execute(
-        self,
-        job: Job,
-        workflow: dict[str, Any],
-        stop: _Stop,
-        timings: WorkerTimings,
-        phases: JobPhases,
+        self, job: Job, workflow: dict[str, Any], stop: _Stop, timings: WorkerTimings
     ) -> RunTracker:
         prompt_id = str(uuid.uuid4())
         tracker = RunTracker(prompt_id=prompt_id, node_count=len(workflow))
@@ -309,17 +300,10 @@ class JobRunner:
         stop.attach(prompt_id)
         interval_s = self.s.settings.progress_min_interval_s
         writer = ProgressWriter(self._progress_writer(job.job_id), interval_s)
-
-        def on_progress(progress: Progress) -> None:
-            # The first message naming a node of this prompt (executing or progress).
-            if phases.first_step_at is None and tracker.current is not None:
-                phases.first_step_at = self.s.clock.now()
-            writer.submit(progress)
-
         bucket = self.s.config.outputs_bucket
         previews = PreviewForwarder(self.s.blobs, bucket, job.job_id, prompt_id)
         try:
-            follower.follow(tracker, on_progress, stop.check, on_binary=previews.offer)
+            follower.follow(tracker, writer.submit, stop.check, on_binary=previews.offer)
         finally:
             writer.close(tracker.progress() if tracker.outcome is Outcome.SUCCESS else None)
             previews.close()
