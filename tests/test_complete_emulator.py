@@ -94,18 +94,16 @@ def test_done_flag_through_eventarc_completes_once(
         .encode()
     )
 
-    start = time.monotonic()
+    # How fast the trigger completes a job is measured by tests/bench/bench_completion.py.
     generation = blob_store.write(
         function_settings.signals_bucket, f"jobs/{job_id}/done.json", body, "application/json"
     )
     job = poll_until(
         lambda: (j := job_store.get_job(job_id)) and j.state is JobState.SUCCEEDED and j,
         "the job to succeed",
-        timeout_s=1.0,
+        timeout_s=30.0,
         interval_s=0.01,
     )
-    elapsed = time.monotonic() - start
-    assert elapsed < 1.0
     assert job.outputs[0].gs_uri == (
         f"gs://{function_settings.outputs_bucket}/jobs/{job_id}/outputs/img_00001.png"
     )
