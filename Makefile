@@ -29,7 +29,7 @@ checkov-venv: .venv-checkov/bin/checkov
 # /workspace/bin), else Debian 12's 1.6.6 (Debian 13 has no packer package); tests/test_deploy_tools.py
 # validates with either.
 packer:
-	@command -v packer >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q packer; }
+	@command -v packer >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q -o DPkg::Lock::Timeout=300 packer; }
 
 # --- Foundation: venv, local cloud, lint, bench ---------------------------------------------
 
@@ -120,7 +120,7 @@ bake-rehearsal: venv bake-tools
 
 bake-tools:
 	@for t in debootstrap patchelf nft; do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
-	if [ -n "$$missing" ]; then apt-get update -q && apt-get install -y -q debootstrap patchelf nftables; fi
+	if [ -n "$$missing" ]; then apt-get update -q && apt-get install -y -q -o DPkg::Lock::Timeout=300 debootstrap patchelf nftables; fi
 
 # --- The Cloud Build pipeline's steps (deploy/*.sh), the same scripts cloudbuild.yaml runs ------
 
