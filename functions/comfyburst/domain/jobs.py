@@ -70,10 +70,21 @@ FREE_PREEMPTIONS = 3
 REASON_PREEMPTED = "preempted"
 
 
-def requeue_preempted(job: Job, now: datetime) -> Job:
-    """Back to queued at once after a Spot preemption: a new attempt that is not counted."""
-    return requeue(job, now, REASON_PREEMPTED).model_copy(
-        update={"preemptions": job.preemptions + 1}
+def requeue_preempted(job: Job, now: datetime, fallback_class: str | None = None) -> Job:
+    """Back to queued at once after a Spot preemption: a new attempt that is not counted.
+
+    Once its preemptions reach FREE_PREEMPTIONS, a job moves to `fallback_class` (the
+    deployment's standard class, when it has one), so Spot cannot keep interrupting it."""
+    count = job.preemptions + 1
+    requeued = requeue(job, now, REASON_PREEMPTED).model_copy(update={"preemptions": count})
+    if fallback_class is None or count < FREE_PREEMPTIONS or job.gpu_class == fallback_class:
+        return requeued
+    reason = (
+        f"preempted {count} times on {job.gpu_class or 'the default class'}; "
+        f"moved to {fallback_class}"
+    )
+    return requeued.model_copy(
+        update={"gpu_class": fallback_class, "gpu_class_reason": reason, "queued_reason": reason}
     )
 
 

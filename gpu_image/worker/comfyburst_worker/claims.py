@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from comfyburst.domain.jobs import transition
@@ -31,11 +32,16 @@ def claim_starting(store: JobStore, job_id: str, vm: VmRef, clock: Clock) -> Job
     return _claimed(store.update_job(job_id, mutate), vm)
 
 
-def claim_queued(store: JobStore, job_id: str, vm: VmRef, clock: Clock) -> Job | None:
-    """`queued → running` on this VM (the draining worker taking the next job)."""
+def claim_queued(
+    store: JobStore, job_id: str, vm: VmRef, clock: Clock, vm_class: VmClass | None = None
+) -> Job | None:
+    """`queued → running` on this VM (the draining worker taking the next job), only a job
+    of this VM's GPU class (checked again in the transaction: its class may have changed)."""
 
     def mutate(job: Job) -> Job | None:
         if job.state is not JobState.QUEUED or job.cancel_requested:
+            return None
+        if vm_class is not None and not vm_class.takes(job):
             return None
         return transition(job, JobState.RUNNING, clock.now(), vm=vm, queued_reason=None)
 
@@ -53,13 +59,31 @@ def _claimed(job: Job, vm: VmRef) -> Job | None:
 SPREAD_WINDOW = 8
 
 
+@dataclass(frozen=True)
+class VmClass:
+    """This VM's GPU class and the deployment's default (the class of jobs that name none)."""
+
+    name: str
+    default: str
+
+    def takes(self, job: Job) -> bool:
+        """Whether a job of this class may run here: a job never runs on another class."""
+        return (job.gpu_class or self.default) == self.name
+
+
 def rank_queued(
-    jobs: Iterable[Job], models_cached: set[str], vm_name: str = "", spread: int = SPREAD_WINDOW
+    jobs: Iterable[Job],
+    models_cached: set[str],
+    vm_name: str = "",
+    spread: int = SPREAD_WINDOW,
+    vm_class: VmClass | None = None,
 ) -> list[Job]:
-    """Queued jobs whose models are all on this VM first, then oldest first; within each group
-    the oldest `spread` come first in an order of their own per VM (`vm_name`)."""
+    """Queued jobs of this VM's class (`vm_class`; None: every job) whose models are all on
+    this VM first, then oldest first; within each group the oldest `spread` come first in an
+    order of their own per VM (`vm_name`)."""
     groups: dict[bool, list[Job]] = {True: [], False: []}
-    for job in sorted(jobs, key=lambda j: (j.created_at, j.job_id)):
+    mine = [j for j in jobs if vm_class is None or vm_class.takes(j)]
+    for job in sorted(mine, key=lambda j: (j.created_at, j.job_id)):
         groups[set(job.request.models) <= models_cached].append(job)
     ranked: list[Job] = []
     for group in (groups[True], groups[False]):

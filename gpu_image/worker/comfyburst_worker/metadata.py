@@ -7,6 +7,7 @@ import os
 import requests
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from comfyburst.domain.gpu_classes import CLASS_METADATA_KEY
 from comfyburst.schema import DeploymentConfig
 
 JOB_KEY = "comfyburst-job"
@@ -67,6 +68,11 @@ class MetadataClient:
     def job_id(self) -> str | None:
         """The job the dispatcher started this VM for, if any."""
         return self.attribute(JOB_KEY) or None
+
+    def gpu_class(self) -> str | None:
+        """This VM's GPU class, if the dispatcher named one (else: the default class); an
+        attribute, because the metadata server serves custom metadata but not labels."""
+        return self.attribute(CLASS_METADATA_KEY) or None
 
     def deployment_config(self) -> DeploymentConfig:
         raw = self.attribute(CONFIG_KEY)

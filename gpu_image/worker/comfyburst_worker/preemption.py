@@ -53,8 +53,11 @@ class PreemptionWatch:
         vm_name: str,
         session: requests.Session | None = None,
         on_preempted: Callable[[], None] | None = None,
+        fallback_class: str | None = None,
     ) -> None:
         self.host, self.store, self.clock, self.vm_name = metadata_host, store, clock, vm_name
+        # The standard class a job moves to at the preemption cap (DeploymentConfig).
+        self.fallback_class = fallback_class
         self._session = session or requests.Session()
         self._on_preempted = on_preempted
         self.preempted = threading.Event()
@@ -169,7 +172,7 @@ class PreemptionWatch:
                 and current.vm is not None
                 and current.vm.name == self.vm_name
             )
-            return requeue_preempted(current, now) if ours else None
+            return requeue_preempted(current, now, self.fallback_class) if ours else None
 
         stored = self.store.update_job(job.job_id, mutate)
         log.info(

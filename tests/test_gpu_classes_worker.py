@@ -1,0 +1,72 @@
+"""GPU classes on the worker side: a draining VM claims only jobs of its class, and a job that
+Spot keeps preempting moves to the fallback class at the cap (pure rules, in-memory store)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from comfyburst.domain.jobs import FREE_PREEMPTIONS, requeue_preempted
+from comfyburst.schema import Job, VmRef
+from comfyburst.states import JobState
+from comfyburst_worker.claims import VmClass, claim_queued, rank_queued
+from tests._completion_helpers import make_job
+from tests.fakes import FixedClock, InMemoryJobStore
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+SPOT = VmClass("l4-spot", default="l4-spot")
+STANDARD = VmClass("l4", default="l4-spot")
+VM = VmRef(name="gpu-a", zone="us-central1-a")
+
+
+def _queued(job_id: str, gpu_class: str | None, minutes: int = 0) -> Job:
+    job = make_job(job_id, NOW + timedelta(minutes=minutes), vm=None)
+    return job.model_copy(update={"gpu_class": gpu_class})
+
+
+def test_a_job_runs_only_on_its_class_and_unnamed_is_the_default() -> None:
+    assert SPOT.takes(_queued("a", "l4-spot")) and SPOT.takes(_queued("b", None))
+    assert not SPOT.takes(_queued("c", "l4"))
+    assert STANDARD.takes(_queued("c", "l4")) and not STANDARD.takes(_queued("b", None))
+
+
+def test_rank_queued_leaves_out_other_classes() -> None:
+    jobs = [_queued("old-std", "l4", 0), _queued("spot", "l4-spot", 1), _queued("dflt", None, 2)]
+    # (the oldest few come in an order of each VM's own: compare as sets)
+    assert {j.job_id for j in rank_queued(jobs, set(), "vm", vm_class=SPOT)} == {"spot", "dflt"}
+    assert [j.job_id for j in rank_queued(jobs, set(), "vm", vm_class=STANDARD)] == ["old-std"]
+    assert len(rank_queued(jobs, set(), "vm")) == 3  # no class given: every job
+
+
+def test_claim_queued_refuses_a_job_of_another_class_in_the_transaction() -> None:
+    store, clock = InMemoryJobStore(), FixedClock(NOW)
+    store.create_job(_queued("std", "l4"))
+    assert claim_queued(store, "std", VM, clock, SPOT) is None
+    stored = store.get_job("std")
+    assert stored is not None and stored.state is JobState.QUEUED
+    claimed = claim_queued(store, "std", VM, clock, STANDARD)
+    assert claimed is not None and claimed.state is JobState.RUNNING
+
+
+def _running(preemptions: int, gpu_class: str | None = "l4-spot") -> Job:
+    job = make_job("j", NOW, JobState.RUNNING, attempt=preemptions + 1)
+    return job.model_copy(update={"preemptions": preemptions, "gpu_class": gpu_class})
+
+
+def test_preemptions_below_the_cap_keep_the_class() -> None:
+    requeued = requeue_preempted(_running(FREE_PREEMPTIONS - 2), NOW, "l4")
+    assert requeued.gpu_class == "l4-spot" and requeued.gpu_class_reason is None
+    assert requeued.state is JobState.QUEUED
+
+
+def test_the_preemption_reaching_the_cap_moves_the_job_to_the_fallback() -> None:
+    requeued = requeue_preempted(_running(FREE_PREEMPTIONS - 1), NOW, "l4")
+    assert requeued.state is JobState.QUEUED
+    assert requeued.preemptions == FREE_PREEMPTIONS
+    assert requeued.gpu_class == "l4"
+    assert requeued.gpu_class_reason == requeued.queued_reason
+    assert "moved to l4" in (requeued.gpu_class_reason or "")
+
+
+def test_without_a_fallback_the_job_keeps_its_class_past_the_cap() -> None:
+    requeued = requeue_preempted(_running(FREE_PREEMPTIONS + 1), NOW)
+    assert requeued.gpu_class == "l4-spot" and requeued.queued_reason == "preempted"
