@@ -149,7 +149,7 @@ def _build_reaper_deps() -> tuple[ReaperDeps, ReaperPolicy]:
         signals_bucket=settings.signals_bucket,
         outputs_bucket=settings.outputs_bucket,
     )
-    if settings.pool_template:  # a pool of templates: the reaper also deletes idle VMs
+    if any(c.creates for c in settings.gpu_class_set().classes):  # the reaper deletes idle VMs
         from comfyburst.services.prune import prune_pool
 
         days = settings.vm_idle_delete_days

@@ -116,7 +116,7 @@ def fleet(settings: FunctionSettings) -> ComputeFleet:
         compute_v1.InstancesClient(**kwargs),
         compute_v1.ZoneOperationsClient(**kwargs),
         settings.project_id,
-        settings.pool_zones,
+        settings.fleet_zones(),  # every GPU class's zones
         settings.pool_label,
         settings.create_wait_s,
     )
