@@ -322,3 +322,41 @@ def test_templates_over_the_api_and_bad_references(make_pool: Callable[..., Pool
     )
     with pytest.raises(exceptions.BadRequest):
         pool.instances.insert_unary(request=regional)
+
+
+def test_capacity_changed_while_running_moves_the_stockout(make_pool: Callable[..., Pool]) -> None:
+    import requests
+
+    pool = make_pool(guest=None)
+    pool.wait_op(pool.insert("gpu-1"))
+    url = f"{pool.standin.base_url}/_standin/capacity"
+    # us-central1-a runs out: the VM already up stays up, the next insert there is refused and
+    # Compute names the zone of the same region that still has room.
+    body = {"zone_capacity_vms": {ZONE_A: 0, ZONE_B: 0}}
+    assert requests.post(url, json=body, timeout=10).json()["zone_capacity_vms"] == {
+        ZONE_A: 0, ZONE_B: 0,
+    }  # fmt: skip
+    assert pool.status("gpu-1") == "RUNNING"
+    failed = pool.wait_op(pool.insert("gpu-2"))
+    assert failed.error.errors[0].code == "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS"
+    assert pool.status("gpu-2") is None
+    (info,) = [d.error_info for d in failed.error.errors[0].error_details if d.error_info.reason]
+    assert info.metadatas["zonesAvailable"] == ZONE_C
+    # The stockout moves to the other region: us-central1-a has room again, europe none.
+    pool.standin.set_capacity({"zone_capacity_vms": {ZONE_EU: 0}})
+    assert not pool.wait_op(pool.insert("gpu-2")).error.errors
+    refused = pool.wait_op(pool.insert("gpu-3", zone=ZONE_EU), ZONE_EU)
+    assert refused.error.errors[0].code == "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS"
+    # A regional quota set now refuses the next VM of that region.
+    pool.standin.set_capacity({"region_gpu_quota": {"us-central1": 2}})
+    with pytest.raises(exceptions.Forbidden):
+        pool.insert("gpu-4", zone=ZONE_C)
+    assert requests.get(url, timeout=10).json() == {
+        "zone_capacity_vms": {}, "region_gpu_quota": {"us-central1": 2},
+    }  # fmt: skip
+    # Bad input: 400 with a machine-readable body, nothing changed.
+    for bad in ({"zone_capacity_vms": {ZONE_A: -1}}, {"zone_capacity_vms": {"mars-1a": 1}}, []):
+        response = requests.post(url, json=bad, timeout=10)
+        assert response.status_code == 400, bad
+        assert response.json()["error"]["errors"][0]["reason"] == "invalid"
+    assert requests.get(url, timeout=10).json()["region_gpu_quota"] == {"us-central1": 2}

@@ -1,6 +1,7 @@
 """Compute Engine stand-in: the REST subset ComfyBurst calls, VMs as local guest processes."""
 
 from localcloud.compute._config import (
+    Capacity,
     ComputeStandinConfig,
     Fault,
     FaultKind,
@@ -10,6 +11,7 @@ from localcloud.compute._config import (
 from localcloud.compute._standin import ComputeStandin
 
 __all__ = [
+    "Capacity",
     "ComputeStandin",
     "ComputeStandinConfig",
     "Fault",

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import TypeAdapter, ValidationError
 
 from localcloud.compute import _errors as errors
-from localcloud.compute._config import Fault
+from localcloud.compute._config import Capacity, Fault
 from localcloud.compute._fleet import Fleet
 from localcloud.compute._http import QuietHandler
 
@@ -150,6 +150,20 @@ def _admin_preemption_rate(fleet: Fleet, _m: Any, _q: Any, body: Any) -> tuple[i
     return 200, {"rate_per_s": float(rate)}
 
 
+def _admin_capacity(fleet: Fleet, *_: Any) -> tuple[int, Any]:
+    return 200, fleet.capacity().model_dump()
+
+
+def _admin_set_capacity(fleet: Fleet, _m: Any, _q: Any, body: Any) -> tuple[int, Any]:
+    if not isinstance(body, dict):
+        raise errors.invalid("capacity", type(body).__name__, "The body must be an object.")
+    try:
+        capacity = Capacity.model_validate(body)
+    except ValidationError as exc:
+        raise errors.GceError(400, "invalid", f"Invalid capacity: {exc}") from exc
+    return 200, fleet.set_capacity(capacity).model_dump()
+
+
 def _admin_reset(fleet: Fleet, *_: Any) -> tuple[int, Any]:
     fleet.reset()
     return 200, {"instances": fleet.snapshot()}
@@ -187,6 +201,8 @@ _ROUTES: list[tuple[str, re.Pattern[str], Route]] = [
             _admin_preempt,
         ),
         ("POST", r"/_standin/preemption", _admin_preemption_rate),
+        ("GET", r"/_standin/capacity", _admin_capacity),
+        ("POST", r"/_standin/capacity", _admin_set_capacity),
         ("GET", r"/_standin/healthz", lambda *_: (200, {"ok": True})),
     ]
 ]

@@ -132,6 +132,21 @@ class FaultKind(StrEnum):
     CREATE_FAILURE = "create_failure"
 
 
+class Capacity(_Model):
+    """The zone capacity and regional GPU quota in force, changed while running (chaos moves
+    stockouts between zones and regions with it); each replaces the configured one whole."""
+
+    zone_capacity_vms: dict[str, int] = {}
+    region_gpu_quota: dict[str, int] = {}
+
+    @field_validator("zone_capacity_vms", "region_gpu_quota")
+    @classmethod
+    def _not_negative(cls, value: dict[str, int]) -> dict[str, int]:
+        if any(limit < 0 for limit in value.values()):
+            raise ValueError("limits must be >= 0")
+        return value
+
+
 class Fault(_Model):
     """A fault injected into `start` or `insert`, matched by zone and/or instance (None = any)."""
 

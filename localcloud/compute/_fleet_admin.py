@@ -6,7 +6,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from localcloud.compute import _errors as errors
-from localcloud.compute._config import Fault
+from localcloud.compute._config import Capacity, Fault
 from localcloud.compute._fleet_host import FleetHost
 from localcloud.compute._resources import TERMINATED, new_fingerprint
 
@@ -32,6 +32,31 @@ class AdminMixin(FleetHost):
         """Disarm every fault."""
         with self.cond:
             self._faults.clear()
+
+    def capacity(self) -> Capacity:
+        """The zone capacity and regional GPU quota in force."""
+        with self.cond:
+            return Capacity(
+                zone_capacity_vms=dict(self.config.zone_capacity_vms),
+                region_gpu_quota=dict(self.config.region_gpu_quota),
+            )
+
+    def set_capacity(self, capacity: Capacity) -> Capacity:
+        """Replace zone capacity and regional quota from now on; VMs already up stay up (as
+        when a zone runs out: only the next start or insert meets the stockout)."""
+        known = self.config.known_zones()
+        unknown = sorted(set(capacity.zone_capacity_vms) - known) if self.config.zones else []
+        if unknown:
+            raise errors.invalid("zone_capacity_vms", ",".join(unknown), "No such zone.")
+        with self.cond:
+            self.config = self.config.model_copy(
+                update={
+                    "zone_capacity_vms": dict(capacity.zone_capacity_vms),
+                    "region_gpu_quota": dict(capacity.region_gpu_quota),
+                }
+            )
+            self.cond.notify_all()
+        return self.capacity()
 
     def snapshot(self) -> list[dict[str, Any]]:
         """Every VM's state, for tests and the CLI."""

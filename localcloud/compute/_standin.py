@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from localcloud.compute._api import handler_class
-from localcloud.compute._config import ComputeStandinConfig, Fault
+from localcloud.compute._config import Capacity, ComputeStandinConfig, Fault
 from localcloud.compute._fleet import Fleet
 from localcloud.compute._http import ServerThread
 
@@ -54,6 +54,10 @@ class ComputeStandin:
     def clear_faults(self) -> None:
         """Disarm all faults."""
         self.fleet.clear_faults()
+
+    def set_capacity(self, capacity: Capacity | dict[str, Any]) -> Capacity:
+        """Replace the zone capacity and regional GPU quota in force (see `Capacity`)."""
+        return self.fleet.set_capacity(Capacity.model_validate(capacity))
 
     def reset(self) -> None:
         """Every VM TERMINATED with empty metadata; guests ended; faults cleared."""
