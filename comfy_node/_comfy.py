@@ -9,26 +9,46 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+# ComfyUI's own --preview-size default: the frontend gets previews at most this large.
+PREVIEW_MAX_SIZE_PX = 512
 
-def progress_reporter(total: int) -> Callable[[int], None]:
-    """A callback that moves ComfyUI's progress bar of the running node (no-op outside)."""
+
+def _progress_bar(total: int) -> Callable[[int, Any], None] | None:
+    """`update(value, preview)` of a ProgressBar of the running node; None outside ComfyUI."""
     try:
         import comfy.model_management
         import comfy.utils
     except ImportError:
-        return lambda value: None
+        return None
     bar = comfy.utils.ProgressBar(total)
     management = comfy.model_management
 
-    def report(value: int) -> None:
+    def update(value: int, preview: Any = None) -> None:
         try:
-            bar.update_absolute(value, total)
+            bar.update_absolute(value, total, preview)
         except management.InterruptProcessingException:
             # ComfyUI's progress hook clears the Cancel flag as it raises; set it again so the
             # node still sees it, cancels the remote job, and only then stops.
             management.interrupt_current_processing(True)
 
-    return report
+    return update
+
+
+def progress_reporter(total: int) -> Callable[[int], None]:
+    """A callback that moves ComfyUI's progress bar of the running node (no-op outside)."""
+    update = _progress_bar(total)
+    if update is None:
+        return lambda value: None
+    return lambda value: update(value, None)
+
+
+def preview_reporter(total: int) -> Callable[[int, Any], None]:
+    """A callback that shows a PIL image on the running node as its live preview, the way a
+    sampler's progress bar carries one to the frontend (no-op outside ComfyUI)."""
+    update = _progress_bar(total)
+    if update is None:
+        return lambda value, image: None
+    return lambda value, image: update(value, ("JPEG", image, PREVIEW_MAX_SIZE_PX))
 
 
 def interrupt_requested() -> bool:

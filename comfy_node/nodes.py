@@ -51,6 +51,7 @@ def execute(request: dict[str, Any], client: ApiClient | None = None) -> tuple[A
             is_image=is_image_name,
             on_progress=report,
             interrupted=_comfy.interrupt_requested,
+            on_preview=_comfy.preview_reporter(PROGRESS_STEPS),
         )
     except RemoteJobCancelled:
         _comfy.raise_if_interrupted()

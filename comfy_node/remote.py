@@ -10,6 +10,7 @@ from comfyburst.client import ApiClient, ApiError
 from comfyburst.schema import check_relative_path
 
 from .missing_nodes import describe_missing, local_pack, missing_node_types
+from .previews import PreviewPoller, Show
 
 PROGRESS_STEPS = 1000
 
@@ -56,9 +57,10 @@ def run_job(
     on_progress: Callable[[int], None] = lambda value: None,
     interrupted: Callable[[], bool] = lambda: False,
     poll_s: float = 0.5,
+    on_preview: Show | None = None,
 ) -> RemoteResult:
-    """Submit, follow with progress (0..PROGRESS_STEPS), cancel remotely when `interrupted`,
-    and fetch every output."""
+    """Submit, follow with progress (0..PROGRESS_STEPS) and live previews (`on_preview`),
+    cancel remotely when `interrupted`, and fetch every output."""
     try:
         job = client.submit(request)
     except ApiError as exc:
@@ -67,9 +69,14 @@ def run_job(
             raise RemoteJobError(describe_missing(missing, local_pack)) from exc
         raise RemoteJobError(describe_rejection(exc)) from exc
 
+    previews = PreviewPoller(client, job["job_id"], on_preview) if on_preview else None
+
     def update(current: dict[str, Any]) -> None:
         fraction = float((current.get("progress") or {}).get("fraction") or 0.0)
-        on_progress(int(min(max(fraction, 0.0), 1.0) * PROGRESS_STEPS))
+        value = int(min(max(fraction, 0.0), 1.0) * PROGRESS_STEPS)
+        on_progress(value)
+        if previews is not None:
+            previews(current, value)
 
     job = client.wait(job["job_id"], poll_s=poll_s, on_update=update, should_cancel=interrupted)
     if job.get("state") == "cancelled":

@@ -175,10 +175,7 @@ class ApiClient:
             headers={**self._headers(), **(headers or {})},
             timeout=self._settings.timeout_s + extra_timeout_s,
         )
-        try:
-            body = response.json()
-        except ValueError:
-            body = {"error": {"code": "bad_response", "message": response.text[:500]}}
+        body = _json_body(response)
         if response.status_code >= 400:
             raise ApiError(response.status_code, body)
         return body
@@ -251,6 +248,21 @@ class ApiClient:
             wait_s = poll_s if should_cancel is not None else LONG_WAIT_S
             if deadline is not None:
                 wait_s = max(0.0, min(wait_s, deadline - time.monotonic()))
+
+    def preview(self, job_id: str) -> tuple[bytes, str] | None:
+        """GET /jobs/{id}/preview: (image bytes, content type) of the running job's latest
+        preview frame, or None when it has none (204)."""
+        response = self._session.get(
+            f"{self.base_url}/jobs/{job_id}/preview",
+            headers={**self._headers(), "Accept": "image/*"},
+            timeout=self._settings.timeout_s,
+        )
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, _json_body(response))
+        content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        if response.status_code == 204 or not content_type.startswith("image/"):
+            return None
+        return response.content, content_type
 
     def fetch(self, url: str) -> bytes:
         """The bytes behind a (signed) output URL."""
@@ -336,6 +348,14 @@ class ApiClient:
         if response.status_code == 308:
             return _committed(response)
         raise ApiError(response.status_code, _upload_error(response))
+
+
+def _json_body(response: requests.Response) -> Any:
+    """The answer's JSON; a body that is not JSON becomes a machine-readable error."""
+    try:
+        return response.json()
+    except ValueError:
+        return {"error": {"code": "bad_response", "message": response.text[:500]}}
 
 
 def _committed(response: requests.Response) -> int:
