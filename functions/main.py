@@ -84,6 +84,7 @@ def api(request: flask.Request) -> flask.Response:
 
 def _build_completion_deps() -> CompletionDeps:
     from comfyburst import wiring
+    from comfyburst.domain.receipts import class_price
     from comfyburst.services.complete import CompletionDeps
     from comfyburst.settings import FunctionSettings
 
@@ -98,6 +99,10 @@ def _build_completion_deps() -> CompletionDeps:
         signals_bucket=settings.signals_bucket,
         outputs_bucket=settings.outputs_bucket,
         reads=wiring.io_pool("done-flag-read", 4),
+        fleet=wiring.fleet(settings),  # lastStartTimestamp of a booted VM, for the phases
+        price_of=lambda job: class_price(
+            settings.gpu_class_set(), job.gpu_class, settings.pool_price_per_hour
+        ),
     )
 
 

@@ -30,6 +30,16 @@ from pathlib import Path
 from types import FrameType
 
 FAULTS_FILE = "standin_faults.json"
+# Boot delays, for benchmarks that model a real VM (unset: none). The guest's boot: power-on
+# (this process) to the units starting, as the kernel and systemd take on a VM.
+GUEST_BOOT_ENV = "LOCALCLOUD_GUEST_BOOT_S"
+# ComfyUI's own start (Python, torch, CUDA, custom nodes) before it listens; the agent goes on
+# meanwhile, as the image's two units do.
+COMFYUI_START_ENV = "LOCALCLOUD_COMFYUI_START_S"
+_DELAYED_STANDIN = (
+    "import runpy, time; time.sleep({delay_s}); "
+    "runpy.run_module('localcloud.comfyui_standin', run_name='__main__', alter_sys=True)"
+)
 
 
 def _instance_name() -> str:
@@ -67,8 +77,9 @@ def _free_port() -> int:
         return port
 
 
-def _start_standin(disk: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Start the ComfyUI stand-in on a free port; do not wait for it (the agent does)."""
+def _start_standin(disk: Path, start_s: float = 0.0) -> tuple[subprocess.Popen[bytes], str]:
+    """Start the ComfyUI stand-in on a free port, listening after `start_s`; do not wait for
+    it (the agent does)."""
     comfy = disk / "comfyui"
     dirs = {name: comfy / name for name in ("input", "output", "temp")}
     for path in dirs.values():
@@ -84,6 +95,8 @@ def _start_standin(disk: Path) -> tuple[subprocess.Popen[bytes], str]:
     faults = disk / FAULTS_FILE
     if faults.exists():
         argv += ["--faults-json", faults.read_text()]
+    if start_s > 0:
+        argv[1:3] = ["-c", _DELAYED_STANDIN.format(delay_s=start_s)]
     with open(disk / "comfyui-standin.log", "wb") as log:
         process = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
@@ -111,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vm-dir", help="this VM's disk; default: from LOCALCLOUD_VM_DISK_ROOT")
     parser.add_argument("--comfyui-url", help="a real ComfyUI; default: $COMFYUI_URL or stand-in")
     args = parser.parse_args(argv)
+    # Power-on: what the agent reports as the guest's boot (a real guest reads /proc/uptime).
+    powered_on = time.time()
+    boot_s = float(os.environ.get(GUEST_BOOT_ENV) or 0)
+    if boot_s > 0:
+        time.sleep(boot_s)
     disk = _disk(args)
     disk.mkdir(parents=True, exist_ok=True)
     standin = None
@@ -118,9 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     defaults = {
         # A local VM "powers off" by ending its guest; never run shutdown on this machine.
         "COMFYBURST_WORKER_POWEROFF_COMMAND": "exit",
+        "COMFYBURST_WORKER_GUEST_BOOTED_AT_EPOCH_S": f"{powered_on:.3f}",
     }
     if not url:
-        standin, url = _start_standin(disk)
+        standin, url = _start_standin(disk, float(os.environ.get(COMFYUI_START_ENV) or 0))
         defaults["COMFYBURST_WORKER_COMFYUI_MODELS_DIR"] = str(disk / "models")
         for folder in ("input", "output", "temp"):
             defaults[f"COMFYBURST_WORKER_COMFYUI_{folder.upper()}_DIR"] = str(

@@ -120,6 +120,12 @@ class FunctionSettings(BaseSettings):
     pool_max_vms_per_zone: int = Field(
         default=4, ge=0, description="Most GPU VMs of the pool in any one zone"
     )
+    pool_price_per_hour: float = Field(
+        default=0.0,
+        ge=0,
+        description="USD per VM hour of the pool's class when no gpu_classes are declared "
+        "(receipts)",
+    )
     gpu_classes: list[GpuClass] = Field(
         default_factory=list,
         description="GPU classes as a JSON list (docs/ARCHITECTURE.md, GPU classes); "

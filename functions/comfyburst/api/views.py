@@ -14,12 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from comfyburst import SCHEMA_VERSION
 from comfyburst.domain.jobs import result_timings
+from comfyburst.domain.receipts import shown_receipt
 from comfyburst.schema import (
     Job,
     JobError,
     JobOptions,
+    JobPhases,
     OutputFile,
     Progress,
+    Receipt,
     RequestSummary,
     ResultTimings,
     WorkerTimings,
@@ -51,6 +54,10 @@ class JobView(BaseModel):
     error: JobError | None = None
     timings: ResultTimings
     worker_timings: WorkerTimings | None = None
+    phases: JobPhases | None = Field(default=None, description="When each step happened.")
+    receipt: Receipt | None = Field(
+        default=None, description="What the run cost; idle_after_s once its VM powered off."
+    )
     request: RequestSummary
     options: JobOptions
     preflight_node_errors: dict[str, Any] = Field(
@@ -82,6 +89,8 @@ class JobView(BaseModel):
             error=job.error,
             timings=result_timings(job),
             worker_timings=job.worker_timings,
+            phases=job.phases,
+            receipt=shown_receipt(job),
             request=job.request,
             options=job.options,
             preflight_node_errors=json.loads(job.preflight_node_errors_json or "{}"),

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from comfyburst.domain.jobs import transition
@@ -21,9 +22,10 @@ from comfyburst.domain.manifest import (
     locate_outputs,
     parse_manifest,
 )
+from comfyburst.domain.receipts import merge_phases, receipt_of
 from comfyburst.errors import ManifestInvalid
-from comfyburst.ports import BlobStore, Clock, JobStore, Publisher, UrlSigner
-from comfyburst.schema import DoneManifest, Job, JobError
+from comfyburst.ports import BlobStore, Clock, Fleet, JobStore, Publisher, UrlSigner
+from comfyburst.schema import DoneManifest, Job, JobError, JobPhases, Receipt
 from comfyburst.services._leases import release_lease
 from comfyburst.services.results import finish, publish_result, split_gs_uri
 from comfyburst.states import JobState
@@ -89,6 +91,11 @@ class CompletionDeps:
     # Runs the flag read beside the job read (the entry point's pool, wiring.io_pool); None:
     # one after the other (the reaper's safety net, which no caller waits on).
     reads: Executor | None = None
+    # Reads a booted VM's lastStartTimestamp (RUNNING) for the job's phases; None: not read.
+    fleet: Fleet | None = None
+    # The job's GPU class and its price per VM hour, for the receipt; None: class "default"
+    # at no price.
+    price_of: Callable[[Job], tuple[str, float]] | None = None
 
 
 class _Presigned:
@@ -159,6 +166,8 @@ def _complete(
     }
     signer = _Presigned(urls)
     target = manifest.status.job_state
+    running_at = _running_at(deps, seen, manifest)
+    gpu_class, price = _price(deps, seen)
 
     def mutate(job: Job) -> Job | None:
         if not job.state.live or job.attempt != manifest.attempt:
@@ -169,6 +178,7 @@ def _complete(
         progress = job.progress
         if target is JobState.SUCCEEDED:
             progress = progress.model_copy(update={"fraction": 1.0})
+        phases, receipt = _phases_and_receipt(job, manifest, running_at, gpu_class, price)
         return finish(
             job,
             target,
@@ -178,6 +188,8 @@ def _complete(
             worker_timings=manifest.timings,
             error=manifest.error,
             progress=progress,
+            phases=phases,
+            receipt=receipt,
         )
 
     ended = deps.store.update_job(job_id, mutate)
@@ -188,6 +200,45 @@ def _complete(
     published = publish_result(deps.store, deps.publisher, ended, deps.clock.now())
     released = _release(deps, manifest)
     return _outcome("completed", obj, job_id, state=published.state.value, released=released)
+
+
+def _running_at(deps: CompletionDeps, job: Job, manifest: DoneManifest) -> datetime | None:
+    """Compute's lastStartTimestamp of the VM, read once, for a run that began with a boot.
+
+    The guest cannot see it (the metadata server does not serve it); a failed read leaves
+    RUNNING out of the phases rather than delaying the result.
+    """
+    worker = manifest.phases
+    booted = worker is not None and (worker.guest_booted_at or worker.agent_up_at)
+    if deps.fleet is None or not booted or job.vm is None or job.vm.name != manifest.vm:
+        return None
+    try:
+        return deps.fleet.get(job.vm.zone, job.vm.name).last_start_at
+    except Exception as exc:
+        log.warning("lastStartTimestamp of %s unreadable: %s", manifest.vm, exc)
+        return None
+
+
+def _price(deps: CompletionDeps, job: Job) -> tuple[str, float]:
+    if deps.price_of is None:
+        return getattr(job, "gpu_class", None) or "default", 0.0
+    try:
+        return deps.price_of(job)
+    except Exception as exc:  # an unknown class: the receipt shows no price, the job ends
+        log.warning("no price for job %s: %s", job.job_id, exc)
+        return getattr(job, "gpu_class", None) or "default", 0.0
+
+
+def _phases_and_receipt(
+    job: Job, manifest: DoneManifest, running_at: datetime | None, gpu_class: str, price: float
+) -> tuple[JobPhases | None, Receipt | None]:
+    """The job's phases and receipt; none from a worker that recorded no phases."""
+    if manifest.phases is None:
+        return None, None
+    phases = merge_phases(job, manifest.phases, running_at)
+    if phases.claimed_at is None or phases.done_at is None:
+        return phases, None
+    return phases, receipt_of(phases, gpu_class, price)
 
 
 def _republish(

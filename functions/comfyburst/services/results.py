@@ -60,6 +60,8 @@ def build_result(job: Job, signer: UrlSigner | None, ttl_s: int | None = None) -
         error=job.error,
         timings=result_timings(job),
         attempt=job.attempt,
+        phases=job.phases,
+        receipt=job.receipt,  # the VM's idle after the job comes later, on the job only
     )
 
 

@@ -21,6 +21,7 @@ from comfyburst_worker.job_runner import Services
 from comfyburst_worker.metadata import MetadataClient
 from comfyburst_worker.model_cache import ModelCache
 from comfyburst_worker.model_view import JobModelView
+from comfyburst_worker.phases import ComfyReadyProbe, PhaseLog, guest_booted_at, wall_of
 from comfyburst_worker.preemption import PreemptionWatch
 from comfyburst_worker.settings import WorkerSettings
 from comfyburst_worker.workspace import ComfyFolders
@@ -95,6 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     settings = WorkerSettings()
     code = 0
+    from comfyburst.adapters.clock import SystemClock
+
+    # ComfyUI boots beside the agent (its own unit): probe it from now, so its first answer
+    # is timed while the claim and the model fetch go on.
+    probe = ComfyReadyProbe(
+        settings.comfyui_url, SystemClock(), settings.comfyui_ready_timeout_s
+    ).start()
     try:
         metadata = MetadataClient()
         config = metadata.deployment_config()
@@ -109,7 +117,14 @@ def main(argv: list[str] | None = None) -> int:
         services = build_services(settings, config, vm, store, blobs, clock, auth)
         preemption = PreemptionWatch(metadata.host, store, clock, vm.name).start()
         signal.signal(signal.SIGTERM, preemption.on_shutdown_signal)
-        Agent(services, vm, booted_at, preemption).run(boot_job)
+        now = clock.now()
+        phases = PhaseLog(
+            clock,
+            wall_of(booted_at, now),
+            guest_booted_at(now, settings.guest_booted_at_epoch_s),
+            probe,
+        )
+        Agent(services, vm, booted_at, preemption, phases).run(boot_job)
         log.info("no more work; powering off (%s)", settings.poweroff_command)
     except Exception:
         # Powering off beats a restart loop: systemd would bring the agent back into the
@@ -117,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         log.exception("the agent failed; powering off (%s)", settings.poweroff_command)
         code = 1
     finally:
+        probe.stop()
         poweroff(settings.poweroff_command, lambda cmd: subprocess.run(cmd, check=False))
     return code
 

@@ -24,11 +24,12 @@ from datetime import datetime, timedelta
 from comfyburst.domain.reaper import DRAIN_LEASE_PREFIX
 from comfyburst.errors import PreconditionFailed
 from comfyburst.ports import Clock, JobStore
-from comfyburst.schema import DoneManifest, DoneStatus, Job, VmRef, WorkerTimings
+from comfyburst.schema import DoneManifest, DoneStatus, Job, JobPhases, VmRef, WorkerTimings
 from comfyburst.states import JobState
 from comfyburst_worker.claims import claim_queued, claim_starting, rank_queued
 from comfyburst_worker.heartbeat import JobWatch
 from comfyburst_worker.job_runner import JobRunner, RunResult, Services
+from comfyburst_worker.phases import PhaseLog, wall_of
 from comfyburst_worker.preemption import PreemptionWatch
 
 log = logging.getLogger(__name__)
@@ -47,12 +48,16 @@ class Agent:
         vm: VmRef,
         booted_at: float | None = None,
         preemption: PreemptionWatch | None = None,
+        phases: PhaseLog | None = None,
     ) -> None:
         self.s, self.vm = services, vm
         # A Spot preemption requeues the running job and ends the agent (no more claims).
         self.preemption = preemption
         self.runner = JobRunner(services)
         self.booted_at = booted_at if booted_at is not None else time.monotonic()
+        self.phases = phases or PhaseLog(
+            services.clock, wall_of(self.booted_at, services.clock.now())
+        )
         self.finished: list[str] = []
         self.drain_id = f"{DRAIN_LEASE_PREFIX}{vm.name}"
         self.drain_until: datetime | None = None
@@ -81,14 +86,17 @@ class Agent:
         while True:
             if self.preemption is not None and self.preemption.preempted.is_set():
                 break  # the VM is going down; the running job was requeued
+            drained = job is None
             if job is None:
                 job, claim_s = self._drain()
                 since = time.monotonic()
             if job is None:
                 break
             self.holder = job.job_id
-            job, claim_s = self._run_one(job, claim_s, since)
+            phases = self.phases.claimed(drained=drained)
+            job, claim_s = self._run_one(job, claim_s, since, phases)
             since = time.monotonic()
+        self._record_idle_after()
         self.s.leases.release([self.holder, self.drain_id, *self.finished])
         self.s.cache.wait_for_mirrors()
         self.s.follower.close()
@@ -102,7 +110,20 @@ class Agent:
         else:
             log.warning("lease of %s is not %s's; draining without it", self.vm.name, from_job)
 
-    def _run_one(self, job: Job, claim_s: float, since: float) -> tuple[Job | None, float]:
+    def _record_idle_after(self) -> None:
+        """The VM's idle after its last job until power-off goes on that job's document (its
+        result message was fixed when it ended)."""
+        idle_s = self.phases.idle_after_s()
+        if not self.finished or idle_s is None:
+            return
+        try:
+            self.s.store.patch_job(self.finished[-1], {"idle_after_s": idle_s})
+        except Exception as exc:  # the receipt lacks it; the VM still powers off
+            log.warning("idle time of %s not recorded: %s", self.finished[-1], exc)
+
+    def _run_one(
+        self, job: Job, claim_s: float, since: float, phases: JobPhases
+    ) -> tuple[Job | None, float]:
         t0 = time.monotonic()
         log.info("job %s: running (attempt %d)", job.job_id, job.attempt)
         timings = WorkerTimings(claim_s=round(claim_s, 4))
@@ -126,7 +147,7 @@ class Agent:
             self.preemption.bind(job, stop)
         result: RunResult | None = None
         try:
-            result = self.runner.run(job, stop, timings)
+            result = self.runner.run(job, stop, timings, phases)
         finally:
             if self.preemption is not None:
                 self.preemption.unbind()
@@ -138,6 +159,7 @@ class Agent:
             log.warning("job %s: no longer ours; no done flag", job.job_id)
             self._hold_for_drain(job.job_id)
             return None, 0.0
+        self.phases.done(phases)
         t1 = time.monotonic()
         next_job = self._claim_next(job.job_id)
         next_claim_s = time.monotonic() - t1
@@ -156,6 +178,7 @@ class Agent:
             timings=result.timings,
             written_at=self.s.clock.now(),
             next_job_id=next_job.job_id if next_job else None,
+            phases=phases,
         )
         self._write_done(manifest)
         self.finished.append(job.job_id)

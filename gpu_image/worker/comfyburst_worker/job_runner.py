@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from comfyburst.schema import (
     DoneStatus,
     Job,
     JobError,
+    JobPhases,
     JobRequest,
     OutputFile,
     Progress,
@@ -123,10 +125,12 @@ class JobRunner:
         # ComfyUI outlives the agent: after a restart it may hold a previous job's models.
         self._free_before_prompt = True
 
-    def run(self, job: Job, stop: _Stop, timings: WorkerTimings) -> RunResult:
+    def run(
+        self, job: Job, stop: _Stop, timings: WorkerTimings, phases: JobPhases | None = None
+    ) -> RunResult:
         self.prompt_posted = False
         try:
-            return self._run(job, stop, timings)
+            return self._run(job, stop, timings, phases or JobPhases())
         except WorkerError as exc:
             if stop.lost:
                 return RunResult(None, timings=timings)
@@ -149,7 +153,7 @@ class JobRunner:
         remaining = (job.deadline_at - clock.now()).total_seconds()
         return _Stop(comfy, time.monotonic() + remaining)
 
-    def _run(self, job: Job, stop: _Stop, timings: WorkerTimings) -> RunResult:
+    def _run(self, job: Job, stop: _Stop, timings: WorkerTimings, phases: JobPhases) -> RunResult:
         request = self._request(job)
         t0 = time.monotonic()
         try:
@@ -159,6 +163,7 @@ class JobRunner:
                 return self._stopped(stop, timings)
             raise
         timings.model_fetch_s = round(time.monotonic() - t0, 4)
+        phases.models_ready_at = self.s.clock.now()
         if stop.check():
             return self._stopped(stop, timings)
         if not self._comfy_ready:
@@ -173,6 +178,8 @@ class JobRunner:
         if stop.check():
             return self._stopped(stop, timings)
         tracker = self._execute(job, workflow, stop, timings)
+        if tracker.first_step_s is not None:
+            phases.first_step_at = datetime.fromtimestamp(tracker.first_step_s, UTC)
         if tracker.outcome is Outcome.SUCCESS and tracker.done:
             t1 = time.monotonic()
             entry = self.s.follower.history_after(tracker)

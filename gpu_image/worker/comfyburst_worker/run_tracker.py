@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -33,6 +35,10 @@ class RunTracker:
     start_ms: int | None = None
     end_ms: int | None = None
     outputs: dict[str, Any] = field(default_factory=dict)
+    # When the first message naming a node of this prompt came (executing or progress): the
+    # run's first step, in `clock` seconds (wall time by default).
+    first_step_s: float | None = None
+    clock: Callable[[], float] = time.time
 
     def feed(self, message: dict[str, Any]) -> bool:
         """Apply one message; True when the progress it implies changed."""
@@ -88,16 +94,22 @@ class RunTracker:
                 self.finished.add(self.current)
             return False
         node = str(node)
+        self._stepped()
         if self.current is not None and self.current != node:
             self.finished.add(self.current)
         self.current, self.value, self.max = node, 0, 0
         return True
 
     def _progress(self, data: dict[str, Any]) -> bool:
+        self._stepped()
         self.value, self.max = _int(data.get("value")) or 0, _int(data.get("max")) or 0
         if data.get("node") is not None:
             self.current = str(data["node"])
         return True
+
+    def _stepped(self) -> None:
+        if self.first_step_s is None:
+            self.first_step_s = self.clock()
 
     def _progress_state(self, data: dict[str, Any]) -> bool:
         nodes = data.get("nodes")

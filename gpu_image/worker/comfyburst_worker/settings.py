@@ -63,6 +63,10 @@ class WorkerSettings(BaseSettings):
     comfyui_ready_timeout_s: float = Field(
         description="How long to wait for ComfyUI to answer at boot", default=300.0, gt=0
     )
+    guest_booted_at_epoch_s: float | None = Field(
+        default=None,
+        description="The guest's boot time (Unix seconds); default: now minus /proc/uptime",
+    )
     poweroff_command: str = Field(
         default="shutdown -h now", description="'exit' ends the agent process instead"
     )

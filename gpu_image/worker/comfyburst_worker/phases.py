@@ -1,0 +1,117 @@
+"""The worker's part of a job's phases, on the VM's wall clock: the guest's boot, the agent's
+start, ComfyUI's first answer (probed from the agent's start, so its boot overlaps the claim
+and the model fetch), and per job the claim, the models, the first step and the end.
+
+The completion side adds the dispatcher's request and Compute's RUNNING (the guest cannot see
+`lastStartTimestamp`); docs/ARCHITECTURE.md says where each comes from.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import requests
+
+from comfyburst.ports import Clock
+from comfyburst.schema import JobPhases
+
+log = logging.getLogger(__name__)
+
+_UPTIME = Path("/proc/uptime")
+
+
+def guest_booted_at(now: datetime, override_epoch_s: float | None = None) -> datetime | None:
+    """When the guest's kernel booted: now minus its uptime (CLOCK_BOOTTIME seconds), or the
+    epoch seconds the local cloud's guest passes (its "kernel" is a process on the host)."""
+    if override_epoch_s is not None:
+        return datetime.fromtimestamp(override_epoch_s, UTC)
+    try:
+        uptime_s = float(_UPTIME.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return now - timedelta(seconds=uptime_s)
+
+
+def wall_of(monotonic_s: float, now: datetime) -> datetime:
+    """The wall-clock moment of an earlier `time.monotonic()` reading."""
+    return now - timedelta(seconds=max(0.0, time.monotonic() - monotonic_s))
+
+
+class ComfyReadyProbe:
+    """Polls ComfyUI's `GET /system_stats` in the background until its first 200; the time it
+    answered is the boot's "ComfyUI ready". Never gates a job (the runner waits on its own)."""
+
+    def __init__(self, base_url: str, clock: Clock, timeout_s: float) -> None:
+        self.base_url, self.clock, self.timeout_s = base_url.rstrip("/"), clock, timeout_s
+        self.ready_at: datetime | None = None
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="comfy-ready", daemon=True)
+
+    def start(self) -> ComfyReadyProbe:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._halt.set()
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.timeout_s
+        delay = 0.05
+        with requests.Session() as session:
+            while not self._halt.is_set() and time.monotonic() < deadline:
+                try:
+                    if session.get(f"{self.base_url}/system_stats", timeout=5).status_code == 200:
+                        self.ready_at = self.clock.now()
+                        return
+                except requests.RequestException:
+                    pass
+                self._halt.wait(delay)
+                delay = min(delay * 2, 0.5)
+        log.warning("ComfyUI at %s did not answer while probed", self.base_url)
+
+
+class PhaseLog:
+    """Hands each claimed job its phases; the first job of the boot gets the boot's steps."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        agent_up_at: datetime,
+        booted_at: datetime | None = None,
+        probe: ComfyReadyProbe | None = None,
+    ) -> None:
+        self.clock, self.agent_up_at, self.booted_at, self.probe = (
+            clock,
+            agent_up_at,
+            booted_at,
+            probe,
+        )
+        self._boot_unclaimed = True
+        self.last_done_at: datetime | None = None  # the end of the latest run on this VM
+
+    def claimed(self, *, drained: bool) -> JobPhases:
+        """Phases of a job claimed now; `drained`: found by the drain poll (the VM idled)."""
+        phases = JobPhases(claimed_at=self.clock.now())
+        if self._boot_unclaimed:
+            self._boot_unclaimed = False
+            phases.guest_booted_at, phases.agent_up_at = self.booted_at, self.agent_up_at
+        elif drained:
+            phases.idle_since_at = self.last_done_at
+        return phases
+
+    def done(self, phases: JobPhases) -> JobPhases:
+        """The run ended now; the boot's first job also gets ComfyUI's first answer."""
+        phases.done_at = self.last_done_at = self.clock.now()
+        if phases.agent_up_at is not None and self.probe is not None:
+            phases.comfyui_ready_at = self.probe.ready_at
+        return phases
+
+    def idle_after_s(self) -> float | None:
+        """Seconds since the latest run ended (the VM's idle before it powers off)."""
+        if self.last_done_at is None:
+            return None
+        return round(max(0.0, (self.clock.now() - self.last_done_at).total_seconds()), 3)

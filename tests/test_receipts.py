@@ -1,0 +1,232 @@
+"""Phases and receipts: the pure rules, the completion that fixes them in the job and its result
+message (with Compute's RUNNING and the class's price), and the worker that records its part."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from comfyburst.adapters.clock import SystemClock
+from comfyburst.api.views import JobView
+from comfyburst.domain.receipts import merge_phases, receipt_of, shown_receipt
+from comfyburst.schema import DoneManifest, JobPhases, ResultMessage, VmRef
+from comfyburst.services.complete import StorageObject, handle_done_flag
+from comfyburst.states import JobState
+from comfyburst_worker.agent import Agent
+from comfyburst_worker.phases import ComfyReadyProbe, PhaseLog, guest_booted_at
+from localcloud.comfyui_standin import StandinServer
+from tests._completion_helpers import fake_completion_deps, lease_record, make_job, manifest
+from tests._worker_support import (
+    invert_workflow,
+    local_config,
+    local_settings,
+    make_request,
+    put_job,
+)
+from tests.fakes import FakeFleet, FixedClock, InMemoryBlobStore, InMemoryJobStore
+
+T0 = FixedClock().now()
+SIGNALS, OUTPUTS = "signals-b", "outputs-b"
+
+
+def _at(seconds: float) -> Any:
+    return T0 + timedelta(seconds=seconds)
+
+
+def _boot_phases() -> JobPhases:
+    return JobPhases(
+        guest_booted_at=_at(14),
+        agent_up_at=_at(30),
+        claimed_at=_at(32),
+        models_ready_at=_at(40),
+        comfyui_ready_at=_at(45),
+        first_step_at=_at(46),
+        done_at=_at(62),
+    )
+
+
+# --- pure rules -------------------------------------------------------------------------
+
+
+def test_a_boot_receipt_counts_from_running_and_prices_the_vm_seconds():
+    job = make_job("j1", T0, JobState.RUNNING)  # dispatched at T0
+    phases = merge_phases(job, _boot_phases(), running_at=_at(10))
+    assert phases.requested_at == T0 and phases.running_at == _at(10)
+    receipt = receipt_of(phases, "l4", price_per_hour=0.72)
+    assert (receipt.boot_s, receipt.idle_s, receipt.run_s) == (22.0, 0.0, 30.0)
+    assert receipt.billed_s == 52.0
+    assert receipt.cost_usd == pytest.approx(52 * 0.72 / 3600, abs=1e-6)
+
+
+def test_without_running_the_boot_counts_from_the_guest_kernel():
+    job = make_job("j1", T0, JobState.RUNNING)
+    receipt = receipt_of(merge_phases(job, _boot_phases(), None), "l4", 1.0)
+    assert receipt.boot_s == 18.0  # guest boot (14) to claim (32)
+
+
+def test_a_running_older_than_the_request_is_an_earlier_boot_and_left_out():
+    job = make_job("j1", T0, JobState.RUNNING)
+    phases = merge_phases(job, _boot_phases(), running_at=T0 - timedelta(hours=1))
+    assert phases.running_at is None
+
+
+def test_a_drained_job_shows_its_idle_wait_and_no_boot():
+    job = make_job("j2", T0, JobState.RUNNING)
+    worker = JobPhases(idle_since_at=_at(100), claimed_at=_at(104), done_at=_at(120))
+    phases = merge_phases(job, worker, running_at=_at(10))
+    assert phases.requested_at is None and phases.running_at is None  # the boot was not its
+    receipt = receipt_of(phases, "default", 3.6)
+    assert (receipt.boot_s, receipt.idle_s, receipt.run_s, receipt.billed_s) == (0, 4, 16, 20)
+    assert receipt.cost_usd == 0.02
+
+
+def test_the_idle_after_the_last_job_shows_on_the_job_only():
+    job = make_job("j1", T0, JobState.SUCCEEDED)
+    receipt = receipt_of(merge_phases(job, _boot_phases(), _at(10)), "l4", 3.6)
+    stored = job.model_copy(update={"receipt": receipt, "idle_after_s": 30.0})
+    shown = shown_receipt(stored)
+    assert shown is not None and shown.idle_after_s == 30.0 and shown.idle_after_cost_usd == 0.03
+    view = JobView.of(stored)
+    assert view.receipt == shown and view.phases is None
+
+
+def test_guest_boot_time_is_now_minus_uptime_or_the_given_epoch():
+    now = SystemClock().now()
+    booted = guest_booted_at(now)
+    assert booted is not None and booted < now  # this machine's /proc/uptime
+    assert guest_booted_at(now, override_epoch_s=T0.timestamp()) == T0
+
+
+# --- the completion fixes them ----------------------------------------------------------
+
+
+class _Fleet(FakeFleet):
+    def __init__(self, last_start: Any, fail: bool = False) -> None:
+        super().__init__([("gpu-1", "zone-a")])
+        self.vms["gpu-1"] = replace(self.vms["gpu-1"], status="RUNNING", last_start_at=last_start)
+        self.fail, self.reads = fail, 0
+
+    def get(self, zone: str, name: str) -> Any:
+        self.reads += 1
+        if self.fail:
+            raise RuntimeError("compute unavailable")
+        return super().get(zone, name)
+
+
+def _complete(fleet: Any, phases: JobPhases | None) -> tuple[Any, ResultMessage]:
+    deps, clock = fake_completion_deps(SIGNALS, OUTPUTS)
+    deps = replace(deps, fleet=fleet, price_of=lambda job: ("l4", 0.72))
+    deps.store.create_job(make_job("j1", T0, JobState.RUNNING))
+    deps.store.put_vm(lease_record("gpu-1", "j1", T0), None)
+    body = manifest("j1", clock.now(), outputs=[("a.png", b"png")])
+    body = body.model_copy(update={"phases": phases})
+    name = "jobs/j1/done.json"
+    deps.blobs.write(SIGNALS, name, body.model_dump_json().encode(), "application/json")
+    assert handle_done_flag(deps, StorageObject(SIGNALS, name))["outcome"] == "completed"
+    (data, _attrs) = deps.publisher.messages[-1]
+    return deps.store.get_job("j1"), ResultMessage.model_validate_json(data)
+
+
+def test_completion_adds_running_and_prices_the_receipt_in_job_and_result():
+    fleet = _Fleet(_at(10))
+    job, message = _complete(fleet, _boot_phases())
+    assert fleet.reads == 1
+    assert job.phases.running_at == _at(10) and job.phases.requested_at == T0
+    assert job.receipt.gpu_class == "l4" and job.receipt.billed_s == 52.0
+    assert message.phases == job.phases and message.receipt == job.receipt
+    assert json.loads(JobView.of(job).model_dump_json())["receipt"]["cost_usd"] == 0.0104
+
+
+def test_an_unreadable_running_leaves_it_out_and_the_job_still_ends():
+    job, message = _complete(_Fleet(_at(10), fail=True), _boot_phases())
+    assert job.state is JobState.SUCCEEDED and job.phases.running_at is None
+    assert message.receipt is not None and message.receipt.boot_s == 18.0
+
+
+def test_a_drained_job_reads_no_running_and_a_worker_without_phases_gets_no_receipt():
+    fleet = _Fleet(_at(10))
+    drained = JobPhases(idle_since_at=_at(1), claimed_at=_at(2), done_at=_at(5))
+    job, _ = _complete(fleet, drained)
+    assert fleet.reads == 0 and job.receipt.boot_s == 0 and job.receipt.idle_s == 1
+    job, message = _complete(fleet, None)
+    assert job.receipt is None and message.receipt is None and message.phases is None
+
+
+# --- the worker records its part ----------------------------------------------------------
+
+
+@pytest.fixture
+def standin(tmp_path):
+    server = StandinServer(tmp_path / "in", tmp_path / "out", tmp_path / "tmp")
+    yield server.start()
+    server.stop()
+
+
+def test_the_worker_records_boot_steps_for_its_first_job_and_idle_for_a_drained_one(
+    tmp_path, standin
+):
+    from comfyburst_worker.__main__ import build_services
+
+    store = InMemoryJobStore()
+    vm = VmRef(name="comfyburst-gpu-0", zone="us-central1-a")
+    config = local_config(drain_grace_s=2.0)
+    queued: list[str] = []
+
+    class _Signals(InMemoryBlobStore):
+        """Queues a second job when the first one's done flag lands (the VM then drains)."""
+
+        def write(self, bucket: str, name: str, data: bytes, *args: Any, **kw: Any) -> int:
+            generation = super().write(bucket, name, data, *args, **kw)
+            if name.endswith("/done.json") and not queued:
+                request = make_request(invert_workflow("cb/second"))
+                queued.append(put_job(store, self, config, request).job_id)
+            return generation
+
+    blobs = _Signals()
+    first = put_job(store, blobs, config, make_request(invert_workflow()), vm)
+    clock = SystemClock()
+    settings = local_settings(standin, tmp_path / "m")
+    services = build_services(settings, config, vm, store, blobs, clock)
+    probe = ComfyReadyProbe(standin, clock, 10).start()
+    booted = clock.now() - timedelta(seconds=20)
+    log = PhaseLog(clock, clock.now(), booted, probe)
+    Agent(services, vm, phases=log).run(first.job_id)
+
+    one = DoneManifest.model_validate_json(blobs.read("signals", f"jobs/{first.job_id}/done.json"))
+    p = one.phases
+    assert p is not None and p.guest_booted_at == booted and p.idle_since_at is None
+    steps = [p.agent_up_at, p.claimed_at, p.models_ready_at, p.first_step_at, p.done_at]
+    assert all(steps) and steps == sorted(steps)
+    assert p.comfyui_ready_at is not None and p.agent_up_at <= p.comfyui_ready_at <= p.done_at
+    raw = blobs.read("signals", f"jobs/{queued[0]}/done.json")
+    two = DoneManifest.model_validate_json(raw)
+    q = two.phases
+    assert q is not None and q.guest_booted_at is None and q.agent_up_at is None
+    assert q.comfyui_ready_at is None and q.idle_since_at == p.done_at
+    assert q.idle_since_at <= q.claimed_at <= q.first_step_at <= q.done_at
+    # The idle after the last job, until power-off, went on that job's document.
+    last = store.get_job(queued[0])
+    assert last is not None and last.idle_after_s is not None and last.idle_after_s >= 1.5
+    assert store.get_job(first.job_id).idle_after_s is None
+
+
+def test_the_price_is_the_class_s_and_the_derived_class_takes_the_pool_price():
+    from comfyburst.domain.gpu_classes import GpuClass, build
+    from comfyburst.domain.receipts import class_price
+
+    derived = build([], None, None, pool_zones=["us-central1-a"])
+    assert class_price(derived, None, 0.85) == ("default", 0.85)
+    l4 = GpuClass(
+        name="l4",
+        zones=["us-central1-a"],
+        templates={"us-central1": "t"},
+        price_per_hour=0.71,
+    )
+    declared = build([l4], "l4", None)
+    assert class_price(declared, None, 9.0) == ("l4", 0.71)
+    with pytest.raises(ValueError, match="unknown GPU class"):
+        class_price(declared, "h100", 9.0)
