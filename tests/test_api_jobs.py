@@ -234,6 +234,7 @@ def test_openapi_describes_every_route_and_healthz_answers() -> None:
         "/jobs/{job_id}",
         "/jobs/{job_id}:cancel",
         "/uploads",
+        "/gpu-classes",
         "/healthz",
         "/openapi.json",
     }

@@ -57,7 +57,8 @@ class FunctionSettings(BaseSettings):
     """Settings of the Cloud Functions (API, done-flag trigger, reaper)."""
 
     model_config = SettingsConfigDict(env_prefix="COMFYBURST_", extra="ignore")
-    _gpu_class_set: GpuClasses = PrivateAttr()
+    # (inputs, classes): rebuilt when a copy (`model_copy(update=...)`) changed the inputs.
+    _gpu_class_cache: tuple[str, GpuClasses] | None = PrivateAttr(default=None)
 
     project_id: str = Field(description="Google Cloud project id")
     jobs_bucket: str = Field(description="Bucket for request.json, inputs and the catalogue")
@@ -250,16 +251,31 @@ class FunctionSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _keep_gpu_classes(self) -> FunctionSettings:
-        self._gpu_class_set = _classes_of(self.__dict__, self.preemption_fallback_class)
+        self.gpu_class_set()
         return self
 
     def gpu_class_set(self) -> GpuClasses:
         """The checked GPU classes (declared, or the one derived from the pool_* settings)."""
-        return self._gpu_class_set
+        inputs = repr(
+            (
+                self.gpu_classes,
+                self.default_gpu_class,
+                self.preemption_fallback_class,
+                self.pool_template,
+                self.pool_zones,
+                self.pool_max_vms,
+                self.pool_max_vms_per_zone,
+            )
+        )
+        cached = self._gpu_class_cache
+        if cached is None or cached[0] != inputs:
+            cached = (inputs, _classes_of(self.__dict__, self.preemption_fallback_class))
+            self._gpu_class_cache = cached
+        return cached[1]
 
     def fleet_zones(self) -> list[str]:
         """Every zone the pool's VMs may be in: the classes' zones, then pool_zones."""
-        return list(dict.fromkeys([*self._gpu_class_set.zones(), *self.pool_zones]))
+        return list(dict.fromkeys([*self.gpu_class_set().zones(), *self.pool_zones]))
 
     def deployment_config(self) -> DeploymentConfig:
         """What a VM needs to know, without secrets."""
@@ -274,8 +290,8 @@ class FunctionSettings(BaseSettings):
             heartbeat_interval_s=self.heartbeat_interval_s,
             lease_ttl_s=self.lease_ttl_s,
             drain_grace_s=self.drain_grace_s,
-            default_gpu_class=self._gpu_class_set.default,
-            preemption_fallback_class=self._gpu_class_set.fallback,
+            default_gpu_class=self.gpu_class_set().default,
+            preemption_fallback_class=self.gpu_class_set().fallback,
             model_hosts=self.model_hosts,
             model_redirect_hosts=self.model_redirect_hosts,
             http_model_hosts=self.http_model_hosts,

@@ -25,6 +25,7 @@ from comfyburst.api._errors import (
 from comfyburst.api._list_wait import ServiceUnavailable, list_view, waited
 from comfyburst.api.openapi import openapi_document
 from comfyburst.api.views import Health, JobView, ValidateResponse
+from comfyburst.domain import gpu_classes
 from comfyburst.domain.json_safety import bounded_mapping
 from comfyburst.domain.request_policy import RequestPolicy
 from comfyburst.errors import PayloadTooLarge
@@ -106,6 +107,11 @@ def _route(request: flask.Request, path: str, deps: Callable[[], ApiDeps]) -> fl
         _allow(method, "POST")
         return _upload(request, deps())
     match = _JOB_PATH.match(path)
+    if path == "/gpu-classes":
+        _allow(method, "GET")
+        api = deps()
+        authenticate(request.headers, api.settings)
+        return _model(200, gpu_classes.for_settings(api.settings).listing())
     if match is None:
         if _ANY_JOB_PATH.match(path):
             raise RouteNotFound("job not found (malformed job id)")

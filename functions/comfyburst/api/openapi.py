@@ -8,7 +8,7 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from comfyburst.api.views import ErrorBody, Health, JobList, JobView, ValidateResponse
-from comfyburst.schema import JobRequest
+from comfyburst.schema import GpuClassList, JobRequest
 from comfyburst.services.job_list import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from comfyburst.services.job_wait import MAX_WAIT_S
 from comfyburst.services.uploads import UploadAnswer, UploadRequestBody
@@ -102,6 +102,7 @@ def openapi_document(auth_mode: AuthMode = AuthMode.IAM) -> dict[str, Any]:
             (Health, "serialization"),
             (UploadRequestBody, "validation"),
             (UploadAnswer, "serialization"),
+            (GpuClassList, "serialization"),
         ],
         ref_template=_REF,
     )
@@ -188,6 +189,17 @@ def openapi_document(auth_mode: AuthMode = AuthMode.IAM) -> dict[str, Any]:
                 "responses": {
                     "200": _json(refs["UploadAnswer"], "Where the file is, and where to send it"),
                     **_errors(refs, 400),
+                },
+            }
+        },
+        "/gpu-classes": {
+            "get": {
+                "operationId": "listGpuClasses",
+                "summary": "The GPU classes a job may ask for (options.gpu_class): accelerator, "
+                "Spot or standard, price per hour; the default and the preemption fallback",
+                "responses": {
+                    "200": _json(refs["GpuClassList"], "The deployment's classes"),
+                    **_errors(refs),
                 },
             }
         },

@@ -60,6 +60,10 @@ class JobView(BaseModel):
     )
     request: RequestSummary
     options: JobOptions
+    gpu_class: str | None = Field(default=None, description="The GPU class the job runs on.")
+    gpu_class_reason: str | None = Field(
+        default=None, description="Why it left the class it asked for (Spot preemptions)."
+    )
     preflight_node_errors: dict[str, Any] = Field(
         default_factory=dict,
         description="ComfyUI-shaped errors of outputs that do not run; the valid ones do. "
@@ -93,6 +97,8 @@ class JobView(BaseModel):
             receipt=shown_receipt(job),
             request=job.request,
             options=job.options,
+            gpu_class=job.gpu_class,
+            gpu_class_reason=job.gpu_class_reason,
             preflight_node_errors=json.loads(job.preflight_node_errors_json or "{}"),
             preflight_node_errors_omitted=job.preflight_node_errors_omitted,
             webhook_url=job.webhook_url,
