@@ -115,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         store, blobs, clock = _cloud_adapters(config)
         auth = load_auth_headers(config)
         services = build_services(settings, config, vm, store, blobs, clock, auth)
-        preemption = PreemptionWatch(metadata.host, store, clock, vm.name).start()
+        preemption = PreemptionWatch(
+            metadata.host, store, clock, vm.name, fallback_class=config.preemption_fallback_class
+        ).start()
         signal.signal(signal.SIGTERM, preemption.on_shutdown_signal)
         now = clock.now()
         phases = PhaseLog(
@@ -124,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             guest_booted_at(now, settings.guest_booted_at_epoch_s),
             probe,
         )
-        Agent(services, vm, booted_at, preemption, phases).run(boot_job)
+        gpu_class = metadata.gpu_class()
+        Agent(services, vm, booted_at, preemption, phases, gpu_class).run(boot_job)
         log.info("no more work; powering off (%s)", settings.poweroff_command)
     except Exception:
         # Powering off beats a restart loop: systemd would bring the agent back into the

@@ -20,13 +20,14 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import partial
 
 from comfyburst.domain.reaper import DRAIN_LEASE_PREFIX
 from comfyburst.errors import PreconditionFailed
 from comfyburst.ports import Clock, JobStore
 from comfyburst.schema import DoneManifest, DoneStatus, Job, JobPhases, VmRef, WorkerTimings
 from comfyburst.states import JobState
-from comfyburst_worker.claims import claim_queued, claim_starting, rank_queued
+from comfyburst_worker.claims import VmClass, claim_queued, claim_starting, rank_queued
 from comfyburst_worker.heartbeat import JobWatch
 from comfyburst_worker.job_runner import JobRunner, RunResult, Services
 from comfyburst_worker.phases import PhaseLog, wall_of
@@ -49,8 +50,13 @@ class Agent:
         booted_at: float | None = None,
         preemption: PreemptionWatch | None = None,
         phases: PhaseLog | None = None,
+        gpu_class: str | None = None,
     ) -> None:
         self.s, self.vm = services, vm
+        # The VM's GPU class (its metadata attribute; none: the default): it drains only
+        # queued jobs of that class.
+        default_class = services.config.default_gpu_class
+        self.vm_class = VmClass(gpu_class or default_class, default_class)
         # A Spot preemption requeues the running job and ends the agent (no more claims).
         self.preemption = preemption
         self.runner = JobRunner(services)
@@ -273,17 +279,22 @@ class Agent:
             except Exception as exc:
                 log.warning("listing the queue failed: %s", exc)
                 return None
-        queued = [j for j in candidates if not j.cancel_requested and j.deadline_at > clock.now()]
+        queued = [
+            j
+            for j in candidates
+            if not j.cancel_requested and j.deadline_at > clock.now() and self.vm_class.takes(j)
+        ]
         if not queued:
             return None
         # The VM's cached models matter only when a candidate brings models.
         needs_models = any(j.request.models for j in queued)
         cached = self.s.leases.models_cached() if needs_models else set()
-        for job in rank_queued(queued, cached, self.vm.name)[:_CLAIM_TRIES]:
+        claim_mine = partial(claim_queued, vm_class=self.vm_class)
+        for job in rank_queued(queued, cached, self.vm.name, vm_class=self.vm_class)[:_CLAIM_TRIES]:
             # The lease first, so no dispatcher takes this VM while the job is being claimed.
             if not self.s.leases.repoint(previous, job.job_id):
                 return None
-            claimed = self._claim(claim_queued, job.job_id)
+            claimed = self._claim(claim_mine, job.job_id)
             if claimed is not None:
                 return claimed
             if previous is not None:
