@@ -13,11 +13,10 @@ locals {
       COMFYBURST_SIGNALS_BUCKET           = google_storage_bucket.signals.name
       COMFYBURST_RESULTS_TOPIC            = google_pubsub_topic.results.name
       COMFYBURST_POOL_LABEL               = "${local.pool_label_key}=${var.pool_name}"
-      COMFYBURST_POOL_ZONES               = join(",", var.gpu_zones)
-      COMFYBURST_POOL_TEMPLATE            = google_compute_region_instance_template.gpu.self_link
+      COMFYBURST_POOL_ZONES               = join(",", local.pool_zones)
+      COMFYBURST_GPU_CLASSES              = jsonencode(local.gpu_classes_env)
+      COMFYBURST_DEFAULT_GPU_CLASS        = local.default_gpu_class
       COMFYBURST_POOL_NAME_PREFIX         = "${var.name_prefix}-gpu"
-      COMFYBURST_POOL_MAX_VMS             = tostring(var.gpu_max_vms)
-      COMFYBURST_POOL_MAX_VMS_PER_ZONE    = tostring(var.gpu_max_vms_per_zone)
       COMFYBURST_JOB_TTL_DAYS             = tostring(var.job_ttl_days)
       COMFYBURST_HEARTBEAT_INTERVAL_S     = tostring(var.heartbeat_interval_s)
       COMFYBURST_LEASE_TTL_S              = tostring(var.lease_ttl_s)
@@ -33,6 +32,9 @@ locals {
       THREADS = tostring(var.api_concurrency)
     },
     var.create_models_bucket ? { COMFYBURST_MODELS_BUCKET = local.models_bucket } : {},
+    var.preemption_fallback_class != null ? {
+      COMFYBURST_PREEMPTION_FALLBACK_CLASS = var.preemption_fallback_class
+    } : {},
     { for key, value in var.function_settings : "COMFYBURST_${upper(key)}" => value },
   )
 }

@@ -22,19 +22,21 @@ locals {
   # DeploymentConfig (functions/comfyburst/schema.py) as first written into each VM's metadata;
   # the dispatcher rewrites it from the functions' settings before every start.
   deployment_config = {
-    schema_version           = 1
-    project_id               = var.project_id
-    jobs_bucket              = google_storage_bucket.jobs.name
-    outputs_bucket           = google_storage_bucket.outputs.name
-    signals_bucket           = google_storage_bucket.signals.name
-    models_bucket            = local.models_bucket
-    heartbeat_interval_s     = var.heartbeat_interval_s
-    lease_ttl_s              = var.lease_ttl_s
-    drain_grace_s            = var.drain_grace_s
-    model_hosts              = var.model_hosts
-    gs_model_buckets         = local.gs_model_buckets
-    civitai_token_secret     = local.civitai_token_secret
-    huggingface_token_secret = local.huggingface_token_secret
+    schema_version            = 1
+    project_id                = var.project_id
+    jobs_bucket               = google_storage_bucket.jobs.name
+    outputs_bucket            = google_storage_bucket.outputs.name
+    signals_bucket            = google_storage_bucket.signals.name
+    models_bucket             = local.models_bucket
+    heartbeat_interval_s      = var.heartbeat_interval_s
+    lease_ttl_s               = var.lease_ttl_s
+    drain_grace_s             = var.drain_grace_s
+    default_gpu_class         = local.default_gpu_class
+    preemption_fallback_class = var.preemption_fallback_class
+    model_hosts               = var.model_hosts
+    gs_model_buckets          = local.gs_model_buckets
+    civitai_token_secret      = local.civitai_token_secret
+    huggingface_token_secret  = local.huggingface_token_secret
   }
 }
 

@@ -1,5 +1,7 @@
 # A private network for the GPU pool: no external IPs, Cloud NAT for model downloads,
-# Private Google Access for GCS, Firestore and Secret Manager.
+# Private Google Access for GCS, Firestore and Secret Manager. One VPC; a subnet, Cloud Router
+# and Cloud NAT in each region a GPU class has zones in, and in var.region (the image build).
+# Subnets, routers and NATs are regional, so each region's have the same name.
 
 resource "google_compute_network" "pool" {
   project                 = var.project_id
@@ -10,11 +12,13 @@ resource "google_compute_network" "pool" {
 }
 
 resource "google_compute_subnetwork" "pool" {
+  for_each = local.pool_subnet_cidrs
+
   project                  = var.project_id
   name                     = "${var.name_prefix}-pool"
-  region                   = var.region
+  region                   = each.key
   network                  = google_compute_network.pool.id
-  ip_cidr_range            = var.subnet_cidr
+  ip_cidr_range            = each.value
   private_ip_google_access = true
 
   log_config {
@@ -25,23 +29,27 @@ resource "google_compute_subnetwork" "pool" {
 }
 
 resource "google_compute_router" "pool" {
+  for_each = local.pool_subnet_cidrs
+
   project = var.project_id
   name    = "${var.name_prefix}-pool"
-  region  = var.region
+  region  = each.key
   network = google_compute_network.pool.id
 }
 
 # Cloud NAT bills per VM-hour of VMs using it and per GB: nothing while the pool is stopped.
 resource "google_compute_router_nat" "pool" {
+  for_each = google_compute_router.pool
+
   project                            = var.project_id
   name                               = "${var.name_prefix}-pool"
-  region                             = var.region
-  router                             = google_compute_router.pool.name
+  region                             = each.key
+  router                             = each.value.name
   nat_ip_allocate_option             = "AUTO_ONLY"
   source_subnetwork_ip_ranges_to_nat = "LIST_OF_SUBNETWORKS"
 
   subnetwork {
-    name                    = google_compute_subnetwork.pool.id
+    name                    = google_compute_subnetwork.pool[each.key].id
     source_ip_ranges_to_nat = ["ALL_IP_RANGES"]
   }
 

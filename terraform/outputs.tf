@@ -39,9 +39,14 @@ output "image_builder_service_account" {
   value       = google_service_account.sa["imager"].email
 }
 
-output "gpu_template" {
-  description = "Instance template the dispatcher creates GPU VMs from (COMFYBURST_POOL_TEMPLATE)."
-  value       = google_compute_region_instance_template.gpu.self_link
+output "gpu_templates" {
+  description = "Instance template of each GPU class in each of its regions, { class = { region = id } } (COMFYBURST_GPU_CLASSES)."
+  value       = { for c in local.gpu_classes_env : c.name => c.templates }
+}
+
+output "default_gpu_class" {
+  description = "Class of jobs that ask for none (COMFYBURST_DEFAULT_GPU_CLASS)."
+  value       = local.default_gpu_class
 }
 
 output "pool_label" {
@@ -50,8 +55,13 @@ output "pool_label" {
 }
 
 output "subnetwork" {
-  description = "Self link of the pool's subnet (also usable for the packer build VM)."
-  value       = google_compute_subnetwork.pool.self_link
+  description = "Self link of the pool's subnet in var.region (also usable for the packer build VM)."
+  value       = google_compute_subnetwork.pool[var.region].self_link
+}
+
+output "subnetworks" {
+  description = "Self link of the pool's subnet in each region the GPU classes use, by region."
+  value       = { for region, subnet in google_compute_subnetwork.pool : region => subnet.self_link }
 }
 
 output "webhooks_dead_letter_subscription" {

@@ -204,6 +204,9 @@ variable "function_settings" {
 }
 
 # --- GPU pool ----------------------------------------------------------------------------
+# The gpu_* variables below describe the one class ("default") of a deployment whose
+# gpu_classes (gpu_classes.tf) is null; with gpu_classes set, only gpu_image_family and
+# gpu_image_project_id apply.
 
 variable "pool_name" {
   type        = string
@@ -225,8 +228,15 @@ variable "gpu_max_vms_per_zone" {
 
 variable "gpu_zones" {
   type        = list(string)
-  description = "Zones the dispatcher may create GPU VMs in, in the region (the template's subnet), most preferred first."
+  description = "Zones the dispatcher may create GPU VMs in, most preferred first (a zone outside var.region needs its region in subnet_cidrs)."
   default     = ["us-central1-a", "us-central1-b", "us-central1-c"]
+
+  validation {
+    condition = length(var.gpu_zones) > 0 && alltrue([
+      for zone in var.gpu_zones : can(regex("^[a-z]+-[a-z]+[0-9]+-[a-z]$", zone))
+    ])
+    error_message = "gpu_zones must list zone names such as \"us-central1-a\"."
+  }
 }
 
 variable "gpu_machine_type" {

@@ -1,5 +1,5 @@
 terraform {
-  required_version = ">= 1.5.0"
+  required_version = ">= 1.9.0" # variable validations that read other variables
 
   # Exact pins: tests/test_deploy_schema.py checks every argument and block of this module
   # against these versions' schemas (tests/deploy/provider_schema.json). Moving a pin means

@@ -11,7 +11,7 @@ from tests.deploy import hcl, packer_schema
 
 TF_FILES = hcl.files(hcl.TERRAFORM, ".tf")
 PKR_FILES = hcl.files(hcl.GPU_IMAGE, ".pkr.hcl")
-MODULES = [hcl.TERRAFORM, hcl.TERRAFORM / "examples" / "minimal"]
+MODULES = [hcl.TERRAFORM, *(hcl.TERRAFORM / "examples" / n for n in ("minimal", "multi_region"))]
 
 
 @pytest.mark.parametrize("path", TF_FILES + PKR_FILES, ids=lambda p: str(p.relative_to(hcl.REPO)))

@@ -124,8 +124,8 @@ def test_the_command_line_fails_on_a_typo_and_passes_on_the_module(tmp_path):
     root = _copy(tmp_path)
     _edit(
         root / "network.tf",
-        "  ip_cidr_range            = var.subnet_cidr",
-        "  ip_cidr_rang             = var.subnet_cidr",
+        "  ip_cidr_range            = each.value",
+        "  ip_cidr_rang             = each.value",
     )
     bad = subprocess.run(
         [*run, str(root)], cwd=hcl.REPO, capture_output=True, text=True, check=False
@@ -135,7 +135,9 @@ def test_the_command_line_fails_on_a_typo_and_passes_on_the_module(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "module", [hcl.TERRAFORM, hcl.TERRAFORM / "examples" / "minimal"], ids=["module", "example"]
+    "module",
+    [hcl.TERRAFORM, *(hcl.TERRAFORM / "examples" / n for n in ("minimal", "multi_region"))],
+    ids=["module", "example", "multi-region-example"],
 )
 def test_versions_tf_pins_exactly_the_versions_the_extract_describes(module):
     required = hcl.load(module / "versions.tf")["terraform"][0]["required_providers"][0]

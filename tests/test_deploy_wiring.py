@@ -136,25 +136,70 @@ def test_vm_metadata_carries_a_valid_deployment_config():
     assert metadata["comfyburst-config"] == "${jsonencode(local.deployment_config)}"
 
 
-def test_an_apply_creates_no_vm_only_the_template():
+def test_an_apply_creates_no_vm_only_the_templates():
     assert hcl.resources("google_compute_instance") == {}
     template = hcl.resources("google_compute_region_instance_template")["gpu"]
-    assert template["scheduling"][0]["on_host_maintenance"] == "TERMINATE"
-    assert template["scheduling"][0]["automatic_restart"] is False
+    assert template["for_each"] == "${local.gpu_templates}"
+    assert template["region"] == "${each.value.region}"
+    scheduling = template["scheduling"][0]
+    assert scheduling["on_host_maintenance"] == "TERMINATE"
+    assert scheduling["automatic_restart"] is False
+    assert scheduling["provisioning_model"] == '${each.value.spot ? "SPOT" : "STANDARD"}'
     assert template["lifecycle"][0]["create_before_destroy"] is True
+    # Each template in its own region's subnet.
+    nic = template["network_interface"][0]
+    assert nic["subnetwork"] == "${google_compute_subnetwork.pool[each.value.region].id}"
+
+
+def test_the_functions_get_every_class_with_its_templates():
+    env = hcl.locals_()["function_env"]
     text = _terraform_text()
-    assert "google_compute_region_instance_template.gpu.self_link" in text
-    assert "COMFYBURST_POOL_MAX_VMS " in text and "COMFYBURST_POOL_MAX_VMS_PER_ZONE" in text
+    assert "COMFYBURST_GPU_CLASSES" in text and "COMFYBURST_DEFAULT_GPU_CLASS" in text
+    assert "jsonencode(local.gpu_classes_env)" in env
+    assert "COMFYBURST_PREEMPTION_FALLBACK_CLASS = var.preemption_fallback_class" in text
+    # Superseded by the classes: never set beside them.
+    assert "COMFYBURST_POOL_TEMPLATE" not in text and "COMFYBURST_POOL_MAX_VMS" not in text
+    # The provider documents `id` as projects/P/regions/R/instanceTemplates/N, which
+    # instances.insert's sourceInstanceTemplate takes (a partial URL).
+    assert 'google_compute_region_instance_template.gpu["${spec.name}/${region}"].id' in text
 
 
-def test_pool_label_matches_the_dispatcher_setting():
+def test_pool_and_class_labels_and_the_class_metadata_match_the_code():
+    classes = importlib.import_module("comfyburst.domain.gpu_classes")
     key = hcl.locals_()["pool_label_key"]
     assert key == FunctionSettings.model_fields["pool_label"].default.partition("=")[0]
+    assert hcl.locals_()["class_label_key"] == classes.CLASS_LABEL
     vm = hcl.resources("google_compute_region_instance_template")["gpu"]
     assert "(local.pool_label_key) = var.pool_name" in vm["labels"]
+    assert "(local.class_label_key) = each.value.class" in vm["labels"]
+    # The worker reads its class from metadata (the metadata server serves no labels).
+    assert vm["metadata"][classes.CLASS_METADATA_KEY] == "${each.value.class}"
     assert 'COMFYBURST_POOL_LABEL               = "${local.pool_label_key}=${var.pool_name}"' in (
         _terraform_text()
     )
+
+
+def test_one_subnet_router_and_nat_per_region_of_the_pool():
+    for rtype in ("google_compute_subnetwork", "google_compute_router"):
+        assert hcl.resources(rtype)["pool"]["for_each"] == "${local.pool_subnet_cidrs}", rtype
+    nat = hcl.resources("google_compute_router_nat")["pool"]
+    assert nat["for_each"] == "${google_compute_router.pool}"
+    assert nat["subnetwork"][0]["name"] == "${google_compute_subnetwork.pool[each.key].id}"
+
+
+def test_the_dispatchers_may_create_from_templates_in_every_region():
+    # A project-level grant of the custom role: every region's templates, subnets and zones.
+    grant = hcl.resources("google_project_iam_member")["dispatcher"]
+    assert grant["role"] == "${google_project_iam_custom_role.dispatcher.id}"
+    granted = set(hcl.locals_()["dispatcher_compute_permissions"])
+    wanted = {
+        "compute.instances.create",
+        "compute.instanceTemplates.useReadOnly",
+        "compute.subnetworks.use",
+        "compute.disks.create",
+        "compute.images.useReadOnly",
+    }
+    assert wanted <= granted
 
 
 def test_image_family_matches():

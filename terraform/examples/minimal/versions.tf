@@ -1,5 +1,5 @@
 terraform {
-  required_version = ">= 1.5.0"
+  required_version = ">= 1.9.0" # variable validations that read other variables
 
   # The same exact pins as the module (../../versions.tf), whose schemas the offline check uses.
   required_providers {
