@@ -59,6 +59,8 @@ resource "google_project_iam_custom_role" "dispatcher" {
   depends_on = [google_project_service.required]
 }
 
+# On the project: one grant covers the templates, subnets and zones of every class in every
+# region, so adding a region to gpu_classes needs no new grant.
 resource "google_project_iam_member" "dispatcher" {
   for_each = toset(local.dispatchers)
 
