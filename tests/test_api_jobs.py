@@ -233,6 +233,7 @@ def test_openapi_describes_every_route_and_healthz_answers() -> None:
         "/jobs:validate",
         "/jobs/{job_id}",
         "/jobs/{job_id}:cancel",
+        "/jobs/{job_id}/preview",
         "/uploads",
         "/gpu-classes",
         "/healthz",

@@ -29,7 +29,7 @@ from comfyburst.domain import gpu_classes
 from comfyburst.domain.json_safety import bounded_mapping
 from comfyburst.domain.request_policy import RequestPolicy
 from comfyburst.errors import PayloadTooLarge
-from comfyburst.services import cancel, status, submit, uploads
+from comfyburst.services import cancel, preview, status, submit, uploads
 from comfyburst.services.job_wait import parse_wait_s
 from comfyburst.settings import AuthMode
 
@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 _JOB_PATH = re.compile(r"^/jobs/(?P<job_id>[A-Za-z0-9_-]{1,64})(?P<action>:cancel)?$")
 _ANY_JOB_PATH = re.compile(r"^/jobs/[^/]+$")
+_PREVIEW_PATH = re.compile(r"^/jobs/(?P<job_id>[A-Za-z0-9_-]{1,64})/preview$")
 _BODY_READ = "comfyburst.body_read"
 
 
@@ -106,12 +107,15 @@ def _route(request: flask.Request, path: str, deps: Callable[[], ApiDeps]) -> fl
     if path == "/uploads":
         _allow(method, "POST")
         return _upload(request, deps())
-    match = _JOB_PATH.match(path)
     if path == "/gpu-classes":
         _allow(method, "GET")
         api = deps()
         authenticate(request.headers, api.settings)
         return _model(200, gpu_classes.for_settings(api.settings).listing())
+    if (found := _PREVIEW_PATH.match(path)) is not None:
+        _allow(method, "GET")
+        return _preview(request, deps(), found["job_id"])
+    match = _JOB_PATH.match(path)
     if match is None:
         if _ANY_JOB_PATH.match(path):
             raise RouteNotFound("job not found (malformed job id)")
@@ -143,6 +147,25 @@ def _upload(request: flask.Request, api: ApiDeps) -> flask.Response:
         api.uploads, api.settings, body, caller=caller, admins=admin_principals(api.settings)
     )
     return _model(200, answer)
+
+
+def _preview(request: flask.Request, api: ApiDeps, job_id: str) -> flask.Response:
+    caller = authenticate(request.headers, api.settings)
+    image = preview.get_preview(
+        api.store,
+        api.blobs,
+        api.settings.outputs_bucket,
+        job_id,
+        caller=caller,
+        admins=admin_principals(api.settings),
+    )
+    if image is None:
+        response = flask.Response(status=204)
+    else:
+        response = flask.Response(image.data, 200, content_type=image.content_type)
+    # A new frame replaces this one within a second: no cache may keep it.
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def _needs_views(api: ApiDeps) -> None:

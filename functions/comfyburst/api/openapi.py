@@ -8,6 +8,7 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from comfyburst.api.views import ErrorBody, Health, JobList, JobView, ValidateResponse
+from comfyburst.domain.previews import PREVIEW_CONTENT_TYPES
 from comfyburst.schema import GpuClassList, JobRequest
 from comfyburst.services.job_list import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from comfyburst.services.job_wait import MAX_WAIT_S
@@ -174,6 +175,25 @@ def openapi_document(auth_mode: AuthMode = AuthMode.IAM) -> dict[str, Any]:
                     "200": _json(job, "Cancelled"),
                     "202": _json(job, "Cancellation requested; the worker interrupts the run"),
                     **_errors(refs, 404, 409),
+                },
+            }
+        },
+        "/jobs/{job_id}/preview": {
+            "get": {
+                "operationId": "getJobPreview",
+                "summary": "The latest live preview frame of a running job (about one a second "
+                "while its sampler runs); 204 when there is none or the job is not running",
+                "parameters": [job_id],
+                "responses": {
+                    "200": {
+                        "description": "The frame",
+                        "content": {
+                            kind: {"schema": {"type": "string", "contentMediaType": kind}}
+                            for kind in PREVIEW_CONTENT_TYPES
+                        },
+                    },
+                    "204": {"description": "No preview now"},
+                    **_errors(refs, 404),
                 },
             }
         },

@@ -13,6 +13,7 @@ from __future__ import annotations
 MAX_PREVIEW_BYTES = 512 * 1024
 PREVIEW_MIN_INTERVAL_S = 1.0
 
+PREVIEW_CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp")
 _MAGIC = (
     (b"\xff\xd8\xff", "image/jpeg"),
     (b"\x89PNG\r\n\x1a\n", "image/png"),
