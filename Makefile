@@ -134,6 +134,7 @@ PIPELINE_ENV = PROJECT_ID=$(PROJECT_ID) NAME_PREFIX=$(or $(NAME_PREFIX),comfybur
 	WORKSPACE=$(CURDIR)/build/pipeline
 pipeline-dry-run:
 	$(PIPELINE_ENV) sh deploy/packer-binary.sh --dry-run
+	$(PIPELINE_ENV) sh deploy/terraform-binary.sh --dry-run
 	$(PIPELINE_ENV) sh deploy/test.sh --dry-run
 	$(PIPELINE_ENV) sh deploy/image-decision.sh --dry-run
 	$(PIPELINE_ENV) sh deploy/terraform-init.sh --dry-run

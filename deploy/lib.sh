@@ -57,4 +57,17 @@ derive_names() {
   HF_SECRET="${NAME_PREFIX}-huggingface-token"
 }
 
+# copy_binary TOOL: the step image's TOOL (a static Go binary) into /workspace/bin, where the
+# later steps (test, bake) find it on PATH.
+copy_binary() {
+  found=$(command -v "$1" || true)
+  if [ -z "${found}" ]; then
+    [ "${DRY_RUN}" = 1 ] || die "no $1 in this image"
+    found="/bin/$1"
+  fi
+  mkdir -p "${WORKSPACE}/bin"
+  run cp "${found}" "${WORKSPACE}/bin/$1"
+  run "${WORKSPACE}/bin/$1" version
+}
+
 mkdir -p "${WORKSPACE}"

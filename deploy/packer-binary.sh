@@ -4,11 +4,4 @@
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 
-packer=$(command -v packer || true)
-if [ -z "${packer}" ]; then
-  [ "${DRY_RUN}" = 1 ] || die "no packer in this image"
-  packer=/bin/packer
-fi
-mkdir -p "${WORKSPACE}/bin"
-run cp "${packer}" "${WORKSPACE}/bin/packer"
-run "${WORKSPACE}/bin/packer" version
+copy_binary packer

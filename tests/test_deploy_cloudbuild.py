@@ -68,6 +68,7 @@ def test_steps_are_the_pipeline_in_order():
     ids = [s["id"] for s in STEPS]
     assert ids == [
         "packer-binary",
+        "terraform-binary",
         "test",
         "image-decision",
         "terraform-init",
