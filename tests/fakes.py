@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from itertools import count
 
-from comfyburst.errors import CapacityError, NotFound, PreconditionFailed
-from comfyburst.ports import JobMutation, VmStatus
+from comfyburst.errors import CapacityError, JobExists, NotFound, PreconditionFailed
+from comfyburst.ports import JobMutation, JobWrite, LeaseRead, LeaseWrite, VmStatus
 from comfyburst.schema import Job, VmRecord
 from comfyburst.states import JobState
 
@@ -35,6 +35,7 @@ class InMemoryJobStore:
         self.idempotency: dict[str, str] = {}
         self.vms: dict[str, tuple[VmRecord, int]] = {}
         self._versions = count(1)
+        self.job_versions: dict[str, int] = {}  # bumped on each job write (commit preconditions)
 
     def create_job(self, job: Job) -> tuple[Job, bool]:
         with self._lock:
@@ -46,6 +47,7 @@ class InMemoryJobStore:
             if key is not None:
                 self.idempotency[key] = job.job_id
             self.jobs[job.job_id] = job.model_copy(deep=True)
+            self.job_versions[job.job_id] = next(self._versions)
             return job, True
 
     def get_job(self, job_id: str) -> Job | None:
@@ -62,6 +64,7 @@ class InMemoryJobStore:
             if updated is None:
                 return current.model_copy(deep=True)
             self.jobs[job_id] = updated.model_copy(deep=True)
+            self.job_versions[job_id] = next(self._versions)
             return updated
 
     def patch_job(self, job_id: str, fields: dict[str, object]) -> None:
@@ -79,6 +82,7 @@ class InMemoryJobStore:
                     target = target[part]
                 target[leaf] = value
             self.jobs[job_id] = Job.model_validate(data)
+            self.job_versions[job_id] = next(self._versions)
 
     def list_jobs(self, states: Iterable[JobState], limit: int | None = 500) -> list[Job]:
         wanted = set(states)
@@ -116,6 +120,46 @@ class InMemoryJobStore:
             version = next(self._versions)
             self.vms[vm.name] = (vm.model_copy(deep=True), version)
             return version
+
+    def read_for_lease(self, vm_name: str, job_id: str) -> LeaseRead:
+        with self._lock:
+            record, version = self.get_vm(vm_name)
+            job = self.get_job(job_id)
+            if job is None:
+                return LeaseRead(record, version, None, None)
+            # A job a test put into `jobs` directly has no version yet: give it one.
+            job_version = self.job_versions.setdefault(job_id, next(self._versions))
+            return LeaseRead(record, version, job, job_version)
+
+    def commit(
+        self, vms: Sequence[LeaseWrite], job: JobWrite | None = None
+    ) -> tuple[list[object], object | None]:
+        with self._lock:  # every precondition first, then every write: all or nothing
+            for write in vms:
+                existing = self.vms.get(write.record.name)
+                if (existing is None) != (write.version is None) or (
+                    existing is not None and existing[1] != write.version
+                ):
+                    raise PreconditionFailed(f"vm {write.record.name} changed")
+            if job is not None:
+                stored = self.jobs.get(job.job.job_id)
+                key = job.job.idempotency_key
+                if job.version is None and (stored or (key and key in self.idempotency)):
+                    earlier = self.jobs.get(self.idempotency.get(key or "", ""), stored)
+                    raise JobExists(earlier.model_copy(deep=True) if earlier else None)
+                if job.version is not None and self.job_versions.get(job.job.job_id) != job.version:
+                    raise PreconditionFailed(f"job {job.job.job_id} changed")
+            versions: list[object] = []
+            for write in vms:
+                versions.append(next(self._versions))
+                self.vms[write.record.name] = (write.record.model_copy(deep=True), versions[-1])
+            job_version: object | None = None
+            if job is not None:
+                if job.version is None and job.job.idempotency_key is not None:
+                    self.idempotency[job.job.idempotency_key] = job.job.job_id
+                self.jobs[job.job.job_id] = job.job.model_copy(deep=True)
+                job_version = self.job_versions[job.job.job_id] = next(self._versions)
+            return versions, job_version
 
 
 class InMemoryBlobStore:

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from comfyburst.schema import JobRequest
-from comfyburst.services.dispatch import METADATA_JOB_KEY
 from tests._api_support import PNG_1X1, WORKFLOW, body, ckpt_body, fake_env
 
 
@@ -23,7 +22,9 @@ def test_submit_starts_a_vm_and_stores_the_request_first() -> None:
     stored = env.blobs.read("jobs-b", f"jobs/{job['job_id']}/request.json")
     assert JobRequest.model_validate_json(stored) == JobRequest.model_validate(ckpt_body())
     running = [vm for vm in env.fleet.vms.values() if vm.status == "RUNNING"]
-    assert len(running) == 1 and running[0].metadata[METADATA_JOB_KEY] == job["job_id"]
+    assert len(running) == 1 and "comfyburst-job" not in running[0].metadata
+    # Its worker learns the job from the lease, committed with the job before the start.
+    assert env.store.get_vm(running[0].name)[0].lease.job_id == job["job_id"]
     # Internal fields stay inside.
     for private in ("vm", "caller", "idempotency_key", "expire_at", "result"):
         assert private not in job

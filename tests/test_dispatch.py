@@ -13,7 +13,6 @@ from comfyburst.errors import PreconditionFailed
 from comfyburst.schema import Job, JobRequest, Lease, VmRecord
 from comfyburst.services.dispatch import (
     METADATA_CONFIG_KEY,
-    METADATA_JOB_KEY,
     Dispatcher,
     request_id,
 )
@@ -71,7 +70,7 @@ def test_three_vms_five_jobs_three_start_two_wait() -> None:
         assert stored.vm.name == outcome.vm.name and stored.dispatched_at == clock.now()
         vm = fleet.vms[outcome.vm.name]
         assert vm.status == "RUNNING"
-        assert vm.metadata[METADATA_JOB_KEY] == outcome.job.job_id
+        assert "comfyburst-job" not in vm.metadata  # the worker reads its lease instead
         assert vm.metadata[METADATA_CONFIG_KEY] == SETTINGS.deployment_config().model_dump_json()
         record, _ = store.get_vm(outcome.vm.name)
         assert record.lease.job_id == outcome.job.job_id
@@ -188,26 +187,46 @@ class _StaleOnce(FakeFleet):
         return super().set_metadata(zone, name, items, fingerprint, request_id)
 
 
-def test_a_stale_fingerprint_is_read_again_and_retried_once() -> None:
+def test_a_vm_whose_config_write_loses_its_fingerprint_is_passed_over() -> None:
     store, clock = InMemoryJobStore(), FixedClock()
-    fleet = _StaleOnce([("a1", "zone-a")])
+    fleet = _StaleOnce([("a1", "zone-a"), ("b1", "zone-b")])
     (job,) = make_jobs(store, clock, 1)
     outcome = Dispatcher(store, fleet, clock, SETTINGS).dispatch(job)
     assert outcome.started
-    assert [c for c in fleet.calls if c[0] == "set_metadata"] == [("set_metadata", "a1")] * 2
-    assert fleet.vms["a1"].metadata[METADATA_JOB_KEY] == job.job_id
+    (lost,) = [name for name, result in outcome.tried if result == "lost"]
+    assert lost != outcome.vm.name and ("start", lost) not in fleet.calls
+    assert store.get_vm(lost)[0] is None  # nothing was leased on it
 
 
-def test_a_job_cancelled_during_dispatch_releases_and_stops_the_vm() -> None:
+def test_a_vm_holding_this_deployments_config_gets_no_metadata_write() -> None:
+    store, fleet, clock, dispatcher = setup([("a1", "zone-a")])
+    config = SETTINGS.deployment_config().model_dump_json()
+    fleet.vms["a1"] = replace(fleet.vms["a1"], metadata={METADATA_CONFIG_KEY: config})
+    (job,) = make_jobs(store, clock, 1)
+    assert dispatcher.dispatch(job).started
+    assert [c for c in fleet.calls if c[0] == "set_metadata"] == []
+    # Another deployment's config (a redeploy with other settings) is replaced before start.
+    other = SETTINGS.deployment_config().model_copy(update={"jobs_bucket": "elsewhere"})
+    fleet.stop("zone-a", "a1", "r")
+    store.put_vm(VmRecord(name="a1", zone="zone-a"), store.get_vm("a1")[1])
+    fleet.vms["a1"] = replace(
+        fleet.vms["a1"], metadata={METADATA_CONFIG_KEY: other.model_dump_json()}
+    )
+    assert dispatcher.dispatch(_another(store, clock, "job-2")).started
+    assert fleet.vms["a1"].metadata[METADATA_CONFIG_KEY] == config
+
+
+def test_a_job_cancelled_before_dispatch_gets_no_lease_and_no_start() -> None:
     store, fleet, clock, dispatcher = setup([("a1", "zone-a")])
     (job,) = make_jobs(store, clock, 1)
     store.update_job(job.job_id, lambda j: j.model_copy(update={"state": JobState.CANCELLED}))
     outcome = dispatcher.dispatch(job)  # the caller still holds the queued copy
     assert not outcome.started
     assert outcome.job.state is JobState.CANCELLED
-    assert ("stop", "a1") in fleet.calls
+    # Seen in the read before the commit: nothing leased, nothing started.
+    assert not [c for c in fleet.calls if c[0] in ("start", "stop")]
     assert fleet.vms["a1"].status == "TERMINATED"
-    assert live_leases(store, clock) == {}
+    assert store.get_vm("a1")[0] is None
 
 
 class _BrokenStart(FakeFleet):
@@ -243,8 +262,8 @@ class _RacingStore(InMemoryJobStore):
         self.barrier = threading.Barrier(parties, timeout=10)
         self.local = threading.local()
 
-    def get_vm(self, name: str):  # type: ignore[no-untyped-def]
-        result = super().get_vm(name)
+    def read_for_lease(self, vm_name: str, job_id: str):  # type: ignore[no-untyped-def]
+        result = super().read_for_lease(vm_name, job_id)
         if not getattr(self.local, "waited", False):
             self.local.waited = True
             self.barrier.wait()

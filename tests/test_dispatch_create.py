@@ -12,8 +12,9 @@ import pytest
 
 from comfyburst import wiring
 from comfyburst.domain.jobs import new_job
+from comfyburst.errors import JobExists
 from comfyburst.schema import Job, JobRequest, VmRecord
-from comfyburst.services.dispatch import METADATA_JOB_KEY, Dispatcher
+from comfyburst.services.dispatch import Dispatcher
 from comfyburst.states import JobState
 from localcloud.compute import ComputeStandin, ComputeStandinConfig
 from tests._api_support import WORKFLOW
@@ -112,7 +113,7 @@ def test_the_first_job_creates_a_vm_from_the_template(make_pool: Callable[..., P
     vm = pool.vm(outcome.vm.name)
     assert vm["zone"] == US_A and vm["status"] in ("PROVISIONING", "STAGING", "RUNNING")
     assert vm["labels"] == {"comfyburst-pool": "createtest", "comfyburst-origin": "dispatcher"}
-    assert vm["metadata"][METADATA_JOB_KEY] == job.job_id
+    assert "comfyburst-job" not in vm["metadata"]  # its worker reads the lease instead
     assert vm["source_template"].endswith("global/instanceTemplates/gpu-l4")
     record, _ = pool.store.get_vm(outcome.vm.name)
     assert record.lease.job_id == job.job_id
@@ -164,21 +165,28 @@ def test_a_stopped_vm_is_reused_before_creating(make_pool: Callable[..., Pool]) 
 def test_a_retried_create_is_the_same_create(make_pool: Callable[..., Pool]) -> None:
     pool = make_pool([US_A])
     job = pool.job()
-    placement = pool.dispatcher.place_new(job)
-    # The submit died after the create; its retry places the same job attempt again.
-    again = pool.dispatcher.place_new(job)
-    assert again.vm.name == placement.vm.name  # the same name: Compute refuses a second VM
+    placement = pool.dispatcher.dispatch(job)
+    name = placement.vm.name
+    # The job is stored with its lease: placing it as new again is refused, nothing created.
+    with pytest.raises(JobExists):
+        pool.dispatcher.place_new(job)
     assert pool.standin.stats()["created"] == 1
-    # A retry after the first try was undone (its VM stopped) starts that VM again.
-    pool.dispatcher.undo(job, again)
-    poll_until(lambda: pool.vm(placement.vm.name)["status"] == "TERMINATED", "the undo's stop")
-    third = pool.dispatcher.place_new(job)
-    assert third.vm.name == placement.vm.name and third.vm.operation
-    poll_until(lambda: pool.vm(placement.vm.name)["status"] == "RUNNING", "the restart")
+    # The same attempt back in the queue with its VM stopped (a start given back): the same
+    # name, so Compute refuses a second VM and the dispatcher starts that one again.
+    pool.fleet.stop(US_A, name, str(uuid.uuid4()))
+    poll_until(lambda: pool.vm(name)["status"] == "TERMINATED", "the stop")
+    record, version = pool.store.get_vm(name)
+    pool.store.put_vm(record.model_copy(update={"lease": None}), version)
+    back = pool.store.update_job(
+        job.job_id, lambda j: j.model_copy(update={"state": JobState.QUEUED, "vm": None})
+    )
+    again = Dispatcher(pool.store, pool.fleet, pool.clock, pool.settings, 0.0).dispatch(back)
+    assert again.started and again.vm.name == name and again.vm.operation
+    poll_until(lambda: pool.vm(name)["status"] == "RUNNING", "the restart")
     assert pool.standin.stats()["created"] == 1
     # Another attempt of the job is another VM name.
-    retry = job.model_copy(update={"attempt": 2})
-    assert pool.dispatcher.place_new(retry).vm.name != placement.vm.name
+    retry = job.model_copy(update={"job_id": f"{job.job_id}-2", "attempt": 2})
+    assert pool.dispatcher.place_new(retry).vm.name != name
 
 
 def test_the_pool_limits_hold(make_pool: Callable[..., Pool]) -> None:

@@ -40,8 +40,9 @@ def no_guest_workers():
 def test_retried_placement_on_the_same_vm_is_started_again(
     function_settings, job_store, fleet, no_guest_workers
 ):
-    """A submit whose job create failed undid its start; the retry (same job id and attempt,
-    same VM) must get a start Compute applies, not one it drops as a duplicate."""
+    """A job whose VM was stopped and whose lease was given back is placed again (same job id
+    and attempt, same VM): it must get a start Compute applies, not one it drops as a
+    duplicate (each lease commit has its own expiry, so its own request id)."""
     pool = fleet.list()
     target, others = pool[0], pool[1:]
     until = datetime.now(UTC) + timedelta(hours=1)
@@ -50,21 +51,32 @@ def test_retried_placement_on_the_same_vm_is_started_again(
     job = make_job(f"retry-{uuid.uuid4().hex[:8]}", datetime.now(UTC))
     first = Dispatcher(job_store, fleet, SystemClock(), function_settings).place_new(job)
     assert first.vm is not None and first.vm.name == target.name
-    Dispatcher(job_store, fleet, SystemClock(), function_settings).undo(job, first)
-    poll_until(
-        lambda: fleet.get(target.zone, target.name).status == "TERMINATED",
-        "the undo's stop",
-        timeout_s=20,
-    )
+    _give_back(job_store, fleet, job.job_id, target)
     # The retry: a new process, a new dispatcher, the same job id and attempt.
-    second = Dispatcher(job_store, fleet, SystemClock(), function_settings).place_new(job)
+    queued = job_store.get_job(job.job_id)
+    second = Dispatcher(job_store, fleet, SystemClock(), function_settings).dispatch(queued)
     assert second.vm is not None and second.vm.name == target.name
     poll_until(
         lambda: fleet.get(target.zone, target.name).status in ("STAGING", "RUNNING"),
         "the retried start to be applied",
         timeout_s=20,
     )
-    Dispatcher(job_store, fleet, SystemClock(), function_settings).undo(job, second)
+    _give_back(job_store, fleet, job.job_id, target)
+
+
+def _give_back(job_store, fleet, job_id, target) -> None:
+    """Stop the VM, release its lease, put the job back in the queue at the same attempt."""
+    fleet.stop(target.zone, target.name, str(uuid.uuid4()))
+    poll_until(
+        lambda: fleet.get(target.zone, target.name).status == "TERMINATED",
+        "the stop",
+        timeout_s=20,
+    )
+    record, version = job_store.get_vm(target.name)
+    job_store.put_vm(record.model_copy(update={"lease": None}), version)
+    job_store.update_job(
+        job_id, lambda j: j.model_copy(update={"state": JobState.QUEUED, "vm": None})
+    )
 
 
 def test_reaper_sees_every_live_job_past_a_long_backlog(

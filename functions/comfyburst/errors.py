@@ -133,6 +133,15 @@ class PreconditionFailed(ComfyBurstError):
     http_status = 409
 
 
+class JobExists(PreconditionFailed):
+    """A commit that would create a job found it stored already (a retried submit); `job` is
+    the stored one. Nothing of that commit was written."""
+
+    def __init__(self, job: Any) -> None:
+        super().__init__(f"job {getattr(job, 'job_id', '?')} already exists")
+        self.job = job
+
+
 class SettingsError(ComfyBurstError):
     """A required setting is missing or invalid."""
 

@@ -3,7 +3,7 @@ in-memory fakes (tests/fakes.py) implement them for unit tests of domain code.""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -19,6 +19,32 @@ JobMutation = Callable[[Job], Job | None]
 
 class Clock(Protocol):
     def now(self) -> datetime: ...
+
+
+@dataclass(frozen=True)
+class LeaseWrite:
+    """A VM document written in a commit, under its precondition."""
+
+    record: VmRecord
+    version: object | None  # the version read; None: create-if-absent
+
+
+@dataclass(frozen=True)
+class JobWrite:
+    """The job document written in a commit, under its precondition."""
+
+    job: Job
+    version: object | None  # the version read; None: create it (and `idempotency/{key}`)
+
+
+@dataclass(frozen=True)
+class LeaseRead:
+    """A VM document and a job document read together (one round trip), with versions."""
+
+    record: VmRecord | None
+    record_version: object | None
+    job: Job | None
+    job_version: object | None
 
 
 class JobStore(Protocol):
@@ -64,6 +90,21 @@ class JobStore(Protocol):
 
         `expected_version=None` means create-if-absent. Raises PreconditionFailed when the
         document changed or already exists. Returns the new version.
+        """
+        ...
+
+    def read_for_lease(self, vm_name: str, job_id: str) -> LeaseRead:
+        """`vms/{vm_name}` and `jobs/{job_id}` with their versions, in one read."""
+        ...
+
+    def commit(
+        self, vms: Sequence[LeaseWrite], job: JobWrite | None = None
+    ) -> tuple[list[object], object | None]:
+        """Write VM documents and the job in ONE atomic commit, each under its precondition.
+
+        Returns the new versions (of `vms`, in order; of the job). Nothing is written when a
+        precondition fails: JobExists when the job to create is stored already (with it),
+        PreconditionFailed for any other.
         """
         ...
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -16,8 +16,8 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 from pydantic import BaseModel
 
-from comfyburst.errors import Contended, NotFound, PreconditionFailed
-from comfyburst.ports import JobMutation
+from comfyburst.errors import Contended, JobExists, NotFound, PreconditionFailed
+from comfyburst.ports import JobMutation, JobWrite, LeaseRead, LeaseWrite
 from comfyburst.schema import Job, VmRecord
 from comfyburst.states import JobState
 
@@ -242,6 +242,66 @@ class FirestoreJobStore:
         except (gexc.AlreadyExists, gexc.FailedPrecondition, gexc.NotFound) as exc:
             raise PreconditionFailed(f"vm {vm.name} changed: {exc.message}") from None
         return result.update_time
+
+    # --- one commit: leases and the job ---------------------------------------------------
+
+    def read_for_lease(self, vm_name: str, job_id: str) -> LeaseRead:
+        vm_ref, job_ref = self._vms.document(vm_name), self._jobs.document(job_id)
+        snaps = {snap.reference.path: snap for snap in self._client.get_all([vm_ref, job_ref])}
+        vm_snap, job_snap = snaps.get(vm_ref.path), snaps.get(job_ref.path)
+        record = _from_doc(VmRecord, vm_snap.to_dict()) if vm_snap and vm_snap.exists else None
+        job = _from_doc(Job, job_snap.to_dict()) if job_snap and job_snap.exists else None
+        return LeaseRead(
+            record,
+            vm_snap.update_time if record is not None and vm_snap else None,
+            job,
+            job_snap.update_time if job is not None and job_snap else None,
+        )
+
+    def commit(
+        self, vms: Sequence[LeaseWrite], job: JobWrite | None = None
+    ) -> tuple[list[object], object | None]:
+        batch = self._client.batch()
+        for write in vms:
+            ref, doc = self._vms.document(write.record.name), _to_doc(write.record)
+            if write.version is None:
+                batch.create(ref, doc)
+            else:
+                option = self._client.write_option(last_update_time=write.version)
+                batch.update(ref, doc, option=option)
+        creating = job is not None and job.version is None
+        if job is not None:
+            ref = self._jobs.document(job.job.job_id)
+            if job.version is None:
+                key = job.job.idempotency_key
+                if key is not None:
+                    key_ref = self._idempotency.document(idempotency_doc_id(key))
+                    key_doc = {"job_id": job.job.job_id, "created_at": job.job.created_at}
+                    batch.create(key_ref, key_doc)
+                batch.create(ref, _to_doc(job.job))
+            else:
+                option = self._client.write_option(last_update_time=job.version)
+                batch.update(ref, _to_doc(job.job), option=option)
+        try:
+            results = batch.commit()
+        except (gexc.AlreadyExists, gexc.FailedPrecondition, gexc.NotFound) as exc:
+            if creating and job is not None:
+                # Which write failed is not said: a stored job (or key) means a retried submit.
+                earlier = self._stored_job(job.job)
+                if earlier is not None:
+                    raise JobExists(earlier) from None
+            raise PreconditionFailed(f"commit lost a precondition: {exc.message}") from None
+        # One result per write, in order; the idempotency document's comes before the job's.
+        versions = [result.update_time for result in results[: len(vms)]]
+        return versions, results[-1].update_time if job is not None else None
+
+    def _stored_job(self, job: Job) -> Job | None:
+        if job.idempotency_key is not None:
+            snap = self._idempotency.document(idempotency_doc_id(job.idempotency_key)).get()
+            earlier_id = (snap.to_dict() or {}).get("job_id") if snap.exists else None
+            if earlier_id:
+                return self.get_job(earlier_id)
+        return self.get_job(job.job_id)
 
 
 def _contended(exc: BaseException) -> bool:

@@ -68,6 +68,9 @@ DOWN_STATUSES = frozenset({"TERMINATED", "STOPPED", "SUSPENDED", "SUSPENDING", "
 # A worker that drains after its job holds its VM's lease as `drain:{vm_name}` (no job has
 # that id); the lease is live until it expires, never a lease to a missing job.
 DRAIN_LEASE_PREFIX = "drain:"
+# A VM whose start Compute accepted leaves TERMINATED within seconds; one still TERMINATED
+# this long after its job was dispatched did not start.
+START_TAKES_S = 60.0
 
 
 def is_drain_lease(job_id: str) -> bool:
@@ -255,6 +258,18 @@ class _Planner:
                 self._fault(job, f"start of VM {job.vm.name if job.vm else '?'} failed: {code}")
                 return
             age = _age_s(job.dispatched_at or job.state_changed_at, self.now)
+            if vm_status == "TERMINATED" and age is not None and age >= START_TAKES_S:
+                # The dispatcher commits the job `starting` before it requests the start, and
+                # stores no operation: a VM still down this long after did not start (refused
+                # in its operation, or the dispatcher died before the request).
+                assert job.vm is not None
+                until = self.now + timedelta(seconds=self.policy.stockout_cooldown_s)
+                self.vm_actions.append(
+                    CooldownVm(job.vm.name, job.vm.zone, until, "start did not take")
+                )
+                self.cooling.add(job.vm.name)
+                self._fault(job, f"VM {job.vm.name} still TERMINATED {age:.0f} s after dispatch")
+                return
             if age is not None and age >= self.policy.boot_timeout_s:
                 self._fault(
                     job, f"worker did not claim the job within {self.policy.boot_timeout_s:g} s"

@@ -2,10 +2,11 @@
 
 For each zone (domain/scheduling.create_zones order) the VM's name is derived from job,
 attempt and zone, its lease document `vms/{name}` is created (create-if-absent, so two
-dispatchers never create the same VM twice, and a retried submit finds its own lease), then
-the VM is inserted from the pool's template with the job hint and the deployment config in its
-metadata and a request id derived from the same, so a retried insert is the same insert. A
-refusal (stockout, quota) cools the zone down in this process and moves on, to the zones
+dispatchers never create the same VM twice) in one commit with the job `starting` on it
+(`_job_leases`), then the VM is inserted from the pool's template with the deployment config
+in its metadata (no job: its worker reads the lease) and a request id derived from the same,
+so a retried insert is the same insert. A refusal (stockout, quota) gives the lease and the
+job back (one commit), cools the zone down in this process and moves on, to the zones
 Compute named first. Nothing waits for the boot; the create waits at most `create_wait_s`
 for Compute's capacity check.
 """
@@ -18,10 +19,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from comfyburst.domain import scheduling
-from comfyburst.errors import CapacityError, PreconditionFailed
+from comfyburst.errors import CapacityError, JobExists, PreconditionFailed
 from comfyburst.ports import Fleet, JobStore, VmStatus
 from comfyburst.schema import Job, Lease, VmRecord, VmRef
 from comfyburst.services._fleet_view import FleetView
+from comfyburst.services._job_leases import JobGone, JobLeases
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +64,7 @@ class Creator:
         now: datetime,
         fleet: list[VmStatus],
         avoid_zones: set[str],
-        before_start: Callable[[], None],
+        leases: JobLeases,
     ) -> tuple[tuple[VmRef, tuple[VmRecord, object]] | None, list[tuple[str, str]]]:
         """((the VM whose create was requested, its lease), what was tried) or (None, tried)."""
         limits = scheduling.PoolLimits(
@@ -87,7 +89,7 @@ class Creator:
             name = scheduling.vm_name(
                 self._settings.pool_name_prefix, job.job_id, job.attempt, zone
             )
-            outcome = self._try(job, zone, name, now, before_start)
+            outcome = self._try(job, zone, name, now, leases)
             if isinstance(outcome, tuple):
                 tried.append((name, CREATED))
                 return outcome, tried
@@ -107,17 +109,12 @@ class Creator:
             refused.add(zone)  # LOST: another dispatcher holds this name's lease
 
     def _try(
-        self, job: Job, zone: str, name: str, now: datetime, before_start: Callable[[], None]
+        self, job: Job, zone: str, name: str, now: datetime, leases: JobLeases
     ) -> tuple[VmRef, tuple[VmRecord, object]] | CapacityError | str:
-        leased = self._lease(job, zone, name, now)
+        leased = self._lease(job, zone, name, now, leases)
         if isinstance(leased, str):
             return leased
         record, version = leased
-        try:
-            before_start()
-        except BaseException:
-            self._release(record, version)
-            raise
         label_key, _, label_value = self._settings.pool_label.partition("=")
         # Each lease write has its own expiry: a retried submit (a new lease) sends a new
         # request, which the name then makes idempotent (the instance exists: 409).
@@ -134,7 +131,7 @@ class Creator:
                 self._request_id(job.job_id, job.attempt, name, f"create@{stamp}"),
             )
         except CapacityError as exc:
-            self._release(record, version)
+            self._release(leases, record, version, exc.reason)
             logger.warning(
                 "create refused: %s",
                 exc.reason,
@@ -143,17 +140,17 @@ class Creator:
             return exc
         except PreconditionFailed:
             # The name exists: an earlier try of this job attempt created it (the name and the
-            # lease we hold are this attempt's), with this job's hint in its metadata. Booting:
+            # lease we hold are this attempt's). Booting:
             # nothing to do; stopped (that try was undone): start it again.
             try:
                 operation = self._start_existing(job, zone, name, stamp)
             except Exception:
                 logger.exception("restart failed", extra={"job_id": job.job_id, "vm": name})
-                self._release(record, version)
+                self._release(leases, record, version, ERROR)
                 return ERROR
         except Exception:
             logger.exception("create failed", extra={"job_id": job.job_id, "vm": name})
-            self._release(record, version)
+            self._release(leases, record, version, ERROR)
             return ERROR
         self._pool.note_zone_capacity(zone, now)
         self._pool.note_created(VmStatus(name=name, zone=zone, status="PROVISIONING"))
@@ -169,9 +166,10 @@ class Creator:
         )
 
     def _lease(
-        self, job: Job, zone: str, name: str, now: datetime
+        self, job: Job, zone: str, name: str, now: datetime, leases: JobLeases
     ) -> tuple[VmRecord, object] | str:
-        record, version = self._store.get_vm(name)
+        """The lease committed with the job `starting` on the VM to be (one commit), or LOST."""
+        record, version = leases.read(name)  # JobExists, JobGone: up to the placement
         if record is not None and record.is_leased(now):
             lease = record.lease
             if lease is None or lease.job_id != job.job_id:
@@ -181,7 +179,9 @@ class Creator:
             update={"zone": zone, "lease": Lease(job_id=job.job_id, expires_at=expires_at)}
         )
         try:
-            new_version = self._store.put_vm(leased, version)
+            new_version = leases.lease(leased, version, VmRef(name=name, zone=zone))
+        except (JobExists, JobGone):
+            raise
         except PreconditionFailed:
             return LOST
         except Exception:
@@ -190,11 +190,12 @@ class Creator:
         self._pool.note_record(leased)
         return leased, new_version
 
-    def _release(self, record: VmRecord, version: object) -> None:
+    def _release(self, leases: JobLeases, record: VmRecord, version: object, why: str) -> None:
+        """The lease given back and the job back to queued, in one commit."""
         released = record.model_copy(update={"lease": None})
         try:
-            self._store.put_vm(released, version)
-        except PreconditionFailed:
-            logger.warning("lease release lost a race", extra={"vm": record.name})
+            leases.give_back(released, version, why)
+        except Exception:  # the lease expires; the reaper requeues a job whose VM never booted
+            logger.exception("giving the lease back failed", extra={"vm": record.name})
             return
         self._pool.note_record(released)

@@ -1,35 +1,36 @@
-"""Placing a job on a VM: lease it, check it, write its metadata, request its start.
+"""Placing a job on a VM: lease it together with the job (one commit), request its start.
 
-For each candidate (domain/scheduling order) until one starts: read `vms/{name}` and write it
-back with the lease under a precondition (create-if-absent or update-if-unchanged, so two
-dispatchers never both hold a live lease on one VM) while reading the VM (it must still be
-TERMINATED; its metadata fingerprint), write the job hint and the deployment config into its
-metadata, then request the start. A refused start (CapacityError) releases the lease, cools a
-stocked-out VM down and moves on, preferring another zone. Nothing waits for a VM to boot.
-Job documents are not touched here: that is the caller's part.
+For each candidate (domain/scheduling order) until one starts: read `vms/{name}` with the job
+document (one read) while reading the VM (it must still be TERMINATED), then commit the lease
+and the job `starting` on it in ONE Firestore commit under both documents' preconditions
+(`_job_leases.JobLeases`: two dispatchers never both hold a live lease, a lease never names a
+job that does not exist), then request the start. No per-job metadata: the worker learns its
+job from the lease; the deployment config is written only when the VM's is missing or stale.
+A refused start (CapacityError) gives the lease back and the job back to `queued` (one commit),
+cools a stocked-out VM down and moves on, preferring another zone. Nothing waits for a boot.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from comfyburst.domain import scheduling
-from comfyburst.errors import CapacityError, PreconditionFailed
+from comfyburst.errors import CapacityError, JobExists, PreconditionFailed
 from comfyburst.ports import Fleet, JobStore, VmStatus
-from comfyburst.schema import Job, Lease, VmRecord, VmRef
+from comfyburst.schema import DeploymentConfig, Job, Lease, VmRecord, VmRef
 from comfyburst.services._create import Creator
 from comfyburst.services._fleet_view import DEFAULT_MAX_AGE_S, FleetView
+from comfyburst.services._job_leases import JobGone, JobLeases
 
 logger = logging.getLogger(__name__)
 
-METADATA_JOB_KEY = "comfyburst-job"
 METADATA_CONFIG_KEY = "comfyburst-config"
 _REQUEST_ID_NAMESPACE = uuid.UUID("6f0c9a9e-3b7e-4c59-9d55-0c6a3f1e2b10")
 REASON_ERROR = "dispatch error; the reaper will retry"
@@ -63,6 +64,7 @@ class Placement:
     reason: str | None = None
     tried: list[tuple[str, str]] = field(default_factory=list)  # (vm name, outcome or reason)
     lease: tuple[VmRecord, object] | None = None  # (the lease document as written, version)
+    job: Job | None = None  # the job as stored afterwards (starting on `vm`, or queued)
 
     @property
     def errored(self) -> bool:
@@ -77,18 +79,6 @@ class PoolView:
     records: dict[str, VmRecord]
     fetched_at: float
     avoid_zones: set[str] = field(default_factory=set)
-
-
-class _Once:
-    """Calls `action` the first time only (None: nothing to do)."""
-
-    def __init__(self, action: Callable[[], object] | None) -> None:
-        self._action = action
-
-    def __call__(self) -> None:
-        action, self._action = self._action, None
-        if action is not None:
-            action()
 
 
 class Placer:
@@ -115,45 +105,26 @@ class Placer:
         return PoolView(*self._pool.snapshot(fetched_after))
 
     def place(
-        self,
-        job: Job,
-        now: datetime,
-        began: float,
-        view: PoolView,
-        before_start: Callable[[], object] | None = None,
+        self, job: Job, now: datetime, began: float, view: PoolView, leases: JobLeases
     ) -> tuple[Placement, PoolView]:
         """Place a job; when a view read before `began` finds nothing, read it again, once.
 
-        `before_start` runs once, just before the first start request (the submit path waits
-        there for its request to be stored); if it raises, the lease is released and the
-        error propagates.
+        Every lease is written through `leases`, in one commit with the job document. Raises
+        JobExists (the job to create is stored already) or JobGone (the stored job left
+        `queued`): nothing of this placement is held then.
         """
-        once = _Once(before_start)
-        placement = self._place(job, now, view, once)
+        placement = self._place(job, now, view, leases)
         if placement.vm is None and not placement.errored and view.fetched_at < began:
             view = PoolView(*self._pool.snapshot(began), avoid_zones=view.avoid_zones)
-            second = self._place(job, now, view, once)
+            second = self._place(job, now, view, leases)
             if second.vm is not None or second.tried:
                 second.tried = [*placement.tried, *second.tried]
                 placement = second
         return placement, view
 
-    def undo(self, job: Job, placement: Placement) -> None:
-        """Release the lease and stop the VM of a placement that is not wanted after all."""
-        if placement.vm is None or placement.lease is None:
-            return
-        record, version = placement.lease
-        self._release(record, version, None)
-        vm = placement.vm
-        stop_id = request_id(job.job_id, job.attempt, vm.name, "stop", record.lease)
-        try:
-            self._fleet.stop(vm.zone, vm.name, stop_id)
-        except Exception:  # the reaper stops a RUNNING VM without a live lease
-            logger.warning("stopping an unneeded VM failed", exc_info=True)
-
     # --- one placement ---------------------------------------------------------------------
 
-    def _place(self, job: Job, now: datetime, view: PoolView, before_start: _Once) -> Placement:
+    def _place(self, job: Job, now: datetime, view: PoolView, leases: JobLeases) -> Placement:
         candidates = scheduling.rank_candidates(
             job.job_id, job.request.models, view.fleet, view.records, now, self._pool.zones()
         )
@@ -164,7 +135,7 @@ class Placer:
             candidate = scheduling.next_candidate(candidates, view.avoid_zones)
             assert candidate is not None
             candidates.remove(candidate)
-            result = self._try(job, candidate, view, now, before_start)
+            result = self._try(job, candidate, view, now, leases)
             if isinstance(result, Placement):
                 result.tried = [*tried, (candidate.name, "started")]
                 return result
@@ -178,11 +149,11 @@ class Placer:
                 other_failures += 1  # e.g. RESOURCE_NOT_READY: that VM only
         if self._creator.enabled:  # no stopped VM took it: create one from the template
             created, create_tried = self._creator.create(
-                job, now, view.fleet, view.avoid_zones, before_start
+                job, now, view.fleet, view.avoid_zones, leases
             )
             tried.extend(create_tried)
             if created is not None:
-                return Placement(created[0], tried=tried, lease=created[1])
+                return Placement(created[0], tried=tried, lease=created[1], job=leases.job)
             if any(outcome == ERROR for _, outcome in create_tried):
                 return Placement(None, REASON_ERROR, tried)
             capacity_failures += sum(
@@ -201,33 +172,25 @@ class Placer:
         candidate: scheduling.Candidate,
         view: PoolView,
         now: datetime,
-        before_start: _Once,
+        leases: JobLeases,
     ) -> Placement | str:
-        """Lease, check, prepare and start one VM: a Placement when started, else why not."""
+        """Lease (with the job, one commit) and start one VM: a Placement, else why not."""
+        # The VM read runs beside the documents' read: both are reads, and the commit is
+        # conditional on the documents as read, so nobody can take the lease in between.
+        status_future = self._io.submit(self._fleet.get, candidate.zone, candidate.name)
         try:
-            leased = self._lease(job, candidate, view, now)
+            leased = self._lease(candidate, view, now, leases, status_future)
+        except (JobExists, JobGone):
+            status_future.cancel()
+            raise
         except Exception:
             logger.exception("leasing failed", extra={"job_id": job.job_id, "vm": candidate.name})
+            status_future.cancel()
             return ERROR
         if isinstance(leased, str):
             return leased
-        (record, version), status = leased
-        try:
-            self._write_metadata(job, status, record.lease)
-        except PreconditionFailed:
-            self._release(record, version, None)
-            return LOST
-        except Exception:
-            logger.exception(
-                "metadata write failed", extra={"job_id": job.job_id, "vm": status.name}
-            )
-            self._release(record, version, None)
-            return ERROR
-        try:
-            before_start()
-        except BaseException:
-            self._release(record, version, None)
-            raise
+        record, version = leased
+        assert record.lease is not None
         try:
             operation = self._fleet.start(
                 candidate.zone,
@@ -238,7 +201,9 @@ class Placer:
             cooldown = scheduling.cooldown_until(
                 exc.reason, now, self._settings.stockout_cooldown_s
             )
-            view.records[candidate.name] = self._release(record, version, cooldown)
+            view.records[candidate.name] = self._give_back(
+                leases, record, version, cooldown, exc.reason
+            )
             self._pool.note_zone_refused(
                 candidate.zone,
                 scheduling.zone_cooldown_until(exc.reason, now, self._settings.stockout_cooldown_s),
@@ -251,75 +216,103 @@ class Placer:
             return exc.reason
         except Exception:
             logger.exception("start failed", extra={"job_id": job.job_id, "vm": candidate.name})
-            self._release(record, version, None)
+            view.records[candidate.name] = self._give_back(
+                leases, record, version, None, REASON_ERROR
+            )
             return ERROR
         self._pool.note_status(candidate.name, "STAGING")
         self._pool.note_zone_capacity(candidate.zone, now)
         vm = VmRef(name=candidate.name, zone=candidate.zone, operation=operation)
-        return Placement(vm, lease=(record, version))
+        return Placement(vm, lease=(record, version), job=leases.job)
 
     def _lease(
-        self, job: Job, candidate: scheduling.Candidate, view: PoolView, now: datetime
-    ) -> tuple[tuple[VmRecord, object], VmStatus] | str:
-        """The lease written and the VM read (side by side), or LOST."""
-        record, version = self._store.get_vm(candidate.name)
+        self,
+        candidate: scheduling.Candidate,
+        view: PoolView,
+        now: datetime,
+        leases: JobLeases,
+        status_future: Future[VmStatus],
+    ) -> tuple[VmRecord, object] | str:
+        """The lease committed with the job (the VM still TERMINATED), or LOST."""
+        record, version = leases.read(candidate.name)
         if record is not None and (
             record.is_leased(now) or (record.cooldown_until and record.cooldown_until > now)
         ):
             view.records[candidate.name] = record
             self._pool.note_record(record)
             return LOST
+        status = status_future.result()
+        if status.status != "TERMINATED":
+            self._pool.note_status(status.name, status.status)
+            return LOST
+        if not self._config_current(status):
+            try:
+                self._write_config(status)
+            except PreconditionFailed:
+                return LOST  # someone else changed its metadata since we read it
         base = record or VmRecord(name=candidate.name, zone=candidate.zone)
         expires_at = now + timedelta(seconds=self._settings.lease_ttl_s)
         leased = base.model_copy(
             update={
                 "zone": candidate.zone,
-                "lease": Lease(job_id=job.job_id, expires_at=expires_at),
+                "lease": Lease(job_id=leases.job.job_id, expires_at=expires_at),
             }
         )
-        # Reading the VM after we saw no live lease is as good as after our write: nobody else
-        # can take the lease in between (the write is conditional on what we read).
-        status_future = self._io.submit(self._fleet.get, candidate.zone, candidate.name)
         try:
-            new_version = self._store.put_vm(leased, version)
+            new_version = leases.lease(leased, version, VmRef(name=status.name, zone=status.zone))
+        except (JobExists, JobGone):
+            raise
         except PreconditionFailed:
-            status_future.cancel()
             return LOST  # another dispatcher won this VM; the caller moves on
         view.records[candidate.name] = leased
         self._pool.note_record(leased)
-        try:
-            status = status_future.result()
-        except Exception:
-            self._release(leased, new_version, None)
-            raise
-        if status.status != "TERMINATED":
-            self._pool.note_status(status.name, status.status)
-            view.records[candidate.name] = self._release(leased, new_version, None)
-            return LOST
-        return (leased, new_version), status
+        return leased, new_version
 
-    def _write_metadata(self, job: Job, status: VmStatus, lease: Lease | None) -> None:
-        items = {METADATA_JOB_KEY: job.job_id, METADATA_CONFIG_KEY: self._deployment_config()}
+    def _config_current(self, status: VmStatus) -> bool:
+        """Whether the VM's metadata holds this deployment's config (its template wrote it at
+        create; a redeploy with other settings, or a VM made without it, needs a write)."""
+        stored = status.metadata.get(METADATA_CONFIG_KEY)
+        if stored is None:
+            return False
+        if stored == self._deployment_config():
+            return True
         try:
-            self._fleet.set_metadata(
-                status.zone,
-                status.name,
-                items,
-                status.fingerprint,
-                request_id(job.job_id, job.attempt, status.name, "metadata", lease),
-            )
-        except PreconditionFailed:
-            # Something else changed the metadata since we read it: read once more, retry once.
-            fresh = self._fleet.get(status.zone, status.name)
-            if fresh.status != "TERMINATED":
-                raise
-            self._fleet.set_metadata(
-                fresh.zone,
-                fresh.name,
-                items,
-                fresh.fingerprint,
-                request_id(job.job_id, job.attempt, status.name, "metadata-retry", lease),
-            )
+            theirs = DeploymentConfig.model_validate_json(stored)
+        except ValueError:
+            return False
+        return bool(theirs == self._settings.deployment_config())
+
+    def _write_config(self, status: VmStatus) -> None:
+        items = {METADATA_CONFIG_KEY: self._deployment_config()}
+        digest = hashlib.sha256(items[METADATA_CONFIG_KEY].encode()).hexdigest()[:16]
+        self._fleet.set_metadata(
+            status.zone,
+            status.name,
+            items,
+            status.fingerprint,
+            request_id("config", 0, status.name, f"metadata/{digest}/{status.fingerprint}"),
+        )
+        logger.info("deployment config written", extra={"vm": status.name})
+
+    def _give_back(
+        self,
+        leases: JobLeases,
+        record: VmRecord,
+        version: object,
+        cooldown: datetime | None,
+        reason: str,
+    ) -> VmRecord:
+        """A refused start: the lease released and the job back to queued, in one commit."""
+        released = record.model_copy(
+            update={"lease": None, "cooldown_until": cooldown or record.cooldown_until}
+        )
+        try:
+            leases.give_back(released, version, reason)
+        except Exception:  # the lease expires; the reaper requeues a job whose VM never booted
+            logger.exception("giving the lease back failed", extra={"vm": record.name})
+            return record
+        self._pool.note_record(released)
+        return released
 
     def _release(self, record: VmRecord, version: object, cooldown: datetime | None) -> VmRecord:
         released = record.model_copy(
@@ -335,8 +328,9 @@ class Placer:
         return released
 
     def _metadata(self, job: Job) -> dict[str, str]:
-        """The metadata a VM gets for a job: the job hint and the deployment config."""
-        return {METADATA_JOB_KEY: job.job_id, METADATA_CONFIG_KEY: self._deployment_config()}
+        """The metadata a VM is created with: the deployment config (no job: the worker
+        learns its job from the VM's lease)."""
+        return {METADATA_CONFIG_KEY: self._deployment_config()}
 
     def _deployment_config(self) -> str:
         if self._config_json is None:

@@ -1,12 +1,13 @@
 """Dispatch: give queued jobs a free VM and request its start (the API and the reaper).
 
-The VM side (lease, check, metadata, start) is `_placement.Placer`; this module moves the job
-document: queued -> starting with `vm` and `dispatched_at` when a start was requested, or keeps
-it queued with `queued_reason`. A job that left `queued` meanwhile (cancelled, or claimed by a
-draining worker) gets its VM stopped and its lease released.
+The VM side (lease, check, start) is `_placement.Placer`; the job document moves in the same
+commits as the lease (`_job_leases.JobLeases`): queued -> starting with `vm` and
+`dispatched_at` in the commit that leases the VM, back to queued (with `queued_reason`) in the
+one that gives a refused VM's lease back. A job that left `queued` meanwhile (cancelled, or
+claimed by a draining worker) is seen in the read before the commit and left alone.
 
-The submit path uses `place_new` instead: the job is not stored yet, so it is created directly
-in its first state (see services/submit.py).
+The submit path uses `place_new` instead: the job is not stored yet, so the lease commit
+creates it directly in its first state (see services/submit.py).
 """
 
 from __future__ import annotations
@@ -17,16 +18,16 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from comfyburst.domain.jobs import transition
 from comfyburst.ports import Clock, Fleet, JobStore
 from comfyburst.schema import Job, VmRef
 from comfyburst.services._fleet_view import DEFAULT_MAX_AGE_S
+from comfyburst.services._job_leases import JobGone, JobLeases
 from comfyburst.services._placement import (
     METADATA_CONFIG_KEY,
-    METADATA_JOB_KEY,
     REASON_ERROR,
     Placement,
     Placer,
+    PoolView,
     pass_began,
     request_id,
 )
@@ -36,7 +37,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "METADATA_CONFIG_KEY",
-    "METADATA_JOB_KEY",
     "DispatchOutcome",
     "Dispatcher",
     "Placement",
@@ -97,81 +97,60 @@ class Dispatcher:
                 outcomes.append(DispatchOutcome(job, False, reason=f"job is {job.state.value}"))
                 continue
             try:
-                now = self._clock.now()
-                placement, view = self._placer.place(job, now, began, view)
-                outcomes.append(self._record(job, placement))
+                outcome, view = self._place_stored(job, began, view)
+                outcomes.append(outcome)
             except Exception:
                 # One job's failure must not stop the others; it stays queued for the reaper.
                 logger.exception("dispatch failed", extra={"job_id": job.job_id})
                 outcomes.append(DispatchOutcome(job, False, reason=REASON_ERROR))
         return outcomes
 
-    def place_new(self, job: Job, before_start: Callable[[], object] | None = None) -> Placement:
-        """Place a job that is not stored yet; `before_start` runs before any VM starts."""
+    def place_new(self, job: Job, before_commit: Callable[[], object] | None = None) -> Placement:
+        """Place a job that is not stored yet, creating it in its first state (`placement.job`):
+        `starting` in the commit that leases its VM, else `queued` with the reason.
+
+        `before_commit` runs before the job is first written (no job without its request).
+        Raises JobExists when the job is stored already (a retried submit).
+        """
+        now = self._clock.now()
+        leases = JobLeases(self._store, job, now, create=True, before_commit=before_commit)
         began = pass_began()
         try:
             view = self._placer.view()
         except Exception:
             logger.exception("dispatch could not read the pool", extra={"job_id": job.job_id})
-            return Placement(None, REASON_ERROR)
-        placement, _ = self._placer.place(job, self._clock.now(), began, view, before_start)
+            placement = Placement(None, REASON_ERROR)
+        else:
+            placement, _ = self._placer.place(job, now, began, view, leases)
+        if placement.vm is None:
+            placement.job = leases.settle(placement.reason or "no free VM")
         return placement
-
-    def undo(self, job: Job, placement: Placement) -> None:
-        """Stop the VM and release the lease of a placement that is not wanted after all."""
-        self._placer.undo(job, placement)
 
     # --- job documents ---------------------------------------------------------------------
 
-    def _record(self, job: Job, placement: Placement) -> DispatchOutcome:
-        if placement.vm is not None:
-            return self._mark_starting(job, placement)
-        reason = placement.reason or "no free VM"
-        stored = self._note_queued(job, reason)
-        logger.info(
-            "job stays queued: %s", reason, extra={"job_id": job.job_id, "tried": placement.tried}
-        )
-        return DispatchOutcome(stored, False, reason=reason, tried=placement.tried)
-
-    def _mark_starting(self, job: Job, placement: Placement) -> DispatchOutcome:
-        vm = placement.vm
-        assert vm is not None
+    def _place_stored(
+        self, job: Job, began: float, view: PoolView
+    ) -> tuple[DispatchOutcome, PoolView]:
         now = self._clock.now()
-        applied = False
-
-        def mutate(current: Job) -> Job | None:
-            nonlocal applied
-            applied = current.state is JobState.QUEUED and current.attempt == job.attempt
-            if not applied:
-                return None
-            return transition(
-                current, JobState.STARTING, now, vm=vm, dispatched_at=now, queued_reason=None
-            )
-
-        stored = self._store.update_job(job.job_id, mutate)
-        if applied:
+        leases = JobLeases(self._store, job, now, create=False)
+        try:
+            placement, view = self._placer.place(job, now, began, view, leases)
+        except JobGone as gone:
+            # Claimed by a draining worker or cancelled meanwhile: nothing was leased for it.
+            stored = gone.job
+            return DispatchOutcome(stored, False, reason=f"job is {stored.state.value}"), view
+        if placement.vm is not None:
+            vm = placement.vm
             logger.info(
                 "start requested", extra={"job_id": job.job_id, "vm": vm.name, "zone": vm.zone}
             )
-            return DispatchOutcome(stored, True, vm=vm, tried=placement.tried)
+            return DispatchOutcome(leases.job, True, vm=vm, tried=placement.tried), view
+        reason = placement.reason or "no free VM"
+        stored = leases.settle(reason)
         logger.info(
-            "job left queued during dispatch; stopping the VM",
-            extra={"job_id": job.job_id, "vm": vm.name, "state": stored.state.value},
+            "job stays queued: %s", reason, extra={"job_id": job.job_id, "tried": placement.tried}
         )
-        self._placer.undo(job, placement)
-        return DispatchOutcome(
-            stored, False, reason=f"job is {stored.state.value}", tried=placement.tried
-        )
-
-    def _note_queued(self, job: Job, reason: str) -> Job:
-        def mutate(current: Job) -> Job | None:
-            if current.state is not JobState.QUEUED or current.queued_reason == reason:
-                return None
-            return current.model_copy(update={"queued_reason": reason})
-
-        if job.queued_reason == reason:
-            return job
-        return self._store.update_job(job.job_id, mutate)
+        return DispatchOutcome(stored, False, reason=reason, tried=placement.tried), view
 
 
 def dispatch_job(

@@ -2,13 +2,12 @@
 
 Order matters: every check (size, JSON, schema, policy, pre-flight) runs before anything is
 written, so bad input leaves no document and no object behind. Then `request.json` and the
-inputs go to the jobs bucket while a VM is leased and its metadata written (side by side, to
-save a round trip); the VM's start is requested only once the request is stored; the job
-document is created last, directly in its first state: `starting` with its VM, or `queued`
-with the reason (one write instead of create + transaction). A job that exists always has its
-request. If the process dies between the start and the create, the VM boots for a job that
-does not exist: its worker finds nothing to claim and the reaper stops a VM whose lease names
-a missing job; the caller's retry (same Idempotency-Key) makes the job.
+inputs go to the jobs bucket while a free VM and its documents are read (side by side); once
+the request is stored, ONE Firestore commit creates the job in its first state together with
+its idempotency document and its VM's lease (`starting` on that VM), and only then is the
+VM's start requested. With no VM, the job is created `queued` with the reason. A job that
+exists always has its request, a lease never names a job that does not exist, and a VM never
+starts for a job that is not stored. The worker learns its job from the lease.
 
 Idempotency: with an `Idempotency-Key`, the job id is derived from the caller and the key, and
 `request.json` is written only if absent. A repeat with the same body answers the same job; a
@@ -25,28 +24,27 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
 from comfyburst.domain import gpu_classes, request_policy
-from comfyburst.domain.jobs import new_job, transition
+from comfyburst.domain.jobs import new_job
 from comfyburst.domain.json_safety import bounded_mapping, check_json, field_path, parse_float
 from comfyburst.domain.uploads import check_uploaded_models
 from comfyburst.errors import (
     IdempotencyConflict,
     InvalidJson,
     InvalidRequest,
+    JobExists,
     PreconditionFailed,
     PreflightRejected,
 )
 from comfyburst.ports import BlobStore, Clock, JobStore
 from comfyburst.preflight import Catalogue, PromptVerdict, validate_prompt
 from comfyburst.schema import MAX_STORED_NODE_ERRORS_BYTES, Job, JobRequest
-from comfyburst.services.dispatch import Dispatcher, Placement
+from comfyburst.services.dispatch import Dispatcher
 from comfyburst.services.uploads import stored_sizes
-from comfyburst.states import JobState
 
 logger = logging.getLogger(__name__)
 
@@ -148,13 +146,6 @@ def submit_job(
     request_json = request.model_dump_json().encode()
     scoped_key = _scoped_key(caller, idempotency_key)
     job_id = _job_id(scoped_key)
-    if scoped_key is not None:
-        earlier = deps.store.get_job(job_id)
-        if earlier is not None:
-            if earlier.caller != caller:  # cannot happen (the id hashes the caller); be sure
-                raise IdempotencyConflict("this Idempotency-Key was used for another request")
-            _same_request_or_conflict(deps, job_id, request_json)
-            return SubmitResult(earlier, False)
     now = deps.clock.now()
     job = new_job(
         job_id=job_id,
@@ -178,33 +169,25 @@ def submit_job(
             "preflight_node_errors_omitted": errors_omitted,
         }
     )
-    # The request goes to GCS while a VM is leased and prepared; no VM starts before it is
-    # stored (`before_start`), and the job document is written last, in its first state.
+    # The request goes to GCS while the VM and the documents are read; the job is first
+    # written (with its lease, one commit) only once the request is stored, and the start is
+    # requested after that commit. A retried submit finds its job in that read (JobExists).
     stored_request = deps.io.submit(
         _write_request, deps, job_id, request, request_json, guarded=scoped_key is not None
     )
     try:
-        placement = deps.dispatcher.place_new(job, before_start=stored_request.result)
+        placement = deps.dispatcher.place_new(job, before_commit=stored_request.result)
+    except JobExists as exists:
+        stored_request.result()  # the same key with another body: 409 before anything else
+        earlier: Job = exists.job
+        if earlier.caller != caller:  # cannot happen (the id hashes the caller); be sure
+            raise IdempotencyConflict("this Idempotency-Key was used for another request") from None
+        _same_request_or_conflict(deps, job_id, request_json)
+        return SubmitResult(earlier, False)
     finally:
-        stored_request.result()  # (re-)raises a failed write; the placement released its lease
-    return _create(deps, job, placement, now)
-
-
-def _create(deps: SubmitDeps, job: Job, placement: Placement, now: datetime) -> SubmitResult:
-    """Store the job as it is after dispatch: starting on its VM, or queued with the reason."""
-    if placement.vm is not None:
-        first = transition(job, JobState.STARTING, now, vm=placement.vm, dispatched_at=now)
-    else:
-        first = job.model_copy(update={"queued_reason": placement.reason})
-    try:
-        stored, created = deps.store.create_job(first)
-    except BaseException:
-        deps.dispatcher.undo(job, placement)
-        raise
-    if not created:
-        # A concurrent submit with the same key created the job first: ours is not needed.
-        deps.dispatcher.undo(job, placement)
-        return SubmitResult(stored, False)
+        stored_request.result()  # (re-)raises a failed write; then nothing was committed
+    stored = placement.job
+    assert stored is not None
     logger.info(
         "job accepted",
         extra={

@@ -16,6 +16,7 @@ from comfyburst_worker._hosts import HostPolicy
 from comfyburst_worker._secrets import CIVITAI_HOST, HUGGINGFACE_HOST, load_auth_headers
 from comfyburst_worker.agent import Agent, poweroff
 from comfyburst_worker.claims import LeaseKeeper
+from comfyburst_worker.claims import boot_job as boot_job_from_lease
 from comfyburst_worker.comfy_client import ComfyClient
 from comfyburst_worker.job_runner import Services
 from comfyburst_worker.metadata import MetadataClient
@@ -110,9 +111,10 @@ def main(argv: list[str] | None = None) -> int:
             name=settings.vm_name or metadata.instance_name(),
             zone=settings.zone or metadata.zone(),
         )
-        boot_job = metadata.job_id()
-        log.info("agent on %s/%s; boot job %s", vm.zone, vm.name, boot_job or "-")
         store, blobs, clock = _cloud_adapters(config)
+        # The job comes from this VM's lease, committed with the job before the start.
+        boot_job = boot_job_from_lease(store, vm, clock.now())
+        log.info("agent on %s/%s; boot job %s", vm.zone, vm.name, boot_job or "-")
         auth = load_auth_headers(config)
         services = build_services(settings, config, vm, store, blobs, clock, auth)
         preemption = PreemptionWatch(

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from comfyburst.domain.jobs import transition
+from comfyburst.domain.reaper import DRAIN_LEASE_PREFIX
+from comfyburst.domain.scheduling import DELETE_LEASE_PREFIX
 from comfyburst.errors import PreconditionFailed
 from comfyburst.ports import Clock, JobStore
 from comfyburst.schema import Job, Lease, VmRecord, VmRef
@@ -30,6 +32,26 @@ def claim_starting(store: JobStore, job_id: str, vm: VmRef, clock: Clock) -> Job
         return transition(job, JobState.RUNNING, clock.now(), vm=job.vm)
 
     return _claimed(store.update_job(job_id, mutate), vm)
+
+
+def boot_job(store: JobStore, vm: VmRef, now: datetime) -> str | None:
+    """The job this VM booted for: the one its lease (`vms/{name}`) names while live.
+
+    The dispatcher commits that lease together with the job `starting` on this VM, before it
+    requests the start, so no per-job metadata is needed; `claim_starting` checks the rest.
+    A drain or delete marker, or no live lease: None (the agent drains).
+    """
+    try:
+        record, _ = store.get_vm(vm.name)
+    except Exception as exc:  # the drain path lists starting jobs naming this VM anyway
+        log.warning("reading this VM's lease failed: %s", exc)
+        return None
+    lease = record.lease if record is not None else None
+    if lease is None or lease.expires_at <= now:
+        return None
+    if lease.job_id.startswith((DRAIN_LEASE_PREFIX, DELETE_LEASE_PREFIX)):
+        return None
+    return lease.job_id
 
 
 def claim_queued(
