@@ -1,0 +1,43 @@
+"""End to end on the local cloud: a job whose sampler (the stand-in's slow node) sends preview
+frames; the worker forwards them, the API hands them out and the node shows them while the
+job runs; once it has ended there is none (no ComfyUI here: `_comfy` is monkeypatched)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from comfy_node import _comfy
+from comfy_node.nodes import execute
+from comfyburst.client import ApiClient, ClientSettings
+from tests._e2e_support import e2e_env, invert_workflow, with_node
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+
+def test_previews_reach_the_node_while_the_job_samples(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = e2e_env(request)
+    client = ApiClient(ClientSettings(api_url=env["COMFYBURST_API_URL"], auth="none"))
+    shown: list[tuple[int, Any]] = []
+    monkeypatch.setattr(_comfy, "preview_reporter", lambda total: lambda v, i: shown.append((v, i)))
+    jobs: list[str] = []
+    original_submit = client.submit
+
+    def submit(body: dict[str, Any], **options: Any) -> dict[str, Any]:
+        job = original_submit(body, **options)
+        jobs.append(job["job_id"])
+        return job
+
+    monkeypatch.setattr(client, "submit", submit)
+    request_body = {"workflow": with_node(invert_workflow(), "ImageBlur", blur_radius=1, sigma=1)}
+    images, *_ = execute(request_body, client)
+    assert tuple(images.shape) == (1, 256, 256, 3)
+    assert shown, "no preview reached the node during the run"
+    for value, image in shown:
+        assert 0 <= value < 1000  # shown while the job ran, before its end
+        assert image.mode == "RGB" and image.size == (64, 64)  # the stand-in's frames
+    assert client.get(jobs[0])["state"] == "succeeded"
+    assert client.preview(jobs[0]) is None  # ended: nothing to hand out
