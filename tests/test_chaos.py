@@ -1,4 +1,5 @@
-"""A small chaos run (the full one is `make chaos`): every fault kind once, then the invariants."""
+"""A small chaos run (the full one is `make chaos`): every fault kind at least once on a pool of
+Spot VMs made on demand in zones of two regions, then the invariants."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 def test_small_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
     cfg = ChaosConfig(
         jobs=24, vms=3, seed=11, fault_share=0.01, cancel_share=0.05, job_timeout_s=240,
-        state_dir=tmp_path / "cloud", out=tmp_path / "chaos.json",
+        boot_timeout_s=30, state_dir=tmp_path / "cloud", out=tmp_path / "chaos.json",
     )  # fmt: skip
     result = run_chaos(cfg)
     assert report(result, cfg.out), result
@@ -23,11 +24,20 @@ def test_small_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
     assert result["duplicate_results_different_content"] == 0
     assert result["vms_running_at_end"] == 0
     assert result["terminal_jobs_without_result"] == 0
+    # The pool: every VM it made is known to Firestore; preemptions cost no attempt.
+    assert result["vms_unknown_to_firestore"] == 0
+    assert result["attempts_beyond_faults"] <= result["unaimed_vm_faults"]
     # Every fault kind was actually injected (the run is not vacuous).
     assert set(result["injected"]) >= {
         "kill_worker", "stop_vm", "boot_failure", "stockout", "duplicate_event",
-        "rewrite_done", "delayed_event", "publish_failure", "cancel",
+        "rewrite_done", "delayed_event", "publish_failure", "cancel", "preempt",
+        "moving_stockout", "create_failure", "quota", "staging_hang",
     }  # fmt: skip
+    assert result["injected"]["moving_stockout"] >= 2  # the outage moved
+    # VMs were made on demand (none at the start), some reused, Spot VMs preempted.
+    assert result["vms_created"] >= 1 and result["vms_with_pool_label"] >= 1
+    assert result["vms_reused"] >= 1
+    assert result["preemptions"] >= 1
     assert result["states"].get("succeeded", 0) >= cfg.jobs // 2
     # The second tenant: every read of the other's ids and every foreign file load failed, and
     # no stored model changed; the attacks were made (the figures are not vacuous).

@@ -20,14 +20,23 @@ from localcloud.scenarios.harness import disk_root
 KINDS = (
     "kill_worker",  # SIGKILL the worker agent mid-job (the guest halts, the VM goes TERMINATED)
     "stop_vm",  # POST .../stop on a VM running a job, not through ComfyBurst
-    "boot_failure",  # the next start of a VM reaches RUNNING but its guest never starts
+    "boot_failure",  # the next VM to boot reaches RUNNING but its guest never starts
     "stockout",  # the next starts in a zone fail with ZONE_RESOURCE_POOL_EXHAUSTED
+    "preempt",  # simulateMaintenanceEvent on the Spot VM of a running job
+    "moving_stockout",  # a zone or a whole region runs out (capacity 0), the last one recovers
+    "create_failure",  # the next instances.insert is accepted, then its operation fails
+    "quota",  # the next start or insert in a zone's region: QUOTA_EXCEEDED
+    "staging_hang",  # the next VM to boot hangs in STAGING until stopped or deleted
     "duplicate_event",  # the done-flag CloudEvent of a finished job delivered again
     "rewrite_done",  # done.json of a finished job written again (a second finalize event)
     "delayed_event",  # a done-flag event held back, delivered much later
     "publish_failure",  # the next result publishes fail (the trigger answers 500)
     "cancel",  # a live job cancelled through the API
 )
+# Faults aimed at one job's VM while it runs: each may cost that job one attempt.
+JOB_FAULTS = ("kill_worker", "stop_vm")
+# Faults that hit whichever VM boots next: each may cost one job (unknown beforehand) an attempt.
+UNAIMED_VM_FAULTS = ("boot_failure", "staging_hang", "create_failure")
 
 
 @dataclass
@@ -42,7 +51,13 @@ class Injected:
 class Injector:
     """Injects faults into the cloud described by `env`; choices come from `rng`."""
 
-    def __init__(self, env: dict[str, str], state_dir: Path, rng: random.Random) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        state_dir: Path,
+        rng: random.Random,
+        api_key: str | None = None,
+    ) -> None:
         self.env = env
         self.state_dir = state_dir
         self.rng = rng
@@ -51,8 +66,11 @@ class Injector:
         self.signals = env["COMFYBURST_SIGNALS_BUCKET"]
         self.trigger = env["COMFYBURST_ON_DONE_FLAG_URL"]
         self.api = env["COMFYBURST_API_URL"]
+        # The caller whose jobs are cancelled (the API answers 401 without a key).
+        self.api_headers = {"X-API-Key": api_key} if api_key else {}
         self.session = requests.Session()
         self.held: list[tuple[str, bytes]] = []  # delayed events: (job id, done.json bytes)
+        self.outage = False  # a moving stockout is in force
         self._storage: Any = None
 
     def _blobs(self) -> Any:
@@ -87,10 +105,60 @@ class Injector:
         self.session.post(url, timeout=30).raise_for_status()
         return Injected("stop_vm", job["job_id"], vm)
 
-    def boot_failure(self, vms: list[str]) -> Injected:
-        vm = self.rng.choice(sorted(vms))
-        self._fault({"kind": "boot_failure", "instance": vm, "count": 1})
-        return Injected("boot_failure", vm)
+    def boot_failure(self) -> Injected:
+        # VMs are created on demand under names derived from job and zone: the next boot.
+        self._fault({"kind": "boot_failure", "count": 1})
+        return Injected("boot_failure", "next VM to boot")
+
+    def staging_hang(self) -> Injected:
+        self._fault({"kind": "staging_hang", "count": 1})
+        return Injected("staging_hang", "next VM to boot")
+
+    def create_failure(self) -> Injected:
+        count = self.rng.randint(1, 2)
+        self._fault({"kind": "create_failure", "count": count})
+        return Injected("create_failure", "next inserts", f"next {count}")
+
+    def quota(self, zones: list[str]) -> Injected:
+        zone = self.rng.choice(sorted(zones))
+        count = self.rng.randint(1, 3)
+        self._fault({"kind": "quota", "zone": zone, "count": count})
+        return Injected("quota", zone, f"next {count} starts or inserts")
+
+    def preempt(self, running: list[dict[str, Any]]) -> Injected | None:
+        """Compute Engine's own path: simulateMaintenanceEvent on the job's Spot VM."""
+        job = self._pick(running)
+        if job is None:
+            return None
+        vm, zone = job["vm"]["name"], job["vm"]["zone"]
+        base = f"{self.compute}/compute/v1/projects/{self.project}/zones/{zone}/instances/{vm}"
+        response = self.session.post(f"{base}/simulateMaintenanceEvent", timeout=30)
+        if response.status_code != 200:  # not up any more (it moved on): try another later
+            return None
+        return Injected("preempt", job["job_id"], vm)
+
+    def moving_stockout(self, zones: list[str]) -> Injected:
+        """The outage moves: a zone, or every zone of a region, has no capacity from now on;
+        the previous one recovers."""
+        regions = sorted({zone.rsplit("-", 1)[0] for zone in zones})
+        if self.rng.random() < 0.34:
+            region = self.rng.choice(regions)
+            out = [zone for zone in sorted(zones) if zone.rsplit("-", 1)[0] == region]
+        else:
+            out = [self.rng.choice(sorted(zones))]
+        self._capacity({zone: 0 for zone in out})
+        self.outage = True
+        return Injected("moving_stockout", ",".join(out), "capacity 0")
+
+    def end_outages(self) -> None:
+        """Every zone has capacity again (before the run's end, so the last jobs can run)."""
+        self._capacity({})
+        self.outage = False
+
+    def _capacity(self, zones: dict[str, int]) -> None:
+        body = {"zone_capacity_vms": zones}
+        response = self.session.post(f"{self.compute}/_standin/capacity", json=body, timeout=30)
+        response.raise_for_status()
 
     def stockout(self, zones: list[str]) -> Injected:
         zone = self.rng.choice(sorted(zones))
@@ -160,7 +228,9 @@ class Injector:
         if not live:
             return None
         job_id = self.rng.choice(sorted(live))
-        response = self.session.post(f"{self.api}/jobs/{job_id}:cancel", timeout=60)
+        response = self.session.post(
+            f"{self.api}/jobs/{job_id}:cancel", headers=self.api_headers, timeout=60
+        )
         return Injected("cancel", job_id, f"API answered {response.status_code}")
 
     # --- helpers -------------------------------------------------------------------------
