@@ -266,4 +266,6 @@ def test_a_failing_store_never_reaches_the_run() -> None:
 
 
 def _poll_object(blobs: InMemoryBlobStore, bucket: str, name: str) -> bytes:
-    return poll_until(lambda: blobs.read(bucket, name), f"{name} written", timeout_s=10)
+    found = poll_until(lambda: blobs.read(bucket, name), f"{name} written", timeout_s=10)
+    assert found is not None
+    return found

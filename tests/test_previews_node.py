@@ -33,13 +33,13 @@ class _Client:
         answer = self.answers.pop(0)
         if isinstance(answer, Exception):
             raise answer
-        return answer  # type: ignore[no-any-return]
+        return answer
 
 
 def _poller(answers: list[Any]) -> tuple[PreviewPoller, _Client, list[tuple[int, Any]], list]:
     client, shown, now = _Client(answers), [], [0.0]
     poller = PreviewPoller(
-        client,  # type: ignore[arg-type]
+        client,
         "job1",
         lambda value, image: shown.append((value, image)),
         every_s=1.0,
