@@ -117,9 +117,9 @@ class _Fleet(FakeFleet):
         return super().get(zone, name)
 
 
-def _complete(fleet: Any, phases: JobPhases | None) -> tuple[Any, ResultMessage]:
+def _complete(fleet: Any, phases: JobPhases | None, reads: Any = None) -> tuple[Any, ResultMessage]:
     deps, clock = fake_completion_deps(SIGNALS, OUTPUTS)
-    deps = replace(deps, fleet=fleet, price_of=lambda job: ("l4", 0.72))
+    deps = replace(deps, fleet=fleet, price_of=lambda job: ("l4", 0.72), reads=reads)
     deps.store.create_job(make_job("j1", T0, JobState.RUNNING))
     deps.store.put_vm(lease_record("gpu-1", "j1", T0), None)
     body = manifest("j1", clock.now(), outputs=[("a.png", b"png")])
@@ -131,9 +131,13 @@ def _complete(fleet: Any, phases: JobPhases | None) -> tuple[Any, ResultMessage]
     return deps.store.get_job("j1"), ResultMessage.model_validate_json(data)
 
 
-def test_completion_adds_running_and_prices_the_receipt_in_job_and_result():
+@pytest.mark.parametrize("side_by_side", [False, True])
+def test_completion_adds_running_and_prices_the_receipt_in_job_and_result(side_by_side):
+    from concurrent.futures import ThreadPoolExecutor
+
     fleet = _Fleet(_at(10))
-    job, message = _complete(fleet, _boot_phases())
+    with ThreadPoolExecutor(2) as pool:
+        job, message = _complete(fleet, _boot_phases(), pool if side_by_side else None)
     assert fleet.reads == 1
     assert job.phases.running_at == _at(10) and job.phases.requested_at == T0
     assert job.receipt.gpu_class == "l4" and job.receipt.billed_s == 52.0

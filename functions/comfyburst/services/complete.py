@@ -160,13 +160,15 @@ def _complete(
     now = deps.clock.now()
     outputs = locate_outputs(manifest, deps.outputs_bucket)
     ttl_s = seen.options.signed_url_ttl_s
+    # The Compute read beside the signing: both before the transaction, which may run twice.
+    running = deps.reads.submit(_running_at, deps, seen, manifest) if deps.reads else None
     # Signing may call IAM: do it before the transaction, whose mutation may run twice.
     urls = {
         o.gs_uri: deps.signer.sign_get(*split_gs_uri(o.gs_uri), ttl_s) for o in outputs if o.gs_uri
     }
     signer = _Presigned(urls)
     target = manifest.status.job_state
-    running_at = _running_at(deps, seen, manifest)
+    running_at = running.result() if running else _running_at(deps, seen, manifest)
     gpu_class, price = _price(deps, seen)
 
     def mutate(job: Job) -> Job | None:
