@@ -7,7 +7,7 @@ CHECKOV_VERSION := 3.3.30
 # Every test, including the offline deploy checks (tests/test_deploy_*.py), whose tools
 # deploy-tools installs first so none of them is skipped.
 # (venv and lint first; pytest's exit 5, "no tests collected", fails the target too.)
-test: venv lint deploy-tools node-install-tools
+test: venv lint deploy-tools node-install-tools browser-tools
 	.venv/bin/pytest
 
 # Only the offline deploy checks: HCL parses, terraform fmt, checkov, shellcheck,
@@ -82,6 +82,15 @@ demo: venv
 # 500 jobs on 8 VMs under injected faults; table + .bench/chaos.json. CHAOS_ARGS="--jobs 50".
 chaos: venv
 	.venv/bin/python -m localcloud.scenarios.chaos $(CHAOS_ARGS)
+
+# --- The node in a browser (tests/test_comfy_node_browser.py, tools/screenshots.py) ----------
+
+.PHONY: browser-tools
+
+# Headless Chromium, Debian's package, driven over the DevTools protocol.
+browser-tools:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+		{ apt-get update -q && apt-get install -y -q chromium; }
 
 # --- The ComfyUI node as users install it (tests/test_node_install.py) ------------------------
 

@@ -15,6 +15,8 @@ import random
 import socket
 import subprocess
 import time
+import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,26 @@ PACKAGE_DIR = REPO_ROOT / "comfy_node"
 START_TIMEOUT_S = 180.0
 # ImageBlur runs for seconds on the stand-in, with progress: a remote job to watch or interrupt.
 STANDIN_FAULTS = {"slow_node_class": "ImageBlur", "slow_node_s": 4.0, "sampler_steps": 10}
+# A custom-node pack of this ComfyUI that the GPU image lacks: its type is named with the pack.
+LOCAL_PACK = "ComfyUI-LocalPack"
+LOCAL_PACK_REMOTE = "https://github.com/example-org/ComfyUI-LocalPack.git"
+LOCAL_PACK_TYPE = "LocalPackBlur"
+_LOCAL_PACK_CODE = """
+class LocalPackBlur:
+    CATEGORY = "LocalPack"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "blur"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("IMAGE",), "radius": ("INT", {"default": 1, "min": 1})}}
+
+    def blur(self, image, radius):
+        return (image,)
+
+
+NODE_CLASS_MAPPINGS = {"LocalPackBlur": LocalPackBlur}
+"""
 
 
 def _python(comfy_dir: Path) -> Path | None:
@@ -63,6 +85,54 @@ def skip_reason() -> str | None:
     return None
 
 
+def make_local_pack(custom_nodes: Path) -> tuple[Path, str]:
+    """A git-tracked pack (remote and one commit) in `custom_nodes`; its folder and commit."""
+    folder = custom_nodes / LOCAL_PACK
+    folder.mkdir(parents=True)
+    (folder / "__init__.py").write_text(_LOCAL_PACK_CODE)
+    git = ["git", "-C", str(folder), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    for argv in (
+        ["init", "-q"],
+        ["remote", "add", "origin", LOCAL_PACK_REMOTE],
+        ["add", "__init__.py"],
+        ["commit", "-q", "-m", "LocalPackBlur"],
+    ):
+        subprocess.run([*git, *argv], check=True, capture_output=True)
+    commit = subprocess.run(
+        [*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    return folder, commit
+
+
+def local_pack_line(commit: str) -> str:
+    """How the node names LocalPackBlur's pack (NAME (REMOTE @ COMMIT))."""
+    return f"{LOCAL_PACK_TYPE}: from {LOCAL_PACK} ({LOCAL_PACK_REMOTE} @ {commit[:12]})"
+
+
+def _stale_core_modules(python: Path) -> list[str]:
+    """Core modules whose copy in ComfyUI's Python differs from this checkout's (a `pip
+    install ./functions/core` made before they changed); empty when they match."""
+    core = tomllib.loads((REPO_ROOT / "functions" / "core" / "pyproject.toml").read_text())
+    modules = core["tool"]["setuptools"]["py-modules"]
+    found = subprocess.run(
+        [str(python), "-c", "import comfyburst, os; print(os.path.dirname(comfyburst.__file__))"],
+        capture_output=True, text=True, timeout=120, cwd="/",
+    )  # fmt: skip
+    if found.returncode != 0:
+        return modules
+    installed = Path(found.stdout.strip())
+    stale = []
+    for module in modules:
+        relative = Path(*module.split(".")).with_suffix(".py")
+        copy = installed.parent / relative
+        if (
+            not copy.exists()
+            or copy.read_bytes() != (REPO_ROOT / "functions" / relative).read_bytes()
+        ):
+            stale.append(module)
+    return stale
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -77,6 +147,7 @@ class ComfyStack:
     output_dir: Path
     log_path: Path
     package_name: str
+    local_pack_commit: str
     cloud_env: dict[str, str]
     process: subprocess.Popen[bytes]
 
@@ -125,24 +196,43 @@ def comfy_stack(request: pytest.FixtureRequest) -> ComfyStack:
     reason = skip_reason()
     if reason:
         pytest.skip(reason)
+    root = request.config._tmp_path_factory.mktemp("comfy-real")  # type: ignore[attr-defined]
+    _stack = start_stack(root, request.config.add_cleanup)
+    return _stack
+
+
+def start_stack(root: Path, add_cleanup: Callable[[Callable[[], None]], None]) -> ComfyStack:
+    """A local cloud (VMs run the ComfyUI stand-in) and COMFYUI_DIR's ComfyUI sending jobs to
+    it, under `root`; `add_cleanup` gets what stops each (tools/screenshots.py uses it too)."""
     from localcloud.cloud import LocalCloud
     from localcloud.scenarios.harness import arm_standin_faults, cloud_config, vm_names, warm_up
 
-    root = request.config._tmp_path_factory.mktemp("comfy-real")  # type: ignore[attr-defined]
     config = cloud_config(root / "cloud", pool_size=2)
     # The VMs must run the ComfyUI stand-in, whatever COMFYUI_URL this shell has exported.
     config = replace(config, guest_env={**config.guest_env, "COMFYUI_URL": ""})
     arm_standin_faults(config.state_dir, vm_names(config), STANDIN_FAULTS)
     cloud = LocalCloud(config)
-    request.config.add_cleanup(cloud.stop)
+
+    def stop_cloud() -> None:
+        cloud.stop()
+
+    add_cleanup(stop_cloud)
     cloud.start()
     warm_up(cloud.env)
-    _stack = _start_comfyui(request, root, dict(cloud.env))
-    return _stack
+    return _start_comfyui(add_cleanup, root, dict(cloud.env))
 
 
-def _start_comfyui(request: pytest.FixtureRequest, root: Path, cloud_env: dict) -> ComfyStack:
+def _start_comfyui(
+    add_cleanup: Callable[[Callable[[], None]], None], root: Path, cloud_env: dict
+) -> ComfyStack:
     comfy_dir = Path(COMFYUI_DIR)
+    python = _python(comfy_dir)
+    assert python is not None
+    stale = _stale_core_modules(python)
+    assert not stale, (
+        f"ComfyUI's Python ({python}) has other copies of {', '.join(stale)} than this checkout:"
+        f" {python} -m pip install --no-deps --force-reinstall {REPO_ROOT / 'functions' / 'core'}"
+    )
     dirs = {name: root / "comfyui" / name for name in ("input", "output", "temp", "user")}
     for path in dirs.values():
         path.mkdir(parents=True, exist_ok=True)
@@ -150,14 +240,22 @@ def _start_comfyui(request: pytest.FixtureRequest, root: Path, cloud_env: dict) 
     settings = dirs["user"] / "default" / "comfy.settings.json"
     settings.parent.mkdir(parents=True)
     settings.write_text(json.dumps({"Comfy.TutorialCompleted": True}))
+    # Another custom_nodes folder (ComfyUI reads `custom_nodes` from the extra paths file)
+    # with a local pack, so COMFYUI_DIR itself is left as it is.
+    _, pack_commit = make_local_pack(root / "packs" / "custom_nodes")
+    extra_paths = root / "extra_model_paths.yaml"
+    extra_paths.write_text(
+        f"comfyburst_test:\n  base_path: {root / 'packs'}\n  custom_nodes: custom_nodes/\n"
+    )
     port = _free_port()
     argv = [
-        str(_python(comfy_dir)),
+        str(python),
         "main.py",
         *("--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch"),
         *("--output-directory", str(dirs["output"]), "--input-directory", str(dirs["input"])),
         *("--temp-directory", str(dirs["temp"]), "--user-directory", str(dirs["user"])),
         *("--database-url", f"sqlite:///{root / 'comfyui' / 'comfyui.db'}"),
+        *("--extra-model-paths-config", str(extra_paths)),
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMFYBURST_")}
     env.update(COMFYBURST_API_URL=cloud_env["COMFYBURST_API_URL"], COMFYBURST_AUTH="none")
@@ -176,7 +274,7 @@ def _start_comfyui(request: pytest.FixtureRequest, root: Path, cloud_env: dict) 
             process.kill()
             process.wait(timeout=10)
 
-    request.config.add_cleanup(stop)
+    add_cleanup(stop)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
@@ -192,7 +290,7 @@ def _start_comfyui(request: pytest.FixtureRequest, root: Path, cloud_env: dict) 
         time.sleep(0.2)
     package = _linked_package(comfy_dir)
     assert package is not None
-    return ComfyStack(url, dirs["output"], log_path, package.name, cloud_env, process)
+    return ComfyStack(url, dirs["output"], log_path, package.name, pack_commit, cloud_env, process)
 
 
 def _tail(path: Path) -> str:

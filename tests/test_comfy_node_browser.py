@@ -1,12 +1,16 @@
-"""The "Queue on GPU" button in a real ComfyUI frontend (headless Chromium over CDP): a graph
-loaded into the app and queued with the button runs on the local cloud and its images are saved
-by ComfyUI; a graph that fails pre-flight is shown on its node and not queued."""
+"""The "Queue on GPU" button in headless Chromium (over CDP), on two frontends: the stand-in
+page (tests/_node_page.py: our real extension and route, stand-ins of the two frontend
+modules it imports; runs in `make test`) and the real ComfyUI frontend (COMFYUI_DIR set,
+`real_comfyui`). A graph queued with the button is sent to run remotely (on the real ComfyUI
+it runs on the local cloud and its images are saved); a graph that fails pre-flight is shown
+on its node and not queued; node types the GPU image lacks are named with their local pack."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,39 +19,96 @@ from PIL import Image
 
 from tests._cdp import Browser, chromium_path
 from tests._comfy_real_support import (
+    LOCAL_PACK_TYPE,
     ComfyStack,
     close,
     comfy_stack,
     inverted,
+    local_pack_line,
+    make_local_pack,
     random_colour,
     remote_invert,
     skip_reason,
 )
 
 pytestmark = [
-    pytest.mark.real_comfyui,
     pytest.mark.timeout(600),
-    pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or ""),
-    pytest.mark.skipif(chromium_path() is None, reason="no Chromium (apt-get install chromium)"),
+    pytest.mark.skipif(
+        chromium_path() is None, reason="no Chromium (`make browser-tools` installs it)"
+    ),
 ]
 
 BUTTON = "#comfyburst-queue-on-gpu"
 APP = "window.comfyAPI.app.app"
 
 
-@pytest.fixture(scope="module")
-def page(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[ComfyStack, Browser]]:
-    """The ComfyUI frontend loaded in Chromium, with our extension set up."""
-    stack = comfy_stack(request)
-    browser = Browser(str(chromium_path()), tmp_path_factory.mktemp("chromium-profile"))
+@dataclass
+class Frontend:
+    """A page with our extension loaded, and what its "ComfyUI" has queued."""
+
+    browser: Browser
+    queued: Callable[[], dict[str, dict[str, Any]]]  # prompt id → the local prompt
+    pack_commit: str
+    stack: ComfyStack | None = None  # the real ComfyUI, when that is the frontend
+
+
+def _open_page(url: str, profile: Path) -> Browser:
+    browser = Browser(str(chromium_path()), profile)
     try:
-        browser.send("Page.navigate", url=stack.url)
+        browser.send("Page.navigate", url=url)
         browser.wait_for(f"!!document.querySelector('{BUTTON}') && !!{APP}?.graph", 120)
-        yield stack, browser
-    finally:
+    except BaseException:
         browser.close()
+        raise
+    return browser
+
+
+def _real_queued(stack: ComfyStack) -> dict[str, dict[str, Any]]:
+    import requests
+
+    history = requests.get(f"{stack.url}/history", timeout=30).json()
+    queue = requests.get(f"{stack.url}/queue", timeout=30).json()
+    found = {pid: entry["prompt"][2] for pid, entry in history.items()}
+    for item in queue["queue_running"] + queue["queue_pending"]:
+        found[item[1]] = item[2]
+    return found
+
+
+@pytest.fixture(
+    scope="module",
+    params=["stand-in", pytest.param("comfyui", marks=pytest.mark.real_comfyui)],
+)
+def frontend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Frontend]:
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    if request.param == "comfyui":
+        if skip_reason() is not None:
+            pytest.skip(f"real ComfyUI frontend: {skip_reason()}")
+        stack = comfy_stack(request)
+        browser = _open_page(stack.url, profile)
+        try:
+            yield Frontend(browser, lambda: _real_queued(stack), stack.local_pack_commit, stack)
+        finally:
+            browser.close()
+        return
+    from tests._node_page import NodePage
+
+    request.getfixturevalue("localcloud_env")  # the API the route asks for its pre-flight
+    pack, commit = make_local_pack(tmp_path_factory.mktemp("packs"))
+    patch = pytest.MonkeyPatch()
+    patch.setenv("COMFYBURST_AUTH", "none")
+    page = NodePage(patch, lambda class_type: pack if class_type == LOCAL_PACK_TYPE else None)
+    try:
+        browser = _open_page(page.url, profile)
+        try:
+            queued = lambda: {str(i): body["prompt"] for i, body in enumerate(page.queued)}  # noqa: E731
+            yield Frontend(browser, queued, commit)
+        finally:
+            browser.close()
+    finally:
+        page.close()
+        patch.undo()
 
 
 def _load_graph(browser: Browser, graph: dict[str, Any]) -> None:
@@ -67,57 +128,82 @@ def _click_button(browser: Browser) -> None:
     browser.click(box["x"], box["y"])
 
 
-def _open_dialogs(browser: Browser) -> list[str]:
-    return list(
-        browser.evaluate(
-            "[...document.querySelectorAll('[role=dialog], .comfy-modal')]"
-            ".filter(d => d.offsetParent !== null).map(d => d.innerText.trim())"
+def _close_dialogs(browser: Browser) -> None:
+    """Dismiss what an earlier test left open (the real frontend's dialogs close on Escape)."""
+    for kind in ("keyDown", "keyUp"):
+        browser.send("Input.dispatchKeyEvent", type=kind, key="Escape", code="Escape")
+    browser.evaluate(
+        "document.querySelectorAll('[role=dialog]').forEach(d => d.dataset.comfyburstSeen = 1)"
+    )
+
+
+def _new_dialog_text(browser: Browser) -> str:
+    return str(
+        browser.wait_for(
+            "[...document.querySelectorAll('[role=dialog]:not([data-comfyburst-seen])')]"
+            ".map(d => d.innerText).join('\\n')",
+            30,
         )
     )
 
 
-def _new_history_entry(stack: ComfyStack, before: set[str], timeout_s: float = 30.0) -> str:
+def _node_errors_for(browser: Browser, class_type: str) -> dict[str, Any]:
+    """The app's node errors once they name `class_type` (earlier clicks left theirs)."""
+    # Through JSON: the app's store hands out proxies, which CDP would send as empty objects.
+    errors: dict[str, Any] = browser.wait_for(
+        f"(() => {{ const e = JSON.parse(JSON.stringify({APP}.lastNodeErrors ?? null));"
+        f" return e && Object.values(e).some(n => n.class_type === {json.dumps(class_type)})"
+        " ? e : null; })()",
+        30,
+    )
+    return errors
+
+
+def _new_prompt(frontend: Frontend, before: set[str], timeout_s: float = 30.0) -> tuple[str, Any]:
     deadline = time.monotonic() + timeout_s
     while True:
-        new = stack.history_ids() - before
-        queued = stack.queued_ids() - before
-        if new or queued:
-            (prompt_id,) = new or queued
-            return prompt_id
+        new = {k: v for k, v in frontend.queued().items() if k not in before}
+        if new:
+            ((prompt_id, prompt),) = new.items()
+            return prompt_id, prompt
         assert time.monotonic() < deadline, "the click queued nothing"
         time.sleep(0.2)
 
 
-def test_queue_on_gpu_runs_the_graph_and_saves_its_images(
-    page: tuple[ComfyStack, Browser], tmp_path: Path
+def test_queue_on_gpu_queues_the_graph_to_run_on_the_gpu(
+    frontend: Frontend, tmp_path: Path
 ) -> None:
-    stack, browser = page
+    browser = frontend.browser
+    _close_dialogs(browser)
     value, rgb = random_colour()
     _load_graph(browser, remote_invert(value, size=48))
-    shot = browser.screenshot(tmp_path / "comfyui-with-button.png")
-    print(f"screenshot: {shot}")
-    before = stack.history_ids() | stack.queued_ids()
+    before = set(frontend.queued())
     _click_button(browser)
-    prompt_id = _new_history_entry(stack, before)
-    entry = stack.wait_done(prompt_id)
-    assert entry["status"]["status_str"] == "success", entry["status"]
-    prompt = entry["prompt"][2]
+    prompt_id, prompt = _new_prompt(frontend, before)
     assert prompt["comfyburst_run"]["class_type"] == "ComfyBurstRunWorkflow"
-    assert json.loads(prompt["comfyburst_run"]["inputs"]["workflow"])["1"]["inputs"]["color"] == (
-        value
-    )
-    (saved,) = stack.saved_files(entry, "comfyburst_save")
-    with Image.open(saved) as image:
-        assert image.size == (48, 48)
-        assert close(image.convert("RGB").getpixel((5, 5)), inverted(rgb))
-        assert "workflow" in image.info, "the editor's graph is embedded in the saved PNG"
-    assert _open_dialogs(browser) == [], "a dialog opened after a successful queue"
+    remote = json.loads(prompt["comfyburst_run"]["inputs"]["workflow"])
+    assert remote["1"]["inputs"]["color"] == value
+    assert prompt["comfyburst_save"]["inputs"]["images"] == ["comfyburst_run", 0]
+    stack = frontend.stack
+    if stack is not None:  # the real ComfyUI runs it on the local cloud
+        entry = stack.wait_done(prompt_id)
+        assert entry["status"]["status_str"] == "success", entry["status"]
+        (saved,) = stack.saved_files(entry, "comfyburst_save")
+        with Image.open(saved) as image:
+            assert image.size == (48, 48)
+            assert close(image.convert("RGB").getpixel((5, 5)), inverted(rgb))
+            assert "workflow" in image.info, "the editor's graph is embedded in the saved PNG"
+    assert (
+        browser.evaluate(
+            "[...document.querySelectorAll('[role=dialog]:not([data-comfyburst-seen])')].length"
+        )
+        == 0
+    ), "a dialog opened after a successful queue"
 
 
-def test_queue_on_gpu_shows_preflight_errors_on_the_node(
-    page: tuple[ComfyStack, Browser],
-) -> None:
-    stack, browser = page
+def test_queue_on_gpu_shows_preflight_errors_on_the_node(frontend: Frontend) -> None:
+    browser = frontend.browser
+    _close_dialogs(browser)
     value, _ = random_colour()
     graph = remote_invert(value, size=48)
     graph["5"] = {
@@ -134,40 +220,32 @@ def test_queue_on_gpu_shows_preflight_errors_on_the_node(
         f"{APP}.graph.nodes.find(n => n.type === 'ImageScale')"
         ".widgets.find(w => w.name === 'upscale_method').value = 'no-such-method'"
     )
-    before = stack.history_ids() | stack.queued_ids()
+    before = set(frontend.queued())
     _click_button(browser)
-    # Through JSON: the app's store hands out proxies, which CDP would send as empty objects.
-    errors = browser.wait_for(f"JSON.parse(JSON.stringify({APP}.lastNodeErrors))", 30)
+    errors = _node_errors_for(browser, "ImageScale")
     assert [node["class_type"] for node in errors.values()] == ["ImageScale"], errors
     assert "no-such-method" in json.dumps(errors)
-    dialogs = browser.wait_for(
-        "[...document.querySelectorAll('[role=dialog]')].map(d => d.innerText).join('\\n')", 10
-    )
-    assert "ImageScale" in dialogs, dialogs
-    assert stack.history_ids() | stack.queued_ids() == before, "a rejected graph was queued"
+    assert "ImageScale" in _new_dialog_text(browser)
+    assert set(frontend.queued()) == before, "a rejected graph was queued"
 
 
 def test_queue_on_gpu_names_node_types_the_gpu_lacks_and_their_pack(
-    page: tuple[ComfyStack, Browser], tmp_path: Path
+    frontend: Frontend, tmp_path: Path
 ) -> None:
-    """A type this ComfyUI has and the GPU catalogue lacks (one of this package's own nodes)."""
-    stack, browser = page
+    """A type this ComfyUI has from a local git pack and the GPU catalogue lacks."""
+    browser = frontend.browser
+    _close_dialogs(browser)
     value, _ = random_colour()
     graph = remote_invert(value, size=48)
-    graph["7"] = {
-        "class_type": "ComfyBurstLoraFromURL",
-        "inputs": {"url": "https://civitai.com/api/download/models/1", "strength_model": 1.0,
-                   "strength_clip": 1.0},
-    }  # fmt: skip
+    graph["5"] = {"class_type": LOCAL_PACK_TYPE, "inputs": {"image": ["2", 0], "radius": 2}}
+    graph["3"]["inputs"]["images"] = ["5", 0]
     _load_graph(browser, graph)
-    before = stack.history_ids() | stack.queued_ids()
+    before = set(frontend.queued())
     _click_button(browser)
-    errors = browser.wait_for(f"JSON.parse(JSON.stringify({APP}.lastNodeErrors))", 30)
-    assert [node["class_type"] for node in errors.values()] == ["ComfyBurstLoraFromURL"], errors
-    dialogs = browser.wait_for(
-        "[...document.querySelectorAll('[role=dialog]')].map(d => d.innerText).join('\\n')", 10
-    )
-    assert "lacks node types" in dialogs, dialogs
-    assert f"ComfyBurstLoraFromURL: from {stack.package_name}" in dialogs, dialogs
-    print(f"screenshot: {browser.screenshot(tmp_path / 'comfyui-missing-node-types.png')}")
-    assert stack.history_ids() | stack.queued_ids() == before, "a rejected graph was queued"
+    errors = _node_errors_for(browser, LOCAL_PACK_TYPE)
+    assert [node["class_type"] for node in errors.values()] == [LOCAL_PACK_TYPE], errors
+    dialog = _new_dialog_text(browser)
+    assert "lacks node types" in dialog, dialog
+    assert local_pack_line(frontend.pack_commit) in dialog, dialog
+    print(f"screenshot: {browser.screenshot(tmp_path / 'missing-node-types.png')}")
+    assert set(frontend.queued()) == before, "a rejected graph was queued"
