@@ -32,6 +32,15 @@ def _model_entry(kind: str, url: str, filename: str, sha256: str) -> dict[str, A
     return entry
 
 
+GPU_CLASS_TOOLTIP = "The GPU class to run on (comfyburst gpu-classes); empty: the default"
+
+
+def _class_option(gpu_class: str) -> dict[str, str]:
+    """`options.gpu_class` when one is named (the API refuses an unknown one)."""
+    name = gpu_class.strip()
+    return {"gpu_class": name} if name else {}
+
+
 def _request_hash(*parts: Any) -> str:
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
@@ -174,6 +183,7 @@ class ComfyBurstRunWorkflow:
                 "images": ("IMAGE",),
                 "image_targets": ("STRING", {"default": ""}),
                 "timeout_s": ("INT", {"default": 1800, "min": 10, "max": 86400}),
+                "gpu_class": ("STRING", {"default": "", "tooltip": GPU_CLASS_TOOLTIP}),
             },
         }
 
@@ -195,6 +205,7 @@ class ComfyBurstRunWorkflow:
         images: Any = None,
         image_targets: str = "",
         timeout_s: int = 1800,
+        gpu_class: str = "",
     ) -> dict[str, Any]:
         text = workflow
         if workflow_file.strip():
@@ -227,7 +238,7 @@ class ComfyBurstRunWorkflow:
                 {k: v for k, v in m.items() if not k.startswith("strength")} for m in models or []
             ],
             "inputs": inputs,
-            "options": {"timeout_s": timeout_s},
+            "options": {"timeout_s": timeout_s, **_class_option(gpu_class)},
         }
 
     def run(self, workflow: str, **optional: Any) -> tuple[Any, ...]:
@@ -261,6 +272,7 @@ class ComfyBurstTxt2Img:
             "optional": {
                 "checkpoint_sha256": ("STRING", {"default": ""}),
                 "loras": (LORAS_TYPE,),
+                "gpu_class": ("STRING", {"default": "", "tooltip": GPU_CLASS_TOOLTIP}),
             },
         }
 
@@ -273,6 +285,7 @@ class ComfyBurstTxt2Img:
         checkpoint_url: str,
         checkpoint_sha256: str = "",
         loras: list | None = None,
+        gpu_class: str = "",
         **widgets: Any,
     ) -> dict[str, Any]:
         checkpoint = _model_entry("checkpoints", checkpoint_url, "", checkpoint_sha256)
@@ -287,7 +300,9 @@ class ComfyBurstTxt2Img:
             ),
             **widgets,
         )
-        return {"workflow": build_txt2img(params), "models": [checkpoint, *lora_models]}
+        request = {"workflow": build_txt2img(params), "models": [checkpoint, *lora_models]}
+        options = _class_option(gpu_class)
+        return {**request, "options": options} if options else request
 
     def run(self, checkpoint_url: str, **kwargs: Any) -> tuple[Any, str]:
         images, result_json, *_ = execute(self.build_request(checkpoint_url, **kwargs))

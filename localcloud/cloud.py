@@ -15,7 +15,7 @@ from typing import Any
 import requests
 
 from comfyburst.domain.webhooks import new_secret_text
-from localcloud import _procs
+from localcloud import _gpu_classes, _procs
 from localcloud._keys import write_signing_key
 from localcloud.config import (
     EVENTARC_SUBSCRIPTION,
@@ -176,7 +176,7 @@ class LocalCloud:
                 "COMFYBURST_RESULTS_TOPIC": RESULTS_TOPIC,
                 "COMFYBURST_RESULTS_SUBSCRIPTION": RESULTS_SUBSCRIPTION,
                 "COMFYBURST_POOL_LABEL": cfg.pool_label,
-                "COMFYBURST_POOL_ZONES": ",".join(cfg.zones),
+                "COMFYBURST_POOL_ZONES": ",".join(_gpu_classes.zones(cfg)),
                 "COMFYBURST_SIGNING_KEY_FILE": str(key_file),
                 "COMFYBURST_LOCAL_GCS_TOPIC": GCS_TOPIC,
                 "COMFYBURST_LOCAL_STATE_DIR": str(cfg.state_dir.resolve()),
@@ -184,6 +184,7 @@ class LocalCloud:
                 "COMFYBURST_WEBHOOK_SECRET": new_secret_text(),
                 "COMFYBURST_WEBHOOK_ALLOW_LOOPBACK": "true",
                 **(_template_env(cfg) if cfg.pool_template else {}),
+                **(_gpu_classes.settings_env(cfg) if cfg.gpu_classes else {}),
                 **cfg.settings_env,
             }
         )
@@ -247,10 +248,13 @@ class LocalCloud:
                     "zone": cfg.zones[i % len(cfg.zones)],
                     "labels": {key: value},
                 }
-                for i in range(0 if cfg.pool_template else cfg.pool_size)
+                for i in range(0 if cfg.pool_template or cfg.gpu_classes else cfg.pool_size)
             ],
-            "zones": list(cfg.zones),
-            "templates": [_template(cfg, {key: value})] if cfg.pool_template else [],
+            "zones": _gpu_classes.zones(cfg),
+            "templates": [
+                *([_template(cfg, {key: value})] if cfg.pool_template else []),
+                *_gpu_classes.templates(cfg, {key: value}),
+            ],
             "staging_s": cfg.compute_staging_s,
             "stopping_s": cfg.compute_stopping_s,
             "log_dir": str(cfg.state_dir / "compute" / "logs"),

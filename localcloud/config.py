@@ -52,6 +52,17 @@ def default_guest_argv() -> list[str] | None:
 
 
 @dataclass(frozen=True)
+class LocalGpuClass:
+    """A GPU class of the local cloud: one regional stand-in template per region of its zones
+    (`COMFYBURST_GPU_CLASSES` as terraform renders it); the first class is the default."""
+
+    name: str
+    zones: tuple[str, ...]
+    spot: bool = False
+    price_per_hour: float = 0.0
+
+
+@dataclass(frozen=True)
 class LocalCloudConfig:
     """Everything `LocalCloud` starts; all servers bind 127.0.0.1."""
 
@@ -71,6 +82,10 @@ class LocalCloudConfig:
     # to `pool_size` from the stand-in's instance template; `spot` makes them Spot VMs.
     pool_template: bool = False
     spot: bool = False
+    # GPU classes instead of the one pool template (each creates up to `pool_size` VMs).
+    gpu_classes: tuple[LocalGpuClass, ...] = ()
+    # With gpu_classes: the standard class a job moves to at the preemption cap.
+    preemption_fallback_class: str | None = None
     compute_staging_s: float = 1.0
     compute_stopping_s: float = 0.5
     # Extra COMFYBURST_* settings for the functions and the worker (e.g. shorter timeouts).

@@ -122,10 +122,13 @@ def submit(
     wait: Annotated[bool, typer.Option(help="Follow the job to its end")] = False,
     out: Annotated[Path | None, typer.Option(help="With --wait: save outputs here")] = None,
     idempotency_key: Annotated[str | None, typer.Option(help="Repeat-safe submit key")] = None,
+    gpu_class: Annotated[
+        str | None, typer.Option(help="The GPU class to run on (see `comfyburst gpu-classes`)")
+    ] = None,
 ) -> None:
     """Submit a workflow."""
     with cli_errors():
-        request = load_request(workflow, model, input, timeout_s)
+        request = load_request(workflow, model, input, timeout_s, gpu_class)
         client = _client()
         job = client.submit(request, idempotency_key)
         if wait:
@@ -135,6 +138,33 @@ def submit(
     _show(job)
     if wait and job.get("state") != "succeeded":
         raise typer.Exit(1)
+
+
+@app.command("gpu-classes")
+def gpu_classes(
+    as_json: Annotated[bool, typer.Option("--json", help="The API's answer as JSON")] = False,
+) -> None:
+    """List the GPU classes a job may ask for (--gpu-class)."""
+    with cli_errors():
+        answer = _client().gpu_classes()
+    if as_json:
+        typer.echo(json.dumps(answer))
+        return
+    table = Table("name", "accelerator", "spot", "price/hour", "regions", "")
+    for cls in answer.get("gpu_classes") or []:
+        accelerator = f"{cls.get('accelerator_count', 0)} x {cls.get('accelerator_type') or '?'}"
+        marks = [m for m, on in (("default", cls.get("default")),) if on]
+        if cls.get("name") == answer.get("preemption_fallback"):
+            marks.append("preemption fallback")
+        table.add_row(
+            escape(str(cls.get("name", ""))),
+            escape(accelerator),
+            "yes" if cls.get("spot") else "no",
+            f"${float(cls.get('price_per_hour') or 0):.4f}",
+            escape(", ".join(cls.get("regions") or [])),
+            ", ".join(marks),
+        )
+    console.print(table)
 
 
 @app.command()

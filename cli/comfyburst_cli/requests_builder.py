@@ -38,7 +38,11 @@ def parse_model(spec: str) -> dict[str, Any]:
 
 
 def load_request(
-    workflow_path: Path, models: list[str], inputs: list[Path], timeout_s: int | None
+    workflow_path: Path,
+    models: list[str],
+    inputs: list[Path],
+    timeout_s: int | None,
+    gpu_class: str | None = None,
 ) -> dict[str, Any]:
     """Build and validate the request; the file is an API-format workflow or a whole request."""
     try:
@@ -61,6 +65,8 @@ def load_request(
         request["inputs"].append({"name": path.name, "data_b64": base64.b64encode(data).decode()})
     if timeout_s is not None:
         request.setdefault("options", {})["timeout_s"] = timeout_s
+    if gpu_class is not None:
+        request.setdefault("options", {})["gpu_class"] = gpu_class
     try:
         JobRequest.model_validate(request)
     except ValueError as exc:

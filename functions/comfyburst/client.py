@@ -200,6 +200,10 @@ class ApiClient:
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._call("POST", f"/jobs/{job_id}:cancel")
 
+    def gpu_classes(self) -> dict[str, Any]:
+        """GET /gpu-classes: the classes a job may ask for (`gpu_classes`, `default`)."""
+        return self._call("GET", "/gpu-classes")
+
     def list_jobs(
         self,
         *,
