@@ -79,7 +79,8 @@ bench: venv
 demo: venv
 	.venv/bin/python -m localcloud.scenarios.demo
 
-# 500 jobs on 8 VMs under injected faults; table + .bench/chaos.json. CHAOS_ARGS="--jobs 50".
+# 500 jobs on up to 8 Spot VMs made on demand (3 zones, 2 regions) under injected faults;
+# table + .bench/chaos.json. CHAOS_ARGS="--jobs 50".
 chaos: venv
 	.venv/bin/python -m localcloud.scenarios.chaos $(CHAOS_ARGS)
 
