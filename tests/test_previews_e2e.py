@@ -11,6 +11,7 @@ import pytest
 from comfy_node import _comfy
 from comfy_node.nodes import execute
 from comfyburst.client import ApiClient, ClientSettings
+from comfyburst.domain.previews import preview_object
 from tests._e2e_support import e2e_env, invert_workflow, with_node
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -41,3 +42,16 @@ def test_previews_reach_the_node_while_the_job_samples(
         assert image.mode == "RGB" and image.size == (64, 64)  # the stand-in's frames
     assert client.get(jobs[0])["state"] == "succeeded"
     assert client.preview(jobs[0]) is None  # ended: nothing to hand out
+    assert _outputs_object(env, monkeypatch, preview_object(jobs[0])) is None  # deleted
+
+
+def _outputs_object(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, name: str) -> Any:
+    """An object of this cloud's outputs bucket (fake-gcs-server), read as the API reads it."""
+    from google.cloud import storage
+
+    from comfyburst.adapters.gcs import GcsBlobStore
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    blobs = GcsBlobStore(storage.Client(project=env["COMFYBURST_PROJECT_ID"]))
+    return blobs.read(env["COMFYBURST_OUTPUTS_BUCKET"], name)
