@@ -75,7 +75,7 @@ class Injector:
 
     def _blobs(self) -> Any:
         if self._storage is None:
-            from google.cloud import storage
+            from google.cloud import storage  # type: ignore[attr-defined,unused-ignore]
 
             self._storage = storage.Client(project=self.project)
         return self._storage.bucket(self.signals)
