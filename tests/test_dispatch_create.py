@@ -112,8 +112,13 @@ def test_the_first_job_creates_a_vm_from_the_template(make_pool: Callable[..., P
     assert outcome.tried == [(outcome.vm.name, "created")]
     vm = pool.vm(outcome.vm.name)
     assert vm["zone"] == US_A and vm["status"] in ("PROVISIONING", "STAGING", "RUNNING")
-    assert vm["labels"] == {"comfyburst-pool": "createtest", "comfyburst-origin": "dispatcher"}
+    assert vm["labels"] == {
+        "comfyburst-pool": "createtest",
+        "comfyburst-origin": "dispatcher",
+        "comfyburst-class": "default",  # the class derived from the pool_* settings
+    }
     assert "comfyburst-job" not in vm["metadata"]  # its worker reads the lease instead
+    assert vm["metadata"]["comfyburst-class"] == "default"  # what its worker reads
     assert vm["source_template"].endswith("global/instanceTemplates/gpu-l4")
     record, _ = pool.store.get_vm(outcome.vm.name)
     assert record.lease.job_id == job.job_id

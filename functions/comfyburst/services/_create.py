@@ -1,10 +1,12 @@
 """Creating a GPU VM for a job when no stopped VM takes it: lease, then instances.insert.
 
-For each zone (domain/scheduling.create_zones order) the VM's name is derived from job,
-attempt and zone, its lease document `vms/{name}` is created (create-if-absent, so two
-dispatchers never create the same VM twice) in one commit with the job `starting` on it
-(`_job_leases`), then the VM is inserted from the pool's template with the deployment config
-in its metadata (no job: its worker reads the lease) and a request id derived from the same,
+For each zone of the job's GPU class (domain/scheduling.create_zones order, within the class's
+limits) the VM's name is derived from job, attempt and zone, its lease document `vms/{name}`
+is created (create-if-absent, so two dispatchers never create the same VM twice) in one commit
+with the job `starting` on it (`_job_leases`), then the VM is inserted from the class's
+template for the zone's region, labelled and attributed with its class, with the deployment
+config in its metadata (no job: its worker reads the lease) and a request id derived from the
+same,
 so a retried insert is the same insert. A refusal (stockout, quota) gives the lease and the
 job back (one commit), cools the zone down in this process and moves on, to the zones
 Compute named first. Nothing waits for the boot; the create waits at most `create_wait_s`
@@ -18,7 +20,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from comfyburst.domain import scheduling
+from comfyburst.domain import gpu_classes, scheduling
+from comfyburst.domain.gpu_classes import GpuClass
 from comfyburst.errors import CapacityError, JobExists, PreconditionFailed
 from comfyburst.ports import Fleet, JobStore, VmStatus
 from comfyburst.schema import Job, Lease, VmRecord, VmRef
@@ -35,7 +38,7 @@ ERROR = "error"
 
 
 class Creator:
-    """Creates pool VMs from the template named in the settings (`pool_template`)."""
+    """Creates pool VMs of a GPU class from its template for the zone's region."""
 
     def __init__(
         self,
@@ -53,11 +56,6 @@ class Creator:
         self._request_id = request_id
         self._metadata = metadata
 
-    @property
-    def enabled(self) -> bool:
-        """Whether this deployment creates VMs at all (it has a template)."""
-        return bool(self._settings.pool_template)
-
     def create(
         self,
         job: Job,
@@ -65,17 +63,19 @@ class Creator:
         fleet: list[VmStatus],
         avoid_zones: set[str],
         leases: JobLeases,
+        gpu_class: GpuClass,
     ) -> tuple[tuple[VmRef, tuple[VmRecord, object]] | None, list[tuple[str, str]]]:
-        """((the VM whose create was requested, its lease), what was tried) or (None, tried)."""
-        limits = scheduling.PoolLimits(
-            self._settings.pool_max_vms, self._settings.pool_max_vms_per_zone
-        )
+        """((the VM whose create was requested, its lease), what was tried) or (None, tried).
+
+        `fleet` is the class's VMs only: its limits count those."""
+        limits = scheduling.PoolLimits(gpu_class.max_vms, gpu_class.max_vms_per_zone)
+        zones_with_template = [z for z in gpu_class.zones if gpu_class.template_for(z)]
         tried: list[tuple[str, str]] = []
         suggested: list[str] = []
         refused: set[str] = set(avoid_zones)
         while True:
             zones = scheduling.create_zones(
-                self._settings.pool_zones,
+                zones_with_template,
                 fleet,
                 self._pool.zones(),
                 limits,
@@ -89,7 +89,7 @@ class Creator:
             name = scheduling.vm_name(
                 self._settings.pool_name_prefix, job.job_id, job.attempt, zone
             )
-            outcome = self._try(job, zone, name, now, leases)
+            outcome = self._try(job, zone, name, now, leases, gpu_class)
             if isinstance(outcome, tuple):
                 tried.append((name, CREATED))
                 return outcome, tried
@@ -109,7 +109,13 @@ class Creator:
             refused.add(zone)  # LOST: another dispatcher holds this name's lease
 
     def _try(
-        self, job: Job, zone: str, name: str, now: datetime, leases: JobLeases
+        self,
+        job: Job,
+        zone: str,
+        name: str,
+        now: datetime,
+        leases: JobLeases,
+        gpu_class: GpuClass,
     ) -> tuple[VmRef, tuple[VmRecord, object]] | CapacityError | str:
         leased = self._lease(job, zone, name, now, leases)
         if isinstance(leased, str):
@@ -120,14 +126,23 @@ class Creator:
         # request, which the name then makes idempotent (the instance exists: 409).
         assert record.lease is not None
         stamp = record.lease.expires_at.isoformat()
+        template = gpu_class.template_for(zone)
+        assert template is not None  # create_zones had only zones with a template
+        labels = {
+            label_key.strip(): label_value.strip(),
+            CREATED_KEY: CREATED_VALUE,
+            gpu_classes.CLASS_LABEL: gpu_class.name,
+        }
+        # The label is what the dispatcher sees; the attribute what the VM's worker can read.
+        metadata = {**self._metadata(job), gpu_classes.CLASS_METADATA_KEY: gpu_class.name}
         operation: str | None  # None: the VM exists and is booting; nothing was sent
         try:
             operation = self._fleet.create(
                 zone,
                 name,
-                self._settings.pool_template,
-                {label_key.strip(): label_value.strip(), CREATED_KEY: CREATED_VALUE},
-                self._metadata(job),
+                template,
+                labels,
+                metadata,
                 self._request_id(job.job_id, job.attempt, name, f"create@{stamp}"),
             )
         except CapacityError as exc:
@@ -153,7 +168,9 @@ class Creator:
             self._release(leases, record, version, ERROR)
             return ERROR
         self._pool.note_zone_capacity(zone, now)
-        self._pool.note_created(VmStatus(name=name, zone=zone, status="PROVISIONING"))
+        self._pool.note_created(
+            VmStatus(name=name, zone=zone, status="PROVISIONING", labels=labels)
+        )
         logger.info("create requested", extra={"job_id": job.job_id, "vm": name, "zone": zone})
         return VmRef(name=name, zone=zone, operation=operation), (record, version)
 

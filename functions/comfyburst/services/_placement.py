@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from comfyburst.domain import scheduling
+from comfyburst.domain import gpu_classes, scheduling
 from comfyburst.errors import CapacityError, JobExists, PreconditionFailed
 from comfyburst.ports import Fleet, JobStore, VmStatus
 from comfyburst.schema import DeploymentConfig, Job, Lease, VmRecord, VmRef
@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 METADATA_CONFIG_KEY = "comfyburst-config"
 _REQUEST_ID_NAMESPACE = uuid.UUID("6f0c9a9e-3b7e-4c59-9d55-0c6a3f1e2b10")
 REASON_ERROR = "dispatch error; the reaper will retry"
+REASON_UNKNOWN_CLASS = "the deployment has no GPU class"
 
 # Why a candidate was not used (besides a Compute capacity reason such as a stockout).
 LOST = "lost"  # another dispatcher leased it first, or it is not TERMINATED any more
@@ -99,6 +100,7 @@ class Placer:
         self._pool = FleetView(fleet, store, view_max_age_s)
         self._config_json: str | None = None
         self._creator = Creator(store, fleet, settings, self._pool, request_id, self._metadata)
+        self._classes = gpu_classes.for_settings(settings)
 
     def view(self, fetched_after: float | None = None) -> PoolView:
         """The pool's state, cached unless older than `fetched_after` (monotonic)."""
@@ -125,8 +127,13 @@ class Placer:
     # --- one placement ---------------------------------------------------------------------
 
     def _place(self, job: Job, now: datetime, view: PoolView, leases: JobLeases) -> Placement:
+        gpu_class = self._classes.get(job.gpu_class)
+        if gpu_class is None:  # a class the deployment no longer declares
+            return Placement(None, f"{REASON_UNKNOWN_CLASS} {job.gpu_class}")
+        # A job only ever lands on a VM of its own class.
+        fleet = [s for s in view.fleet if self._classes.of_vm(s.labels) == gpu_class.name]
         candidates = scheduling.rank_candidates(
-            job.job_id, job.request.models, view.fleet, view.records, now, self._pool.zones()
+            job.job_id, job.request.models, fleet, view.records, now, self._pool.zones()
         )
         had_candidates = bool(candidates)
         tried: list[tuple[str, str]] = []
@@ -147,9 +154,9 @@ class Placer:
                 return Placement(None, REASON_ERROR, tried)
             elif result != LOST:
                 other_failures += 1  # e.g. RESOURCE_NOT_READY: that VM only
-        if self._creator.enabled:  # no stopped VM took it: create one from the template
+        if gpu_class.creates:  # no stopped VM took it: create one from the class's template
             created, create_tried = self._creator.create(
-                job, now, view.fleet, view.avoid_zones, leases
+                job, now, fleet, view.avoid_zones, leases, gpu_class
             )
             tried.extend(create_tried)
             if created is not None:
@@ -160,7 +167,7 @@ class Placer:
                 1 for _, outcome in create_tried if outcome in scheduling.CAPACITY_OUT_REASONS
             )
             had_candidates = had_candidates or bool(create_tried)
-        cooling = 0 if had_candidates else scheduling.cooling_down(view.fleet, view.records, now)
+        cooling = 0 if had_candidates else scheduling.cooling_down(fleet, view.records, now)
         reason = scheduling.queued_reason(
             had_candidates, capacity_failures, other_failures, cooling
         )
