@@ -234,3 +234,37 @@ def test_the_price_is_the_class_s_and_the_derived_class_takes_the_pool_price():
     assert class_price(declared, None, 9.0) == ("l4", 0.71)
     with pytest.raises(ValueError, match="unknown GPU class"):
         class_price(declared, "h100", 9.0)
+
+
+def test_a_price_that_cannot_be_found_leaves_the_receipt_unpriced_and_the_job_ends():
+    deps, clock = fake_completion_deps(SIGNALS, OUTPUTS)
+
+    def no_price(job: Any) -> tuple[str, float]:
+        raise ValueError("unknown GPU class 'gone'")
+
+    deps = replace(deps, fleet=_Fleet(_at(10)), price_of=no_price)
+    deps.store.create_job(make_job("j1", T0, JobState.RUNNING))
+    body = manifest("j1", clock.now()).model_copy(update={"phases": _boot_phases()})
+    deps.blobs.write(SIGNALS, "jobs/j1/done.json", body.model_dump_json().encode())
+    assert handle_done_flag(deps, StorageObject(SIGNALS, "jobs/j1/done.json"))["outcome"] == (
+        "completed"
+    )
+    job = deps.store.get_job("j1")
+    assert job.state is JobState.SUCCEEDED
+    assert job.receipt.price_per_hour == 0 and job.receipt.cost_usd == 0
+    assert job.receipt.billed_s == 52.0
+
+
+def test_a_comfyui_that_never_answers_leaves_its_ready_time_out():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens here once closed
+    probe = ComfyReadyProbe(f"http://127.0.0.1:{port}", SystemClock(), timeout_s=0.3).start()
+    probe._thread.join(timeout=10)
+    assert not probe._thread.is_alive() and probe.ready_at is None
+    log = PhaseLog(SystemClock(), SystemClock().now(), None, probe)
+    phases = log.done(log.claimed(drained=False))
+    assert phases.agent_up_at is not None and phases.comfyui_ready_at is None
+    assert PhaseLog(SystemClock(), T0).idle_after_s() is None  # nothing ran: no idle to record
