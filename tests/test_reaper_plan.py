@@ -79,8 +79,8 @@ def test_lease_to_a_missing_job_is_released_even_on_a_stopped_vm():
 
 
 def test_fresh_lease_for_a_job_being_submitted_is_left_alone():
-    # The API leases and starts a VM before it stores the job: within the dispatch grace a
-    # lease naming a job not yet in the snapshot is an in-flight submit, not a stray.
+    # The snapshot reads jobs before leases: a job committed with its lease between the two
+    # reads is missing from it, so within the dispatch grace such a lease is not a stray.
     records, fleet = [lease_record("gpu-1", "new", T0)], [vm("gpu-1")]
     assert plan([], records, fleet, at(5), POLICY) == []
     assert plan([], records, fleet, at(11), POLICY) == [

@@ -304,8 +304,9 @@ class _Planner:
                 self.stopping.add(name)
 
     def _being_submitted(self, lease_job_id: str, expires_at: datetime) -> bool:
-        """A fresh lease naming a job not yet stored: the API leases and starts a VM before it
-        writes the job document, so within the dispatch grace a missing job is not a stray."""
+        """A fresh lease naming a job not in the snapshot: a lease is committed with its job,
+        but the snapshot reads the jobs before the leases, so a job committed between the two
+        reads is missing from it; within the dispatch grace a missing job is not a stray."""
         if lease_job_id in self.by_id or is_drain_lease(lease_job_id):
             return False
         leased_at = expires_at - timedelta(seconds=self.policy.lease_ttl_s)
