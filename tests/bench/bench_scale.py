@@ -116,7 +116,7 @@ def _compute(env: dict[str, str]) -> tuple[Any, Any]:
 def run_once(
     env: dict[str, str], vms: int, jobs: int, work_s: float, delays: Delays, max_s: float
 ) -> dict[str, Any]:
-    """One run on a wiped cloud, cut off after `max_s`; the row of the report."""
+    """One run on a fresh cloud, cut off after `max_s`; the row of the report."""
     from comfyburst import wiring
     from comfyburst.api import build_api_deps
     from comfyburst.services.complete import (
@@ -128,7 +128,6 @@ def run_once(
     from comfyburst.services.submit import submit_job
     from localcloud.config import EVENTARC_SUBSCRIPTION
 
-    _wipe(env)
     settings = _settings(env, vms, delays)
     writes = WriteLog()
     storage = wiring.storage_client(settings)
@@ -234,24 +233,6 @@ def run_once(
     }
 
 
-def _wipe(env: dict[str, str]) -> None:
-    """Empty the cloud; the Firestore emulator refuses (409) while a transaction of the run
-    before is still open, so try again until it has ended."""
-    from localcloud.wipe import wipe_all
-    from tests._poll import poll_until
-
-    def wiped() -> bool:
-        try:
-            wipe_all(env)
-        except requests.HTTPError as exc:
-            if exc.response is None or exc.response.status_code != 409:
-                raise
-            return False
-        return True
-
-    poll_until(wiped, "the emulators to be wiped", timeout_s=180, interval_s=2.0)
-
-
 class _Submitter:
     """Submits jobs from 8 threads until `jobs` are in or the run's deadline passed."""
 
@@ -351,28 +332,28 @@ def main(argv: list[str] | None = None) -> int:
 
     logging_quiet()
     delays = Delays()
-    state_dir = Path(tempfile.mkdtemp(prefix="bench-scale-"))
-    config = LocalCloudConfig.ephemeral(
-        state_dir,
-        start_functions=False,
-        pool_template=True,
-        pool_size=args.vms,
-        zones=ZONES,
-        guest_argv=None,  # no guest process: the simulated guests run in this process
-        compute_staging_s=delays.create_to_running_s,
-        compute_stopping_s=delays.stopping_s,
-        reaper_period_s=3600.0,
-    )
     load_at_start = round(os.getloadavg()[0], 1)
+    runs = [(args.vms, args.jobs)]
+    if args.baseline_vms:
+        runs.append((args.baseline_vms, max(1, args.jobs * args.baseline_vms // args.vms)))
     rows = []
-    with LocalCloud(config) as cloud:
-        env = dict(cloud.env)
-        rows.append(run_once(env, args.vms, args.jobs, args.work_s, delays, args.max_s))
+    for vms, jobs in runs:
+        # A fresh cloud per run: a cut-off run can leave emulator transactions open, which
+        # block a wipe (409) for minutes.
+        config = LocalCloudConfig.ephemeral(
+            Path(tempfile.mkdtemp(prefix="bench-scale-")),
+            start_functions=False,
+            pool_template=True,
+            pool_size=vms,
+            zones=ZONES,
+            guest_argv=None,  # no guest process: the simulated guests run in this process
+            compute_staging_s=delays.create_to_running_s,
+            compute_stopping_s=delays.stopping_s,
+            reaper_period_s=3600.0,
+        )
+        with LocalCloud(config) as cloud:
+            rows.append(run_once(dict(cloud.env), vms, jobs, args.work_s, delays, args.max_s))
         print(rows[-1], flush=True)
-        if args.baseline_vms:
-            jobs = max(1, args.jobs * args.baseline_vms // args.vms)
-            rows.append(run_once(env, args.baseline_vms, jobs, args.work_s, delays, args.max_s))
-            print(rows[-1], flush=True)
     meta = {
         "zones": f"{', '.join(ZONES)} (2 regions); at most {(args.vms + 1) // 2} VMs per zone",
         "delays": (
