@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from comfyburst.domain.gpu_classes import CLASS_LABEL
+from comfyburst.domain.jobs import FREE_PREEMPTIONS
 from tests._api_support import FakeEnv, body, fake_env
 
 CLASSES: list[dict[str, Any]] = [
@@ -93,3 +94,28 @@ def test_a_job_lands_on_a_vm_of_its_class_only() -> None:
     assert env.fleet.vms["gpu-a1"].status == "RUNNING"
     stored = env.store.get_job(default["job_id"])
     assert stored is not None and stored.vm is not None and stored.vm.name == "gpu-a1"
+
+
+def _preempted(env: FakeEnv, job_id: str, preemptions: int) -> Any:
+    from tests._completion_helpers import make_job
+
+    job = make_job(job_id, env.clock.now(), vm=None).model_copy(
+        update={"gpu_class": "l4-spot", "preemptions": preemptions, "attempt": preemptions + 1}
+    )
+    env.store.create_job(job)
+    return job
+
+
+def test_dispatch_moves_a_job_at_the_preemption_cap_to_the_fallback_class() -> None:
+    from comfyburst.services.dispatch import Dispatcher
+
+    env = _env()
+    dispatcher = Dispatcher(env.store, env.fleet, env.clock, env.settings)
+    below = dispatcher.dispatch(_preempted(env, "below-cap", FREE_PREEMPTIONS - 1))
+    assert below.started and below.vm is not None and below.vm.name == "gpu-a1"
+    assert below.job.gpu_class == "l4-spot" and below.job.gpu_class_reason is None
+    at_cap = dispatcher.dispatch(_preempted(env, "at-cap", FREE_PREEMPTIONS))
+    assert at_cap.started and at_cap.vm is not None and at_cap.vm.name == "gpu-b1"
+    stored = env.store.get_job("at-cap")
+    assert stored is not None and stored.gpu_class == "l4"
+    assert "moved to l4" in (stored.gpu_class_reason or "")

@@ -79,11 +79,16 @@ def requeue_preempted(job: Job, now: datetime, fallback_class: str | None = None
     requeued = requeue(job, now, REASON_PREEMPTED).model_copy(update={"preemptions": count})
     if fallback_class is None or count < FREE_PREEMPTIONS or job.gpu_class == fallback_class:
         return requeued
+    return onto_fallback(requeued, fallback_class)
+
+
+def onto_fallback(job: Job, fallback_class: str) -> Job:
+    """The job on the fallback class, saying why (its preemptions reached the cap)."""
     reason = (
-        f"preempted {count} times on {job.gpu_class or 'the default class'}; "
+        f"preempted {job.preemptions} times on {job.gpu_class or 'the default class'}; "
         f"moved to {fallback_class}"
     )
-    return requeued.model_copy(
+    return job.model_copy(
         update={"gpu_class": fallback_class, "gpu_class_reason": reason, "queued_reason": reason}
     )
 

@@ -18,6 +18,8 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from comfyburst.domain import gpu_classes
+from comfyburst.domain.jobs import FREE_PREEMPTIONS, onto_fallback
 from comfyburst.ports import Clock, Fleet, JobStore
 from comfyburst.schema import Job, VmRef
 from comfyburst.services._fleet_view import DEFAULT_MAX_AGE_S
@@ -74,6 +76,7 @@ class Dispatcher:
         self._store = store
         self._clock = clock
         self.io = io or ThreadPoolExecutor(max_workers=32, thread_name_prefix="dispatch-io")
+        self._classes = gpu_classes.for_settings(settings)
         self._placer = Placer(store, fleet, settings, self.io, view_max_age_s)
 
     def dispatch(self, job: Job) -> DispatchOutcome:
@@ -97,6 +100,7 @@ class Dispatcher:
                 outcomes.append(DispatchOutcome(job, False, reason=f"job is {job.state.value}"))
                 continue
             try:
+                job = self._onto_fallback(job)
                 outcome, view = self._place_stored(job, began, view)
                 outcomes.append(outcome)
             except Exception:
@@ -127,6 +131,20 @@ class Dispatcher:
         return placement
 
     # --- job documents ---------------------------------------------------------------------
+
+    def _onto_fallback(self, job: Job) -> Job:
+        """A queued job whose Spot preemptions reached the cap goes to the fallback class. The
+        worker moves it when it requeues; this covers one whose config named no fallback."""
+        target = self._classes.fallback_after(job.gpu_class, job.preemptions, FREE_PREEMPTIONS)
+        if target is None:
+            return job
+
+        def mutate(current: Job) -> Job | None:
+            if current.state is not JobState.QUEUED or current.gpu_class != job.gpu_class:
+                return None
+            return onto_fallback(current, target)
+
+        return self._store.update_job(job.job_id, mutate)
 
     def _place_stored(
         self, job: Job, began: float, view: PoolView
