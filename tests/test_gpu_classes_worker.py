@@ -1,9 +1,12 @@
 """GPU classes on the worker side: a draining VM claims only jobs of its class, and a job that
-Spot keeps preempting moves to the fallback class at the cap (pure rules, in-memory store)."""
+Spot keeps preempting moves to the fallback class at the cap (the rules on an in-memory store;
+the preemption watch on a Spot VM of the Compute stand-in)."""
 
+# ruff: noqa: F811  (fixtures imported from the tests they come from)
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from comfyburst.domain.jobs import FREE_PREEMPTIONS, requeue_preempted
 from comfyburst.schema import Job, VmRef
@@ -11,6 +14,7 @@ from comfyburst.states import JobState
 from comfyburst_worker.claims import VmClass, claim_queued, rank_queued
 from tests._completion_helpers import make_job
 from tests.fakes import FixedClock, InMemoryJobStore
+from tests.test_worker_preemption import spot_vm  # noqa: F401  (the stand-in's Spot VM)
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 SPOT = VmClass("l4-spot", default="l4-spot")
@@ -70,3 +74,37 @@ def test_the_preemption_reaching_the_cap_moves_the_job_to_the_fallback() -> None
 def test_without_a_fallback_the_job_keeps_its_class_past_the_cap() -> None:
     requeued = requeue_preempted(_running(FREE_PREEMPTIONS + 1), NOW)
     assert requeued.gpu_class == "l4-spot" and requeued.queued_reason == "preempted"
+
+
+class _Stop:
+    def __init__(self) -> None:
+        self.requested = False
+
+    def request(self, reason: None, lost: bool = False) -> None:
+        self.requested = True
+
+
+def test_the_watch_moves_a_job_preempted_up_to_the_cap_to_the_fallback(spot_vm: Any) -> None:
+    from comfyburst.adapters.clock import SystemClock
+    from comfyburst_worker.preemption import PreemptionWatch
+    from tests.test_worker_preemption import VM as SPOT_VM
+    from tests.test_worker_preemption import ZONE
+
+    store = InMemoryJobStore()
+    running = make_job("spotted", NOW, JobState.RUNNING, vm=SPOT_VM.name, zone=ZONE)
+    job = running.model_copy(
+        update={"gpu_class": "l4-spot", "preemptions": FREE_PREEMPTIONS - 1, "attempt": 3}
+    )
+    store.create_job(job)
+    host = spot_vm.instance(SPOT_VM.name)["metadata_host"]
+    watch = PreemptionWatch(host, store, SystemClock(), SPOT_VM.name, fallback_class="l4")
+    stop = _Stop()
+    watch.bind(job, stop)
+    watch.start()
+    assert spot_vm.preempt(ZONE, SPOT_VM.name)
+    assert watch.handled.wait(15) and stop.requested
+    stored = store.get_job("spotted")
+    assert stored is not None and stored.state is JobState.QUEUED
+    assert (stored.preemptions, stored.gpu_class) == (FREE_PREEMPTIONS, "l4")
+    assert "moved to l4" in (stored.gpu_class_reason or "")
+    watch.close()
