@@ -84,7 +84,7 @@ def api(request: flask.Request) -> flask.Response:
 
 def _build_completion_deps() -> CompletionDeps:
     from comfyburst import wiring
-    from comfyburst.domain.receipts import class_price
+    from comfyburst.domain.receipts import job_pricer
     from comfyburst.services.complete import CompletionDeps
     from comfyburst.settings import FunctionSettings
 
@@ -100,9 +100,7 @@ def _build_completion_deps() -> CompletionDeps:
         outputs_bucket=settings.outputs_bucket,
         reads=wiring.io_pool("done-flag-read", 4),
         fleet=wiring.fleet(settings),  # lastStartTimestamp of a booted VM, for the phases
-        price_of=lambda job: class_price(
-            settings.gpu_class_set(), job.gpu_class, settings.pool_price_per_hour
-        ),
+        price_of=job_pricer(settings.gpu_class_set(), settings.pool_price_per_hour),
     )
 
 
@@ -134,6 +132,7 @@ def on_done_flag(cloud_event: CloudEvent) -> None:
 
 def _build_reaper_deps() -> tuple[ReaperDeps, ReaperPolicy]:
     from comfyburst import wiring
+    from comfyburst.domain.receipts import job_pricer
     from comfyburst.services.dispatch import Dispatcher
     from comfyburst.services.reap import ReaperDeps, policy_from
     from comfyburst.settings import FunctionSettings
@@ -153,6 +152,7 @@ def _build_reaper_deps() -> tuple[ReaperDeps, ReaperPolicy]:
         signer=wiring.url_signer(settings, storage),
         signals_bucket=settings.signals_bucket,
         outputs_bucket=settings.outputs_bucket,
+        price_of=job_pricer(settings.gpu_class_set(), settings.pool_price_per_hour),
     )
     if any(c.creates for c in settings.gpu_class_set().classes):  # the reaper deletes idle VMs
         from comfyburst.services.prune import prune_pool

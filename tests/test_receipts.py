@@ -268,3 +268,25 @@ def test_a_comfyui_that_never_answers_leaves_its_ready_time_out():
     phases = log.done(log.claimed(drained=False))
     assert phases.agent_up_at is not None and phases.comfyui_ready_at is None
     assert PhaseLog(SystemClock(), T0).idle_after_s() is None  # nothing ran: no idle to record
+
+
+def test_the_reaper_completes_late_flags_with_the_same_running_read_and_price():
+    from comfyburst.services.reap import ReaperDeps
+    from tests.fakes import FakeSigner, InMemoryPublisher
+
+    fleet = _Fleet(_at(10))
+    price_of = lambda job: ("l4", 0.72)  # noqa: E731
+    deps = ReaperDeps(
+        InMemoryJobStore(),
+        fleet,
+        InMemoryPublisher(),
+        FixedClock(),
+        blobs=InMemoryBlobStore(),
+        signer=FakeSigner(),
+        signals_bucket=SIGNALS,
+        outputs_bucket=OUTPUTS,
+        price_of=price_of,
+    )
+    completion = deps.completion()
+    assert completion is not None and completion.fleet is fleet
+    assert completion.price_of is price_of

@@ -8,6 +8,7 @@ receipts", for what each field covers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from comfyburst.domain.gpu_classes import DERIVED_CLASS_NAME, GpuClasses
@@ -55,6 +56,11 @@ def class_price(
     if derived and not found.price_per_hour:
         return found.name, derived_price
     return found.name, found.price_per_hour
+
+
+def job_pricer(classes: GpuClasses, derived_price: float) -> Callable[[Job], tuple[str, float]]:
+    """What the completion asks for a job's receipt: its class and that class's price."""
+    return lambda job: class_price(classes, job.gpu_class, derived_price)
 
 
 def cost_usd(seconds: float, price_per_hour: float) -> float:

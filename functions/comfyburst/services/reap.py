@@ -65,6 +65,8 @@ class ReaperDeps:
     signer: UrlSigner | None = None
     signals_bucket: str = ""
     outputs_bucket: str = ""
+    # The receipt's class and price of a job completed from its flag (CompletionDeps.price_of).
+    price_of: Callable[[Job], tuple[str, float]] | None = None
 
     def completion(self) -> CompletionDeps | None:
         """The done-flag use case's deps, sharing this reaper's store, publisher and clock."""
@@ -78,6 +80,8 @@ class ReaperDeps:
             clock=self.clock,
             signals_bucket=self.signals_bucket,
             outputs_bucket=self.outputs_bucket,
+            fleet=self.fleet,
+            price_of=self.price_of,
         )
 
 
