@@ -79,14 +79,24 @@ def describe_missing(missing: list[str], pack_of: Callable[[str], Pack | None]) 
 def as_comfy_rejection(
     message: str, missing: list[str], workflow: dict[str, Any]
 ) -> dict[str, Any]:
-    """ComfyUI's `/prompt` rejection shape, marking every node of a missing type."""
+    """ComfyUI's `/prompt` rejection shape, marking every node of a missing type.
+
+    ComfyUI's frontend shows `message: details`, then each node's `message: details`: the
+    headline and the list go once into the error, each node gets its own type's source."""
+    headline, _, listing = message.partition("\n")
+    sources = {
+        class_type: line.strip()[len(class_type) + 2 :]
+        for line in listing.splitlines()
+        for class_type in missing
+        if line.strip().startswith(f"{class_type}: ")
+    }
     node_errors = {
         node_id: {
             "errors": [
                 {
                     "type": ERROR_TYPE,
                     "message": f"{node['class_type']} is not on the GPU image",
-                    "details": message,
+                    "details": sources.get(node["class_type"], ""),
                     "extra_info": {},
                 }
             ],
@@ -98,8 +108,8 @@ def as_comfy_rejection(
     }
     error = {
         "type": ERROR_TYPE,
-        "message": message,
-        "details": ", ".join(missing),
+        "message": headline.rstrip(":"),
+        "details": listing,
         "extra_info": {"missing_node_types": missing},
     }
     return {"error": error, "node_errors": node_errors}

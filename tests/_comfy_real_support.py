@@ -316,6 +316,27 @@ def remote_invert(colour: int, batch_size: int = 1, size: int = 64) -> dict[str,
     }
 
 
+def with_scale_node(graph: dict[str, Any]) -> dict[str, Any]:
+    """`graph` (remote_invert's) with an ImageScale (node 5) between the invert and the save."""
+    graph["5"] = {
+        "class_type": "ImageScale",
+        "inputs": {
+            "image": ["2", 0], "upscale_method": "nearest-exact", "width": 8, "height": 8,
+            "crop": "disabled",
+        },
+    }  # fmt: skip
+    graph["3"]["inputs"]["images"] = ["5", 0]
+    return graph
+
+
+# In the page: an upscale_method the frontend's combo cannot hold, so only the pre-flight can
+# reject it.
+BAD_UPSCALE_JS = (
+    "window.comfyAPI.app.app.graph.nodes.find(n => n.type === 'ImageScale')"
+    ".widgets.find(w => w.name === 'upscale_method').value = 'no-such-method'"
+)
+
+
 def inverted(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
     return (255 - rgb[0], 255 - rgb[1], 255 - rgb[2])
 

@@ -19,6 +19,7 @@ from PIL import Image
 
 from tests._cdp import Browser, chromium_path
 from tests._comfy_real_support import (
+    BAD_UPSCALE_JS,
     LOCAL_PACK_TYPE,
     ComfyStack,
     close,
@@ -29,6 +30,7 @@ from tests._comfy_real_support import (
     random_colour,
     remote_invert,
     skip_reason,
+    with_scale_node,
 )
 
 pytestmark = [
@@ -205,21 +207,9 @@ def test_queue_on_gpu_shows_preflight_errors_on_the_node(frontend: Frontend) -> 
     browser = frontend.browser
     _close_dialogs(browser)
     value, _ = random_colour()
-    graph = remote_invert(value, size=48)
-    graph["5"] = {
-        "class_type": "ImageScale",
-        "inputs": {
-            "image": ["2", 0], "upscale_method": "nearest-exact", "width": 8, "height": 8,
-            "crop": "disabled",
-        },
-    }  # fmt: skip
-    graph["3"]["inputs"]["images"] = ["5", 0]
+    graph = with_scale_node(remote_invert(value, size=48))
     _load_graph(browser, graph)
-    # A value the frontend's combo cannot hold, so only the pre-flight can reject it.
-    browser.evaluate(
-        f"{APP}.graph.nodes.find(n => n.type === 'ImageScale')"
-        ".widgets.find(w => w.name === 'upscale_method').value = 'no-such-method'"
-    )
+    browser.evaluate(BAD_UPSCALE_JS)
     before = set(frontend.queued())
     _click_button(browser)
     errors = _node_errors_for(browser, "ImageScale")
@@ -244,6 +234,8 @@ def test_queue_on_gpu_names_node_types_the_gpu_lacks_and_their_pack(
     _click_button(browser)
     errors = _node_errors_for(browser, LOCAL_PACK_TYPE)
     assert [node["class_type"] for node in errors.values()] == [LOCAL_PACK_TYPE], errors
+    (node_error,) = errors["5"]["errors"]
+    assert local_pack_line(frontend.pack_commit).endswith(node_error["details"]), node_error
     dialog = _new_dialog_text(browser)
     assert "lacks node types" in dialog, dialog
     assert local_pack_line(frontend.pack_commit) in dialog, dialog

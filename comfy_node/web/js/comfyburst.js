@@ -17,7 +17,8 @@ async function postToGpu(_number, { output, workflow }) {
     // The route answers in the shape of ComfyUI's /prompt rejection: thrown as ComfyUI's own
     // error, the app shows it and marks the failing nodes.
     const PromptError = comfyApi.PromptExecutionError;
-    const message = body.error?.message ?? "ComfyBurst rejected the workflow";
+    const reason = [body.error?.message, body.error?.details].filter(Boolean).join(": ");
+    const message = reason || "ComfyBurst rejected the workflow";
     throw PromptError ? new PromptError(body) : new Error(message);
   }
   return body;
