@@ -20,11 +20,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One Spot template pool for this module's tests (one cloud start, not one per test)."""
     from localcloud.scenarios.harness import cloud_config, warm_up
 
     config = replace(
         cloud_config(tmp_path_factory.mktemp("template-pool"), pool_size=2),
         pool_template=True,
+        spot=True,
     )
     running = LocalCloud(config)
     running.start()
@@ -70,26 +72,8 @@ def test_the_first_job_creates_the_first_vm_and_the_next_reuses_it(
     assert [v["name"] for v in _instances(env)] == [vm["name"]]  # reused, not created
 
 
-@pytest.fixture(scope="module")
-def spot_cloud(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from localcloud.scenarios.harness import cloud_config, warm_up
-
-    config = replace(
-        cloud_config(tmp_path_factory.mktemp("spot-pool"), pool_size=2),
-        pool_template=True,
-        spot=True,
-    )
-    running = LocalCloud(config)
-    running.start()
-    try:
-        warm_up(running.env)
-        yield running
-    finally:
-        running.stop()
-
-
 def test_a_preempted_spot_vm_requeues_its_job_which_then_succeeds(
-    spot_cloud: Any, monkeypatch: pytest.MonkeyPatch
+    cloud: Any, localcloud_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from comfyburst import wiring
     from comfyburst.domain.scheduling import vm_name
@@ -97,14 +81,14 @@ def test_a_preempted_spot_vm_requeues_its_job_which_then_succeeds(
     from localcloud.scenarios.harness import arm_standin_faults
     from tests._e2e_support import STANDIN_FAULTS, with_node
 
-    env = dict(spot_cloud.env)
+    env = localcloud_env
     client = ApiClient(ClientSettings(api_url=env["COMFYBURST_API_URL"], auth="none"))
     slow = with_node(invert_workflow(), "ImageBlur", blur_radius=1, sigma=1.0)
     job = client.submit({"workflow": slow, "options": {"timeout_s": 300}})
     # The VM it creates is named after job, attempt and zone: arm the slow node before it boots.
-    zones = spot_cloud.config.zones
+    zones = cloud.config.zones
     names = [vm_name("comfyburst-gpu", job["job_id"], a, z) for a in (1, 2) for z in zones]
-    arm_standin_faults(spot_cloud.config.state_dir, names, STANDIN_FAULTS)
+    arm_standin_faults(cloud.config.state_dir, names, STANDIN_FAULTS)
     deadline = time.monotonic() + 120
     while client.get(job["job_id"])["state"] != "running":
         assert time.monotonic() < deadline, "the job never ran"
