@@ -253,8 +253,14 @@ def test_packed_node_loads_into_a_real_comfyui(built: Built, tmp_path: Path) -> 
     python = os.environ.get("COMFYUI_PYTHON", "")
     if not (comfy_dir / "main.py").is_file() or not python:
         pytest.skip("set COMFYUI_DIR (a ComfyUI checkout) and COMFYUI_PYTHON (its Python)")
-    venv, folder = _fresh_install(built, tmp_path, python, "--system-site-packages")
+    venv, folder = _fresh_install(built, tmp_path, python)
     env = _hermetic_env(HOME=str(tmp_path / "home"))
+    # ComfyUI's packages behind the node's own: ComfyUI usually runs from a venv, whose
+    # packages `--system-site-packages` would not give (that is the base Python's).
+    purelib = ["-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]
+    comfy_site = _run([python, *purelib], tmp_path, env).strip()
+    venv_site = Path(_run([venv / "bin" / "python", *purelib], tmp_path, env).strip())
+    (venv_site / "zz-comfyui-packages.pth").write_text(f"{comfy_site}\n")
     argv = [venv / "bin" / "python", "main.py", "--cpu", "--quick-test-for-ci"]
     argv += ["--base-directory", tmp_path / "ComfyUI", "--disable-all-custom-nodes"]
     argv += ["--whitelist-custom-nodes", NODE_NAME, "--database-url", "sqlite:///:memory:"]
