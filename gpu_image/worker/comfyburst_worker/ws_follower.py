@@ -20,6 +20,9 @@ from comfyburst_worker.run_tracker import RunTracker
 log = logging.getLogger(__name__)
 
 _RECV_TIMEOUT_S = 0.5
+# ComfyUI answers nothing for a few seconds after `POST /free` (measured 1.9 to 2.7 s on a CPU
+# ComfyUI 0.3.64): the handshake gets this long, each receive afterwards _RECV_TIMEOUT_S.
+_HANDSHAKE_TIMEOUT_S = 15.0
 _HISTORY_POLL_S = 0.05
 _HISTORY_WAIT_S = 10.0
 _RECONNECTS = 20
@@ -29,8 +32,9 @@ Connect = Callable[[str], Any]
 
 def _connect(url: str) -> Any:
     ws = websocket.create_connection(
-        url, timeout=_RECV_TIMEOUT_S, skip_utf8_validation=True, enable_multithread=False
+        url, timeout=_HANDSHAKE_TIMEOUT_S, skip_utf8_validation=True, enable_multithread=False
     )
+    ws.settimeout(_RECV_TIMEOUT_S)
     # Preview frames then carry their prompt id (previews.py), as ComfyUI's own frontend asks.
     ws.send(FEATURE_FLAGS)
     return ws
