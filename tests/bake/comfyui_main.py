@@ -21,6 +21,7 @@ def main() -> int:
     parser.add_argument("--disable-auto-launch", action="store_true")
     parser.add_argument("--extra-model-paths-config", action="append", default=[])
     parser.add_argument("--cpu", action="store_true")
+    parser.add_argument("--preview-method", default="none")  # comfyui.service passes auto
     args = parser.parse_args()
     for config in args.extra_model_paths_config:
         if not Path(config).is_file():
@@ -29,6 +30,7 @@ def main() -> int:
     from localcloud.comfyui_standin.__main__ import main as standin_main
 
     argv = ["--host", args.listen, "--port", str(args.port)]
+    argv += ["--preview-method", args.preview_method]
     for name in ("input", "output", "temp"):
         argv += [f"--{name}-dir", str(HERE / name)]
     return int(standin_main(argv) or 0)
