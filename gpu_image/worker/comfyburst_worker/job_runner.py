@@ -174,7 +174,9 @@ class JobRunner:
             self.s.comfy.free()
             self._free_before_prompt = False
         accepted = list(getattr(job, "accepted_outputs", None) or [])
-        workflow = prompt_scope.prune(self._inputs(job, request), accepted)
+        workflow = prompt_scope.rerun_outputs(
+            prompt_scope.prune(self._inputs(job, request), accepted), accepted, job.job_id
+        )
         if stop.check():
             return self._stopped(stop, timings)
         tracker = self._execute(job, workflow, stop, timings)

@@ -51,3 +51,30 @@ def unaccepted(reported: Iterable[str], accepted: Iterable[str]) -> list[str]:
     if not allowed:
         return []
     return sorted(str(node_id) for node_id in reported if str(node_id) not in allowed)
+
+
+# An input no node declares: ComfyUI keys its output cache on every input of a node, declared
+# or not, but passes only declared ones to the node. With the job id here, an output node never
+# replays an earlier job's cached result (whose files were emptied after that job: a /view 404),
+# while the nodes upstream of it (model loaders, samplers) stay cached.
+RUN_INPUT = "comfyburst_run"
+
+
+def rerun_outputs(workflow: dict[str, Any], accepted: Iterable[str], run: str) -> dict[str, Any]:
+    """A copy in which every output node (the accepted ones, else every node nothing links
+    to) carries `RUN_INPUT = run`, so ComfyUI runs it again instead of replaying its cache."""
+    outputs = {str(node_id) for node_id in accepted}
+    if not outputs:
+        linked = {
+            upstream
+            for node in workflow.values()
+            if isinstance(node, dict)
+            for upstream in linked_nodes(node.get("inputs"))
+        }
+        outputs = {node_id for node_id in workflow if node_id not in linked}
+    fresh: dict[str, Any] = {}
+    for node_id, node in workflow.items():
+        if node_id in outputs and isinstance(node, dict) and isinstance(node.get("inputs"), dict):
+            node = {**node, "inputs": {**node["inputs"], RUN_INPUT: run}}
+        fresh[node_id] = node
+    return fresh
