@@ -20,6 +20,7 @@ import requests
 from PIL import Image
 
 from comfyburst.schema import DoneManifest, DoneStatus, VmRef
+from comfyburst_worker import prompt_scope
 from tests._worker_support import (
     invert_workflow,
     local_config,
@@ -86,6 +87,32 @@ def test_model_free_workflow_produces_the_inverted_image(tmp_path):
     assert 0 < done.timings.execution_s < 30
 
 
+def test_the_same_workflow_twice_reruns_its_output_node_upstream_stays_cached(tmp_path):
+    value, _ = _colour()
+    workflow = invert_workflow("comfyburst_test/twice")
+    workflow["1"]["inputs"]["color"] = value
+    store, blobs = InMemoryJobStore(), InMemoryBlobStore()
+    config = local_config()
+    first = put_job(store, blobs, config, make_request(workflow), VM)
+    second = put_job(store, blobs, config, make_request(workflow))  # queued: the drain takes it
+    settings = local_settings(COMFYUI_URL, tmp_path / "models", comfyui_ready_timeout_s=30)
+    make_agent(settings, config, store, blobs, VM).run(first.job_id)
+    for job in (first, second):
+        raw = blobs.read("signals", f"jobs/{job.job_id}/done.json")
+        assert raw is not None
+        done = DoneManifest.model_validate_json(raw)
+        assert done.status is DoneStatus.SUCCEEDED and len(done.outputs) == 1, done.error
+    history = requests.get(f"{COMFYUI_URL}/history", params={"max_items": 50}, timeout=10).json()
+    (entry,) = [
+        e
+        for e in history.values()
+        if e["prompt"][2]["3"]["inputs"].get(prompt_scope.RUN_INPUT) == second.job_id
+    ]
+    cached = dict(entry["status"]["messages"])["execution_cached"]["nodes"]
+    assert "1" in cached and "2" in cached  # upstream replayed from ComfyUI's cache
+    assert "3" not in cached  # the SaveImage of this job ran again
+
+
 def test_value_below_min_fails_with_the_node_and_input(tmp_path):
     workflow = invert_workflow("comfyburst_test/below_min")
     workflow["1"]["inputs"]["width"] = 0  # EmptyImage.width has min 1
@@ -143,7 +170,15 @@ def _history_of(workflow: dict[str, Any]) -> dict[str, Any]:
     """The real ComfyUI's history entry of the run of this (unique) workflow."""
     history = requests.get(f"{COMFYUI_URL}/history", params={"max_items": 50}, timeout=10).json()
     for entry in history.values():
-        if entry["prompt"][2] == workflow:
+        # The worker adds its run input to output nodes (prompt_scope.rerun_outputs).
+        sent = {
+            node_id: {
+                **node,
+                "inputs": {k: v for k, v in node["inputs"].items() if k != prompt_scope.RUN_INPUT},
+            }
+            for node_id, node in entry["prompt"][2].items()
+        }
+        if sent == workflow:
             return entry
     raise AssertionError("the run is not in ComfyUI's history")
 
