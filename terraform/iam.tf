@@ -69,6 +69,24 @@ resource "google_project_iam_member" "dispatcher" {
   member  = google_service_account.sa[each.key].member
 }
 
+# The done-flag trigger reads its job's VM once, for Compute's lastStartTimestamp (the
+# receipt's RUNNING, services/complete.py): that one read permission, nothing that changes a VM.
+resource "google_project_iam_custom_role" "vm_reader" {
+  project     = var.project_id
+  role_id     = "${replace(var.name_prefix, "-", "_")}_vm_reader"
+  title       = "ComfyBurst VM reader"
+  description = "Reads a GPU VM's lastStartTimestamp for the job's receipt."
+  permissions = ["compute.instances.get"]
+
+  depends_on = [google_project_service.required]
+}
+
+resource "google_project_iam_member" "done_reads_vms" {
+  project = var.project_id
+  role    = google_project_iam_custom_role.vm_reader.id
+  member  = google_service_account.sa["done"].member
+}
+
 # setMetadata/start of a VM that runs as the worker SA needs actAs on that SA, granted there only.
 resource "google_service_account_iam_member" "dispatcher_acts_as_worker" {
   for_each = toset(local.dispatchers)

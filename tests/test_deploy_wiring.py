@@ -118,6 +118,15 @@ def test_dispatcher_role_holds_exactly_the_code_permissions():
     assert role["permissions"] == "${local.dispatcher_compute_permissions}"
 
 
+def test_the_done_trigger_may_only_read_vms():
+    # complete.py reads the VM's lastStartTimestamp for the receipt; nothing more.
+    role = hcl.resources("google_project_iam_custom_role")["vm_reader"]
+    assert role["permissions"] == ["compute.instances.get"]
+    grant = hcl.resources("google_project_iam_member")["done_reads_vms"]
+    assert grant["role"] == "${google_project_iam_custom_role.vm_reader.id}"
+    assert grant["member"] == '${google_service_account.sa["done"].member}'
+
+
 def test_dispatchers_may_act_as_the_worker_only():
     grant = hcl.resources("google_service_account_iam_member")["dispatcher_acts_as_worker"]
     assert grant["role"] == "roles/iam.serviceAccountUser"
