@@ -117,3 +117,14 @@ def subscriber(localcloud_env: dict[str, str]) -> Iterator[Any]:
 
     with pubsub_v1.SubscriberClient() as client:
         yield client
+
+
+@pytest.fixture
+def standin(tmp_path: Path) -> Iterator[str]:
+    """A ComfyUI stand-in whose input, output and temp folders are `tmp_path`'s `in`, `out` and
+    `tmp` (where tests/_worker_support.local_settings points the agent); its URL."""
+    from localcloud.comfyui_standin import StandinServer
+
+    server = StandinServer(tmp_path / "in", tmp_path / "out", tmp_path / "tmp")
+    yield server.start()
+    server.stop()

@@ -18,7 +18,6 @@ from comfyburst.services.complete import StorageObject, handle_done_flag
 from comfyburst.states import JobState
 from comfyburst_worker.agent import Agent
 from comfyburst_worker.phases import ComfyReadyProbe, PhaseLog, guest_booted_at
-from localcloud.comfyui_standin import StandinServer
 from tests._completion_helpers import fake_completion_deps, lease_record, make_job, manifest
 from tests._worker_support import (
     invert_workflow,
@@ -161,13 +160,6 @@ def test_a_drained_job_reads_no_running_and_a_worker_without_phases_gets_no_rece
 
 
 # --- the worker records its part ----------------------------------------------------------
-
-
-@pytest.fixture
-def standin(tmp_path):
-    server = StandinServer(tmp_path / "in", tmp_path / "out", tmp_path / "tmp")
-    yield server.start()
-    server.stop()
 
 
 def test_the_worker_records_boot_steps_for_its_first_job_and_idle_for_a_drained_one(

@@ -17,7 +17,6 @@ from PIL import Image
 
 from comfyburst.schema import DoneManifest, DoneStatus, ModelKind, ModelSpec, VmRef
 from comfyburst.states import JobState
-from localcloud.comfyui_standin import StandinServer
 from tests._model_server import ModelServer
 from tests._worker_support import (
     invert_workflow,
@@ -30,14 +29,6 @@ from tests._worker_support import (
 from tests.fakes import InMemoryBlobStore, InMemoryJobStore
 
 VM = VmRef(name="comfyburst-gpu-0", zone="us-central1-a")
-
-
-@pytest.fixture
-def standin(tmp_path):
-    server = StandinServer(tmp_path / "in", tmp_path / "out", tmp_path / "tmp")
-    url = server.start()
-    yield url
-    server.stop()
 
 
 @pytest.fixture

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import hashlib
 
-import pytest
-
 from comfyburst.schema import DoneManifest, DoneStatus, VmRef
 from comfyburst_worker import prompt_scope
-from localcloud.comfyui_standin import StandinServer
 from tests._worker_support import (
     invert_workflow,
     local_config,
@@ -21,13 +18,6 @@ from tests._worker_support import (
 from tests.fakes import InMemoryBlobStore, InMemoryJobStore
 
 VM = VmRef(name="comfyburst-gpu-0", zone="us-central1-a")
-
-
-@pytest.fixture
-def standin(tmp_path):
-    server = StandinServer(tmp_path / "in", tmp_path / "out", tmp_path / "tmp")
-    yield server.start()
-    server.stop()
 
 
 def _done(blobs: InMemoryBlobStore, job_id: str) -> DoneManifest:

@@ -7,8 +7,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import pytest
-
 from comfyburst.adapters.clock import SystemClock
 from comfyburst.domain.reaper import DRAIN_LEASE_PREFIX, ReaperPolicy, StopVm, plan
 from comfyburst.ports import VmStatus
@@ -16,7 +14,6 @@ from comfyburst.schema import DoneManifest, DoneStatus, Lease, VmRecord, VmRef
 from comfyburst.services.complete import CompletionDeps, StorageObject, handle_done_flag
 from comfyburst.states import JobState
 from comfyburst_worker.claims import SPREAD_WINDOW, rank_queued
-from localcloud.comfyui_standin import StandinServer
 from tests._completion_helpers import lease_record, make_job
 from tests._worker_support import (
     invert_workflow,
@@ -38,13 +35,6 @@ VM = VmRef(name="comfyburst-gpu-0", zone="us-central1-a")
 DRAIN = f"{DRAIN_LEASE_PREFIX}{VM.name}"
 POLICY = ReaperPolicy(boot_timeout_s=600, heartbeat_timeout_s=120, max_attempts=3, drain_grace_s=0)
 T0 = FixedClock().now()
-
-
-@pytest.fixture
-def standin(tmp_path):
-    server = StandinServer(tmp_path / "in", tmp_path / "out", tmp_path / "tmp")
-    yield server.start()
-    server.stop()
 
 
 class _SignalsHook(InMemoryBlobStore):

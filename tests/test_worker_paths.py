@@ -36,7 +36,6 @@ from comfyburst_worker.job_runner import JobRunner
 from comfyburst_worker.metadata import MetadataClient
 from comfyburst_worker.model_cache import ModelCache
 from comfyburst_worker.outputs import OutputCollector, convert
-from localcloud.comfyui_standin import StandinServer
 from tests._worker_support import (
     invert_workflow,
     local_config,
@@ -159,13 +158,6 @@ def test_collector_stores_converted_outputs_with_their_hash():
     bad = {"9": {"images": [{"filename": "broken.png", "subfolder": "", "type": "output"}]}}
     with pytest.raises(OutputError, match="could not be converted to jpeg"):
         collector.collect("j1", bad, OutputFormat.JPEG)
-
-
-@pytest.fixture
-def standin(tmp_path):
-    server = StandinServer(tmp_path / "in", tmp_path / "out", tmp_path / "tmp")
-    yield server.start()
-    server.stop()
 
 
 def test_agent_delivers_the_requested_output_format(tmp_path, standin):
