@@ -373,7 +373,7 @@ def test_metadata_gives_up_after_six_503s_and_404_is_absent(no_backoff):
         client.get("instance/name")
     assert len(session.calls) == 6
     absent = MetadataClient(host="m.invalid", session=_Flaky([404]))  # type: ignore[arg-type]
-    assert absent.job_id() is None
+    assert absent.attribute("comfyburst-config") is None
 
 
 # --- the worker's store wiring -----------------------------------------------------------------

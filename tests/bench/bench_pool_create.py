@@ -8,8 +8,8 @@ full after half of `--vms` VMs, and europe-west4-a), then places jobs with the r
 
 1. create: an empty pool; every job creates a VM from the template (lease document, then
    instances.insert with the job's metadata, waiting for the insert's capacity check);
-2. reuse: every VM stopped and released; every job starts a stopped one (lease, VM read,
-   setMetadata, start);
+2. reuse: every VM stopped and released; every job starts a stopped one (one read, one commit
+   of lease and job, start; setMetadata only where the VM's deployment config is stale);
 3. stockout: us-central1-a is full; every create meets ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS
    first and follows its `zonesAvailable`.
 

@@ -10,7 +10,6 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ex
 from comfyburst.domain.gpu_classes import CLASS_METADATA_KEY
 from comfyburst.schema import DeploymentConfig
 
-JOB_KEY = "comfyburst-job"
 CONFIG_KEY = "comfyburst-config"
 _DEFAULT_HOST = "metadata.google.internal"
 _TIMEOUT_S = 5.0
@@ -64,10 +63,6 @@ class MetadataClient:
     def attribute(self, key: str) -> str | None:
         value = self.get(f"instance/attributes/{key}")
         return value.strip() if value is not None else None
-
-    def job_id(self) -> str | None:
-        """The job the dispatcher started this VM for, if any."""
-        return self.attribute(JOB_KEY) or None
 
     def gpu_class(self) -> str | None:
         """This VM's GPU class, if the dispatcher named one (else: the default class); an
