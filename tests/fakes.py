@@ -8,8 +8,9 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from itertools import count
 
+from comfyburst.domain import scheduling
 from comfyburst.errors import CapacityError, JobExists, NotFound, PreconditionFailed
-from comfyburst.ports import JobMutation, JobWrite, LeaseRead, LeaseWrite, VmStatus
+from comfyburst.ports import JobMutation, JobWrite, LeaseRead, LeaseWrite, SlotRequest, VmStatus
 from comfyburst.schema import Job, VmRecord
 from comfyburst.states import JobState
 
@@ -36,6 +37,7 @@ class InMemoryJobStore:
         self.vms: dict[str, tuple[VmRecord, int]] = {}
         self._versions = count(1)
         self.job_versions: dict[str, int] = {}  # bumped on each job write (commit preconditions)
+        self.slots: dict[str, dict[str, scheduling.Reservation]] = {}  # class -> reservations
 
     def create_job(self, job: Job) -> tuple[Job, bool]:
         with self._lock:
@@ -107,6 +109,16 @@ class InMemoryJobStore:
     def list_vms(self) -> list[VmRecord]:
         with self._lock:
             return [r.model_copy(deep=True) for r, _ in self.vms.values()]
+
+    def reserve_slot(self, request: SlotRequest) -> str | None:
+        with self._lock:
+            kept, refused = scheduling.reserve_for(self.slots.get(request.gpu_class, {}), request)
+            self.slots[request.gpu_class] = kept
+            return refused
+
+    def release_slot(self, gpu_class: str, name: str) -> None:
+        with self._lock:
+            self.slots.get(gpu_class, {}).pop(name, None)
 
     def put_vm(self, vm: VmRecord, expected_version: object | None) -> object:
         with self._lock:

@@ -3,7 +3,7 @@ in-memory fakes (tests/fakes.py) implement them for unit tests of domain code.""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -45,6 +45,21 @@ class LeaseRead:
     record_version: object | None
     job: Job | None
     job_version: object | None
+
+
+@dataclass(frozen=True)
+class SlotRequest:
+    """A creator asks for a slot of its GPU class for VM `name` in `zone` (domain rule:
+    scheduling.reserve_slot); `listed` is the class's VMs as Compute lists them (name -> zone)."""
+
+    gpu_class: str
+    name: str
+    zone: str
+    max_vms: int
+    max_vms_per_zone: int
+    listed: Mapping[str, str]
+    now: datetime
+    stale_before: datetime
 
 
 class JobStore(Protocol):
@@ -91,6 +106,16 @@ class JobStore(Protocol):
         `expected_version=None` means create-if-absent. Raises PreconditionFailed when the
         document changed or already exists. Returns the new version.
         """
+        ...
+
+    def reserve_slot(self, request: SlotRequest) -> str | None:
+        """Reserve the VM's slot in its class's reservation document, in one transaction, so
+        concurrent creators never exceed the class's limits. None: reserved (or already
+        this name's); else why not (a limit reason). Only the create path calls this."""
+        ...
+
+    def release_slot(self, gpu_class: str, name: str) -> None:
+        """Drop the VM's reservation (its create failed, or it was deleted); absent is fine."""
         ...
 
     def read_for_lease(self, vm_name: str, job_id: str) -> LeaseRead:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
@@ -14,10 +15,12 @@ import tenacity
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
+from google.cloud.firestore_v1.field_path import FieldPath
 from pydantic import BaseModel
 
+from comfyburst.domain import scheduling
 from comfyburst.errors import Contended, JobExists, NotFound, PreconditionFailed
-from comfyburst.ports import JobMutation, JobWrite, LeaseRead, LeaseWrite
+from comfyburst.ports import JobMutation, JobWrite, LeaseRead, LeaseWrite, SlotRequest
 from comfyburst.schema import Job, VmRecord
 from comfyburst.states import JobState
 
@@ -95,7 +98,8 @@ class Collections:
 
 
 class FirestoreJobStore:
-    """Jobs in `jobs/{id}`, leases in `vms/{name}`, keys in `idempotency/{key}`."""
+    """Jobs in `jobs/{id}`, leases in `vms/{name}`, keys in `idempotency/{key}`, each GPU
+    class's create reservations in `{vms}_slots/{class}`."""
 
     def __init__(
         self,
@@ -118,6 +122,7 @@ class FirestoreJobStore:
         self._jobs = client.collection(settings.jobs_collection)
         self._vms = client.collection(settings.vms_collection)
         self._idempotency = client.collection(settings.idempotency_collection)
+        self._slots = client.collection(f"{settings.vms_collection}_slots")
 
     # --- jobs -------------------------------------------------------------------------
 
@@ -244,6 +249,41 @@ class FirestoreJobStore:
         return result.update_time
 
     # --- one commit: leases and the job ---------------------------------------------------
+
+    # --- create reservations (one document per GPU class) ------------------------------
+
+    def reserve_slot(self, request: SlotRequest) -> str | None:
+        ref = self._slots.document(idempotency_doc_id(request.gpu_class))
+
+        @firestore.transactional
+        def run(transaction: firestore.Transaction) -> str | None:
+            snap = ref.get(transaction=transaction)
+            stored = (snap.to_dict() or {}).get("vms", {}) if snap.exists else {}
+            reserved = {
+                name: scheduling.Reservation(zone=item["zone"], at=item["at"])
+                for name, item in stored.items()
+            }
+            kept, refused = scheduling.reserve_for(reserved, request)
+            if kept != reserved:
+                vms = {n: {"zone": r.zone, "at": r.at} for n, r in kept.items()}
+                transaction.set(ref, {"gpu_class": request.gpu_class, "vms": vms})
+            return refused
+
+        try:
+            for attempt in self._contended_retrying:
+                with attempt:
+                    result = run(self._client.transaction(max_attempts=self._transaction_attempts))
+        except (ValueError, gexc.Aborted) as exc:
+            if _contended(exc):
+                raise Contended("the pool's slots stayed contended", retry_after_s=2) from exc
+            raise
+        return result
+
+    def release_slot(self, gpu_class: str, name: str) -> None:
+        ref = self._slots.document(idempotency_doc_id(gpu_class))
+        # One field's delete is atomic on its own: no transaction, no contention with creators.
+        with contextlib.suppress(gexc.NotFound):
+            ref.update({FieldPath("vms", name).to_api_repr(): firestore.DELETE_FIELD})
 
     def read_for_lease(self, vm_name: str, job_id: str) -> LeaseRead:
         vm_ref, job_ref = self._vms.document(vm_name), self._jobs.document(job_id)

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from comfyburst.ports import VmStatus
+from comfyburst.ports import SlotRequest, VmStatus
 from comfyburst.schema import VmRecord
 
 STOCKOUT_REASONS = frozenset(
@@ -147,6 +147,65 @@ def create_zones(
     # Stable: among equals, the deployment's own order (e.g. the region of the buckets first).
     rest.sort(key=lambda z: (-_capacity_rank(states.get(z)), per_zone.get(z, 0)))
     return first + rest
+
+
+# Why a create was refused before any insert: the class's reservations are at a limit.
+REASON_POOL_FULL = "the GPU class is at its max_vms"
+REASON_ZONE_FULL = "the zone is at the GPU class's max_vms_per_zone"
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A VM name a creator holds a slot of its class for (before and after its insert)."""
+
+    zone: str
+    at: datetime
+
+
+def reserve_slot(
+    reserved: Mapping[str, Reservation],
+    listed: Mapping[str, str],
+    name: str,
+    zone: str,
+    limits: PoolLimits,
+    now: datetime,
+    stale_before: datetime,
+) -> tuple[dict[str, Reservation], str | None]:
+    """The class's reservations after reserving `name` in `zone`, and None; or why not.
+
+    What counts is every VM the listing shows (`listed`: name -> zone, stopped ones too) and
+    every reservation, once per name. A reservation Compute does not list and made before
+    `stale_before` is dropped (its creator crashed, or its VM was deleted): no slot leaks for
+    long. A name already reserved or listed is this create's retry: it takes no other slot.
+    """
+    kept = {n: r for n, r in reserved.items() if n in listed or r.at >= stale_before}
+    if name in kept or name in listed:
+        return kept, None
+    counted = dict(listed)
+    for other, reservation in kept.items():
+        counted.setdefault(other, reservation.zone)
+    if len(counted) >= limits.max_vms:
+        return kept, REASON_POOL_FULL
+    if sum(1 for z in counted.values() if z == zone) >= limits.max_vms_per_zone:
+        return kept, REASON_ZONE_FULL
+    kept[name] = Reservation(zone=zone, at=now)
+    return kept, None
+
+
+def reserve_for(
+    reserved: Mapping[str, Reservation], request: SlotRequest
+) -> tuple[dict[str, Reservation], str | None]:
+    """`reserve_slot` for a store's request (the stores run it inside their transaction)."""
+    limits = PoolLimits(request.max_vms, request.max_vms_per_zone)
+    return reserve_slot(
+        reserved,
+        request.listed,
+        request.name,
+        request.zone,
+        limits,
+        request.now,
+        request.stale_before,
+    )
 
 
 def zone_cooldown_until(reason: str, now: datetime, cooldown_s: int) -> datetime | None:

@@ -7,8 +7,12 @@ with the job `starting` on it (`_job_leases`), then the VM is inserted from the 
 template for the zone's region, labelled and attributed with its class, with the deployment
 config in its metadata (no job: its worker reads the lease) and a request id derived from the
 same,
-so a retried insert is the same insert. A refusal (stockout, quota) gives the lease and the
-job back (one commit), cools the zone down in this process and moves on, to the zones
+so a retried insert is the same insert. Between the lease and the insert the VM takes a slot
+of its class in the class's reservation document (`JobStore.reserve_slot`, one transaction):
+the class's limits count what Compute lists plus what is reserved, so concurrent creators
+never exceed them; a retried create of the name finds its own slot. A refused or failed create
+gives its slot back where it gives the lease back. A refusal (stockout, quota) gives the lease
+and the job back (one commit), cools the zone down in this process and moves on, to the zones
 Compute named first. Nothing waits for the boot; the create waits at most `create_wait_s`
 for Compute's capacity check.
 """
@@ -23,7 +27,7 @@ from typing import Any
 from comfyburst.domain import gpu_classes, scheduling
 from comfyburst.domain.gpu_classes import GpuClass
 from comfyburst.errors import CapacityError, JobExists, PreconditionFailed
-from comfyburst.ports import Fleet, JobStore, VmStatus
+from comfyburst.ports import Fleet, JobStore, SlotRequest, VmStatus
 from comfyburst.schema import Job, Lease, VmRecord, VmRef
 from comfyburst.services._fleet_view import FleetView
 from comfyburst.services._job_leases import JobGone, JobLeases
@@ -35,6 +39,9 @@ CREATED_KEY, CREATED_VALUE = scheduling.CREATED_LABEL
 CREATED = "created"
 LOST = "lost"
 ERROR = "error"
+# A reservation its creator never confirmed by a listed VM is dropped this long after the
+# create's own wait (a crashed creator): well past any insert and any cached listing.
+RESERVATION_MARGIN_S = 120.0
 
 
 class Creator:
@@ -89,7 +96,7 @@ class Creator:
             name = scheduling.vm_name(
                 self._settings.pool_name_prefix, job.job_id, job.attempt, zone
             )
-            outcome = self._try(job, zone, name, now, leases, gpu_class)
+            outcome = self._try(job, zone, name, now, leases, gpu_class, fleet)
             if isinstance(outcome, tuple):
                 tried.append((name, CREATED))
                 return outcome, tried
@@ -104,9 +111,9 @@ class Creator:
                 suggested = [z for z in outcome.zones_available if z not in refused]
                 continue
             tried.append((name, outcome))
-            if outcome == ERROR:
+            if outcome in (ERROR, scheduling.REASON_POOL_FULL):
                 return None, tried
-            refused.add(zone)  # LOST: another dispatcher holds this name's lease
+            refused.add(zone)  # LOST (another dispatcher holds this name's lease), zone full
 
     def _try(
         self,
@@ -116,11 +123,34 @@ class Creator:
         now: datetime,
         leases: JobLeases,
         gpu_class: GpuClass,
+        fleet: list[VmStatus],
     ) -> tuple[VmRef, tuple[VmRecord, object]] | CapacityError | str:
         leased = self._lease(job, zone, name, now, leases)
         if isinstance(leased, str):
             return leased
         record, version = leased
+        # Only the name's lease holder reserves or releases its slot.
+        slot = SlotRequest(
+            gpu_class=gpu_class.name,
+            name=name,
+            zone=zone,
+            max_vms=gpu_class.max_vms,
+            max_vms_per_zone=gpu_class.max_vms_per_zone,
+            listed={s.name: s.zone for s in fleet},
+            now=now,
+            stale_before=now
+            - timedelta(seconds=self._settings.create_wait_s + RESERVATION_MARGIN_S),
+        )
+        try:
+            full = self._store.reserve_slot(slot)
+        except Exception:
+            logger.exception("reserving a slot failed", extra={"job_id": job.job_id, "vm": name})
+            self._release(leases, record, version, ERROR)
+            return ERROR
+        if full is not None:
+            logger.info("create refused: %s", full, extra={"job_id": job.job_id, "vm": name})
+            self._release(leases, record, version, full)
+            return full
         label_key, _, label_value = self._settings.pool_label.partition("=")
         # Each lease write has its own expiry: a retried submit (a new lease) sends a new
         # request, which the name then makes idempotent (the instance exists: 409).
@@ -146,6 +176,7 @@ class Creator:
                 self._request_id(job.job_id, job.attempt, name, f"create@{stamp}"),
             )
         except CapacityError as exc:
+            self._release_slot(gpu_class, name)
             self._release(leases, record, version, exc.reason)
             logger.warning(
                 "create refused: %s",
@@ -165,6 +196,7 @@ class Creator:
                 return ERROR
         except Exception:
             logger.exception("create failed", extra={"job_id": job.job_id, "vm": name})
+            self._release_slot(gpu_class, name)
             self._release(leases, record, version, ERROR)
             return ERROR
         self._pool.note_zone_capacity(zone, now)
@@ -206,6 +238,12 @@ class Creator:
             return ERROR
         self._pool.note_record(leased)
         return leased, new_version
+
+    def _release_slot(self, gpu_class: GpuClass, name: str) -> None:
+        try:
+            self._store.release_slot(gpu_class.name, name)
+        except Exception:  # the reservation ages out (RESERVATION_MARGIN_S)
+            logger.exception("releasing a slot failed", extra={"vm": name})
 
     def _release(self, leases: JobLeases, record: VmRecord, version: object, why: str) -> None:
         """The lease given back and the job back to queued, in one commit."""

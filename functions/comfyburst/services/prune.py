@@ -3,7 +3,8 @@
 The plan is pure (`domain.scheduling.vms_to_delete`). Each VM is first leased to
 `delete:{name}` with a precondition (a VM whose document is gone gets a new document holding
 that lease), so no dispatcher can start it while it is being deleted; then it is deleted with a
-request id derived from its name. Only VMs carrying the dispatcher's own label are touched: a
+request id derived from its name, and its slot in its class's reservation document is released
+(services/_create.py). Only VMs carrying the dispatcher's own label are touched: a
 pool of VMs made by other means is never deleted.
 """
 
@@ -14,9 +15,9 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from comfyburst.domain import scheduling
+from comfyburst.domain import gpu_classes, scheduling
 from comfyburst.errors import NotFound, PreconditionFailed
-from comfyburst.ports import Fleet, JobStore
+from comfyburst.ports import Fleet, JobStore, VmStatus
 from comfyburst.schema import Lease, VmRecord
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,20 @@ def prune_pool(
         except Exception as exc:  # the next period tries again
             logger.warning("deleting %s failed", status.name, exc_info=True)
             entry["outcome"] = f"failed: {type(exc).__name__}"
+            done.append(entry)
+            continue
+        _release_slot(store, status)
         logger.info("pool VM deleted: %s", why, extra={"vm": status.name, "zone": status.zone})
         done.append(entry)
     return done
+
+
+def _release_slot(store: JobStore, status: VmStatus) -> None:
+    """The deleted VM's slot back to its class (only created VMs, labelled, hold one)."""
+    gpu_class = status.labels.get(gpu_classes.CLASS_LABEL)
+    if not gpu_class:
+        return
+    try:
+        store.release_slot(gpu_class, status.name)
+    except Exception:  # a reservation of a VM Compute no longer lists ages out anyway
+        logger.warning("releasing the slot of %s failed", status.name, exc_info=True)
