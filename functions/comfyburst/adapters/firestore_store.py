@@ -255,14 +255,22 @@ class FirestoreJobStore:
     def reserve_slot(self, request: SlotRequest) -> str | None:
         ref = self._slots.document(idempotency_doc_id(request.gpu_class))
 
-        @firestore.transactional
-        def run(transaction: firestore.Transaction) -> str | None:
-            snap = ref.get(transaction=transaction)
+        def reserved_in(snap: Any) -> dict[str, scheduling.Reservation]:
             stored = (snap.to_dict() or {}).get("vms", {}) if snap.exists else {}
-            reserved = {
+            return {
                 name: scheduling.Reservation(zone=item["zone"], at=item["at"])
                 for name, item in stored.items()
             }
+
+        # A class at its limit is refused on a plain read: only a grant needs the transaction,
+        # so queued submits of a full class do not contend on its one document.
+        full = scheduling.reserve_for(reserved_in(ref.get()), request)[1]
+        if full is not None:
+            return full
+
+        @firestore.transactional
+        def run(transaction: firestore.Transaction) -> str | None:
+            reserved = reserved_in(ref.get(transaction=transaction))
             kept, refused = scheduling.reserve_for(reserved, request)
             if kept != reserved:
                 vms = {n: {"zone": r.zone, "at": r.at} for n, r in kept.items()}
