@@ -24,7 +24,7 @@ from comfyburst.services.results import publish_result
 from comfyburst.states import JobState
 from localcloud._procs import free_port
 from localcloud.config import WEBHOOKS_DEAD_LETTER_SUBSCRIPTION
-from tests._e2e_support import e2e_env, invert_workflow
+from tests._e2e_support import invert_workflow
 from tests._poll import poll_until
 from tests.test_webhooks import make_job, verify
 
@@ -34,10 +34,27 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 SLOW_ANSWER_S = 12.0
 
 
+@pytest.fixture(scope="module")
+def webhook_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """This module's own cloud (VMs run the worker and the ComfyUI stand-in): the push
+    subscription's retries and dead-lettering are timed here, so no other test's results may
+    be queued on it (the emulator pushes every result, and wipes leave Pub/Sub as it is)."""
+    from localcloud.cloud import LocalCloud
+    from localcloud.scenarios.harness import cloud_config, warm_up
+
+    running = LocalCloud(cloud_config(tmp_path_factory.mktemp("webhooks"), pool_size=1))
+    running.start()
+    try:
+        warm_up(running.env)
+        yield running
+    finally:
+        running.stop()
+
+
 @pytest.fixture
-def localcloud_env(request: pytest.FixtureRequest) -> dict[str, str]:
-    """The shared e2e cloud (VMs run the worker and the ComfyUI stand-in)."""
-    return e2e_env(request)
+def localcloud_env(webhook_cloud: Any) -> dict[str, str]:
+    """This module's cloud (conftest's autouse wipe wipes it between tests)."""
+    return dict(webhook_cloud.env)
 
 
 @pytest.fixture

@@ -43,6 +43,7 @@ from comfyburst.errors import (
 from comfyburst.ports import BlobStore, Clock, JobStore
 from comfyburst.preflight import Catalogue, PromptVerdict, validate_prompt
 from comfyburst.schema import MAX_STORED_NODE_ERRORS_BYTES, Job, JobRequest
+from comfyburst.services._job_leases import JobGone
 from comfyburst.services.dispatch import Dispatcher
 from comfyburst.services.uploads import stored_sizes
 
@@ -184,6 +185,10 @@ def submit_job(
             raise IdempotencyConflict("this Idempotency-Key was used for another request") from None
         _same_request_or_conflict(deps, job_id, request_json)
         return SubmitResult(earlier, False)
+    except JobGone as gone:
+        # This submit stored the job, a refused create gave it back to the queue, and a
+        # draining worker or another dispatcher took it before the next zone's try: placed.
+        return SubmitResult(gone.job, True)
     finally:
         stored_request.result()  # (re-)raises a failed write; then nothing was committed
     stored = placement.job
