@@ -152,6 +152,49 @@ def _publish(store: Any, publisher: Any, job: Job) -> None:
     publish_result(store, publisher, job, datetime.now(UTC))
 
 
+# The dead-letter test runs first: the faulty-receivers test leaves redeliveries of its own
+# messages in flight (to receivers it has stopped), which share the push subscription.
+def test_a_receiver_that_never_recovers_ends_on_the_dead_letter_topic(
+    cloud_env: dict[str, str], wiring_parts: tuple[Any, Any]
+) -> None:
+    from google.cloud import pubsub_v1
+
+    store, publisher = wiring_parts
+    subscriber = pubsub_v1.SubscriberClient()
+    receiver = Receiver(cloud_env["COMFYBURST_WEBHOOK_SECRET"], lambda _j, _a: "503").start()
+    subscription = subscriber.subscription_path(
+        cloud_env["COMFYBURST_PROJECT_ID"], WEBHOOKS_DEAD_LETTER_SUBSCRIPTION
+    )
+    found: list[dict[str, str]] = []
+
+    def dead_lettered() -> bool:
+        response = subscriber.pull(
+            request={"subscription": subscription, "max_messages": 50}, timeout=5
+        )
+        ack_ids = []
+        for received in response.received_messages:
+            ack_ids.append(received.ack_id)
+            attributes = dict(received.message.attributes)
+            if attributes.get("job_id") == "wh-dead":
+                found.append(attributes)
+        if ack_ids:
+            subscriber.acknowledge(request={"subscription": subscription, "ack_ids": ack_ids})
+        return bool(found)
+
+    try:
+        _publish(store, publisher, make_job("wh-dead", receiver.url, JobState.FAILED))
+        poll_until(dead_lettered, "a dead-lettered message", timeout_s=120, interval_s=0.2)
+    finally:
+        receiver.stop()
+        subscriber.close()
+    assert found[0]["status"] == "failed"
+    assert found[0].get("CloudPubSubDeadLetterSourceSubscription")
+    attempts = receiver.attempts("wh-dead")
+    assert attempts >= 2 and receiver.invalid == []
+    assert receiver.unique() == {}
+    assert receiver.ids_seen() == {"msg_wh-dead_failed"}  # one id on every attempt
+
+
 def test_faulty_receivers_get_every_result_once_after_dedupe(
     cloud_env: dict[str, str], wiring_parts: tuple[Any, Any]
 ) -> None:
@@ -209,47 +252,6 @@ def test_faulty_receivers_get_every_result_once_after_dedupe(
     with up._lock:
         slow_bodies = {b for h, b in up.received if h_job(h) == "wh-slow"}
     assert len(slow_bodies) == 1
-
-
-def test_a_receiver_that_never_recovers_ends_on_the_dead_letter_topic(
-    cloud_env: dict[str, str], wiring_parts: tuple[Any, Any]
-) -> None:
-    from google.cloud import pubsub_v1
-
-    store, publisher = wiring_parts
-    subscriber = pubsub_v1.SubscriberClient()
-    receiver = Receiver(cloud_env["COMFYBURST_WEBHOOK_SECRET"], lambda _j, _a: "503").start()
-    subscription = subscriber.subscription_path(
-        cloud_env["COMFYBURST_PROJECT_ID"], WEBHOOKS_DEAD_LETTER_SUBSCRIPTION
-    )
-    found: list[dict[str, str]] = []
-
-    def dead_lettered() -> bool:
-        response = subscriber.pull(
-            request={"subscription": subscription, "max_messages": 50}, timeout=5
-        )
-        ack_ids = []
-        for received in response.received_messages:
-            ack_ids.append(received.ack_id)
-            attributes = dict(received.message.attributes)
-            if attributes.get("job_id") == "wh-dead":
-                found.append(attributes)
-        if ack_ids:
-            subscriber.acknowledge(request={"subscription": subscription, "ack_ids": ack_ids})
-        return bool(found)
-
-    try:
-        _publish(store, publisher, make_job("wh-dead", receiver.url, JobState.FAILED))
-        poll_until(dead_lettered, "a dead-lettered message", timeout_s=120, interval_s=0.2)
-    finally:
-        receiver.stop()
-        subscriber.close()
-    assert found[0]["status"] == "failed"
-    assert found[0].get("CloudPubSubDeadLetterSourceSubscription")
-    attempts = receiver.attempts("wh-dead")
-    assert attempts >= 2 and receiver.invalid == []
-    assert receiver.unique() == {}
-    assert receiver.ids_seen() == {"msg_wh-dead_failed"}  # one id on every attempt
 
 
 def test_a_real_job_notifies_its_webhook(cloud_env: dict[str, str]) -> None:
