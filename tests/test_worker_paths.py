@@ -398,4 +398,6 @@ def test_the_worker_hands_the_store_the_deployments_collection_names(monkeypatch
     config = local_config(jobs_collection="team-jobs", vms_collection="team-vms")
     store, _blobs, _clock = _cloud_adapters(config)
     assert isinstance(store, FirestoreJobStore)
-    assert store._client.names == ["team-jobs", "team-vms", "idempotency"]  # type: ignore[attr-defined]
+    # (the pool's slot reservations live beside the VM documents: `{vms_collection}_slots`)
+    names = store._client.names  # type: ignore[attr-defined]
+    assert names == ["team-jobs", "team-vms", "idempotency", "team-vms_slots"]
