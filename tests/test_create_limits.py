@@ -4,7 +4,6 @@ view of the pool, as separate processes have) placing jobs at once on an empty t
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -15,6 +14,7 @@ from comfyburst.services.dispatch import Dispatcher, DispatchOutcome
 from comfyburst.services.prune import prune_pool
 from comfyburst.states import JobState
 from tests import test_dispatch_create as _create_tests
+from tests._concurrency import at_once
 from tests._poll import poll_until
 from tests.test_dispatch_create import US_A, US_B, Pool
 
@@ -28,23 +28,7 @@ def _dispatch_at_once(pool: Pool, count: int) -> list[DispatchOutcome]:
     """`count` jobs, each dispatched by its own Dispatcher, all released together."""
     jobs = [pool.job(i) for i in range(count)]
     dispatchers = [Dispatcher(pool.store, pool.fleet, pool.clock, pool.settings, 0.0) for _ in jobs]
-    barrier = threading.Barrier(count)
-    outcomes: list[DispatchOutcome | None] = [None] * count
-    errors: list[BaseException] = []
-
-    def run(index: int) -> None:
-        barrier.wait()
-        try:
-            outcomes[index] = dispatchers[index].dispatch(jobs[index])
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors, errors
+    outcomes = at_once(count, lambda index: dispatchers[index].dispatch(jobs[index]))
     done = [o for o in outcomes if o is not None]
     assert len(done) == count
     return done

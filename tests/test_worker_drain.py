@@ -160,8 +160,8 @@ def test_live_drain_lease_is_not_free_for_dispatch():
 
 
 class _ClaimFailsOnce(InMemoryJobStore):
-    """The first claim transaction on `job_id` raises, as a Firestore transaction that lost to
-    other claimants five times in a row does."""
+    """The first claim of `job_id` (the commit of the lease and the job) raises, as a store
+    call that fails on the network does; so does a transaction on it (the other claim path)."""
 
     def __init__(self, job_id: str = "") -> None:
         super().__init__()
@@ -173,6 +173,12 @@ class _ClaimFailsOnce(InMemoryJobStore):
             self.failed += 1
             raise ValueError("Failed to commit transaction in 5 attempts.")
         return super().update_job(job_id, mutate)
+
+    def commit(self, vms: Any, job: Any = None) -> Any:
+        if job is not None and job.job.job_id == self.job_id and not self.failed:
+            self.failed += 1
+            raise ConnectionError("the commit's connection reset")
+        return super().commit(vms, job)
 
 
 def test_a_failed_claim_of_the_next_job_does_not_lose_the_finished_one(tmp_path, standin):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -262,30 +262,41 @@ class FirestoreJobStore:
                 for name, item in stored.items()
             }
 
-        # A class at its limit is refused on a plain read: only a grant needs the transaction,
-        # so queued submits of a full class do not contend on its one document.
-        full = scheduling.reserve_for(reserved_in(ref.get()), request)[1]
-        if full is not None:
-            return full
-
-        @firestore.transactional
-        def run(transaction: firestore.Transaction) -> str | None:
-            reserved = reserved_in(ref.get(transaction=transaction))
-            kept, refused = scheduling.reserve_for(reserved, request)
-            if kept != reserved:
-                vms = {n: {"zone": r.zone, "at": r.at} for n, r in kept.items()}
-                transaction.set(ref, {"gpu_class": request.gpu_class, "vms": vms})
-            return refused
-
+        # Optimistic, not a transaction: read the document with its update time, write it back
+        # only if unchanged (or create it if absent). Creators that race lose a precondition at
+        # once and re-read; none waits on another's lock (a transaction's read locks the one
+        # document, and on the emulator a waiting commit sits until its lock timeout).
+        # A class at its limit is refused on the plain read alone: nothing is written.
         try:
-            for attempt in self._contended_retrying:
-                with attempt:
-                    result = run(self._client.transaction(max_attempts=self._transaction_attempts))
-        except (ValueError, gexc.Aborted) as exc:
-            if _contended(exc):
-                raise Contended("the pool's slots stayed contended", retry_after_s=2) from exc
-            raise
-        return result
+            return self._reserve_optimistically(ref, request, reserved_in)
+        except _LostRace as exc:
+            raise Contended("the pool's slots stayed contended", retry_after_s=2) from exc
+
+    def _reserve_optimistically(
+        self,
+        ref: Any,
+        request: SlotRequest,
+        reserved_in: Callable[[Any], dict[str, scheduling.Reservation]],
+    ) -> str | None:
+        for attempt in self._contended_retrying:
+            with attempt:
+                snap = ref.get()
+                reserved = reserved_in(snap)
+                kept, refused = scheduling.reserve_for(reserved, request)
+                if kept == reserved:
+                    return refused
+                vms = {n: {"zone": r.zone, "at": r.at} for n, r in kept.items()}
+                doc = {"gpu_class": request.gpu_class, "vms": vms}
+                try:
+                    if snap.exists:
+                        option = self._client.write_option(last_update_time=snap.update_time)
+                        ref.update(doc, option=option)  # top-level fields: replaced whole
+                    else:
+                        ref.create(doc)
+                except (gexc.AlreadyExists, gexc.FailedPrecondition) as exc:
+                    raise _LostRace(str(exc)) from exc
+                return refused
+        raise AssertionError("unreachable: the retrying loop raises or returns")
 
     def release_slot(self, gpu_class: str, name: str) -> None:
         ref = self._slots.document(idempotency_doc_id(gpu_class))
@@ -352,9 +363,14 @@ class FirestoreJobStore:
         return self.get_job(job.job_id)
 
 
+class _LostRace(Exception):
+    """A precondition write lost to another writer: read again and decide again."""
+
+
 def _contended(exc: BaseException) -> bool:
-    """A transaction that lost to other writers: its read was aborted, or every commit was."""
-    if isinstance(exc, gexc.Aborted):
+    """A transaction that lost to other writers: its read was aborted, or every commit was;
+    or a precondition write that lost (`_LostRace`)."""
+    if isinstance(exc, (gexc.Aborted, _LostRace)):
         return True
     return isinstance(exc, ValueError) and isinstance(exc.__cause__, gexc.Aborted)
 

@@ -20,14 +20,21 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from functools import partial
 
 from comfyburst.domain.reaper import DRAIN_LEASE_PREFIX
 from comfyburst.errors import PreconditionFailed
 from comfyburst.ports import Clock, JobStore
 from comfyburst.schema import DoneManifest, DoneStatus, Job, JobPhases, VmRef, WorkerTimings
 from comfyburst.states import JobState
-from comfyburst_worker.claims import VmClass, claim_queued, claim_starting, rank_queued
+from comfyburst_worker.claims import (
+    TAKEN,
+    ClaimRule,
+    Taken,
+    VmClass,
+    claim_starting,
+    queued_claim,
+    rank_queued,
+)
 from comfyburst_worker.heartbeat import JobWatch
 from comfyburst_worker.job_runner import JobRunner, RunResult, Services
 from comfyburst_worker.phases import PhaseLog, wall_of
@@ -289,20 +296,23 @@ class Agent:
         # The VM's cached models matter only when a candidate brings models.
         needs_models = any(j.request.models for j in queued)
         cached = self.s.leases.models_cached() if needs_models else set()
-        claim_mine = partial(claim_queued, vm_class=self.vm_class)
+        rule = queued_claim(self.vm, clock, self.vm_class)
         for job in rank_queued(queued, cached, self.vm.name, vm_class=self.vm_class)[:_CLAIM_TRIES]:
-            # The lease first, so no dispatcher takes this VM while the job is being claimed.
-            if not self.s.leases.repoint(previous, job.job_id):
-                return None
-            claimed = self._claim(claim_mine, job.job_id)
-            if claimed is not None:
-                return claimed
-            if previous is not None:
-                until = self.drain_until if previous == self.drain_id else None
-                self.s.leases.repoint(job.job_id, previous, until)
-            else:
-                self.s.leases.release([job.job_id])
+            taken = self._take(job.job_id, previous, rule)
+            if taken is TAKEN:
+                return None  # another job holds this VM's lease now (a dispatcher's)
+            if taken is not None:
+                return taken
         return None
+
+    def _take(self, job_id: str, previous: str | None, rule: ClaimRule) -> Job | Taken | None:
+        """The lease and the claim in one commit; one that errors is a claim not made, unless
+        the job turns out to be running here after all (as in `_claim`)."""
+        try:
+            return self.s.leases.take(job_id, previous, rule)
+        except Exception as exc:
+            log.warning("claiming job %s failed: %s", job_id, exc)
+        return self._running_here(job_id)
 
     def _claim(
         self, claim: Callable[[JobStore, str, VmRef, Clock], Job | None], job_id: str
@@ -314,6 +324,9 @@ class Agent:
             return claim(self.s.store, job_id, self.vm, self.s.clock)
         except Exception as exc:
             log.warning("claiming job %s failed: %s", job_id, exc)
+        return self._running_here(job_id)
+
+    def _running_here(self, job_id: str) -> Job | None:
         try:
             job = self.s.store.get_job(job_id)
         except Exception:

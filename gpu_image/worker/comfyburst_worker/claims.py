@@ -7,16 +7,19 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import Enum
 
 from comfyburst.domain.jobs import transition
 from comfyburst.domain.reaper import DRAIN_LEASE_PREFIX
 from comfyburst.domain.scheduling import DELETE_LEASE_PREFIX
 from comfyburst.errors import PreconditionFailed
-from comfyburst.ports import Clock, JobStore
+from comfyburst.ports import Clock, JobStore, JobWrite, LeaseWrite
 from comfyburst.schema import Job, Lease, VmRecord, VmRef
 from comfyburst.states import JobState
 
 log = logging.getLogger(__name__)
+
+ClaimRule = Callable[[Job], "Job | None"]
 
 _PUT_TRIES = 5
 
@@ -54,11 +57,10 @@ def boot_job(store: JobStore, vm: VmRef, now: datetime) -> str | None:
     return lease.job_id
 
 
-def claim_queued(
-    store: JobStore, job_id: str, vm: VmRef, clock: Clock, vm_class: VmClass | None = None
-) -> Job | None:
+def queued_claim(vm: VmRef, clock: Clock, vm_class: VmClass | None = None) -> ClaimRule:
     """`queued → running` on this VM (the draining worker taking the next job), only a job
-    of this VM's GPU class (checked again in the transaction: its class may have changed)."""
+    of this VM's GPU class, decided on the job as read for the claim (its class may have
+    changed since it was listed). None: not claimable."""
 
     def mutate(job: Job) -> Job | None:
         if job.state is not JobState.QUEUED or job.cancel_requested:
@@ -67,7 +69,15 @@ def claim_queued(
             return None
         return transition(job, JobState.RUNNING, clock.now(), vm=vm, queued_reason=None)
 
-    return _claimed(store.update_job(job_id, mutate), vm)
+    return mutate
+
+
+def claim_queued(
+    store: JobStore, job_id: str, vm: VmRef, clock: Clock, vm_class: VmClass | None = None
+) -> Job | None:
+    """`queued → running` on this VM in a transaction (`LeaseKeeper.take` is the agent's
+    path: the lease and the claim in one commit)."""
+    return _claimed(store.update_job(job_id, queued_claim(vm, clock, vm_class)), vm)
 
 
 def _claimed(job: Job, vm: VmRef) -> Job | None:
@@ -116,6 +126,13 @@ def rank_queued(
 
 def _spread_key(vm_name: str, job_id: str) -> bytes:
     return hashlib.blake2b(f"{vm_name}/{job_id}".encode(), digest_size=8).digest()
+
+
+class Taken(Enum):
+    TAKEN = "taken"
+
+
+TAKEN = Taken.TAKEN  # `LeaseKeeper.take`: this VM's lease is another job's
 
 
 class LeaseKeeper:
@@ -182,6 +199,32 @@ class LeaseKeeper:
             return self._leased(rec, to_job, expires_at)
 
         return self._update(change) is not None
+
+    def take(self, job_id: str, from_job: str | None, claim: ClaimRule) -> Job | Taken | None:
+        """Lease this VM to `job_id` and claim the job in ONE commit, each document under the
+        precondition of the version just read (`read_for_lease`: one round trip): no lock is
+        held, so draining VMs racing for a job lose at once and try another, and the lease
+        never points at a job this VM did not get. None: the job was not claimable or another
+        claimant won (nothing written); `TAKEN`: the VM's lease is someone else's (stop)."""
+        read = self.store.read_for_lease(self.vm.name, job_id)
+        record = read.record or VmRecord(name=self.vm.name, zone=self.vm.zone)
+        lease = record.lease
+        live = record.is_leased(self.clock.now()) and lease is not None
+        if live and lease is not None and lease.job_id not in (from_job, job_id):
+            return TAKEN
+        claimed = claim(read.job) if read.job is not None else None
+        if claimed is None:
+            return None
+        leased = self._leased(record, job_id)
+        self._written = None
+        try:
+            versions, _ = self.store.commit(
+                [LeaseWrite(leased, read.record_version)], JobWrite(claimed, read.job_version)
+            )
+        except PreconditionFailed:
+            return None  # the job or this VM's document changed since the read: decide anew
+        self._written = (leased, versions[0])
+        return claimed
 
     def release(self, job_ids: Iterable[str | None]) -> bool:
         """Drop the lease if it names one of these jobs (or has expired)."""
