@@ -31,15 +31,29 @@ resource "google_firestore_field" "jobs_expire_at" {
 }
 
 # FirestoreJobStore.list_jobs: `state in [...]` ordered by created_at (the reaper's and the
-# draining worker's queue scans) needs this composite index in real Firestore.
-resource "google_firestore_index" "jobs_state_created_at" {
+# draining worker's queue scans) needs a composite index in real Firestore; the same scan of one
+# GPU class's queue (`gpu_class ==`: the draining worker when the oldest live jobs are all of
+# other classes) needs one that starts with the class.
+locals {
+  queue_indexes = {
+    state       = ["state"]
+    class_state = ["gpu_class", "state"]
+  }
+}
+
+resource "google_firestore_index" "jobs_queue" {
+  for_each = local.queue_indexes
+
   project    = var.project_id
   database   = "(default)"
   collection = "jobs"
 
-  fields {
-    field_path = "state"
-    order      = "ASCENDING"
+  dynamic "fields" {
+    for_each = each.value
+    content {
+      field_path = fields.value
+      order      = "ASCENDING"
+    }
   }
   fields {
     field_path = "created_at"
@@ -47,6 +61,12 @@ resource "google_firestore_index" "jobs_state_created_at" {
   }
 
   depends_on = [google_firestore_database.default]
+}
+
+# The index deployments before GPU classes made, kept (not rebuilt) under its new address.
+moved {
+  from = google_firestore_index.jobs_state_created_at
+  to   = google_firestore_index.jobs_queue["state"]
 }
 
 # FirestoreJobStore.list_unpublished_results: terminal states without result_published_at.

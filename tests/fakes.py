@@ -86,10 +86,14 @@ class InMemoryJobStore:
             self.jobs[job_id] = Job.model_validate(data)
             self.job_versions[job_id] = next(self._versions)
 
-    def list_jobs(self, states: Iterable[JobState], limit: int | None = 500) -> list[Job]:
+    def list_jobs(
+        self, states: Iterable[JobState], limit: int | None = 500, gpu_class: str | None = None
+    ) -> list[Job]:
         wanted = set(states)
         with self._lock:
             jobs = [j for j in self.jobs.values() if j.state in wanted]
+        if gpu_class is not None:
+            jobs = [j for j in jobs if j.gpu_class == gpu_class]
         jobs.sort(key=lambda j: j.created_at)
         return [j.model_copy(deep=True) for j in jobs[:limit]]
 

@@ -108,3 +108,27 @@ def test_the_watch_moves_a_job_preempted_up_to_the_cap_to_the_fallback(spot_vm: 
     assert (stored.preemptions, stored.gpu_class) == (FREE_PREEMPTIONS, "l4")
     assert "moved to l4" in (stored.gpu_class_reason or "")
     watch.close()
+
+
+def test_a_draining_vm_finds_its_class_behind_a_full_page_of_other_classes(tmp_path) -> None:
+    """The drain poll's first page (the oldest live jobs) holds only another class's jobs: the
+    VM looks in its own class's queue and claims its job instead of powering off."""
+    from comfyburst_worker.agent import Agent
+    from tests._worker_support import build_services, local_config, local_settings
+
+    store, clock = InMemoryJobStore(), FixedClock(NOW)
+    for i in range(60):  # more than the poll's first page, all of the Spot class
+        store.create_job(_queued(f"spot-{i:02d}", "l4-spot", minutes=i))
+    store.create_job(_queued("std-late", "l4", minutes=90))
+    config = local_config(default_gpu_class="l4-spot")
+    settings = local_settings("http://127.0.0.1:9", tmp_path / "models")
+    services = build_services(settings, config, VM, store, None, clock)  # type: ignore[arg-type]
+    agent = Agent(services, VM, gpu_class="l4")
+
+    claimed = agent._claim_next(None)
+
+    assert claimed is not None and claimed.job_id == "std-late"
+    assert claimed.state is JobState.RUNNING and claimed.vm.name == VM.name
+    record, _ = store.get_vm(VM.name)
+    assert record is not None and record.lease.job_id == "std-late"
+    assert all(store.get_job(f"spot-{i:02d}").state is JobState.QUEUED for i in range(60))

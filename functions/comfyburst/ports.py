@@ -85,8 +85,11 @@ class JobStore(Protocol):
         """Merge a few fields without a transaction (progress, heartbeat). Never the state."""
         ...
 
-    def list_jobs(self, states: Iterable[JobState], limit: int | None = 500) -> list[Job]:
-        """Jobs in any of the given states, oldest first; `limit=None`: all of them (paged)."""
+    def list_jobs(
+        self, states: Iterable[JobState], limit: int | None = 500, gpu_class: str | None = None
+    ) -> list[Job]:
+        """Jobs in any of the given states, oldest first; `limit=None`: all of them (paged);
+        `gpu_class`: only jobs that recorded that class."""
         ...
 
     def list_unpublished_results(self, limit: int = 100) -> list[Job]:

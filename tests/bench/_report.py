@@ -17,9 +17,20 @@ BENCH_DIR = ROOT / ".bench"
 _COMBINED = ("report.json", "report.md")
 
 
+# More columns than this do not fit a terminal's width: one row per field, a column per run.
+_WIDE = 9
+
+
 def _table(name: str, rows: list[dict[str, Any]]) -> Table:
     table = Table(title=name)
     columns = list(dict.fromkeys(key for row in rows for key in row))
+    if len(columns) > _WIDE:
+        table.add_column("field", justify="left")
+        for index in range(len(rows)):
+            table.add_column(f"run {index + 1}", justify="right")
+        for column in columns:
+            table.add_row(column, *(str(row.get(column, "")) for row in rows))
+        return table
     for column in columns:
         table.add_column(column, justify="right")
     for row in rows:

@@ -191,11 +191,16 @@ class FirestoreJobStore:
         except gexc.NotFound:
             raise NotFound(f"job {job_id} not found") from None
 
-    def list_jobs(self, states: Iterable[JobState], limit: int | None = 500) -> list[Job]:
+    def list_jobs(
+        self, states: Iterable[JobState], limit: int | None = 500, gpu_class: str | None = None
+    ) -> list[Job]:
         values = [JobState(s).value for s in states]
         if not values:
             return []
-        base = self._jobs.where(filter=FieldFilter("state", "in", values)).order_by("created_at")
+        base = self._jobs.where(filter=FieldFilter("state", "in", values))
+        if gpu_class is not None:  # served by the (gpu_class, state, created_at) index
+            base = base.where(filter=FieldFilter("gpu_class", "==", gpu_class))
+        base = base.order_by("created_at")
         found: list[Job] = []
         cursor = None
         # Page by page (a cursor on the last document read): `limit=None` means every job.

@@ -279,18 +279,29 @@ class Agent:
                 claimed = self._claim(claim_starting, job.job_id)
                 if claimed is not None:
                     return claimed
-        candidates = [j for j in listed if j.state is JobState.QUEUED]
-        if not candidates and len(listed) >= 2 * _CANDIDATES:
+
+        def claimable(jobs: list[Job]) -> list[Job]:
+            now = clock.now()
+            return [
+                j
+                for j in jobs
+                if j.state is JobState.QUEUED
+                and not j.cancel_requested
+                and j.deadline_at > now
+                and self.vm_class.takes(j)
+            ]
+
+        queued = claimable(listed)
+        if not queued and len(listed) >= 2 * _CANDIDATES:
+            # The oldest live jobs are all starting or of other classes: this class's own queue
+            # (jobs record their class at submit), so a busy class never starves this one.
             try:
-                candidates = store.list_jobs([JobState.QUEUED], limit=_CANDIDATES)
+                queued = claimable(
+                    store.list_jobs([JobState.QUEUED], _CANDIDATES, gpu_class=self.vm_class.name)
+                )
             except Exception as exc:
                 log.warning("listing the queue failed: %s", exc)
                 return None
-        queued = [
-            j
-            for j in candidates
-            if not j.cancel_requested and j.deadline_at > clock.now() and self.vm_class.takes(j)
-        ]
         if not queued:
             return None
         # The VM's cached models matter only when a candidate brings models.
