@@ -171,3 +171,22 @@ def test_unknown_class_is_refused_naming_the_field_and_the_classes() -> None:
 def test_class_name_shape_is_checked_by_the_schema() -> None:
     with pytest.raises(ValidationError):
         JobOptions(gpu_class="../etc")
+
+
+def test_a_zone_refused_for_one_class_cools_down_for_that_class_only() -> None:
+    """A stockout or quota error is about one machine and accelerator type: the zone cools down
+    for the class that met it; another class still creates there first."""
+    from datetime import UTC, datetime, timedelta
+
+    from comfyburst.domain.scheduling import PoolLimits, create_zones
+    from comfyburst.services._fleet_view import FleetView
+    from tests.fakes import FakeFleet, InMemoryJobStore
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    view = FleetView(FakeFleet([]), InMemoryJobStore())
+    view.note_zone_refused("l4", "us-central1-a", now + timedelta(minutes=5))
+    zones, limits = ["us-central1-a", "us-central1-b"], PoolLimits(4, 2)
+    assert create_zones(zones, [], view.zones("l4"), limits, now) == ["us-central1-b"]
+    assert create_zones(zones, [], view.zones("a100"), limits, now) == zones
+    view.note_zone_capacity("l4", "us-central1-a", now)
+    assert create_zones(zones, [], view.zones("l4"), limits, now)[0] == "us-central1-a"

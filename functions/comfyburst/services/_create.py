@@ -84,7 +84,7 @@ class Creator:
             zones = scheduling.create_zones(
                 zones_with_template,
                 fleet,
-                self._pool.zones(),
+                self._pool.zones(gpu_class.name),
                 limits,
                 now,
                 suggested=suggested,
@@ -105,7 +105,7 @@ class Creator:
                 until = scheduling.zone_cooldown_until(
                     outcome.reason, now, self._settings.stockout_cooldown_s
                 )
-                self._pool.note_zone_refused(zone, until)
+                self._pool.note_zone_refused(gpu_class.name, zone, until)
                 refused.add(zone)
                 avoid_zones.add(zone)
                 suggested = [z for z in outcome.zones_available if z not in refused]
@@ -199,7 +199,7 @@ class Creator:
             self._release_slot(gpu_class, name)
             self._release(leases, record, version, ERROR)
             return ERROR
-        self._pool.note_zone_capacity(zone, now)
+        self._pool.note_zone_capacity(gpu_class.name, zone, now)
         self._pool.note_created(
             VmStatus(name=name, zone=zone, status="PROVISIONING", labels=labels)
         )

@@ -32,8 +32,9 @@ class FleetView:
         self._statuses: dict[str, VmStatus] = {}
         self._records: dict[str, VmRecord] = {}
         self._fetched_at = float("-inf")
-        # Kept across re-reads: what this process learnt of each zone's capacity.
-        self._zones: dict[str, ZoneState] = {}
+        # Kept across re-reads: what this process learnt of each zone's capacity, per GPU class
+        # (a zone out of L4s may still have A100s; quotas are per accelerator type too).
+        self._zones: dict[tuple[str, str], ZoneState] = {}
 
     def snapshot(
         self, fetched_after: float | None = None
@@ -68,19 +69,21 @@ class FleetView:
         with self._lock:
             self._statuses[status.name] = status
 
-    def zones(self) -> dict[str, ZoneState]:
-        """Each zone's cooldown and last capacity, as this process saw them."""
+    def zones(self, gpu_class: str) -> dict[str, ZoneState]:
+        """Each zone's cooldown and last capacity for a GPU class, as this process saw them."""
         with self._lock:
-            return dict(self._zones)
+            return {zone: state for (cls, zone), state in self._zones.items() if cls == gpu_class}
 
-    def note_zone_refused(self, zone: str, until: datetime | None) -> None:
-        """Compute refused a VM in `zone` (stockout, quota): skip it until `until`."""
+    def note_zone_refused(self, gpu_class: str, zone: str, until: datetime | None) -> None:
+        """Compute refused a VM of `gpu_class` in `zone` (stockout, quota): skip the zone for
+        that class until `until`."""
         if until is None:
             return
         with self._lock:
-            self._zones[zone] = replace(self._zones.get(zone, ZoneState()), cooldown_until=until)
+            key = (gpu_class, zone)
+            self._zones[key] = replace(self._zones.get(key, ZoneState()), cooldown_until=until)
 
-    def note_zone_capacity(self, zone: str, now: datetime) -> None:
-        """Compute accepted a start or create in `zone`: it had capacity at `now`."""
+    def note_zone_capacity(self, gpu_class: str, zone: str, now: datetime) -> None:
+        """Compute accepted a start or create of `gpu_class` in `zone`: capacity at `now`."""
         with self._lock:
-            self._zones[zone] = ZoneState(cooldown_until=None, capacity_at=now)
+            self._zones[(gpu_class, zone)] = ZoneState(cooldown_until=None, capacity_at=now)

@@ -132,8 +132,9 @@ class Placer:
             return Placement(None, f"{REASON_UNKNOWN_CLASS} {job.gpu_class}")
         # A job only ever lands on a VM of its own class.
         fleet = [s for s in view.fleet if self._classes.of_vm(s.labels) == gpu_class.name]
+        zones = self._pool.zones(gpu_class.name)
         candidates = scheduling.rank_candidates(
-            job.job_id, job.request.models, fleet, view.records, now, self._pool.zones()
+            job.job_id, job.request.models, fleet, view.records, now, zones
         )
         had_candidates = bool(candidates)
         tried: list[tuple[str, str]] = []
@@ -142,7 +143,7 @@ class Placer:
             candidate = scheduling.next_candidate(candidates, view.avoid_zones)
             assert candidate is not None
             candidates.remove(candidate)
-            result = self._try(job, candidate, view, now, leases)
+            result = self._try(job, candidate, view, now, leases, gpu_class.name)
             if isinstance(result, Placement):
                 result.tried = [*tried, (candidate.name, "started")]
                 return result
@@ -180,8 +181,10 @@ class Placer:
         view: PoolView,
         now: datetime,
         leases: JobLeases,
+        gpu_class: str,
     ) -> Placement | str:
-        """Lease (with the job, one commit) and start one VM: a Placement, else why not."""
+        """Lease (with the job, one commit) and start one VM of `gpu_class`: a Placement, else
+        why not."""
         # The VM read runs beside the documents' read: both are reads, and the commit is
         # conditional on the documents as read, so nobody can take the lease in between.
         status_future = self._io.submit(self._fleet.get, candidate.zone, candidate.name)
@@ -212,6 +215,7 @@ class Placer:
                 leases, record, version, cooldown, exc.reason
             )
             self._pool.note_zone_refused(
+                gpu_class,
                 candidate.zone,
                 scheduling.zone_cooldown_until(exc.reason, now, self._settings.stockout_cooldown_s),
             )
@@ -228,7 +232,7 @@ class Placer:
             )
             return ERROR
         self._pool.note_status(candidate.name, "STAGING")
-        self._pool.note_zone_capacity(candidate.zone, now)
+        self._pool.note_zone_capacity(gpu_class, candidate.zone, now)
         vm = VmRef(name=candidate.name, zone=candidate.zone, operation=operation)
         return Placement(vm, lease=(record, version), job=leases.job)
 
