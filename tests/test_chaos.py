@@ -26,7 +26,9 @@ def test_small_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
     assert result["terminal_jobs_without_result"] == 0
     # The pool: every VM it made is known to Firestore; preemptions cost no attempt.
     assert result["vms_unknown_to_firestore"] == 0
-    assert result["attempts_beyond_faults"] <= result["unaimed_vm_faults"]
+    assert result["attempts_beyond_faults"] <= result["unaimed_vm_faults"], result[
+        "attempts_beyond_faults_ids"
+    ]
     # Every fault kind was actually injected (the run is not vacuous).
     assert set(result["injected"]) >= {
         "kill_worker", "stop_vm", "boot_failure", "stockout", "duplicate_event",

@@ -81,3 +81,24 @@ def test_stop_services_ends_the_whole_tree(tmp_path) -> None:
     assert _procs.stop_services(_procs.recorded(tmp_path), grace_s=5) == []
     assert not _procs._pid_alive(service.pid)
     assert not _procs._pid_alive(grandchild)
+
+
+def test_chaos_attempt_figures_count_each_failed_insert_and_name_the_jobs() -> None:
+    from localcloud.scenarios._chaos_checks import attempt_figures
+    from localcloud.scenarios._chaos_faults import Injected
+
+    injected = [
+        Injected("create_failure", "next inserts", "next 2", hits=2),
+        Injected("boot_failure", "next VM to boot"),
+        Injected("kill_worker", "job-k", "vm pid 1"),
+    ]
+    jobs = {
+        "job-p": {"attempt": 3, "preemptions": 1, "state": "succeeded"},  # one unexplained
+        "job-k": {"attempt": 2, "preemptions": 0, "state": "succeeded"},  # its own fault
+        "job-ok": {"attempt": 1, "state": "succeeded"},
+    }
+    figures = attempt_figures(jobs, set(jobs), injected)
+    assert figures["unaimed_vm_faults"] == 3  # two inserts and one boot
+    assert figures["attempts_beyond_faults"] == 1
+    assert figures["attempts_beyond_faults_ids"] == ["job-p"]
+    assert figures["jobs_preempted"] == 1 and figures["preemptions_survived"] == 1

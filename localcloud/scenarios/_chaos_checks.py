@@ -8,8 +8,8 @@ other bytes, a result message for every terminal job), on the pool of templates:
 - `attempts_beyond_faults`: over all jobs, attempt - 1 - preemptions - the faults aimed at
   that job (killed worker, VM stopped), when positive. A preemption counted as an attempt, or
   a retry nothing injected explains, shows up here; it may not exceed the VM faults that hit
-  no particular job (boot failures, hung STAGING, failed creates), which can cost one attempt
-  each;
+  no particular job (boot failures, hung STAGING, failed creates: each insert a create failure
+  fails), which can cost one attempt each; the jobs it counts are listed;
 - VMs created vs reused (starts of a stopped VM) and preemptions (the stand-in's count) and
   those survived (jobs that succeeded after one).
 """
@@ -76,16 +76,21 @@ def attempt_figures(
     """Attempts against preemptions and the faults that could explain them (module doc)."""
     aimed = Counter(e.target for e in injected if e.kind in JOB_FAULTS)
     beyond, preempted, survived = 0, 0, 0
+    beyond_ids: list[str] = []
     for job_id in ids:
         doc = jobs.get(job_id, {})
         attempt, preemptions = int(doc.get("attempt") or 1), int(doc.get("preemptions") or 0)
-        beyond += max(0, attempt - 1 - preemptions - aimed[job_id])
+        unexplained = max(0, attempt - 1 - preemptions - aimed[job_id])
+        beyond += unexplained
+        if unexplained:
+            beyond_ids.append(job_id)
         if preemptions:
             preempted += 1
             survived += preemptions if doc.get("state") == "succeeded" else 0
     return {
         "attempts_beyond_faults": beyond,
-        "unaimed_vm_faults": sum(1 for e in injected if e.kind in UNAIMED_VM_FAULTS),
+        "attempts_beyond_faults_ids": sorted(beyond_ids)[:20],
+        "unaimed_vm_faults": sum(e.hits for e in injected if e.kind in UNAIMED_VM_FAULTS),
         "jobs_preempted": preempted,
         "preemptions_survived": survived,
     }

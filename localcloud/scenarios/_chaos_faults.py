@@ -46,6 +46,8 @@ class Injected:
     kind: str
     target: str
     detail: str = ""
+    # How many boots or inserts a fault aimed at no job may fail (each can cost one attempt).
+    hits: int = 1
 
 
 class Injector:
@@ -117,7 +119,7 @@ class Injector:
     def create_failure(self) -> Injected:
         count = self.rng.randint(1, 2)
         self._fault({"kind": "create_failure", "count": count})
-        return Injected("create_failure", "next inserts", f"next {count}")
+        return Injected("create_failure", "next inserts", f"next {count}", hits=count)
 
     def quota(self, zones: list[str]) -> Injected:
         zone = self.rng.choice(sorted(zones))
