@@ -13,15 +13,29 @@ stand-in and VM guest take the boot delays below, then per trial:
 Each job's phases come from `GET /jobs/{id}` (the job's record: docs/ARCHITECTURE.md, "Phases
 and receipts"), so the table shows where the time went as the product records it.
 
-Boot delays. Google's Compute Engine documentation gives no figure for how long a start or a
-create takes to reach RUNNING, nor for a guest's boot (the instance lifecycle page describes
-PROVISIONING → STAGING → RUNNING without durations; the Google Cloud blog "Three steps to
-Compute Engine startup-time bliss" (2017) splits startup into request, provisioning and boot
-and shows how to time them, without a GPU figure). So these are stated assumptions, scaled
-by `--scale`: request → RUNNING 10 s (the stand-in's `staging_s`, the same for a start and a
-create), RUNNING → the guest's units start 15 s (kernel, systemd, GPU driver), ComfyUI's own
-start 20 s (Python, torch, CUDA init, custom nodes) while the agent claims and fetches. The
-price is an assumed $1.00 per VM hour, to show the receipt's arithmetic, not a quote.
+Boot delays. No Google document gives a duration for a Compute Engine create or start, nor
+for a guest's boot (the instance lifecycle page names PROVISIONING → STAGING → RUNNING without
+times; the Google Cloud blog "Three steps to Compute Engine startup-time bliss" (2017) names
+request, provisioning and boot and how to time them, with no figure in what we could read; the
+only Google figure found, "approximately 5 seconds" for an L4 instance with drivers
+pre-installed, is Cloud Run's, cloud.google.com/run/docs/configuring/services/gpu). So the
+delays stay assumptions, scaled by `--scale`, checked against public measurements of CPU VMs
+(none has a GPU; read 2026-12-02 through the search tool):
+request → RUNNING 10 s (the stand-in's `staging_s`, the same for a start and a create), as a
+`gcloud compute instances create` of an n1-standard-1 took (real 9.4 s and 9.6 s, a public gist
+by ImJasonH, gist.github.com/ImJasonH/d3d26f15a52a079e1e0691cced5779b4, which also gives resume
+"~8-10s"); RUNNING → the guest's units start 15 s, so request → guest up is 25 s, the
+"~25 seconds for VMs with ≤32 CPUs" time-to-SSH of R. Aboukhalil's 2018 benchmark of ~5,000
+VMs (medium.com/@robaboukhalil/move-fast-and-break-the-cloud-b55b899e3683); C. McAnlis (Google
+Developer Advocate, Medium, 2017) measured 41.5 s create → SSH for a 2-vCPU Debian VM, which
+`--scale 1.66` reproduces. The GPU driver's load is inside the 15 s and ComfyUI's own start,
+20 s (Python, torch, CUDA init, custom nodes, while the agent claims and fetches), is an
+assumption: nothing published. The price is $0.85362 per VM hour: g2-standard-8 $0.29358 + one
+NVIDIA L4 $0.56004, us-central1, on demand, Google's SKU prices as transcribed by SkyPilot's
+catalog (github.com/skypilot-org/skypilot-catalog, catalogs/v7/gcp/vms.csv at commit 017e2502;
+Google's pricing pages render their tables with JavaScript and the tool got no rows); Spot there
+was $0.11747 + $0.2231 = $0.34057, and Spot prices "can change up to once every day"
+(cloud.google.com/spot-vms/pricing). docs/DEPLOY.md lists the other classes.
 """
 
 from __future__ import annotations
@@ -41,7 +55,7 @@ STAGING_S = 10.0
 GUEST_BOOT_S = 15.0
 COMFYUI_START_S = 20.0
 DRAIN_GRACE_S = 5.0
-PRICE_PER_HOUR = 1.0
+PRICE_PER_HOUR = 0.85362  # g2-standard-8 + 1 L4, us-central1, on demand (docstring)
 KINDS = ("create", "warm", "stopped")
 # Phase name -> (from, to) fields of the job's phases (created_at: the job's submit).
 SPANS = {
@@ -202,13 +216,13 @@ def main(argv: list[str] | None = None) -> None:
     meta = {
         "command": "python -m tests.bench.bench_cold_path "
         f"--trials {args.trials} --scale {args.scale}",
-        "boot delays (assumed, s)": {
+        "boot delays (assumed, checked against measured CPU VMs, s)": {
             "request→RUNNING (stand-in staging_s)": staging_s,
             "RUNNING→guest units start": boot_s,
             "ComfyUI start": comfy_s,
         },
         "baseline": f"warm: a draining VM takes the job, submit→first step {warm} s",
-        "price_per_hour (assumed)": PRICE_PER_HOUR,
+        "price_per_hour (g2-standard-8 + L4, us-central1, on demand)": PRICE_PER_HOUR,
         "submit→first step (median s)": {k: headline[k] for k in KINDS},
         "trials": args.trials,
     }

@@ -13,9 +13,13 @@ provider "google-beta" {
 }
 
 locals {
-  # Set each price_per_hour from Google's pricing pages for the regions used (docs/DEPLOY.md);
-  # 0 keeps money out of the receipts. Check which zones offer L4s:
-  # gcloud compute accelerator-types list --filter=name=nvidia-l4
+  # price_per_hour (USD per VM hour, for receipts): g2-standard-8 + one NVIDIA L4 in
+  # us-central1, Google's SKU prices as transcribed by SkyPilot's catalog
+  # (github.com/skypilot-org/skypilot-catalog, catalogs/v7/gcp/vms.csv at commit 017e2502,
+  # read 2026-12-02; Google's pricing pages render their tables with JavaScript, which we could
+  # not read). us-east4 differs by under 0.4%. Spot prices can change daily: check
+  # cloud.google.com/spot-vms/pricing (docs/DEPLOY.md); 0 keeps money out of receipts.
+  # Check which zones offer L4s: gcloud compute accelerator-types list --filter=name=nvidia-l4
   gpu_classes = {
     "l4-spot" = {
       machine_type      = "g2-standard-8"
@@ -23,7 +27,7 @@ locals {
       accelerator_count = 1
       spot              = true
       zones             = ["us-central1-a", "us-central1-c", "us-east4-a", "us-east4-c"]
-      price_per_hour    = 0
+      price_per_hour    = 0.3406 # Spot: $0.11747 + $0.2231
       max_vms           = 8
       max_vms_per_zone  = 4
     }
@@ -32,7 +36,7 @@ locals {
       accelerator_type  = "nvidia-l4"
       accelerator_count = 1
       zones             = ["us-central1-a", "us-east4-a"]
-      price_per_hour    = 0
+      price_per_hour    = 0.8536 # on demand: $0.29358 + $0.56004
       max_vms           = 2
       max_vms_per_zone  = 1
     }
