@@ -215,7 +215,6 @@ def test_faulty_receivers_get_every_result_once_after_dedupe(
         jobs = {
             "wh-ok": (up, JobState.SUCCEEDED),
             "wh-500": (up, JobState.FAILED),
-            "wh-slow": (up, JobState.SUCCEEDED),
             "wh-down": (late, JobState.TIMED_OUT),
         }
         for job_id, (receiver, state) in jobs.items():
@@ -233,6 +232,17 @@ def test_faulty_receivers_get_every_result_once_after_dedupe(
         poll_until(
             lambda: set(late.unique()) == {"msg_wh-down_timed_out"},
             "the late receiver's delivery",
+            timeout_s=90,
+            interval_s=0.2,
+        )
+        # The slow receiver after the others: while a push hangs until its deadline, the
+        # Pub/Sub emulator was seen to drop the redeliveries it had scheduled meanwhile (a down
+        # receiver's, three attempts in, never pushed again within 90 s), which Pub/Sub in the
+        # cloud does not do. Each fault is still met; they just do not overlap.
+        _publish(store, publisher, make_job("wh-slow", up.url, JobState.SUCCEEDED))
+        poll_until(
+            lambda: "msg_wh-slow_succeeded" in up.unique(),
+            "the slow receiver's delivery",
             timeout_s=90,
             interval_s=0.2,
         )
