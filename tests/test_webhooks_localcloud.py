@@ -35,9 +35,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 # 2026-12-02 in a full run under load, once alone on an idle machine, and for both tests in a
 # clean-clone run, it pushed a failing receiver's message 2-3 times, then never again within
 # 90-120 s (no dead-lettering either; the function's log shows no further request). What
-# these two tests check is Pub/Sub's own retry and dead-letter machinery, which the emulator then does not provide; our side of it is covered
-# without the emulator's scheduling: the function's answers per delivery (tests/test_webhooks.py)
-# and the subscription's retry and dead-letter policy as deployed (tests/test_webhooks_deploy.py).
+# these two tests check is Pub/Sub's own retry and dead-letter machinery, which the emulator
+# then does not provide. Our side of it is covered without the emulator's scheduling: the
+# function's answer per delivery (tests/test_webhooks.py) and the subscription's retry and
+# dead-letter policy as deployed (tests/test_webhooks_deploy.py).
 emulator_redelivery = pytest.mark.skipif(
     os.environ.get("COMFYBURST_EMULATOR_REDELIVERY_TESTS") != "1",
     reason="the Pub/Sub emulator's push redelivery stalls after a few attempts (see the comment "
