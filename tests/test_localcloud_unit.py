@@ -91,14 +91,16 @@ def test_chaos_attempt_figures_count_each_failed_insert_and_name_the_jobs() -> N
         Injected("create_failure", "next inserts", "next 2", hits=2),
         Injected("boot_failure", "next VM to boot"),
         Injected("kill_worker", "job-k", "vm pid 1"),
+        Injected("stop_vm", "job-s", "its VM"),  # landed on the VM's next job: job-s unhurt
     ]
     jobs = {
         "job-p": {"attempt": 3, "preemptions": 1, "state": "succeeded"},  # one unexplained
         "job-k": {"attempt": 2, "preemptions": 0, "state": "succeeded"},  # its own fault
         "job-ok": {"attempt": 1, "state": "succeeded"},
+        "job-s": {"attempt": 1, "state": "succeeded"},
     }
     figures = attempt_figures(jobs, set(jobs), injected)
-    assert figures["unaimed_vm_faults"] == 3  # two inserts and one boot
+    assert figures["unaimed_vm_faults"] == 4  # two inserts, one boot, job-s's unused stop
     assert figures["attempts_beyond_faults"] == 1
     assert figures["attempts_beyond_faults_ids"] == ["job-p"]
     assert figures["jobs_preempted"] == 1 and figures["preemptions_survived"] == 1

@@ -9,7 +9,8 @@ other bytes, a result message for every terminal job), on the pool of templates:
   that job (killed worker, VM stopped), when positive. A preemption counted as an attempt, or
   a retry nothing injected explains, shows up here; it may not exceed the VM faults that hit
   no particular job (boot failures, hung STAGING, failed creates: each insert a create failure
-  fails), which can cost one attempt each; the jobs it counts are listed;
+  fails), plus aimed faults their target did not use (they landed on the VM's next job), which
+  can cost one attempt each; the jobs it counts are listed;
 - VMs created vs reused (starts of a stopped VM) and preemptions (the stand-in's count) and
   those survived (jobs that succeeded after one).
 """
@@ -77,10 +78,15 @@ def attempt_figures(
     aimed = Counter(e.target for e in injected if e.kind in JOB_FAULTS)
     beyond, preempted, survived = 0, 0, 0
     beyond_ids: list[str] = []
+    # A fault aimed at a job's VM hits whatever job that VM runs when it lands (a draining VM
+    # may have claimed the next one): one its target did not use may explain another's attempt.
+    spare = 0
     for job_id in ids:
         doc = jobs.get(job_id, {})
         attempt, preemptions = int(doc.get("attempt") or 1), int(doc.get("preemptions") or 0)
-        unexplained = max(0, attempt - 1 - preemptions - aimed[job_id])
+        retries = max(0, attempt - 1 - preemptions)
+        unexplained = max(0, retries - aimed[job_id])
+        spare += max(0, aimed[job_id] - retries)
         beyond += unexplained
         if unexplained:
             beyond_ids.append(job_id)
@@ -90,7 +96,7 @@ def attempt_figures(
     return {
         "attempts_beyond_faults": beyond,
         "attempts_beyond_faults_ids": sorted(beyond_ids)[:20],
-        "unaimed_vm_faults": sum(e.hits for e in injected if e.kind in UNAIMED_VM_FAULTS),
+        "unaimed_vm_faults": sum(e.hits for e in injected if e.kind in UNAIMED_VM_FAULTS) + spare,
         "jobs_preempted": preempted,
         "preemptions_survived": survived,
     }
