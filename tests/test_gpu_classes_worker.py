@@ -11,7 +11,7 @@ from typing import Any
 from comfyburst.domain.jobs import FREE_PREEMPTIONS, requeue_preempted
 from comfyburst.schema import Job, VmRef
 from comfyburst.states import JobState
-from comfyburst_worker.claims import VmClass, claim_queued, rank_queued
+from comfyburst_worker.claims import LeaseKeeper, VmClass, queued_claim, rank_queued
 from tests._completion_helpers import make_job
 from tests.fakes import FixedClock, InMemoryJobStore
 from tests.test_worker_preemption import spot_vm  # noqa: F401  (the stand-in's Spot VM)
@@ -41,14 +41,18 @@ def test_rank_queued_leaves_out_other_classes() -> None:
     assert len(rank_queued(jobs, set(), "vm")) == 3  # no class given: every job
 
 
-def test_claim_queued_refuses_a_job_of_another_class_in_the_transaction() -> None:
+def test_a_claim_refuses_a_job_of_another_class_on_the_job_as_read() -> None:
     store, clock = InMemoryJobStore(), FixedClock(NOW)
     store.create_job(_queued("std", "l4"))
-    assert claim_queued(store, "std", VM, clock, SPOT) is None
+    keeper = LeaseKeeper(store, VM, clock, 60)
+    assert keeper.take("std", None, queued_claim(VM, clock, SPOT)) is None
     stored = store.get_job("std")
     assert stored is not None and stored.state is JobState.QUEUED
-    claimed = claim_queued(store, "std", VM, clock, STANDARD)
+    assert store.get_vm(VM.name)[0] is None  # refused: nothing written, no lease either
+    claimed = keeper.take("std", None, queued_claim(VM, clock, STANDARD))
     assert claimed is not None and claimed.state is JobState.RUNNING
+    record, _ = store.get_vm(VM.name)
+    assert record is not None and record.lease is not None and record.lease.job_id == "std"
 
 
 def _running(preemptions: int, gpu_class: str | None = "l4-spot") -> Job:

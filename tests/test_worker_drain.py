@@ -161,18 +161,12 @@ def test_live_drain_lease_is_not_free_for_dispatch():
 
 class _ClaimFailsOnce(InMemoryJobStore):
     """The first claim of `job_id` (the commit of the lease and the job) raises, as a store
-    call that fails on the network does; so does a transaction on it (the other claim path)."""
+    call that fails on the network does."""
 
     def __init__(self, job_id: str = "") -> None:
         super().__init__()
         self.job_id = job_id
         self.failed = 0
-
-    def update_job(self, job_id: str, mutate: Any) -> Any:
-        if job_id == self.job_id and not self.failed:
-            self.failed += 1
-            raise ValueError("Failed to commit transaction in 5 attempts.")
-        return super().update_job(job_id, mutate)
 
     def commit(self, vms: Any, job: Any = None) -> Any:
         if job is not None and job.job.job_id == self.job_id and not self.failed:

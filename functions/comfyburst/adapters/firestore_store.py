@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -259,34 +259,21 @@ class FirestoreJobStore:
 
     def reserve_slot(self, request: SlotRequest) -> str | None:
         ref = self._slots.document(idempotency_doc_id(request.gpu_class))
-
-        def reserved_in(snap: Any) -> dict[str, scheduling.Reservation]:
-            stored = (snap.to_dict() or {}).get("vms", {}) if snap.exists else {}
-            return {
-                name: scheduling.Reservation(zone=item["zone"], at=item["at"])
-                for name, item in stored.items()
-            }
-
         # Optimistic, not a transaction: read the document with its update time, write it back
         # only if unchanged (or create it if absent). Creators that race lose a precondition at
         # once and re-read; none waits on another's lock (a transaction's read locks the one
         # document, and on the emulator a waiting commit sits until its lock timeout).
         # A class at its limit is refused on the plain read alone: nothing is written.
         try:
-            return self._reserve_optimistically(ref, request, reserved_in)
+            return self._reserve_optimistically(ref, request)
         except _LostRace as exc:
             raise Contended("the pool's slots stayed contended", retry_after_s=2) from exc
 
-    def _reserve_optimistically(
-        self,
-        ref: Any,
-        request: SlotRequest,
-        reserved_in: Callable[[Any], dict[str, scheduling.Reservation]],
-    ) -> str | None:
+    def _reserve_optimistically(self, ref: Any, request: SlotRequest) -> str | None:
         for attempt in self._contended_retrying:
             with attempt:
                 snap = ref.get()
-                reserved = reserved_in(snap)
+                reserved = _reservations(snap)
                 kept, refused = scheduling.reserve_for(reserved, request)
                 if kept == reserved:
                     return refused
@@ -366,6 +353,15 @@ class FirestoreJobStore:
             if earlier_id:
                 return self.get_job(earlier_id)
         return self.get_job(job.job_id)
+
+
+def _reservations(snap: Any) -> dict[str, scheduling.Reservation]:
+    """A class's reservation document as stored (absent: none)."""
+    stored = (snap.to_dict() or {}).get("vms", {}) if snap.exists else {}
+    return {
+        name: scheduling.Reservation(zone=item["zone"], at=item["at"])
+        for name, item in stored.items()
+    }
 
 
 class _LostRace(Exception):

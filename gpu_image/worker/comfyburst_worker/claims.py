@@ -72,14 +72,6 @@ def queued_claim(vm: VmRef, clock: Clock, vm_class: VmClass | None = None) -> Cl
     return mutate
 
 
-def claim_queued(
-    store: JobStore, job_id: str, vm: VmRef, clock: Clock, vm_class: VmClass | None = None
-) -> Job | None:
-    """`queued → running` on this VM in a transaction (`LeaseKeeper.take` is the agent's
-    path: the lease and the claim in one commit)."""
-    return _claimed(store.update_job(job_id, queued_claim(vm, clock, vm_class)), vm)
-
-
 def _claimed(job: Job, vm: VmRef) -> Job | None:
     mine = job.state is JobState.RUNNING and job.vm is not None and job.vm.name == vm.name
     return job if mine else None
@@ -208,9 +200,8 @@ class LeaseKeeper:
         claimant won (nothing written); `TAKEN`: the VM's lease is someone else's (stop)."""
         read = self.store.read_for_lease(self.vm.name, job_id)
         record = read.record or VmRecord(name=self.vm.name, zone=self.vm.zone)
-        lease = record.lease
-        live = record.is_leased(self.clock.now()) and lease is not None
-        if live and lease is not None and lease.job_id not in (from_job, job_id):
+        lease = record.lease if record.is_leased(self.clock.now()) else None
+        if lease is not None and lease.job_id not in (from_job, job_id):
             return TAKEN
         claimed = claim(read.job) if read.job is not None else None
         if claimed is None:
