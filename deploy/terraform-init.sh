@@ -6,6 +6,10 @@
 . "$(dirname "$0")/lib.sh"
 derive_names
 require REGION ZONES TF_STATE_BUCKET
+# SSH to the pool's VMs through IAP is for debugging: off unless the pipeline asks for it (the
+# image build's VM has its own rule, terraform/network.tf iap_ssh_imager).
+ALLOW_IAP_SSH="${ALLOW_IAP_SSH:-false}"
+case "${ALLOW_IAP_SSH}" in true | false) ;; *) die "ALLOW_IAP_SSH must be true or false" ;; esac
 
 quote_list() { echo "$1" | sed 's/[^,][^,]*/"&"/g'; }
 
@@ -18,7 +22,7 @@ name_prefix         = "${NAME_PREFIX}"
 gpu_image_family    = "${IMAGE_FAMILY}"
 gpu_zones           = [$(quote_list "${ZONES}")]
 api_invoker_members = [$(quote_list "${API_INVOKERS:-}")]
-allow_iap_ssh       = true
+allow_iap_ssh       = ${ALLOW_IAP_SSH}
 EOT
 cp pipeline.auto.tfvars "${WORKSPACE}/pipeline.auto.tfvars"
 run terraform init -input=false -backend-config="bucket=${TF_STATE_BUCKET}" \

@@ -14,8 +14,11 @@ source "googlecompute" "gpu" {
   source_image_family     = var.source_image_family
   source_image_project_id = [var.source_image_project_id]
 
+  # terraform's output image_builder (deploy/bake.sh): the default class's machine and GPU. The
+  # plugin takes a partial URL of the accelerator type; machine types that bring their GPU
+  # (g2, a2, a3) get none attached.
   machine_type        = var.machine_type
-  accelerator_type    = "projects/${var.project_id}/zones/${var.zone}/acceleratorTypes/${var.accelerator_type}"
+  accelerator_type    = var.accelerator_count > 0 ? "projects/${var.project_id}/zones/${var.zone}/acceleratorTypes/${var.accelerator_type}" : ""
   accelerator_count   = var.accelerator_count
   on_host_maintenance = "TERMINATE"
 
@@ -33,8 +36,8 @@ source "googlecompute" "gpu" {
 
   service_account_email = var.service_account_email
   scopes                = ["https://www.googleapis.com/auth/cloud-platform"]
-  # The IAP SSH rule (terraform/network.tf) targets "<name_prefix>-gpu".
-  tags             = ["${var.name_prefix}-gpu"]
+  # The image build's IAP SSH rule (terraform/network.tf iap_ssh_imager) targets this tag only.
+  tags             = ["${var.name_prefix}-imager"]
   use_iap          = var.use_iap
   use_os_login     = var.use_os_login
   omit_external_ip = var.omit_external_ip
@@ -42,6 +45,9 @@ source "googlecompute" "gpu" {
   ssh_username     = var.ssh_username
   metadata = {
     block-project-ssh-keys = "true"
+    # The Deep Learning VM image installs its NVIDIA driver at first boot when asked to (Google's
+    # DLVM instructions: --metadata="install-nvidia-driver=True"); 01-driver-check.sh waits for it.
+    install-nvidia-driver = "True"
   }
 }
 

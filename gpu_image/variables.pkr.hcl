@@ -16,7 +16,7 @@ variable "subnetwork" {
 
 variable "use_iap" {
   type        = bool
-  description = "SSH to the build VM through Identity-Aware Proxy (needs gcloud and terraform's allow_iap_ssh = true)."
+  description = "SSH to the build VM through Identity-Aware Proxy (needs gcloud; terraform's firewall rule <name_prefix>-imager-iap-ssh allows it)."
   default     = true
 }
 
@@ -56,25 +56,25 @@ variable "source_image_project_id" {
 
 variable "machine_type" {
   type        = string
-  description = "Machine type of the build VM."
+  description = "Machine type of the build VM (deploy/bake.sh passes terraform's image_builder: the default GPU class's)."
   default     = "n1-standard-8"
 }
 
 variable "accelerator_type" {
   type        = string
-  description = "GPU attached to the build VM (short name; the zone is added)."
+  description = "GPU attached to the build VM (short name; the zone is added); ignored when accelerator_count is 0."
   default     = "nvidia-tesla-t4"
 }
 
 variable "accelerator_count" {
   type        = number
-  description = "GPUs attached to the build VM."
+  description = "GPUs attached to the build VM; 0 for machine types that bring their GPU (g2, a2, a3)."
   default     = 1
 }
 
 variable "disk_size_gb" {
   type        = number
-  description = "Boot disk of the build VM, in GB; the image needs at least this much."
+  description = "Boot disk of the build VM, in GB: the baked image's size, the smallest boot disk a pool VM can have (terraform gpu_image_disk_size_gb)."
   default     = 100
 }
 
@@ -122,7 +122,7 @@ variable "source_hash" {
 
 variable "name_prefix" {
   type        = string
-  description = "terraform's name_prefix: the build VM carries the network tag <name_prefix>-gpu that the IAP SSH rule targets."
+  description = "terraform's name_prefix: the build VM carries the network tag <name_prefix>-imager that the image build's IAP SSH rule targets."
   default     = "comfyburst"
 }
 

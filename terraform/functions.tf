@@ -16,7 +16,7 @@ locals {
       COMFYBURST_POOL_ZONES               = join(",", local.pool_zones)
       COMFYBURST_GPU_CLASSES              = jsonencode(local.gpu_classes_env)
       COMFYBURST_DEFAULT_GPU_CLASS        = local.default_gpu_class
-      COMFYBURST_POOL_NAME_PREFIX         = "${var.name_prefix}-gpu"
+      COMFYBURST_POOL_NAME_PREFIX         = local.pool_vm_name_prefix
       COMFYBURST_JOB_TTL_DAYS             = tostring(var.job_ttl_days)
       COMFYBURST_HEARTBEAT_INTERVAL_S     = tostring(var.heartbeat_interval_s)
       COMFYBURST_LEASE_TTL_S              = tostring(var.lease_ttl_s)

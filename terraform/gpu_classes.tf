@@ -58,9 +58,19 @@ variable "gpu_classes" {
   validation {
     condition = alltrue([
       for c in values(var.gpu_classes == null ? {} : var.gpu_classes) :
-      c.price_per_hour >= 0 && c.disk_size_gb >= 10 && floor(c.disk_size_gb) == c.disk_size_gb
+      c.price_per_hour >= 0 && floor(c.disk_size_gb) == c.disk_size_gb
     ])
-    error_message = "price_per_hour must be >= 0 and disk_size_gb a whole number >= 10."
+    error_message = "price_per_hour must be >= 0 and disk_size_gb a whole number."
+  }
+
+  validation {
+    # A template whose disk is smaller than its image makes every create fail (Compute: "Requested
+    # disk size cannot be smaller than the image size"), and the class's jobs would wait forever.
+    condition = alltrue([
+      for c in values(var.gpu_classes == null ? {} : var.gpu_classes) :
+      c.disk_size_gb >= var.gpu_image_disk_size_gb
+    ])
+    error_message = "Every gpu_classes disk_size_gb must be at least the baked image's size (gpu_image_disk_size_gb = ${var.gpu_image_disk_size_gb} GB, gpu_image/ disk_size_gb): Compute refuses a boot disk smaller than its image."
   }
 
   validation {
@@ -171,6 +181,20 @@ locals {
       "${name}/${region}" => merge(c, { class = name, region = region })
     }
   ]...)
+
+  # The image build's VM (Packer, deploy/bake.sh; output image_builder): the default class's
+  # machine type and GPU in that class's first zone, so a project needs quota only for the GPUs
+  # it runs. As in compute.tf, a GPU is attached to n1 machine types only; the others bring
+  # theirs ("none").
+  image_builder_class = local.gpu_classes[local.default_gpu_class]
+  image_builder_gpu   = startswith(local.image_builder_class.machine_type, "n1-") && local.image_builder_class.accelerator_count > 0
+  image_builder = {
+    machine_type      = local.image_builder_class.machine_type
+    accelerator_type  = local.image_builder_gpu ? local.image_builder_class.accelerator_type : "none"
+    accelerator_count = local.image_builder_gpu ? local.image_builder_class.accelerator_count : 0
+    zone              = local.image_builder_class.zones[0]
+    region            = regex("^(.+)-[a-z]$", local.image_builder_class.zones[0])[0]
+  }
 
   # var.region always has a subnet: the image build's VM runs there.
   pool_regions = distinct(concat([var.region], sort(distinct(flatten(values(local.gpu_class_regions))))))

@@ -31,6 +31,14 @@ locals {
     "compute.instances.setTags",
   ]
 
+  # The API places jobs (start, create, write a stale config) and never stops or deletes a VM:
+  # only the reaper does (services/reap.py, services/prune.py).
+  reaper_only_compute_permissions = ["compute.instances.delete", "compute.instances.stop"]
+  api_compute_permissions = [
+    for p in local.dispatcher_compute_permissions : p
+    if !contains(local.reaper_only_compute_permissions, p)
+  ]
+
   dispatchers = ["api", "reaper"]
   signers     = ["api", "done", "reaper"] # the reaper completes jobs from late done flags
   publishers  = ["api", "done", "reaper"]
@@ -48,10 +56,11 @@ resource "google_service_account" "sa" {
 
 # --- Dispatch: the API and the reaper start, stop and configure pool VMs -------------------
 
+# The reaper's role: every permission ComputeFleet uses (functions/comfyburst/permissions.py).
 resource "google_project_iam_custom_role" "dispatcher" {
   project     = var.project_id
   role_id     = "${replace(var.name_prefix, "-", "_")}_dispatcher"
-  title       = "ComfyBurst dispatcher"
+  title       = "ComfyBurst dispatcher (reaper)"
   description = "The compute permissions ComputeFleet uses to run the GPU pool."
   permissions = local.dispatcher_compute_permissions
 
@@ -59,14 +68,39 @@ resource "google_project_iam_custom_role" "dispatcher" {
   depends_on = [google_project_service.required]
 }
 
-# On the project: one grant covers the templates, subnets and zones of every class in every
-# region, so adding a region to gpu_classes needs no new grant.
+# The API's role: the same without stop and delete.
+resource "google_project_iam_custom_role" "api_dispatcher" {
+  project     = var.project_id
+  role_id     = "${replace(var.name_prefix, "-", "_")}_api_dispatcher"
+  title       = "ComfyBurst API dispatcher"
+  description = "Starts, creates and configures GPU pool VMs; never stops or deletes one."
+  permissions = local.api_compute_permissions
+
+  depends_on = [google_project_service.required]
+}
+
+# On the project, so one grant covers the templates, subnets and zones of every class in every
+# region; conditioned on the pool's VM names. Google's resource-based access guide ("Match
+# Compute Engine VMs in any location"): a VM's resource name is
+# projects/PROJECT/zones/ZONE/instances/NAME, and the resource.type clause keeps the role's
+# other permissions (templates, disks, images, subnets, and the list and zone-operation
+# permissions, checked on the project or zone) unconditioned. The pool's VMs are named
+# "<pool_vm_name_prefix>-<hash>" (COMFYBURST_POOL_NAME_PREFIX, domain/scheduling.vm_name).
 resource "google_project_iam_member" "dispatcher" {
-  for_each = toset(local.dispatchers)
+  for_each = {
+    api    = google_project_iam_custom_role.api_dispatcher.id
+    reaper = google_project_iam_custom_role.dispatcher.id
+  }
 
   project = var.project_id
-  role    = google_project_iam_custom_role.dispatcher.id
+  role    = each.value
   member  = google_service_account.sa[each.key].member
+
+  condition {
+    title       = "comfyburst-pool-vms-only"
+    description = "Compute Engine VMs named ${local.pool_vm_name_prefix}-*; other resource types as the role says"
+    expression  = "resource.type != \"compute.googleapis.com/Instance\" || resource.name.extract(\"/instances/{name}\").startsWith(\"${local.pool_vm_name_prefix}-\")"
+  }
 }
 
 # The done-flag trigger reads its job's VM once, for Compute's lastStartTimestamp (the
@@ -142,8 +176,8 @@ locals {
     "worker-jobs"    = { sa = "worker", bucket = google_storage_bucket.jobs.name, role = "roles/storage.objectViewer" }
     "worker-outputs" = { sa = "worker", bucket = google_storage_bucket.outputs.name, role = "roles/storage.objectAdmin" }
     "worker-signals" = { sa = "worker", bucket = google_storage_bucket.signals.name, role = "roles/storage.objectAdmin" }
-    # The functions' build reads its source zip (and nothing else) from here.
-    "build-source" = { sa = "build", bucket = google_storage_bucket.function_source.name, role = "roles/storage.objectViewer" }
+    # The functions' build: Storage Object Admin on its source bucket (see functions_builder_sources).
+    "build-source" = { sa = "build", bucket = google_storage_bucket.function_source.name, role = "roles/storage.objectAdmin" }
   }
   models_grants = var.create_models_bucket ? {
     # The worker mirrors downloaded models so the next VM pulls them at line rate.
@@ -210,16 +244,19 @@ resource "google_project_iam_member" "metric_writer" {
   member  = google_service_account.sa[each.key].member
 }
 
-# The functions' custom build service account holds what Cloud Functions documents for one
-# (docs: "Custom service account for Cloud Build"): logs writer (above), storage.objectViewer on
-# the source bucket (bucket_grants) and artifactregistry.writer, here on the one repository the
-# builds push to (functions.tf) instead of roles/cloudbuild.builds.builder on the project.
-# Cloud Functions copies the source zip into its own gcf-v2-sources-<number>-<region> bucket,
-# which the build then reads; that bucket does not exist before the first deploy, so the grant
-# is a project-level one whose condition admits that bucket only.
+# The functions' custom build service account holds what Google documents for one (Cloud Run
+# functions, "Custom service account for Cloud Build": logs writer, artifactregistry.writer,
+# storage.objectViewer and storage.objectAdmin) and what the provider's own example with a build
+# service account grants (cloudfunctions2_basic_builder: logWriter, artifactregistry.writer,
+# storage.objectAdmin on the project). Here each is as narrow as it goes: logs writer (above),
+# artifactregistry.writer on the one repository the builds push to (functions.tf), and Storage
+# Object Admin (which includes the viewer's permissions) on the source bucket (bucket_grants)
+# and on the gcf-v2-sources-<number>-<region> bucket Cloud Functions copies the source zip into.
+# That bucket does not exist before the first deploy, so its grant is a project-level one whose
+# condition admits that bucket only (a bucket's IAM resource name: projects/_/buckets/NAME).
 resource "google_project_iam_member" "functions_builder_sources" {
   project = var.project_id
-  role    = "roles/storage.objectViewer"
+  role    = "roles/storage.objectAdmin"
   member  = google_service_account.sa["build"].member
 
   condition {
@@ -248,6 +285,7 @@ resource "time_sleep" "iam_propagation" {
     google_storage_bucket_iam_member.grant,
     google_project_iam_member.gcs_agent_publisher,
     google_project_iam_member.eventarc_agent,
+    google_project_iam_member.pubsub_agent,
     google_project_iam_member.eventarc_receiver,
   ]
 }
@@ -278,12 +316,22 @@ resource "google_project_service_identity" "agent" {
   depends_on = [google_project_service.required]
 }
 
-# The agent's own predefined role, which an identity generated through the API may still lack.
+# Each agent's own predefined role: Google's "Create and grant roles to service agents" says
+# service agents created at a user's request aren't automatically granted roles.
 resource "google_project_iam_member" "eventarc_agent" {
   #checkov:skip=CKV_GCP_49:roles/eventarc.serviceAgent is Google's role for the Google-managed Eventarc agent, granted to that agent only, never to an account our code runs as.
   project = var.project_id
   role    = "roles/eventarc.serviceAgent"
   member  = google_project_service_identity.agent["eventarc.googleapis.com"].member
+}
+
+# The Pub/Sub agent signs the OIDC tokens of the push subscriptions (the done-flag trigger's
+# Eventarc subscription, the webhooks') with its Cloud Pub/Sub Service Agent role.
+resource "google_project_iam_member" "pubsub_agent" {
+  #checkov:skip=CKV_GCP_49:roles/pubsub.serviceAgent is Google's role for the Google-managed Pub/Sub agent, granted to that agent only, never to an account our code runs as.
+  project = var.project_id
+  role    = "roles/pubsub.serviceAgent"
+  member  = google_project_service_identity.agent["pubsub.googleapis.com"].member
 }
 
 resource "google_project_iam_member" "eventarc_receiver" {

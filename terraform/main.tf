@@ -9,6 +9,8 @@ locals {
   gpu_image_project = coalesce(var.gpu_image_project_id, var.project_id)
   bucket_prefix     = "${var.project_id}-${var.name_prefix}"
   pool_label_key    = "comfyburst-pool"
+  # The pool's VMs are "<this>-<hash>" (domain/scheduling.vm_name); iam.tf's grants name them.
+  pool_vm_name_prefix = "${var.name_prefix}-gpu"
 
   labels = merge(var.labels, {
     "app"                = "comfyburst"

@@ -59,7 +59,7 @@ resource "google_compute_router_nat" "pool" {
   }
 }
 
-# Identity-Aware Proxy's range only, port 22 only, and only when asked for.
+# Identity-Aware Proxy's range only, port 22 only, to the pool's VMs only when asked for.
 resource "google_compute_firewall" "iap_ssh" {
   count = var.allow_iap_ssh ? 1 : 0
 
@@ -69,6 +69,26 @@ resource "google_compute_firewall" "iap_ssh" {
   direction     = "INGRESS"
   source_ranges = ["35.235.240.0/20"]
   target_tags   = ["${var.name_prefix}-gpu"]
+
+  allow {
+    protocol = "tcp"
+    ports    = ["22"]
+  }
+
+  log_config {
+    metadata = "INCLUDE_ALL_METADATA"
+  }
+}
+
+# The image build's VM (network tag <name_prefix>-imager, gpu_image/image.pkr.hcl): Packer
+# reaches it through IAP whatever allow_iap_ssh says; no pool VM carries the tag.
+resource "google_compute_firewall" "iap_ssh_imager" {
+  project       = var.project_id
+  name          = "${var.name_prefix}-imager-iap-ssh"
+  network       = google_compute_network.pool.id
+  direction     = "INGRESS"
+  source_ranges = ["35.235.240.0/20"]
+  target_tags   = ["${var.name_prefix}-imager"]
 
   allow {
     protocol = "tcp"

@@ -39,6 +39,19 @@ output "image_builder_service_account" {
   value       = google_service_account.sa["imager"].email
 }
 
+# One line for deploy/bake.sh (POSIX sh, no JSON parser): it depends on the builder's subnet, so
+# the bootstrap's targeted apply (deploy/terraform-bootstrap.sh) writes it too.
+output "image_builder" {
+  description = "The image build VM for deploy/bake.sh, space-separated: machine type, accelerator type (none: the machine type brings its GPU), accelerator count, zone, subnetwork; the default GPU class's."
+  value = join(" ", [
+    local.image_builder.machine_type,
+    local.image_builder.accelerator_type,
+    tostring(local.image_builder.accelerator_count),
+    local.image_builder.zone,
+    google_compute_subnetwork.pool[local.image_builder.region].id,
+  ])
+}
+
 output "gpu_templates" {
   description = "Instance template of each GPU class in each of its regions, { class = { region = id } } (COMFYBURST_GPU_CLASSES)."
   value       = { for c in local.gpu_classes_env : c.name => c.templates }

@@ -271,8 +271,19 @@ variable "gpu_image_project_id" {
 
 variable "gpu_boot_disk_size_gb" {
   type        = number
-  description = "Boot disk size in GB; it holds the model cache, which survives stop/start."
+  description = "Boot disk size in GB; it holds the model cache, which survives stop/start. At least gpu_image_disk_size_gb."
   default     = 200
+
+  validation {
+    condition     = var.gpu_boot_disk_size_gb >= var.gpu_image_disk_size_gb
+    error_message = "gpu_boot_disk_size_gb must be at least the baked image's size (gpu_image_disk_size_gb = ${var.gpu_image_disk_size_gb} GB): Compute refuses a boot disk smaller than its image (\"Requested disk size cannot be smaller than the image size\")."
+  }
+}
+
+variable "gpu_image_disk_size_gb" {
+  type        = number
+  description = "Disk size in GB of the baked image (gpu_image/ variable disk_size_gb, 100 by default): the smallest boot disk Compute creates from it."
+  default     = 100
 }
 
 variable "gpu_boot_disk_type" {

@@ -9,15 +9,20 @@
 # set webhook_rotation = true (deliveries then carry both signatures), add the new version to
 # the current secret, apply; once receivers have the new secret, set webhook_rotation = false.
 
+# Account ids are 6-30 characters (the IAM API's CreateServiceAccountRequest): with the longest
+# name_prefix (20) the suffix may have 10, so "-wh-send" and "-wh-push" (tests/test_deploy_iam.py).
 resource "google_service_account" "webhooks" {
   for_each = {
-    on_result = "ComfyBurst webhook delivery function"
-    push      = "ComfyBurst webhooks subscription (invokes the delivery function)"
+    on_result = { id = "wh-send", name = "ComfyBurst webhook delivery function" }
+    push      = { id = "wh-push", name = "ComfyBurst webhooks subscription (invokes the delivery function)" }
   }
 
   project      = var.project_id
-  account_id   = "${var.name_prefix}-wh-${replace(each.key, "_", "-")}"
-  display_name = each.value
+  account_id   = "${var.name_prefix}-${each.value.id}"
+  display_name = each.value.name
+
+  # Service accounts are created through the IAM API, which a new project has off.
+  depends_on = [google_project_service.required]
 }
 
 resource "google_secret_manager_secret" "webhook_secret" {

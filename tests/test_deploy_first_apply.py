@@ -78,10 +78,10 @@ def _project_roles_of(account: str) -> dict[str, str]:
 
 def test_the_functions_build_account_has_no_project_wide_builder_role():
     roles = _project_roles_of("build")
-    # Logs writer, and the objectViewer whose condition admits gcf-v2-sources-* only.
+    # Logs writer, and the objectAdmin whose condition admits gcf-v2-sources-* only.
     assert roles == {
         "log_writer": "roles/logging.logWriter",
-        "functions_builder_sources": "roles/storage.objectViewer",
+        "functions_builder_sources": "roles/storage.objectAdmin",
     }
     sources = hcl.resources("google_project_iam_member")["functions_builder_sources"]
     assert "gcf-v2-sources-" in sources["condition"][0]["expression"]
@@ -139,7 +139,8 @@ def test_the_example_applies_before_any_image_and_exposes_iap_ssh():
     assert "gpu_vm_count" not in module
     assert module["allow_iap_ssh"] == "${var.allow_iap_ssh}"
     example_vars = hcl.variables(EXAMPLE)
-    assert example_vars["allow_iap_ssh"]["default"] is True
+    # Off: SSH to the pool is for debugging; the image build's VM has its own IAP rule.
+    assert example_vars["allow_iap_ssh"]["default"] is False
     assert "gpu_vm_count" not in example_vars
     tfvars = (EXAMPLE / "terraform.tfvars.example").read_text(encoding="utf-8")
     assert "allow_iap_ssh" in tfvars and "gpu_vm_count" not in tfvars

@@ -26,6 +26,7 @@ output "regions" { value = local.gpu_class_regions }
 output "templates" { value = keys(local.gpu_templates) }
 output "cidrs" { value = local.pool_subnet_cidrs }
 output "default" { value = local.default_gpu_class }
+output "builder" { value = local.image_builder }
 """
 # Offline and quiet: no version check against checkpoint-api.hashicorp.com, no CLI config.
 TF_ENV = {"CHECKPOINT_DISABLE": "1", "TF_IN_AUTOMATION": "1", "TF_CLI_CONFIG_FILE": os.devnull}
@@ -59,7 +60,7 @@ needs_terraform = pytest.mark.skipif(
 
 def _run(tmp_path: Path, tfvars: dict) -> subprocess.CompletedProcess:
     root = tmp_path / "classes"
-    root.mkdir(exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
     for name in MODULE_FILES:
         shutil.copy(hcl.TERRAFORM / name, root / name)
     (root / "outputs.tf").write_text(OUTPUTS, encoding="utf-8")
@@ -225,6 +226,11 @@ GOOD = {"default_gpu_class": "spot", "subnet_cidrs": {"us-east4": "10.80.1.0/24"
         ),
         ({"gpu_classes": {}}, "at least one class"),
         ({"gpu_zones": ["us-central1-a", "europe"]}, "gpu_zones must list zone names"),
+        (
+            {"gpu_classes": _two_classes(std={"disk_size_gb": 99})},
+            "must be at least the baked image's size (gpu_image_disk_size_gb = 100 GB",
+        ),
+        ({"gpu_boot_disk_size_gb": 50}, "at least the baked image's size"),
     ],
     ids=[
         "zone",
@@ -240,6 +246,8 @@ GOOD = {"default_gpu_class": "spot", "subnet_cidrs": {"us-east4": "10.80.1.0/24"
         "same-cidr",
         "empty",
         "gpu_zones",
+        "disk-below-image",
+        "boot-disk-below-image",
     ],
 )
 def test_a_wrong_declaration_fails_the_plan_with_its_reason(tmp_path, inputs, message):
@@ -254,3 +262,40 @@ def test_the_good_declaration_of_the_wrong_cases_passes(tmp_path):
     # The baseline the cases above change one thing of: it must itself be accepted.
     values = _evaluate(tmp_path, {"project_id": "p", **GOOD, "gpu_classes": _two_classes()})
     assert sorted(values["templates"]) == ["spot/us-central1", "spot/us-east4", "std/us-central1"]
+
+
+def test_the_image_size_terraform_checks_disks_against_is_the_bake_s():
+    # The baked image's disk is Packer's disk_size_gb: no class may ask for less.
+    packer = hcl.load(hcl.GPU_IMAGE / "variables.pkr.hcl")["variable"]
+    baked = next(v["disk_size_gb"]["default"] for v in packer if "disk_size_gb" in v)
+    assert hcl.variables()["gpu_image_disk_size_gb"]["default"] == baked == 100
+
+
+@needs_terraform
+def test_a_class_disk_the_size_of_the_image_is_accepted(tmp_path):
+    classes = _two_classes(std={"disk_size_gb": 100})
+    values = _evaluate(tmp_path, {"project_id": "p", **GOOD, "gpu_classes": classes})
+    assert {s["name"]: s["disk_gb"] for s in values["specs"]} == {"spot": 200, "std": 100}
+
+
+@needs_terraform
+def test_the_image_builds_on_the_default_class_s_machine_and_gpu(tmp_path):
+    # The L4-only example needs no T4 quota to bake: its build VM is its default class's g2.
+    values = _evaluate(tmp_path / "l4", _example_inputs())
+    assert values["builder"] == {
+        "machine_type": "g2-standard-8",
+        "accelerator_type": "none",
+        "accelerator_count": 0,
+        "zone": "us-central1-a",
+        "region": "us-central1",
+    }
+    # Without classes: the gpu_* variables' n1 machine with its attached T4.
+    values = _evaluate(tmp_path / "t4", {"project_id": "p"})
+    variables = hcl.variables()
+    assert values["builder"] == {
+        "machine_type": variables["gpu_machine_type"]["default"],
+        "accelerator_type": variables["gpu_accelerator_type"]["default"],
+        "accelerator_count": 1,
+        "zone": variables["gpu_zones"]["default"][0],
+        "region": "us-central1",
+    }

@@ -199,7 +199,8 @@ def test_one_subnet_router_and_nat_per_region_of_the_pool():
 def test_the_dispatchers_may_create_from_templates_in_every_region():
     # A project-level grant of the custom role: every region's templates, subnets and zones.
     grant = hcl.resources("google_project_iam_member")["dispatcher"]
-    assert grant["role"] == "${google_project_iam_custom_role.dispatcher.id}"
+    assert grant["role"] == "${each.value}"
+    assert set(grant["for_each"]) == {"api", "reaper"}
     granted = set(hcl.locals_()["dispatcher_compute_permissions"])
     wanted = {
         "compute.instances.create",

@@ -21,6 +21,17 @@ printf '%s ALL=(root) NOPASSWD: /usr/bin/systemctl poweroff\n' "${WORKER_USER}" 
 chmod 0440 /etc/sudoers.d/comfyburst-poweroff
 visudo -cf /etc/sudoers.d/comfyburst-poweroff
 
+# No apt run after a boot: the apt-daily timers and unattended-upgrades would compete with the
+# cold start for CPU, disk and the dpkg lock, and could replace NVIDIA libraries under the loaded
+# driver (01-driver-check.sh also holds its packages). Masked as `systemctl mask` does it, the
+# unit linked to /dev/null (which also works in the bake rehearsal's chroot), and apt's periodic
+# runs configured off for anything that calls apt.systemd.daily by other means.
+for unit in "${APT_PERIODIC_UNITS[@]}"; do
+  ln -sfn /dev/null "/etc/systemd/system/${unit}"
+done
+printf '%s\n' 'APT::Periodic::Update-Package-Lists "0";' 'APT::Periodic::Unattended-Upgrade "0";' \
+  >"${APT_PERIODIC_CONF}"
+
 systemctl daemon-reload
 systemctl enable "${UNITS[@]}"
 echo "units installed and enabled"

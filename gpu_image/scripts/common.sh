@@ -36,6 +36,10 @@ readonly UV_VERSION=0.13.8
 # --- apt on a VM that may be upgrading itself on first boot ---------------------------------
 export DEBIAN_FRONTEND=noninteractive
 readonly APT_LOCK_WAIT_S=600
+# Masked in the image (05-systemd.sh): no apt run after a boot.
+readonly APT_PERIODIC_UNITS=(apt-daily.timer apt-daily-upgrade.timer apt-daily.service
+  apt-daily-upgrade.service unattended-upgrades.service)
+readonly APT_PERIODIC_CONF=/etc/apt/apt.conf.d/99comfyburst-no-periodic
 
 # apt-get that waits for the dpkg lock instead of failing on it (unattended-upgrades and the
 # apt-daily units take it right after the first boot); those units are stopped first.

@@ -126,7 +126,34 @@ def provision(root: Path, log: Path) -> dict[str, str]:
         code = _root.run_script(root, f"{SRC_IN_ROOT}/scripts/{script}", env, log)
         if code != 0:
             raise RehearsalFailed(f"{script} exited with {code}")
+    check_no_periodic_apt(root)
     return env
+
+
+def check_no_periodic_apt(root: Path) -> None:
+    """The apt-daily timers and unattended-upgrades are masked in the root (05-systemd.sh) and
+    apt's periodic runs configured off: no apt run competes with a cold start or swaps NVIDIA
+    libraries under the loaded driver."""
+    common = (REPO / "gpu_image" / "scripts" / "common.sh").read_text(encoding="utf-8")
+    listed = re.search(r"APT_PERIODIC_UNITS=\(([^)]*)\)", common)
+    conf = re.search(r"APT_PERIODIC_CONF=(\S+)", common)
+    if listed is None or conf is None:
+        raise RehearsalFailed("common.sh names no APT_PERIODIC_UNITS / APT_PERIODIC_CONF")
+    units = listed.group(1).split()
+    if not {"apt-daily.timer", "apt-daily-upgrade.timer", "unattended-upgrades.service"} <= set(
+        units
+    ):
+        raise RehearsalFailed(f"APT_PERIODIC_UNITS misses a unit: {units}")
+    for unit in units:
+        path = root / "etc" / "systemd" / "system" / unit
+        if not path.is_symlink() or os.readlink(path) != "/dev/null":
+            raise RehearsalFailed(f"{unit} is not masked in the image")
+    text = (root / conf.group(1).lstrip("/")).read_text(encoding="utf-8")
+    for key in ("APT::Periodic::Update-Package-Lists", "APT::Periodic::Unattended-Upgrade"):
+        if f'{key} "0";' not in text:
+            raise RehearsalFailed(f"{conf.group(1)} does not set {key} to 0")
+    shipped = [u for u in units if (root / "usr" / "lib" / "systemd" / "system" / u).exists()]
+    print(f"=== periodic apt masked: {units} (the root's apt ships {shipped})", flush=True)
 
 
 def _end_netns() -> None:

@@ -17,3 +17,8 @@ output "subnetwork" {
   description = "Subnet for the packer build VM."
   value       = module.comfyburst.subnetwork
 }
+
+output "image_builder" {
+  description = "The image build VM deploy/bake.sh reads (the default GPU class's machine, GPU, zone and subnet)."
+  value       = module.comfyburst.image_builder
+}

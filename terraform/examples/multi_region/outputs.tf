@@ -19,6 +19,11 @@ output "image_builder_service_account" {
 }
 
 output "subnetwork" {
-  description = "Subnet for the packer build VM (var.region)."
+  description = "The pool's subnet in var.region."
   value       = module.comfyburst.subnetwork
+}
+
+output "image_builder" {
+  description = "The image build VM deploy/bake.sh reads (the default GPU class's machine, GPU, zone and subnet)."
+  value       = module.comfyburst.image_builder
 }

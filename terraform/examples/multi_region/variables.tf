@@ -11,8 +11,8 @@ variable "region" {
 
 variable "allow_iap_ssh" {
   type        = bool
-  description = "Let SSH through Identity-Aware Proxy reach the GPU VMs and the image build VM (packer's use_iap needs it)."
-  default     = true
+  description = "Let SSH through Identity-Aware Proxy reach the pool's GPU VMs, for debugging (the image build VM has its own rule)."
+  default     = false
 }
 
 variable "api_invoker_members" {
