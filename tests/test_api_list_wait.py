@@ -147,6 +147,98 @@ def test_a_page_token_only_continues_the_list_it_came_from(
     assert other_caller.status_code == 400
 
 
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("created_after=0001-01-01T00:00:00%2B01:00", "created_after"),  # year 0 in UTC
+        ("created_before=9999-12-31T23:59:59-01:00", "created_before"),  # year 10000 in UTC
+    ],
+)
+def test_times_outside_what_firestore_stores_are_refused_naming_the_field(
+    cloud: Cloud, query: str, field: str
+) -> None:
+    response = cloud.client.get(f"/jobs?{query}", headers=_as("alice"))
+    assert response.status_code == 400, response.get_data()[:300]
+    assert response.get_json()["error"]["field"] == field
+
+
+def test_the_ends_of_firestores_time_range_are_taken(
+    cloud: Cloud, seeded: dict[str, list[str]]
+) -> None:
+    ends = "created_after=0001-01-01T00:00:00Z&created_before=9999-12-31T23:59:59.999999Z"
+    assert len(_all_pages(cloud, "alice", ends)) == 12
+
+
+def _hand_made(created_at: str, job_id: str) -> str:
+    """A token of the shape the API's tokens have, for alice's unfiltered list, made by hand."""
+    from comfyburst.domain.job_query import JobQuery
+
+    payload = {"c": created_at, "j": job_id, "f": JobQuery(owner="alice").filter_digest()}
+    raw = json.dumps(payload, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        _hand_made(T0.isoformat(), "a/b"),
+        _hand_made(T0.isoformat(), ".."),
+        _hand_made(T0.isoformat(), "__x__"),
+        _hand_made(T0.isoformat(), ""),
+        _hand_made("0001-01-01T00:00:00+01:00", "alice-03"),
+        _hand_made(T0.isoformat(), "alice-03"),  # well-formed, but not made by this API
+        _hand_made(T0.isoformat(), "alice-03") + ".AAAAAAAAAAAAAAAAAAAAAA",
+    ],
+    ids=["slash", "dotdot", "reserved_id", "empty_id", "time_out_of_range", "unsigned", "bad_tag"],
+)
+def test_only_page_tokens_the_api_made_are_taken(
+    cloud: Cloud, seeded: dict[str, list[str]], token: str
+) -> None:
+    response = cloud.client.get(f"/jobs?page_token={token}", headers=_as("alice"))
+    assert response.status_code == 400, response.get_data()[:300]
+    assert response.get_json()["error"]["field"] == "page_token"
+
+
+def test_an_altered_page_token_is_refused(cloud: Cloud, seeded: dict[str, list[str]]) -> None:
+    token = cloud.client.get("/jobs?page_size=2", headers=_as("alice")).get_json()[
+        "next_page_token"
+    ]
+    body, _, tag = token.partition(".")
+    raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    other = json.loads(raw) | {"j": "alice-00"}  # skip ahead to another job
+    forged = base64.urlsafe_b64encode(json.dumps(other).encode()).decode().rstrip("=")
+    response = cloud.client.get(f"/jobs?page_token={forged}.{tag}", headers=_as("alice"))
+    assert response.status_code == 400
+    assert response.get_json()["error"]["field"] == "page_token"
+    # The token as made still continues the list.
+    assert cloud.client.get(f"/jobs?page_token={token}", headers=_as("alice")).status_code == 200
+
+
+def test_every_api_instance_takes_the_tokens_of_the_others(
+    cloud: Cloud,
+    seeded: dict[str, list[str]],
+    settings: Any,  # noqa: F811
+    standin: Any,  # noqa: F811
+    blob_store: Any,
+    signer: Any,
+    publisher: Any,
+) -> None:
+    from comfyburst.services._page_key import KEY_OBJECT
+
+    first = cloud.client.get("/jobs?page_size=5", headers=_as("alice")).get_json()
+    key = blob_store.read(settings.jobs_bucket, KEY_OBJECT)
+    assert key is not None and len(key) == 32  # made once, in the jobs bucket
+    other = Cloud(settings, standin, blob_store, signer, publisher)  # a second instance
+    response = other.client.get(
+        f"/jobs?page_size=5&page_token={first['next_page_token']}", headers=_as("alice")
+    )
+    assert response.status_code == 200, response.get_json()
+    assert [j["job_id"] for j in response.get_json()["jobs"]] == [
+        f"alice-{i:02d}" for i in range(6, 1, -1)
+    ]
+    assert blob_store.read(settings.jobs_bucket, KEY_OBJECT) == key
+
+
 # --- waiting ---------------------------------------------------------------------------------
 
 

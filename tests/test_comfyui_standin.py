@@ -436,7 +436,7 @@ def test_prompt_errors_match_real_server(client: Client) -> None:
     classes = set(client.get("/object_info").json())
     _upload(client.base, _png((1, 2, 3)))  # some input file exists, just not the one asked for
     cases = {k: v for k, v in load("prompt_errors.json").items() if _implemented(v, classes)}
-    assert len(cases) == 18 and "missing_checkpoint_file" not in cases
+    assert len(cases) == 20 and "missing_checkpoint_file" in cases
     for name, case in cases.items():
         request, real = case["request"], case["response"]
         if "raw_body" in request:

@@ -141,3 +141,40 @@ def test_check_request_names_the_bad_model_and_input() -> None:
         {"workflow": WORKFLOW, "inputs": [{"name": "a.png", "data_b64": PNG_1X1}]}
     )
     check_request(ok, POLICY)
+
+
+# --- the one gs:// rule (domain/gs_urls.py) -------------------------------------------------
+
+MODELS_POLICY = RequestPolicy(
+    model_hosts=(), gs_model_buckets=("models-b", "mine"), models_bucket="mine"
+)
+UPLOAD = "uploads/" + "0" * 32 + "/sha256/" + "ab" * 32
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        (f"gs://mine//{UPLOAD}", "no empty"),  # another spelling of an upload's object
+        (f"gs://mine/{UPLOAD}/", "no empty"),
+        ("gs://mine/uploads//x", "no empty"),
+        (f"gs://mine/./{UPLOAD}", "'.'"),
+        (f"gs://mine/x/../{UPLOAD}", "'..'"),
+        (f"gs://mine/{UPLOAD}?alt=media", "no query"),
+        (f"gs://mine/{UPLOAD}#x", "fragment"),
+        ("gs://mine/uploads%2Fx", "%"),
+        (f"GS://mine/{UPLOAD}", "gs://BUCKET/OBJECT"),
+        ("gs://Mine/x", "gs://BUCKET/OBJECT"),
+        ("gs://mine/models/sha256/" + "ab" * 32, "mirror"),  # the workers' mirror
+        ("gs://mine/models/urls/k.json", "mirror"),
+    ],
+)
+def test_gs_urls_name_one_object_one_way_and_never_the_mirror(url: str, why: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        check_model_url(url, MODELS_POLICY, field="models.0.url")
+    assert why in caught.value.message and caught.value.field == "models.0.url"
+
+
+def test_canonical_gs_urls_pass_and_models_elsewhere_are_no_mirror() -> None:
+    check_model_url(f"gs://mine/{UPLOAD}", MODELS_POLICY)
+    check_model_url("gs://mine/checkpoints/sd15.safetensors", MODELS_POLICY)
+    check_model_url("gs://models-b/models/sha256/" + "ab" * 32, MODELS_POLICY)  # not the mirror

@@ -288,3 +288,63 @@ def test_a_malformed_md5_is_refused(cloud: Cloud) -> None:
         "/uploads", data=json.dumps(payload), headers=_as("ana"), content_type="application/json"
     )
     assert answer.status_code == 400 and answer.get_json()["error"]["field"] == "md5_b64"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 4000,  # the parser gives up (RecursionError), which is not a ValueError
+        b"[" * 70 + b"]" * 70,  # parses, deeper than any request may be
+        b'{"sha256": NaN}',
+        b"\xff\xfe",
+    ],
+    ids=["unclosed_4000", "nested_70", "nan", "not_utf8"],
+)
+def test_an_upload_body_that_is_not_json_is_a_400_invalid_json(cloud: Cloud, raw: bytes) -> None:
+    # The one JSON-body rule of every route (`json_safety.parse_json_body`), as submit has it.
+    answer = cloud.client.post(
+        "/uploads", data=raw, headers=_as("ana"), content_type="application/json"
+    )
+    assert answer.status_code == 400, answer.get_data()[:200]
+    assert answer.get_json()["error"]["code"] == "invalid_json"
+    assert not cloud.blobs.list(cloud.settings.models_bucket, "uploads/")
+
+
+def test_another_callers_upload_is_refused_under_every_other_spelling(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    from comfyburst_worker.errors import ModelFetchError
+
+    path = tmp_path / "private.safetensors"
+    data = b"ana's private model" * 300
+    path.write_bytes(data)
+    ana = _upload(cloud, "ana", path)
+    # ana's job ran: a worker verified the bytes and put them in the models bucket's mirror.
+    ana_worker = _worker_cache(cloud, tmp_path / "w-ana")
+    ana_worker.ensure(
+        ModelSpec.model_validate({"kind": "checkpoints", "filename": "a.ckpt"} | _model_of(ana))
+    )
+    ana_worker.wait_for_mirrors()
+    bucket = cloud.settings.models_bucket
+    mirror = f"gs://{bucket}/models/sha256/{ana['sha256']}"
+    assert _stored(cloud, mirror) == data
+    name = ana["url"].removeprefix(f"gs://{bucket}/")
+    spellings = {
+        "double_slash": (f"gs://{bucket}//{name}", 400),
+        "mirror": (mirror, 400),
+    }
+    for label, (url, status) in spellings.items():
+        for who in ("bo", "ana"):  # nobody names an upload another way, not even its owner
+            response = cloud.submit(_job_with({**_model_of(ana), "url": url}), **_as(who))
+            assert response.status_code == status, (label, who, response.get_json())
+            error = response.get_json()["error"]
+            assert error["field"] == "models.0.url", (label, error)
+        assert cloud.nothing_written(), label
+        # A worker handed such a URL anyway reads nothing: the object a URL names is its path.
+        spec = ModelSpec.model_validate(
+            {"kind": "checkpoints", "filename": "b.ckpt", **_model_of(ana), "url": url}
+        )
+        worker = _worker_cache(cloud, tmp_path / f"w-{label}")
+        with pytest.raises(ModelFetchError, match=r"gs:// URL|mirror"):
+            worker.ensure(spec)
+        assert not list((tmp_path / f"w-{label}" / "store" / "sha256").glob("*"))

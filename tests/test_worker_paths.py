@@ -8,6 +8,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -401,3 +402,25 @@ def test_the_worker_hands_the_store_the_deployments_collection_names(monkeypatch
     # (the pool's slot reservations live beside the VM documents: `{vms_collection}_slots`)
     names = store._client.names  # type: ignore[attr-defined]
     assert names == ["team-jobs", "team-vms", "idempotency", "team-vms_slots"]
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("gs://team-models//loras/style.safetensors", "no empty"),  # read as loras/… before
+        ("gs://team-models/loras/./style.safetensors", "'.'"),
+        ("gs://team-models/loras/style.safetensors?generation=1", "no query"),
+        ("gs://mirror-bkt/models/sha256/" + "ab" * 32, "mirror"),
+    ],
+)
+def test_gs_sources_are_read_only_as_the_url_spells_them_and_never_from_the_mirror(
+    tmp_path, url: str, why: str
+):
+    data = b"y" * 100
+    blobs = InMemoryBlobStore()
+    blobs.write("team-models", "loras/style.safetensors", data)
+    blobs.write("mirror-bkt", "models/sha256/" + "ab" * 32, data)
+    cache = _gs_cache(tmp_path, blobs, ["team-models", "mirror-bkt"])
+    with pytest.raises(ModelFetchError, match=re.escape(why)):
+        cache.ensure(_gs_spec(url, data))
+    assert not list((tmp_path / "models" / "sha256").iterdir())

@@ -268,7 +268,13 @@ class JobError(_Strict):
     message: str
     node_id: str | None = None
     node_type: str | None = None
-    details: Any = None
+    details: Any = Field(
+        default=None,
+        description="Machine-readable context. In done.json, JSON values (what ComfyUI "
+        "answered, clipped); on a job and in its result message, a worker's details are "
+        "compact JSON text clipped to 64 KiB, as Firestore cannot hold every JSON value "
+        "ComfyUI sends (an array in an array).",
+    )
 
 
 class OutputFile(_Strict):

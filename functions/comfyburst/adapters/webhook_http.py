@@ -1,22 +1,36 @@
-"""WebhookSender over the one pinned transport (`adapters/pinned_http.py`): the webhook URL rule
-(`request_policy.check_webhook_url`) admits the URL, then a session for exactly that host checks
-every address the name resolves to with the one address rule (`domain/urls.py`) and connects
-to the address it checked; TLS still verifies the certificate for the name. A loopback
-receiver (local cloud only) is that rule's test entry, whose addresses must be loopback.
+"""WebhookSender over the one pinned address rule (`adapters/pinned_http.py`): the webhook URL
+rule (`request_policy.check_webhook_url`) admits the URL, every address the name resolves to
+is checked with the one address rule (`domain/urls.py`) and the connection goes to the address
+it checked; TLS verifies the certificate for the name. A loopback receiver (local cloud only)
+is that rule's test entry, whose addresses must be loopback.
+
+One attempt is bounded as a whole, not per socket read: connect, TLS, sending the request and
+reading the status line and headers all end by `timeout_s` after the attempt began. A timer
+shuts the socket down at that deadline whatever phase it is in (a receiver dripping its
+answer a byte at a time resets every per-read timeout, never this one). Only the status and
+headers are read (http.client caps those at 100 lines of 64 KiB); the body is never read, the
+connection is closed, so a receiver can neither hold the function nor fill its memory.
 
 No redirects are followed and nothing is retried here: Pub/Sub redelivers.
 """
 
 from __future__ import annotations
 
-import requests
+import contextlib
+import http.client
+import socket
+import ssl
+import threading
+import time
 
-from comfyburst.adapters.pinned_http import Resolver, pinned_session, system_resolver
-from comfyburst.domain.request_policy import check_webhook_url
-from comfyburst.domain.urls import UrlRefused, UrlRule
+import requests.certs
+
+from comfyburst.adapters.pinned_http import Resolver, checked_address, system_resolver
+from comfyburst.domain.request_policy import WebhookTarget, check_webhook_url
+from comfyburst.domain.urls import UrlRefused, UrlRule, check_url
 from comfyburst.errors import DeliveryFailed, InvalidRequest
 
-CONNECT_TIMEOUT_S = 5.0
+USER_AGENT = "ComfyBurst-Webhooks/1"
 
 
 class HttpWebhookSender:
@@ -27,25 +41,115 @@ class HttpWebhookSender:
         self._resolver = resolver
 
     def post(self, url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> int:
+        deadline = time.monotonic() + timeout_s
         target = check_webhook_url(url, allow_loopback=self._allow_loopback)
         if target.scheme == "https":
             rule = UrlRule.of([target.host])
         else:  # a loopback receiver the webhook rule admitted
             rule = UrlRule.of([], test_hostports=[f"{target.host}:{target.port}"])
-        with pinned_session(rule, self._resolver) as session:
-            try:
-                response = session.post(
-                    url,
-                    data=body,
-                    headers={**headers, "User-Agent": "ComfyBurst-Webhooks/1"},
-                    timeout=(min(timeout_s, CONNECT_TIMEOUT_S), timeout_s),
-                    allow_redirects=False,
-                )
-            except (UrlRefused, requests.exceptions.InvalidURL) as exc:
-                # requests re-raises the rule's refusal as InvalidURL (the refusal as context).
-                refusal = exc.__context__ if isinstance(exc.__context__, UrlRefused) else exc
-                raise InvalidRequest(f"webhook URL: {refusal}", field="webhook_url") from None
-            except requests.RequestException as exc:
-                raise DeliveryFailed(f"webhook receiver did not answer: {exc}") from None
-            response.close()
-            return int(response.status_code)
+        try:
+            address = checked_address(check_url(url, rule), self._resolver)
+        except UrlRefused as exc:
+            raise InvalidRequest(f"webhook URL: {exc}", field="webhook_url") from None
+        try:
+            return _attempt(target, address, body, headers, deadline)
+        except _TimedOut:
+            raise DeliveryFailed(f"webhook receiver did not answer within {timeout_s} s") from None
+        except (OSError, http.client.HTTPException) as exc:  # ssl.SSLError is an OSError
+            raise DeliveryFailed(f"webhook receiver did not answer: {exc!r}") from None
+
+
+class _TimedOut(Exception):
+    """The attempt's deadline passed."""
+
+
+def _remaining(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise _TimedOut
+    return left
+
+
+def _attempt(
+    target: WebhookTarget, address: str, body: bytes, headers: dict[str, str], deadline: float
+) -> int:
+    """POST `body` to the checked `address`; the status code, read by `deadline` or never."""
+    sock = socket.create_connection((address, target.port), timeout=_remaining(deadline))
+    watchdog = _Watchdog(sock, deadline)
+    connection = _Connection(target.host, target.port, sock)
+    try:
+        if target.scheme == "https":
+            connection.sock = _tls_context().wrap_socket(sock, server_hostname=target.host)
+        connection.request(
+            "POST",
+            target.path,
+            body=body,
+            headers={
+                **headers,
+                "Host": _host_header(target),
+                "User-Agent": USER_AGENT,
+                "Connection": "close",
+            },
+        )
+        response = connection.getresponse()  # the status line and headers; never the body
+        return int(response.status)
+    except (OSError, http.client.HTTPException):
+        if watchdog.fired:
+            raise _TimedOut from None
+        raise
+    finally:
+        watchdog.stop()
+        connection.close()
+        sock.close()
+
+
+class _Connection(http.client.HTTPConnection):
+    """An http.client connection over a socket already connected (and wrapped) by us."""
+
+    def __init__(self, host: str, port: int, sock: socket.socket) -> None:
+        super().__init__(host, port)
+        self.sock = sock
+
+    def connect(self) -> None:
+        # Never a second connection: the one to the checked address is the only one.
+        raise http.client.NotConnected("the webhook connection is closed")
+
+
+class _Watchdog:
+    """Shuts a socket down at a deadline. It holds a duplicate of the socket's descriptor:
+    shutdown acts on the connection both share, so it also ends a TLS handshake or read in
+    progress on the original, which the TLS wrapper took over."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._dup = sock.dup()
+        self._lock = threading.Lock()
+        self._stopped = False
+        self.fired = False
+        self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self.fired = True
+            with contextlib.suppress(OSError):  # already closed by the receiver
+                self._dup.shutdown(socket.SHUT_RDWR)
+
+    def stop(self) -> None:
+        self._timer.cancel()
+        with self._lock:
+            self._stopped = True
+            self._dup.close()
+
+
+def _tls_context() -> ssl.SSLContext:
+    """Certificates verified for the name, against requests' CA bundle (as pinned_http)."""
+    return ssl.create_default_context(cafile=requests.certs.where())
+
+
+def _host_header(target: WebhookTarget) -> str:
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    default = 443 if target.scheme == "https" else 80
+    return host if target.port == default else f"{host}:{target.port}"

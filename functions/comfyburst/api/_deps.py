@@ -11,6 +11,7 @@ from typing import Any
 from comfyburst.ports import BlobStore, Clock, Fleet, JobStore, Publisher, UrlSigner
 from comfyburst.preflight import Catalogue
 from comfyburst.preflight.catalogue_store import CatalogueStore
+from comfyburst.services._page_key import PageTokenKey
 from comfyburst.services.dispatch import Dispatcher
 from comfyburst.services.submit import SubmitDeps
 
@@ -46,9 +47,12 @@ class ApiDeps:
     # The process's thread pool (wiring.io_pool); None: the dispatcher makes its own.
     io: Executor | None = None
     dispatcher: Dispatcher = field(init=False)
+    # What `GET /jobs` signs its page tokens with (read from the jobs bucket on first use).
+    page_token_key: PageTokenKey = field(init=False)
 
     def __post_init__(self) -> None:
         self.dispatcher = Dispatcher(self.store, self.fleet, self.clock, self.settings, io=self.io)
+        self.page_token_key = PageTokenKey(self.blobs, self.settings.jobs_bucket)
 
     def submit_deps(self) -> SubmitDeps:
         return SubmitDeps(

@@ -24,8 +24,11 @@ class ServiceUnavailable(ComfyBurstError):
 def list_view(api: Any, args: Any, caller: str | None) -> JobList:
     """One page of the jobs `caller` may see (the tenancy rule: their own; an admin's: all)."""
     admins = admin_principals(api.settings)
-    query = job_list.parse_query(args, caller, all_callers=tenancy.is_admin(caller, admins))
-    page = job_list.list_jobs(api.views, query)
+    key = api.page_token_key.get()
+    query = job_list.parse_query(
+        args, caller, all_callers=tenancy.is_admin(caller, admins), token_key=key
+    )
+    page = job_list.list_jobs(api.views, query, key)
     return JobList(
         jobs=[JobView.of(job) for job in page.jobs], next_page_token=page.next_page_token
     )

@@ -32,6 +32,23 @@ def parse_float(text: str) -> float:
     return value
 
 
+def parse_json_body(body: bytes) -> Any:
+    """A request body as JSON, the one rule of every route: InvalidJson (400 `invalid_json`)
+    for bytes that are not JSON, for `NaN`/`Infinity`, numbers beyond a double, nesting the
+    parser gives up on (RecursionError is not a ValueError) and what `check_json` refuses."""
+    try:
+        data = json.loads(body, parse_constant=_reject_constant, parse_float=parse_float)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise InvalidJson(f"the request body is not valid JSON: {str(exc)[:200]}") from None
+    check_json(data)
+    return data
+
+
+def _reject_constant(name: str) -> Any:
+    # Python's json accepts NaN and Infinity; JSON does not, and they cannot be stored.
+    raise ValueError(f"{name} is not JSON")
+
+
 def check_json(data: Any, *, max_depth: int = MAX_JSON_DEPTH) -> None:
     """Raise InvalidJson (naming the field) for a value nothing downstream can take."""
     stack: list[tuple[Any, tuple[Any, ...]]] = [(data, ())]
@@ -87,9 +104,17 @@ def clip(value: Any, *, max_string: int = 1000, max_items: int = 100, max_depth:
 
 def _clip(value: Any, max_string: int, max_items: int, depth: int) -> Any:
     if isinstance(value, str):
+        if not value.isascii():  # a lone surrogate cannot be encoded, stored or sent
+            value = _SURROGATE.sub("\ufffd", value)
         return value if len(value) <= max_string else value[:max_string] + TRUNCATED
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
         return str(value)  # beyond what Firestore and JavaScript clients hold exactly
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # NaN and Infinity are not JSON
+    if isinstance(value, tuple):
+        value = list(value)
+    if value is not None and not isinstance(value, dict | list | str | int | float):
+        return _clip(str(value), max_string, max_items, depth)  # not a JSON value: its text
     if not isinstance(value, dict | list):
         return value
     if depth <= 0:
@@ -115,6 +140,18 @@ def clip_to(value: Any, max_bytes: int) -> Any:
         if json_size(clipped) <= max_bytes:
             return clipped
     return TRUNCATED
+
+
+def compact_json(value: Any) -> str:
+    """Compact JSON text of a clipped value: the form stores keep JSON someone else made."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def stored_json(value: Any, max_bytes: int) -> str:
+    """`value` as the stores keep what ComfyUI or a worker sent: compact JSON text, clipped
+    to `max_bytes`. Text, because Firestore takes no array in an array, no `__x__` or empty
+    key, no nesting past 20 levels and no integer past 64 bits, and such JSON is legal."""
+    return compact_json(clip_to(value, max_bytes))
 
 
 def bounded_mapping(mapping: dict[str, Any], max_bytes: int) -> tuple[dict[str, Any], int]:

@@ -4,7 +4,8 @@ Pure checks, no I/O. The limits and allowlists come from FunctionSettings throug
 `RequestPolicy.from_settings`, so tests can build a policy by hand.
 
 Model URLs (each failure names the offending field): `gs://bucket/object` only for buckets of
-the deployment (`all_model_buckets()`); anything else must pass the one outbound URL rule,
+the deployment (`all_model_buckets()`), spelt canonically and never the models bucket's mirror
+(the one gs:// rule, `domain/gs_urls.py`); anything else must pass the one outbound URL rule,
 `comfyburst.domain.urls.check_url` (https to the allowlist, or an exact `http_model_hosts`
 test entry), which the worker applies again on every redirect hop, where it also resolves the
 name, refuses non-public addresses and connects to the address it checked.
@@ -21,6 +22,7 @@ from urllib.parse import SplitResult, urlsplit
 
 from comfyburst.domain import gpu_classes
 from comfyburst.domain.gpu_classes import GpuClasses
+from comfyburst.domain.gs_urls import MIRROR_PREFIX, is_mirror, parse_gs_url
 from comfyburst.domain.urls import (
     Target,
     UrlRefused,
@@ -45,6 +47,7 @@ class RequestPolicy:
     model_hosts: tuple[str, ...]
     http_model_hosts: tuple[str, ...] = ()
     gs_model_buckets: tuple[str, ...] = ()
+    models_bucket: str | None = None  # its mirror (`models/`) is the workers', not a source
     max_workflow_bytes: int = 2_000_000
     max_nodes: int = 2000
     max_input_bytes: int = 20_000_000
@@ -58,6 +61,7 @@ class RequestPolicy:
             model_hosts=tuple(h.lower().rstrip(".") for h in settings.model_hosts),
             http_model_hosts=tuple(h.lower() for h in settings.http_model_hosts),
             gs_model_buckets=tuple(settings.all_model_buckets()),
+            models_bucket=getattr(settings, "models_bucket", None),
             max_workflow_bytes=settings.max_workflow_bytes,
             max_nodes=settings.max_nodes,
             max_input_bytes=settings.max_input_bytes,
@@ -161,9 +165,9 @@ def check_model_url(url: str, policy: RequestPolicy, *, field: str = "url") -> N
     def reject(why: str) -> InvalidRequest:
         return InvalidRequest(f"model URL {why}", field=field)
 
-    parts, _port, scheme = _split_url(url, reject)
+    _parts, _port, scheme = _split_url(url, reject)
     if scheme == "gs":
-        _check_gs(parts.netloc, parts.path, policy, reject)
+        _check_gs(url, policy, reject)
         return
     try:
         check_url(url, policy.url_rule)
@@ -186,14 +190,19 @@ def _split_url(url: str, reject: Any) -> tuple[SplitResult, int | None, str]:
     return parts, port, parts.scheme.lower()
 
 
-def _check_gs(bucket: str, path: str, policy: RequestPolicy, reject: Any) -> None:
-    if ":" in bucket or not bucket:
-        raise reject("must be gs://BUCKET/OBJECT")
-    if not path.strip("/"):
-        raise reject("must name an object: gs://BUCKET/OBJECT")
-    if bucket not in policy.gs_model_buckets:
+def _check_gs(url: str, policy: RequestPolicy, reject: Any) -> None:
+    try:
+        target = parse_gs_url(url)
+    except UrlRefused as exc:
+        raise reject(str(exc)) from None
+    if target.bucket not in policy.gs_model_buckets:
         allowed = ", ".join(policy.gs_model_buckets) or "none configured"
-        raise reject(f"bucket {bucket} is not a model bucket of this deployment ({allowed})")
+        raise reject(f"bucket {target.bucket} is not a model bucket of this deployment ({allowed})")
+    if is_mirror(target, policy.models_bucket):
+        raise reject(
+            f"names the workers' model mirror ({MIRROR_PREFIX} in the models bucket), which "
+            "jobs may not name; an uploaded model is named by the URL POST /uploads answered"
+        )
 
 
 _is_ip_literal = is_ip_literal

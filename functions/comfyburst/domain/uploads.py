@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from comfyburst.domain.gs_urls import SCHEME, parse_gs_url
+from comfyburst.domain.urls import UrlRefused
 from comfyburst.errors import Forbidden, InvalidRequest, UploadInvalid
 from comfyburst.schema import JobRequest, ModelSpec
 
@@ -108,15 +110,22 @@ def upload_url(bucket: str, caller: str, sha256: str) -> str:
 
 
 def uploaded_models(request: JobRequest, bucket: str | None) -> list[tuple[int, ModelSpec, str]]:
-    """(index, spec, object name) of every model the request brings from the uploads folder."""
+    """(index, spec, object name) of every model the request brings from the uploads folder.
+    A gs:// URL not spelt canonically (`domain/gs_urls.py`) is refused here too, so no other
+    spelling of an upload's object slips past the owner check."""
     if not bucket:
         return []
-    prefix = f"gs://{bucket}/{UPLOADS_PREFIX}/"
-    return [
-        (index, spec, spec.url[len(f"gs://{bucket}/") :])
-        for index, spec in enumerate(request.models)
-        if spec.url.startswith(prefix)
-    ]
+    found = []
+    for index, spec in enumerate(request.models):
+        if not spec.url.startswith(SCHEME):
+            continue
+        try:
+            target = parse_gs_url(spec.url)
+        except UrlRefused as exc:
+            raise InvalidRequest(f"model URL {exc}", field=f"models.{index}.url") from None
+        if target.bucket == bucket and target.name.startswith(f"{UPLOADS_PREFIX}/"):
+            found.append((index, spec, target.name))
+    return found
 
 
 def check_uploaded_models(

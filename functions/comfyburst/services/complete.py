@@ -3,6 +3,8 @@
 Events arrive at least once and out of order. The job document decides: only a live job whose
 attempt equals the manifest's is completed, in one `update_job` transaction that also fixes the
 result message; a terminal job whose result is not yet published gets that same message again.
+Every error a done flag brings is stored bounded, its details as JSON text (`stored_error`):
+a worker reports what ComfyUI answered, which Firestore cannot always hold as it is.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from comfyburst.domain.manifest import (
     done_flag_job_id,
     locate_outputs,
     parse_manifest,
+    stored_error,
 )
 from comfyburst.domain.receipts import merge_phases, receipt_of
 from comfyburst.errors import ManifestInvalid
@@ -170,6 +173,7 @@ def _complete(
     target = manifest.status.job_state
     running_at = running.result() if running else _running_at(deps, seen, manifest)
     gpu_class, price = _price(deps, seen)
+    error = stored_error(manifest.error) if manifest.error is not None else None
 
     def mutate(job: Job) -> Job | None:
         if not job.state.live or job.attempt != manifest.attempt:
@@ -188,7 +192,7 @@ def _complete(
             signer,
             outputs=outputs,
             worker_timings=manifest.timings,
-            error=manifest.error,
+            error=error,
             progress=progress,
             phases=phases,
             receipt=receipt,
@@ -269,7 +273,9 @@ def _invalid(
         publish_result(deps.store, deps.publisher, job, deps.clock.now())
         return _outcome("republished", obj, job.job_id, state=job.state.value)
     now = deps.clock.now()
-    error = JobError(type="manifest_invalid", message=exc.message, details=exc.details)
+    error = stored_error(
+        JobError(type="manifest_invalid", message=exc.message, details=exc.details)
+    )
 
     def mutate(current: Job) -> Job | None:
         if not current.state.live or current.attempt != job.attempt:
@@ -286,6 +292,6 @@ def _invalid(
         obj,
         job.job_id,
         state=ended.state.value,
-        error=exc.message,
+        error=error.message,
         released=released,
     )

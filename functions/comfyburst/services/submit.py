@@ -18,7 +18,6 @@ itself is the body hash: the request JSON is deterministic, so equal requests gi
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import uuid
 from collections.abc import Callable
@@ -30,11 +29,15 @@ from pydantic import ValidationError
 
 from comfyburst.domain import gpu_classes, request_policy
 from comfyburst.domain.jobs import new_job
-from comfyburst.domain.json_safety import bounded_mapping, check_json, field_path, parse_float
+from comfyburst.domain.json_safety import (
+    bounded_mapping,
+    compact_json,
+    field_path,
+    parse_json_body,
+)
 from comfyburst.domain.uploads import check_uploaded_models
 from comfyburst.errors import (
     IdempotencyConflict,
-    InvalidJson,
     InvalidRequest,
     JobExists,
     PreconditionFailed,
@@ -65,7 +68,7 @@ def stored_node_errors(node_errors: dict[str, Any]) -> tuple[str | None, int]:
     if not node_errors:
         return None, 0
     kept, omitted = bounded_mapping(node_errors, MAX_STORED_NODE_ERRORS_BYTES)
-    return json.dumps(kept, separators=(",", ":"), ensure_ascii=False), omitted
+    return compact_json(kept), omitted
 
 
 @dataclass
@@ -104,11 +107,7 @@ def check_request(body: bytes, settings: Any, catalogue: Catalogue) -> CheckedRe
     """
     policy = request_policy.RequestPolicy.from_settings(settings)
     request_policy.check_body_size(len(body), policy)
-    try:
-        data = json.loads(body, parse_constant=_reject_constant, parse_float=parse_float)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise InvalidJson(f"the request body is not valid JSON: {str(exc)[:200]}") from None
-    check_json(data)
+    data = parse_json_body(body)
     workflow_bytes = request_policy.check_raw(data, policy)
     try:
         request = JobRequest.model_validate(data)
@@ -125,11 +124,6 @@ def check_request(body: bytes, settings: Any, catalogue: Catalogue) -> CheckedRe
         input_files=[image.name for image in request.inputs],
     )
     return CheckedRequest(request, workflow_bytes, verdict)
-
-
-def _reject_constant(name: str) -> Any:
-    # Python's json accepts NaN and Infinity; JSON does not, and they cannot be stored.
-    raise ValueError(f"{name} is not JSON")
 
 
 def submit_job(

@@ -9,12 +9,12 @@ Where the rules live: `comfyburst.domain.uploads`.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from comfyburst.domain import uploads as rules
+from comfyburst.domain.json_safety import parse_json_body
 from comfyburst.errors import Forbidden, InvalidJson
 
 MAX_UPLOAD_BODY_BYTES = 4096
@@ -81,10 +81,7 @@ def start_upload(
     assert caller is not None  # may_upload refuses a missing caller
     if len(body) > MAX_UPLOAD_BODY_BYTES:
         raise InvalidJson(f"the request body is larger than {MAX_UPLOAD_BODY_BYTES} bytes")
-    try:
-        data = json.loads(body)
-    except ValueError as exc:
-        raise InvalidJson(f"the request body is not valid JSON: {str(exc)[:200]}") from None
+    data = parse_json_body(body)
     request = rules.parse_upload_request(data, max_size_bytes=settings.max_model_upload_bytes)
     name = rules.object_name(caller, request.sha256)
     answer = UploadAnswer(

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from comfyburst.domain.gs_urls import is_mirror, parse_gs_url
+from comfyburst.domain.urls import UrlRefused
 from comfyburst.ports import BlobStore
 from comfyburst.schema import ModelSpec
 from comfyburst_worker._download import (
@@ -228,8 +230,15 @@ class ModelCache:
         return fetched.bytes_downloaded, fetched.sha256
 
     def _from_gs(self, spec: ModelSpec, tmp: Path) -> tuple[int, str]:
-        parts = urlsplit(spec.url)
-        bucket, name = parts.netloc, parts.path.lstrip("/")
+        # The object the URL names, spelt one way only (the rule submit applies): another
+        # spelling of an upload's name, or the mirror, would load bytes submit never allowed.
+        try:
+            target = parse_gs_url(spec.url)
+        except UrlRefused as exc:
+            raise ModelFetchError(f"model {spec.key}: gs:// URL {exc}") from None
+        bucket, name = target.bucket, target.name
+        if is_mirror(target, self.models_bucket):
+            raise ModelFetchError(f"model {spec.key}: the models bucket's mirror is no source")
         if bucket not in self.gs_buckets:
             raise ModelFetchError(f"model {spec.key}: bucket {bucket} is not allowed")
         if self.blobs is None:
