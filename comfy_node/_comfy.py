@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -145,16 +144,20 @@ def input_directory() -> str | None:
 
 # Outside ComfyUI (tests, tools) the combos need only one valid value each.
 _DEFAULT_COMBOS = {"sampler_name": ["euler"], "scheduler": ["normal"]}
+# The GPU image's catalogue, found by path where the node runs from a ComfyBurst checkout: the
+# node never imports `comfyburst` (in ComfyUI's environment that name may be someone else's).
+_CHECKOUT_CATALOGUE = (
+    Path(__file__).resolve().parent.parent / "functions/comfyburst/preflight/data/object_info.json"
+)
 
 
 def _catalogue_combo(class_type: str, input_name: str) -> list[str]:
-    """A combo's values from the cloud side's catalogue where it is installed (a ComfyBurst
-    checkout), else the node's default: ComfyUI's environment has only the core."""
-    try:
-        data = resources.files("comfyburst.preflight").joinpath("data/object_info.json")
-        spec = json.loads(data.read_text())[class_type]["input"]["required"][input_name]
-    except ModuleNotFoundError:
+    """A combo's values from the cloud side's catalogue in a ComfyBurst checkout, else the
+    node's default (the packed node has no catalogue)."""
+    if not _CHECKOUT_CATALOGUE.is_file():
         return list(_DEFAULT_COMBOS[input_name])
+    catalogue = json.loads(_CHECKOUT_CATALOGUE.read_text(encoding="utf-8"))
+    spec = catalogue[class_type]["input"]["required"][input_name]
     values = spec[0] if isinstance(spec[0], list) else spec[1].get("options", [])
     return [str(v) for v in values]
 
@@ -182,7 +185,7 @@ def local_model_file(value: str, input_name: str) -> tuple[str, Path] | None:
         import folder_paths
     except ImportError:
         return None
-    from comfyburst.schema import ModelKind
+    from ._vendor.comfyburst_core.schema import ModelKind
 
     for kind in ModelKind:
         try:

@@ -8,10 +8,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from comfyburst.client import ApiClient, ClientSettings
-from comfyburst.errors import SettingsError
-
 from . import _comfy
+from ._vendor.comfyburst_core.client import ApiClient, ClientSettings
+from ._vendor.comfyburst_core.errors import SettingsError
 
 SETTINGS_FILE_NAME = "comfyburst.json"
 ENV_PREFIX = "COMFYBURST_"

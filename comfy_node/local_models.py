@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from comfyburst.client import ApiClient
+from ._vendor.comfyburst_core.client import ApiClient
 
 HASH_CACHE_FILE_NAME = "comfyburst_model_hashes.json"
 _HASH_CHUNK_BYTES = 8 * 1024 * 1024

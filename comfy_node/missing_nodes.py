@@ -7,10 +7,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from comfyburst.client import ApiError
-from comfyburst.custom_nodes import Pack, read_pack
-
 from . import _comfy
+from ._vendor.comfyburst_core.client import ApiError
+from ._vendor.comfyburst_core.custom_nodes import Pack, read_pack
 
 # ComfyUI's words (and so the API's pre-flight) for a class_type it does not have.
 _UNKNOWN_DETAILS = re.compile(r"^Node ID '#(?P<node_id>.+)'$")

@@ -8,10 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from comfyburst.client import ApiClient
-from comfyburst.schema import JobRequest, ModelKind
-
 from . import _comfy
+from ._vendor.comfyburst_core.client import ApiClient
+from ._vendor.comfyburst_core.schema import JobRequest, ModelKind
 from .config import make_client
 from .graph import LoraRef, Txt2ImgParams, bind_input_images, build_txt2img
 from .local_models import HASH_CACHE_FILE_NAME, HashCache, bring_local_models

@@ -13,7 +13,7 @@ from typing import Any
 import requests
 from PIL import Image
 
-from comfyburst.client import ApiClient, ApiError
+from ._vendor.comfyburst_core.client import ApiClient, ApiError
 
 log = logging.getLogger(__name__)
 

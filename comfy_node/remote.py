@@ -6,9 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from comfyburst.client import ApiClient, ApiError
-from comfyburst.schema import check_relative_path
-
+from ._vendor.comfyburst_core.client import ApiClient, ApiError
+from ._vendor.comfyburst_core.schema import check_relative_path
 from .missing_nodes import describe_missing, local_pack, missing_node_types
 from .previews import PreviewPoller, Show
 

@@ -12,10 +12,9 @@ import asyncio
 import json
 from typing import Any
 
-from comfyburst.client import ApiError
-from comfyburst.errors import ComfyBurstError
-
 from . import _comfy
+from ._vendor.comfyburst_core.client import ApiError
+from ._vendor.comfyburst_core.errors import ComfyBurstError
 from .config import make_client
 from .local_models import without_bringable
 from .missing_nodes import (

@@ -13,11 +13,11 @@ from PIL import Image
 
 import comfy_node
 from comfy_node import _comfy, config, outputs, remote, routes
+from comfy_node._vendor.comfyburst_core.client import ApiError
+from comfy_node._vendor.comfyburst_core.errors import SettingsError
 from comfy_node.graph import LoraRef, Txt2ImgParams, bind_input_images, build_txt2img
 from comfy_node.nodes import ComfyBurstRunWorkflow, ComfyBurstTxt2Img
 from comfy_node.tensors import decode_batch, encode_png, to_tensor
-from comfyburst.client import ApiError
-from comfyburst.errors import SettingsError
 
 
 def _png(color: tuple[int, int, int], size: tuple[int, int] = (4, 3)) -> bytes:

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from comfy_node import _comfy
+from comfy_node._vendor.comfyburst_core.client import ApiClient, ClientSettings
 from comfy_node.nodes import ComfyBurstRunWorkflow, execute
 from comfy_node.remote import RemoteJobCancelled, RemoteJobError
-from comfyburst.client import ApiClient, ClientSettings
 from tests._e2e_support import ERROR_MESSAGE, e2e_env, invert_workflow, with_node
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]

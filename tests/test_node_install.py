@@ -1,8 +1,11 @@
-"""The ComfyUI node as a user gets it: `comfy node pack` builds the registry's package, a fresh
-venv gets only its requirements (from local wheels, --no-index), and a loader that does what
-ComfyUI does with `custom_nodes/` imports it, with no ComfyBurst checkout on the path.
+"""The ComfyUI node as a user gets it: `comfy node pack` builds the registry's package (the core
+copied in under a private name at pack time, tools/vendor_core.py), a fresh venv gets its
+requirements from the package index pip is configured with (no local wheels: every requirement
+is published), the way `pip install -r` and ComfyUI-Manager install them, and a loader that does
+what ComfyUI does with `custom_nodes/` imports it, with no ComfyBurst checkout on the path.
 
-Needs `make node-install-tools` (comfy-cli in .venv-comfycli, wheels in .wheelhouse).
+Needs `make node-install-tools` (comfy-cli in .venv-comfycli). The installs reach the package
+index pip is configured with (that is the path under test) and nothing else.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,32 +26,38 @@ import pytest
 
 from tests._e2e_support import REPO_ROOT
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 COMFY_CLI = REPO_ROOT / ".venv-comfycli" / "bin" / "comfy"
-WHEELHOUSE = REPO_ROOT / ".wheelhouse"
 FUNCTIONS = REPO_ROOT / "functions"
 NODE_DIR = REPO_ROOT / "comfy_node"
 NODE_NAME = "ComfyBurst"  # the folder name custom_nodes/ gets
+CORE_DIR = "_vendor/comfyburst_core"
 CORE_MODULES = {"__init__", "schema", "states", "errors", "client", "custom_nodes"}
 # Names that exist only from Python 3.11 on (the node and the core run on 3.10).
 PY311_ONLY = {("datetime", "UTC"), ("enum", "StrEnum"), ("typing", "Self"), ("tomllib", None)}
+# The one form of requirements.txt's lines: a floor and a ceiling (see _allows).
+RANGE = r"[\w-]+>=(?P<low>[\d.]+),<(?P<high>[\d.]+)"
+# What ComfyUI's own environment has that the node's code may use (requirements-dev's pins).
+COMFYUI_HAS = re.findall(
+    r"^(?:numpy|pillow)==\S+", (REPO_ROOT / "requirements-dev.txt").read_text(), re.M
+)
 
 
-def _hermetic_env(**extra: str) -> dict[str, str]:
-    """No pip configuration, no index, no telemetry, nothing of this checkout on the path."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PIP_", "PYTHON", "COMFYBURST_", "VIRTUAL_ENV"))
-    }
-    env.update(PIP_CONFIG_FILE=os.devnull, DO_NOT_TRACK="1", COMFY_NO_TELEMETRY="1", **extra)
+def _env(home: Path, *, keep_pip: bool, **extra: str) -> dict[str, str]:
+    """Nothing of this checkout on the path, no telemetry; pip's own configuration (the index
+    a user's pip has) only where `keep_pip`."""
+    dropped = ("PYTHON", "COMFYBURST_", "VIRTUAL_ENV") + (() if keep_pip else ("PIP_",))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
+    env.update(DO_NOT_TRACK="1", COMFY_NO_TELEMETRY="1", **extra)
+    if not keep_pip:
+        env.update(HOME=str(home), PIP_CONFIG_FILE=os.devnull)
     return env
 
 
 def _run(argv: list[str | Path], cwd: Path, env: dict[str, str]) -> str:
     done = subprocess.run(
-        [str(a) for a in argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=400
+        [str(a) for a in argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, f"{argv} failed ({done.returncode}):\n{done.stdout}{done.stderr}"
     return done.stdout
@@ -60,26 +70,34 @@ def _tracked(folder: Path) -> list[str]:
     return [name for name in out.split("\0") if name]
 
 
+def _requirements() -> list[str]:
+    lines = (NODE_DIR / "requirements.txt").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
 @dataclass(frozen=True)
 class Built:
     zip_path: Path
-    wheels: Path
     core_wheel: Path
     cloud_wheel: Path
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    """The node packed by comfy-cli from its git-tracked files, and both halves of the shared
-    package built as wheels (from a scratch copy, so the checkout gets no build folders)."""
-    if not COMFY_CLI.exists() or not (WHEELHOUSE / ".stamp").exists():
-        pytest.skip("run `make node-install-tools` first (comfy-cli venv and local wheels)")
+    """The node packed by comfy-cli from its git-tracked files plus the core generated at pack
+    time, and both halves of the shared package as wheels (from a scratch copy, so the
+    checkout gets no build folders)."""
+    if not COMFY_CLI.exists():
+        pytest.skip("run `make node-install-tools` first (comfy-cli venv)")
     root = tmp_path_factory.mktemp("node-build")
-    env = _hermetic_env(HOME=str(root / "home"))
+    env = _env(root / "home", keep_pip=False)
     source = root / NODE_NAME
     for name in _tracked(NODE_DIR):
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(NODE_DIR / name, source / name)
+    assert not (source / "_vendor").exists(), "the core copy must not be tracked"
+    vendor = [sys.executable, "-m", "tools.vendor_core", "--dest", source / "_vendor"]
+    _run(vendor, REPO_ROOT, env)
     _run(["git", "init", "-q"], source, env)
     _run(["git", "add", "-A"], source, env)
     _run([COMFY_CLI, "--skip-prompt", "--no-enable-telemetry", "node", "pack"], source, env)
@@ -96,7 +114,6 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     _run([*pip_wheel, "-w", wheels / "cloud", functions], root, env)
     return Built(
         source / "node.zip",
-        wheels / "core",
         next((wheels / "core").glob("comfyburst_core-*.whl")),
         next((wheels / "cloud").glob("comfyburst-*.whl")),
     )
@@ -155,15 +172,47 @@ def test_node_and_core_need_nothing_newer_than_python_310(path: Path) -> None:
                 assert (alias.name, None) not in PY311_ONLY, alias.name
 
 
-def test_requirements_and_pyproject_name_the_same_dependencies() -> None:
-    lines = (NODE_DIR / "requirements.txt").read_text().splitlines()
-    required = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+def _documented_rewrite(line: str) -> str:
+    """docs/NODE.md's rewrite, written again here: the shared package's imports made relative."""
+    stripped = line.lstrip()
+    indent = line[: len(line) - len(stripped)]
+    if stripped.startswith("from comfyburst import "):
+        return indent + "from . import " + stripped.removeprefix("from comfyburst import ")
+    if stripped.startswith("from comfyburst."):
+        return indent + "from ." + stripped.removeprefix("from comfyburst.")
+    return line
+
+
+def test_packed_core_is_the_source_after_the_documented_import_rewrite(built: Built) -> None:
+    with zipfile.ZipFile(built.zip_path) as archive:
+        packed = {n: archive.read(n) for n in archive.namelist() if n.startswith("_vendor/")}
+    assert set(packed) == {"_vendor/__init__.py"} | {f"{CORE_DIR}/{m}.py" for m in CORE_MODULES}
+    rewritten = 0
+    for module in sorted(CORE_MODULES):
+        source = (FUNCTIONS / "comfyburst" / f"{module}.py").read_text(encoding="utf-8")
+        lines = source.splitlines(keepends=True)
+        want = "".join(_documented_rewrite(line) for line in lines)
+        assert packed[f"{CORE_DIR}/{module}.py"] == want.encode("utf-8"), module
+        rewritten += sum(_documented_rewrite(line) != line for line in lines)
+        assert "from comfyburst" not in want and "import comfyburst" not in want, module
+    assert rewritten >= 4  # schema (2), states, client: the rewrite did happen
+
+
+def test_requirements_are_published_packages_only_and_pyproject_says_the_same() -> None:
+    required = _requirements()
+    names = {re.split(r"[<>=!~ ;\[]", line)[0].lower() for line in required}
+    # What ComfyUI 0.3.64's own requirements.txt pins (pydantic~=2.0, pydantic-settings~=2.0;
+    # requests comes with it): nothing of ours, nothing unpublished.
+    assert names == {"pydantic", "pydantic-settings", "requests"}
+    assert all(re.fullmatch(RANGE, line) for line in required), required
+    assert all(line.endswith(",<3") for line in required), required  # inside ComfyUI's ~=2.0
     project = tomllib.loads((NODE_DIR / "pyproject.toml").read_text())
     assert project["project"]["dependencies"] == required
     assert project["project"]["requires-python"] == ">=3.10"
     core = tomllib.loads((FUNCTIONS / "core" / "pyproject.toml").read_text())
     assert core["project"]["requires-python"] == ">=3.10"
     assert "build-system" in project and "comfy" in project["tool"]
+    assert "_vendor" in project["tool"]["comfy"]["includes"]
 
 
 def test_pack_has_the_node_at_its_root_with_web_files_and_no_checkout(built: Built) -> None:
@@ -171,7 +220,9 @@ def test_pack_has_the_node_at_its_root_with_web_files_and_no_checkout(built: Bui
         names = set(archive.namelist())
     assert {"__init__.py", "nodes.py", "_comfy.py", "requirements.txt", "pyproject.toml"} <= names
     assert "web/js/comfyburst.js" in names
+    assert f"{CORE_DIR}/schema.py" in names
     assert not any(n.startswith(("comfyburst/", "functions/", "..")) for n in names), names
+    assert not any("__pycache__" in n or n.endswith(".pyc") for n in names), names
 
 
 # What ComfyUI's nodes.load_custom_node does with a package folder, then what the tests check.
@@ -184,8 +235,7 @@ spec = importlib.util.spec_from_file_location(
 module = importlib.util.module_from_spec(spec)
 sys.modules[spec.name] = module
 spec.loader.exec_module(module)
-import comfyburst
-from comfyburst.schema import JobRequest
+schema = sys.modules[spec.name + "._vendor.comfyburst_core.schema"]
 run = module.NODE_CLASS_MAPPINGS["ComfyBurstRunWorkflow"]()
 request = run.build_request('{"1": {"class_type": "EmptyImage", "inputs": {}}}')
 nodes = sys.modules[spec.name + ".nodes"]
@@ -193,42 +243,68 @@ print(json.dumps({
     "nodes": sorted(module.NODE_CLASS_MAPPINGS),
     "inputs": {k: sorted(v.INPUT_TYPES()) for k, v in module.NODE_CLASS_MAPPINGS.items()},
     "web": module.WEB_DIRECTORY,
-    "comfyburst_file": comfyburst.__file__,
+    "core_file": schema.__file__,
+    "comfyburst_imported": "comfyburst" in sys.modules,
     "google_cloud": importlib.util.find_spec("google") is not None
         and importlib.util.find_spec("google.cloud") is not None,
-    "cloud_side": importlib.util.find_spec("comfyburst.adapters") is not None,
-    "request_valid": JobRequest.model_validate(request).workflow is not None,
+    "request_valid": schema.JobRequest.model_validate(request).workflow is not None,
     "client": type(nodes.make_client()).__name__,
 }))
 """
 
+# A different `comfyburst` in ComfyUI's environment (another project, or an older ComfyBurst):
+# the node must not import it.
+DECOY = 'raise ImportError("a comfyburst that is not the node\'s was imported")\n'
 
-def _fresh_install(built: Built, root: Path, python: str, *venv_args: str) -> tuple[Path, Path]:
-    """A venv with only the node's requirements; the package unzipped into custom_nodes/."""
-    env = _hermetic_env(HOME=str(root / "home"))
-    venv = root / "venv"
-    _run([python, "-m", "venv", *venv_args, venv], root, env)
+
+def _install_requirements(python: Path, folder: Path, how: str, env: dict[str, str]) -> None:
+    """The node's requirements as each installer runs pip, from the configured index."""
+    pip = [python, "-m", "pip", "install", "-q"]
+    if how == "pip -r":  # the registry's and docs/NODE.md's hand install
+        _run([*pip, "-r", folder / "requirements.txt"], folder, env)
+    elif how == "manager":  # ComfyUI-Manager: one `pip install LINE` per line, in the folder
+        for line in _requirements():
+            _run([*pip, line], folder, env)
+    else:  # each requirement at its lowest allowed version: the ranges are honest
+        lowest = [re.sub(r">=([^,]+),.*", r"==\1", line) for line in _requirements()]
+        assert all("==" in line for line in lowest), lowest
+        _run([*pip, *lowest], folder, env)
+
+
+def _unpack(built: Built, root: Path) -> Path:
     folder = root / "ComfyUI" / "custom_nodes" / NODE_NAME
     with zipfile.ZipFile(built.zip_path) as archive:
         archive.extractall(folder)
-    pip = [venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-index"]
-    links = ["--find-links", WHEELHOUSE, "--find-links", built.wheels]
-    _run([*pip, *links, "-r", folder / "requirements.txt"], root, env)
-    return venv, folder
+    return folder
 
 
-def test_packed_node_installs_with_only_its_requirements_and_loads(
-    built: Built, tmp_path: Path
+def _site_packages(python: Path | str, cwd: Path, env: dict[str, str]) -> Path:
+    purelib = ["-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]
+    return Path(_run([python, *purelib], cwd, env).strip())
+
+
+@pytest.mark.parametrize("how", ["pip -r", "manager", "lowest"])
+def test_packed_node_installs_from_the_index_and_loads(
+    built: Built, tmp_path: Path, how: str
 ) -> None:
-    venv, folder = _fresh_install(built, tmp_path, sys.executable)
+    env = _env(tmp_path / "home", keep_pip=True)
+    venv = tmp_path / "venv"
+    _run([sys.executable, "-m", "venv", venv], tmp_path, env)
+    python = venv / "bin" / "python"
+    folder = _unpack(built, tmp_path)
+    _install_requirements(python, folder, how, env)
     # ComfyUI's own environment has numpy and pillow; the stand-in gets them the same way.
-    env = _hermetic_env(HOME=str(tmp_path / "home"))
-    pip = [venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-index"]
-    _run([*pip, "--find-links", WHEELHOUSE, "numpy", "pillow"], tmp_path, env)
-    freeze = _run([venv / "bin" / "python", "-m", "pip", "freeze"], tmp_path, env).lower()
-    assert "google" not in freeze, freeze
+    _run([python, "-m", "pip", "install", "-q", *COMFYUI_HAS], tmp_path, env)
+    freeze = _run([python, "-m", "pip", "freeze"], tmp_path, env).lower()
+    assert "google" not in freeze and "comfyburst" not in freeze, freeze
+    if how == "lowest":
+        floors = [line.replace(">=", "==").split(",")[0].lower() for line in _requirements()]
+        assert all(f"{floor}." in freeze or f"{floor}\n" in freeze for floor in floors), freeze
+    decoy = _site_packages(python, tmp_path, env) / "comfyburst"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text(DECOY)
     env["COMFYBURST_API_URL"] = "http://127.0.0.1:9"
-    out = _run([venv / "bin" / "python", "-I", "-c", LOADER, folder], tmp_path / "ComfyUI", env)
+    out = _run([python, "-I", "-c", LOADER, folder], tmp_path / "ComfyUI", env)
     loaded = json.loads(out.strip().splitlines()[-1])
     assert loaded["nodes"] == [
         "ComfyBurstLoraFromURL",
@@ -238,32 +314,59 @@ def test_packed_node_installs_with_only_its_requirements_and_loads(
     ]
     assert all("required" in spec for spec in loaded["inputs"].values())
     assert (folder / loaded["web"].removeprefix("./") / "comfyburst.js").is_file()
-    assert loaded["comfyburst_file"].startswith(str(venv)), loaded["comfyburst_file"]
+    assert loaded["core_file"] == str(folder / CORE_DIR / "schema.py")
+    assert not loaded["comfyburst_imported"]
     assert not loaded["google_cloud"]
-    assert not loaded["cloud_side"]
     assert loaded["request_valid"]
     assert loaded["client"] == "ApiClient"
 
 
+def _version(python: Path | str, name: str, cwd: Path, env: dict[str, str]) -> str:
+    code = f"import importlib.metadata as m; print(m.version({name!r}))"
+    return _run([python, "-c", code], cwd, env).strip()
+
+
+def _allows(line: str, version: str) -> bool:
+    """Whether `NAME>=LOW,<HIGH` admits `version` (the only form requirements.txt uses)."""
+
+    def parts(text: str) -> tuple[int, ...]:
+        return tuple(int(x) for x in re.findall(r"\d+", text)[:3])
+
+    match = re.fullmatch(RANGE, line)
+    assert match, line
+    return parts(match["low"]) <= parts(version) < parts(match["high"])
+
+
 @pytest.mark.real_comfyui
 def test_packed_node_loads_into_a_real_comfyui(built: Built, tmp_path: Path) -> None:
-    """The packed node under a real ComfyUI (COMFYUI_DIR, run by COMFYUI_PYTHON): the venv sees
-    ComfyUI's packages and gets only the node's requirements on top."""
+    """The packed node under a real ComfyUI (COMFYUI_DIR, run by COMFYUI_PYTHON): a fresh venv
+    that sees ComfyUI's packages gets the node's requirements as ComfyUI-Manager installs them
+    (one `pip install LINE` each, from the configured index), then ComfyUI loads the node."""
     comfy_dir = Path(os.environ.get("COMFYUI_DIR", ""))
-    python = os.environ.get("COMFYUI_PYTHON", "")
-    if not (comfy_dir / "main.py").is_file() or not python:
+    comfy_python = os.environ.get("COMFYUI_PYTHON", "")
+    if not (comfy_dir / "main.py").is_file() or not comfy_python:
         pytest.skip("set COMFYUI_DIR (a ComfyUI checkout) and COMFYUI_PYTHON (its Python)")
-    venv, folder = _fresh_install(built, tmp_path, python)
-    env = _hermetic_env(HOME=str(tmp_path / "home"))
+    env = _env(tmp_path / "home", keep_pip=True)
+    venv = tmp_path / "venv"
+    _run([comfy_python, "-m", "venv", venv], tmp_path, env)
+    python = venv / "bin" / "python"
     # ComfyUI's packages behind the node's own: ComfyUI usually runs from a venv, whose
     # packages `--system-site-packages` would not give (that is the base Python's).
-    purelib = ["-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]
-    comfy_site = _run([python, *purelib], tmp_path, env).strip()
-    venv_site = Path(_run([venv / "bin" / "python", *purelib], tmp_path, env).strip())
-    (venv_site / "zz-comfyui-packages.pth").write_text(f"{comfy_site}\n")
-    argv = [venv / "bin" / "python", "main.py", "--cpu", "--quick-test-for-ci"]
+    comfy_site = _site_packages(comfy_python, tmp_path, env)
+    (_site_packages(python, tmp_path, env) / "zz-comfyui-packages.pth").write_text(
+        f"{comfy_site}\n"
+    )
+    folder = _unpack(built, tmp_path)
+    _install_requirements(python, folder, "manager", env)
+    for line in _requirements():  # what ComfyUI has and the node allows stays as it was
+        name = re.split(r"[<>=]", line)[0]
+        theirs = _version(comfy_python, name, tmp_path, env)
+        if _allows(line, theirs):
+            assert _version(python, name, tmp_path, env) == theirs, f"{name} was replaced"
+    argv = [python, "main.py", "--cpu", "--quick-test-for-ci"]
     argv += ["--base-directory", tmp_path / "ComfyUI", "--disable-all-custom-nodes"]
     argv += ["--whitelist-custom-nodes", NODE_NAME, "--database-url", "sqlite:///:memory:"]
+    env["HOME"] = str(tmp_path / "home")
     done = subprocess.run(
         [str(a) for a in argv], cwd=comfy_dir, env=env, capture_output=True, text=True, timeout=300
     )

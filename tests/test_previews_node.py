@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from comfy_node import _comfy
+from comfy_node._vendor.comfyburst_core.client import ApiError
 from comfy_node.previews import MAX_PREVIEW_BYTES, PreviewPoller, decode_preview
-from comfyburst.client import ApiError
 
 
 def _image(fmt: str, size: tuple[int, int] = (16, 16)) -> bytes:

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from comfy_node._vendor.comfyburst_core.client import ApiClient, ClientSettings
 from comfy_node.local_models import (
     HashCache,
     bring_local_models,
     local_models_to_bring,
     without_bringable,
 )
-from comfyburst.client import ApiClient, ClientSettings
 from tests._api_support import ckpt_body
 from tests.test_api_emulator import settings, standin  # noqa: F401  (module fixtures)
 from tests.test_uploads_api import KEYS, Cloud, cloud  # noqa: F401  (fixture)
