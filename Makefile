@@ -1,14 +1,24 @@
 # Targets shared by the team; add yours below (small, additive edits).
 
-.PHONY: test deploy-check deploy-tools checkov-venv packer
+.PHONY: test check deploy-check deploy-tools checkov-venv packer
 
 CHECKOV_VERSION := 3.3.30
 
 # Every test, including the offline deploy checks (tests/test_deploy_*.py), whose tools
 # deploy-tools installs first so none of them is skipped.
 # (venv and lint first; pytest's exit 5, "no tests collected", fails the target too.)
+# --durations: the 15 slowest tests at the end, so the next slow one is seen when it lands.
 test: venv lint deploy-tools node-install-tools browser-tools
-	.venv/bin/pytest
+	.venv/bin/pytest --durations=15
+
+# Before every commit (target: 90 s in all): lint, then every test that needs no emulator, local
+# cloud, browser or real ComfyUI, chosen by marker, less the offline deploy checks (their tools
+# take a minute: `make deploy-check`); a test that starts the local cloud without its marker
+# fails here (COMFYBURST_TESTS_NO_LOCALCLOUD).
+CHECK_MARKERS := not emulator and not e2e and not slow and not real_comfyui and not browser
+check: lint
+	COMFYBURST_TESTS_NO_LOCALCLOUD=1 .venv/bin/pytest -q -m "$(CHECK_MARKERS)" \
+		--ignore-glob='tests/test_deploy_*.py' --durations=10
 
 # Only the offline deploy checks: HCL parses, terraform fmt, checkov, shellcheck,
 # packer validate, the providers' and the Packer plugin's schemas, the pipeline's dry run,
@@ -61,7 +71,8 @@ down:
 status:
 	.venv/bin/python -m localcloud status
 
-lint: venv
+# node-core: the node imports its generated core copy (mypy reads it).
+lint: venv node-core
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy $(MYPY_PATHS)
@@ -95,12 +106,14 @@ browser-tools:
 
 # --- The ComfyUI node as users install it (tests/test_node_install.py) ------------------------
 
-.PHONY: node-install-tools comfy-cli-venv wheelhouse
+.PHONY: node-install-tools comfy-cli-venv node-core node-pack node-wheelhouse
 
 COMFY_CLI_VERSION := 1.23.0
-NODE_STANDIN_DEPS := $(shell grep -E '^(numpy|pillow)==' requirements-dev.txt)
 
-node-install-tools: comfy-cli-venv wheelhouse
+# The install test packs the node with comfy-cli and installs its requirements as a user's
+# ComfyUI does, from wheels this step resolves from the package index pip is configured with
+# (so every requirement is published; the test itself stays on this machine, --no-index).
+node-install-tools: comfy-cli-venv node-core node-wheelhouse
 
 # `comfy node pack` builds the registry's package; comfy-cli lives in its own venv (its pins
 # are not ours).
@@ -110,14 +123,29 @@ comfy-cli-venv: .venv-comfycli/bin/comfy
 	python3 -m venv .venv-comfycli
 	.venv-comfycli/bin/pip install --quiet comfy-cli==$(COMFY_CLI_VERSION)
 
-# Wheels of everything the node's requirements pull in (plus the numpy and pillow ComfyUI has),
-# so the install test installs with --no-index from local files only.
-wheelhouse: .wheelhouse/.stamp
+# The node's requirements as the index resolves them today, and each at its floor (the ranges
+# are honest), plus the numpy and pillow ComfyUI's environment has.
+NODE_STANDIN_DEPS := $(shell grep -E '^(numpy|pillow)==' requirements-dev.txt)
+NODE_FLOORS = $(shell sed -nE 's/^([A-Za-z0-9_.-]+)>=([^,]+),.*/\1==\2/p' comfy_node/requirements.txt)
+node-wheelhouse: .wheelhouse/.stamp
 
-.wheelhouse/.stamp: comfy_node/requirements.txt functions/core/pyproject.toml requirements-dev.txt
-	.venv/bin/pip download --quiet -d .wheelhouse ./functions/core \
-		-r comfy_node/requirements.txt $(NODE_STANDIN_DEPS)
+.wheelhouse/.stamp: comfy_node/requirements.txt requirements-dev.txt
+	.venv/bin/pip download --quiet -d .wheelhouse -r comfy_node/requirements.txt $(NODE_STANDIN_DEPS)
+	.venv/bin/pip download --quiet -d .wheelhouse $(NODE_FLOORS)
 	touch $@
+
+# The core the node ships under a private name (comfy_node/_vendor/, git-ignored), generated
+# from functions/comfyburst/ whenever a core module changes; the node imports it from there.
+node-core: comfy_node/_vendor/__init__.py
+
+comfy_node/_vendor/__init__.py: tools/vendor_core.py functions/core/pyproject.toml \
+		$(wildcard functions/comfyburst/*.py)
+	python3 -m tools.vendor_core
+
+# The registry's package, comfy_node/node.zip: a fresh core copy (no caches), then the pack.
+node-pack: comfy-cli-venv
+	python3 -m tools.vendor_core
+	cd comfy_node && ../.venv-comfycli/bin/comfy --skip-prompt --no-enable-telemetry node pack
 
 # --- Bake rehearsal: the image's scripts and units in a fresh Debian root (root; ~15 min) ----
 

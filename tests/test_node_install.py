@@ -1,11 +1,12 @@
 """The ComfyUI node as a user gets it: `comfy node pack` builds the registry's package (the core
 copied in under a private name at pack time, tools/vendor_core.py), a fresh venv gets its
-requirements from the package index pip is configured with (no local wheels: every requirement
-is published), the way `pip install -r` and ComfyUI-Manager install them, and a loader that does
+requirements the way `pip install -r` and ComfyUI-Manager install them, from wheels that
+`make node-wheelhouse` resolved from the package index (so every requirement is published; no
+wheel of ours is among them), and a loader that does
 what ComfyUI does with `custom_nodes/` imports it, with no ComfyBurst checkout on the path.
 
-Needs `make node-install-tools` (comfy-cli in .venv-comfycli). The installs reach the package
-index pip is configured with (that is the path under test) and nothing else.
+Needs `make node-install-tools` (comfy-cli in .venv-comfycli, the wheelhouse). The installs
+run with `--no-index` against that wheelhouse: the tests reach no network.
 """
 
 from __future__ import annotations
@@ -39,19 +40,21 @@ PY311_ONLY = {("datetime", "UTC"), ("enum", "StrEnum"), ("typing", "Self"), ("to
 # The one form of requirements.txt's lines: a floor and a ceiling (see _allows).
 RANGE = r"[\w-]+>=(?P<low>[\d.]+),<(?P<high>[\d.]+)"
 # What ComfyUI's own environment has that the node's code may use (requirements-dev's pins).
+WHEELHOUSE = REPO_ROOT / ".wheelhouse"
 COMFYUI_HAS = re.findall(
     r"^(?:numpy|pillow)==\S+", (REPO_ROOT / "requirements-dev.txt").read_text(), re.M
 )
 
 
-def _env(home: Path, *, keep_pip: bool, **extra: str) -> dict[str, str]:
-    """Nothing of this checkout on the path, no telemetry; pip's own configuration (the index
-    a user's pip has) only where `keep_pip`."""
-    dropped = ("PYTHON", "COMFYBURST_", "VIRTUAL_ENV") + (() if keep_pip else ("PIP_",))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
+def _env(home: Path, **extra: str) -> dict[str, str]:
+    """Nothing of this checkout on the path, no telemetry, none of this machine's pip settings."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYTHON", "COMFYBURST_", "VIRTUAL_ENV", "PIP_"))
+    }
     env.update(DO_NOT_TRACK="1", COMFY_NO_TELEMETRY="1", **extra)
-    if not keep_pip:
-        env.update(HOME=str(home), PIP_CONFIG_FILE=os.devnull)
+    env.update(HOME=str(home), PIP_CONFIG_FILE=os.devnull)
     return env
 
 
@@ -87,10 +90,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     """The node packed by comfy-cli from its git-tracked files plus the core generated at pack
     time, and both halves of the shared package as wheels (from a scratch copy, so the
     checkout gets no build folders)."""
-    if not COMFY_CLI.exists():
-        pytest.skip("run `make node-install-tools` first (comfy-cli venv)")
+    if not COMFY_CLI.exists() or not (WHEELHOUSE / ".stamp").exists():
+        pytest.skip("run `make node-install-tools` first (comfy-cli venv, the wheelhouse)")
     root = tmp_path_factory.mktemp("node-build")
-    env = _env(root / "home", keep_pip=False)
+    env = _env(root / "home")
     source = root / NODE_NAME
     for name in _tracked(NODE_DIR):
         (source / name).parent.mkdir(parents=True, exist_ok=True)
@@ -258,8 +261,8 @@ DECOY = 'raise ImportError("a comfyburst that is not the node\'s was imported")\
 
 
 def _install_requirements(python: Path, folder: Path, how: str, env: dict[str, str]) -> None:
-    """The node's requirements as each installer runs pip, from the configured index."""
-    pip = [python, "-m", "pip", "install", "-q"]
+    """The node's requirements as each installer runs pip, from the index's wheels."""
+    pip = [python, "-m", "pip", "install", "-q", "--no-index", "--find-links", WHEELHOUSE]
     if how == "pip -r":  # the registry's and docs/NODE.md's hand install
         _run([*pip, "-r", folder / "requirements.txt"], folder, env)
     elif how == "manager":  # ComfyUI-Manager: one `pip install LINE` per line, in the folder
@@ -287,14 +290,15 @@ def _site_packages(python: Path | str, cwd: Path, env: dict[str, str]) -> Path:
 def test_packed_node_installs_from_the_index_and_loads(
     built: Built, tmp_path: Path, how: str
 ) -> None:
-    env = _env(tmp_path / "home", keep_pip=True)
+    env = _env(tmp_path / "home")
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", venv], tmp_path, env)
     python = venv / "bin" / "python"
     folder = _unpack(built, tmp_path)
     _install_requirements(python, folder, how, env)
     # ComfyUI's own environment has numpy and pillow; the stand-in gets them the same way.
-    _run([python, "-m", "pip", "install", "-q", *COMFYUI_HAS], tmp_path, env)
+    has = ["--no-index", "--find-links", WHEELHOUSE, *COMFYUI_HAS]
+    _run([python, "-m", "pip", "install", "-q", *has], tmp_path, env)
     freeze = _run([python, "-m", "pip", "freeze"], tmp_path, env).lower()
     assert "google" not in freeze and "comfyburst" not in freeze, freeze
     if how == "lowest":
@@ -341,12 +345,12 @@ def _allows(line: str, version: str) -> bool:
 def test_packed_node_loads_into_a_real_comfyui(built: Built, tmp_path: Path) -> None:
     """The packed node under a real ComfyUI (COMFYUI_DIR, run by COMFYUI_PYTHON): a fresh venv
     that sees ComfyUI's packages gets the node's requirements as ComfyUI-Manager installs them
-    (one `pip install LINE` each, from the configured index), then ComfyUI loads the node."""
+    (one `pip install LINE` each, from the wheelhouse), then ComfyUI loads the node."""
     comfy_dir = Path(os.environ.get("COMFYUI_DIR", ""))
     comfy_python = os.environ.get("COMFYUI_PYTHON", "")
     if not (comfy_dir / "main.py").is_file() or not comfy_python:
         pytest.skip("set COMFYUI_DIR (a ComfyUI checkout) and COMFYUI_PYTHON (its Python)")
-    env = _env(tmp_path / "home", keep_pip=True)
+    env = _env(tmp_path / "home")
     venv = tmp_path / "venv"
     _run([comfy_python, "-m", "venv", venv], tmp_path, env)
     python = venv / "bin" / "python"
