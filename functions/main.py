@@ -64,6 +64,7 @@ def _build_api_deps() -> ApiDeps:
         views=wiring.job_views(settings),
         uploads=wiring.model_uploads(settings, storage),
         io=wiring.io_pool("api-io", 32),
+        environments=wiring.environment_store(settings),
     )
 
 
@@ -140,7 +141,8 @@ def _build_reaper_deps() -> tuple[ReaperDeps, ReaperPolicy]:
     settings = FunctionSettings()
     store, fleet, clock = wiring.job_store(settings), wiring.fleet(settings), wiring.clock()
     storage = wiring.storage_client(settings)
-    dispatcher = Dispatcher(store, fleet, clock, settings, io=wiring.io_pool("reaper-io", 32))
+    io = wiring.io_pool("reaper-io", 32)
+    dispatcher = Dispatcher(store, fleet, clock, settings, io=io, retires=True)
     deps = ReaperDeps(
         store,
         fleet,

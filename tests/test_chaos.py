@@ -24,6 +24,8 @@ def test_small_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
     assert result["duplicate_results_different_content"] == 0
     assert result["vms_running_at_end"] == 0
     assert result["terminal_jobs_without_result"] == 0
+    # A job that timed out with some zone free is one the system failed to run.
+    assert result["timed_out_unexplained"] == 0, result["timed_out_unexplained_ids"]
     # The pool: every VM it made is known to Firestore; preemptions cost no attempt.
     assert result["vms_unknown_to_firestore"] == 0
     assert result["attempts_beyond_faults"] <= result["unaimed_vm_faults"], result[
@@ -33,7 +35,7 @@ def test_small_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
     assert set(result["injected"]) >= {
         "kill_worker", "stop_vm", "boot_failure", "stockout", "duplicate_event",
         "rewrite_done", "delayed_event", "publish_failure", "cancel", "preempt",
-        "moving_stockout", "create_failure", "quota", "staging_hang",
+        "moving_stockout", "create_failure", "quota", "staging_hang", "pinning_stockout",
     }  # fmt: skip
     assert result["injected"]["moving_stockout"] >= 2  # the outage moved
     # VMs were made on demand (none at the start), some reused, Spot VMs preempted.

@@ -11,6 +11,9 @@ other bytes, a result message for every terminal job), on the pool of templates:
   no particular job (boot failures, hung STAGING, failed creates: each insert a create failure
   fails), plus aimed faults their target did not use (they landed on the VM's next job), which
   can cost one attempt each; the jobs it counts are listed;
+- `timed_out_unexplained`: jobs that ended `timed_out` although no injected outage left every
+  zone without capacity at any time of their life (submit to end); target 0 (a job that times
+  out otherwise is one the system failed to run, not one that "ended");
 - VMs created vs reused (starts of a stopped VM) and preemptions (the stand-in's count) and
   those survived (jobs that succeeded after one).
 """
@@ -20,7 +23,8 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +32,12 @@ import requests
 from rich.console import Console
 from rich.table import Table
 
-from localcloud.scenarios._chaos_faults import JOB_FAULTS, UNAIMED_VM_FAULTS, Injected
+from localcloud.scenarios._chaos_faults import (
+    JOB_FAULTS,
+    UNAIMED_VM_FAULTS,
+    Injected,
+    no_capacity_windows,
+)
 from localcloud.scenarios._chaos_tenants import Tenants, models_changed
 from localcloud.scenarios.harness import Observer
 
@@ -102,6 +111,48 @@ def attempt_figures(
     }
 
 
+def _epoch(value: Any) -> float | None:
+    """A job document's timestamp (datetime, or ISO text) as seconds since the epoch."""
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+def timed_out_figures(
+    jobs: Mapping[str, Mapping[str, Any]],
+    ids: set[str],
+    no_capacity: Sequence[tuple[float, float]],
+) -> dict[str, Any]:
+    """Timed-out jobs, and those of them no injected fault explains: a job is explained only
+    when its life (created_at to finished_at) overlaps a window (`no_capacity`, start and end
+    in epoch seconds) in which injected outages left no zone with capacity."""
+    timed_out, unexplained = [], []
+    for job_id in sorted(ids):
+        doc = jobs.get(job_id, {})
+        if doc.get("state") != "timed_out":
+            continue
+        timed_out.append(job_id)
+        born = _epoch(doc.get("created_at"))
+        ended = _epoch(doc.get("finished_at")) or _epoch(doc.get("state_changed_at"))
+        explained = (
+            born is not None
+            and ended is not None
+            and any(start < ended and born < end for start, end in no_capacity)
+        )
+        if not explained:
+            unexplained.append(job_id)
+    return {
+        "timed_out": len(timed_out),
+        "timed_out_unexplained": len(unexplained),
+        "timed_out_unexplained_ids": unexplained[:20],
+    }
+
+
 def measure(
     cfg: Any,
     observer: Observer,
@@ -157,6 +208,9 @@ def measure(
         "vms_running_at_end": len(up),
         **pool_figures(observer.env, observer),
         **attempt_figures(jobs, ids, run.injected),
+        **timed_out_figures(
+            jobs, ids, no_capacity_windows(run.capacity_log, set(cfg.zones), finished)
+        ),
         "gpu_s_billed": round(billed_s, 1),
         "work_s": round(work_s, 1),
         "overhead_s_per_job": None if per_job is None else round(per_job, 2),
@@ -178,6 +232,8 @@ def _targets(result: dict[str, Any]) -> list[tuple[str, Any, str, bool]]:
          result["jobs_completed_twice"] == 0),
         ("duplicate results, different content", result["duplicate_results_different_content"],
          "0", result["duplicate_results_different_content"] == 0),
+        ("jobs timed out that no injected fault explains", result["timed_out_unexplained"],
+         "0", result["timed_out_unexplained"] == 0),
         ("VMs RUNNING at the end", result["vms_running_at_end"], "0",
          result["vms_running_at_end"] == 0),
         ("VMs with the pool label unknown to Firestore", result["vms_unknown_to_firestore"], "0",
@@ -200,7 +256,8 @@ SHOWN = (
     "states", "injected", "vms_created", "vms_reused", "vms_deleted", "vms_with_pool_label",
     "preemptions", "jobs_preempted", "preemptions_survived", "zones", "hostile_jobs",
     "cross_tenant_reads_tried", "model_files_checked", "gpu_s_billed", "work_s", "makespan_s",
-    "retried_jobs", "result_messages", "terminal_jobs_without_result",
+    "retried_jobs", "result_messages", "terminal_jobs_without_result", "timed_out",
+    "timed_out_unexplained_ids",
 )  # fmt: skip
 
 

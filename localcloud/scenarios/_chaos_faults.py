@@ -7,6 +7,8 @@ import json
 import os
 import random
 import signal
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,9 @@ KINDS = (
     "stockout",  # the next starts in a zone fail with ZONE_RESOURCE_POOL_EXHAUSTED
     "preempt",  # simulateMaintenanceEvent on the Spot VM of a running job
     "moving_stockout",  # a zone or a whole region runs out (capacity 0), the last one recovers
+    # The region holding most of the pool's VMs runs out (capacity 0) and stays out while any
+    # VM of the pool sits in it: its stopped VMs can never start again.
+    "pinning_stockout",
     "create_failure",  # the next instances.insert is accepted, then its operation fails
     "quota",  # the next start or insert in a zone's region: QUOTA_EXCEEDED
     "staging_hang",  # the next VM to boot hangs in STAGING until stopped or deleted
@@ -73,6 +78,10 @@ class Injector:
         self.session = requests.Session()
         self.held: list[tuple[str, bytes]] = []  # delayed events: (job id, done.json bytes)
         self.outage = False  # a moving stockout is in force
+        self.moving: set[str] = set()  # zones the moving stockout holds
+        self.pinned: set[str] = set()  # zones the pinning stockout holds
+        # (time.time(), zones without capacity from then on): when faults left no zone free.
+        self.capacity_log: list[tuple[float, frozenset[str]]] = []
         self._storage: Any = None
 
     def _blobs(self) -> Any:
@@ -141,26 +150,64 @@ class Injector:
 
     def moving_stockout(self, zones: list[str]) -> Injected:
         """The outage moves: a zone, or every zone of a region, has no capacity from now on;
-        the previous one recovers."""
-        regions = sorted({zone.rsplit("-", 1)[0] for zone in zones})
+        the previous one recovers. While a pinning stockout holds a region, the moving one
+        never takes the last zones with capacity (it only recovers then)."""
+        regions = sorted({_region(zone) for zone in zones})
         if self.rng.random() < 0.34:
             region = self.rng.choice(regions)
-            out = [zone for zone in sorted(zones) if zone.rsplit("-", 1)[0] == region]
+            out = [zone for zone in sorted(zones) if _region(zone) == region]
         else:
             out = [self.rng.choice(sorted(zones))]
-        self._capacity({zone: 0 for zone in out})
+        if self.pinned and set(zones) <= self.pinned | set(out):
+            out = []
+        self.moving = set(out)
+        self._capacity(zones)
         self.outage = True
-        return Injected("moving_stockout", ",".join(out), "capacity 0")
+        return Injected("moving_stockout", ",".join(out) or "none", "capacity 0")
 
-    def end_outages(self) -> None:
-        """Every zone has capacity again (before the run's end, so the last jobs can run)."""
-        self._capacity({})
+    def pinning_stockout(self, zones: list[str], pool: list[dict[str, Any]]) -> Injected | None:
+        """The region holding most of the pool's VMs (`pool`: the stand-in's records) runs
+        out and stays out while any of them sits there (`release_pin`); None while the pool
+        has no VM or every region but one would be out."""
+        if self.pinned or not pool:
+            return None
+        counts: dict[str, int] = {}
+        for vm in pool:
+            counts[_region(vm["zone"])] = counts.get(_region(vm["zone"]), 0) + 1
+        region = max(sorted(counts), key=lambda r: counts[r])
+        out = {zone for zone in zones if _region(zone) == region}
+        if not out or out >= set(zones):
+            return None
+        self.pinned = out
+        if set(zones) <= self.moving | out:
+            self.moving = set()  # some zone keeps capacity: the moving outage recovers
+        self._capacity(zones)
+        names = sorted(vm["name"] for vm in pool if vm["zone"] in out)
+        return Injected("pinning_stockout", ",".join(sorted(out)), f"holding {names}")
+
+    def release_pin(self, zones: list[str], pool: list[dict[str, Any]]) -> Injected | None:
+        """The pinning stockout ends once no VM of the pool sits in its zones."""
+        if not self.pinned or any(vm["zone"] in self.pinned for vm in pool):
+            return None
+        ended = ",".join(sorted(self.pinned))
+        self.pinned = set()
+        self._capacity(zones)
+        # Its own kind: the report's counts stay one per injected fault.
+        return Injected("pinning_stockout_end", ended, "ended: no pool VM left in its zones")
+
+    def end_outages(self, zones: Iterable[str]) -> None:
+        """The moving outage ends (before the run's end, so the last jobs can run); a pinning
+        stockout does not."""
+        self.moving = set()
+        self._capacity(zones)
         self.outage = False
 
-    def _capacity(self, zones: dict[str, int]) -> None:
-        body = {"zone_capacity_vms": zones}
+    def _capacity(self, zones: Iterable[str]) -> None:
+        out = self.moving | self.pinned
+        body = {"zone_capacity_vms": {zone: 0 for zone in sorted(out)}}
         response = self.session.post(f"{self.compute}/_standin/capacity", json=body, timeout=30)
         response.raise_for_status()
+        self.capacity_log.append((time.time(), frozenset(out & set(zones))))
 
     def stockout(self, zones: list[str]) -> Injected:
         zone = self.rng.choice(sorted(zones))
@@ -246,6 +293,34 @@ class Injector:
         self.rng.shuffle(ordered)
         return ordered[:5]
 
+    def outages_without_capacity(
+        self, zones: Iterable[str], until: float
+    ) -> list[tuple[float, float]]:
+        """The (start, end) times during which injected outages left no zone of `zones` free."""
+        return no_capacity_windows(self.capacity_log, set(zones), until)
+
     def close(self) -> None:
         """Close the HTTP session."""
         self.session.close()
+
+
+def _region(zone: str) -> str:
+    return zone.rsplit("-", 1)[0]
+
+
+def no_capacity_windows(
+    log: list[tuple[float, frozenset[str]]], zones: set[str], until: float
+) -> list[tuple[float, float]]:
+    """From a capacity log ((time, zones out from then on), in order), the windows in which
+    every zone of `zones` was out; one still open ends at `until`."""
+    windows: list[tuple[float, float]] = []
+    began: float | None = None
+    for at, out in log:
+        if zones and zones <= out:
+            began = at if began is None else began
+        elif began is not None:
+            windows.append((began, at))
+            began = None
+    if began is not None:
+        windows.append((began, until))
+    return windows

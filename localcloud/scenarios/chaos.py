@@ -5,10 +5,13 @@ Submits N jobs through the API while injecting, at random with a fixed seed, the
 `_chaos_faults.KINDS` (killed workers, VMs stopped behind the system's back, Spot preemptions,
 boot failures, VMs hung in STAGING, failed creates, quota errors, stockouts, an outage that
 moves between zones and regions, duplicate / rewritten / delayed done events, publish failures,
-cancels; a share of the jobs runs a slow ComfyUI node). Then checks (`_chaos_checks.py`) what
+cancels; a share of the jobs runs a slow ComfyUI node; a stockout of the region holding most of
+the pool's VMs that lasts while any of them sits there). Then checks (`_chaos_checks.py`) what
 must hold whatever crashes:
 
 - jobs lost: not terminal by their deadline plus one reaper period (target 0);
+- jobs timed out that no injected fault explains (no outage left every zone without
+  capacity during their life) (target 0);
 - jobs completed twice: more than one terminal status published for a job (target 0);
 - duplicate result messages with different content, per job_id + status (target 0);
 - VMs still RUNNING at the end (target 0), VMs with the pool's label that no `vms/` document
@@ -92,6 +95,8 @@ class ChaosConfig:
             "preempt": 2 * each,
             # At least two, so the outage moves at least once.
             "moving_stockout": max(2, each),
+            # Once: it lasts while the pool's VMs sit in its region (the pool must move).
+            "pinning_stockout": 1,
             "create_failure": each,
             "quota": each,
             "staging_hang": each,
@@ -127,6 +132,8 @@ class Run:
 
     submitted: dict[str, float] = field(default_factory=dict)  # job id -> submit time
     injected: list[Injected] = field(default_factory=list)
+    # The injector's (time.time(), zones out from then on), shared as it grows.
+    capacity_log: list[tuple[float, frozenset[str]]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -176,29 +183,43 @@ def _inject_loop(
     zones = sorted(cfg.zones)
     pending = list(zip(marks, plan, strict=True))
     release_at = cfg.jobs * 0.95
-    while not stop.wait(0.5) and (pending or injector.held):
+    while not stop.wait(0.5) and (pending or injector.held or injector.pinned):
         jobs = _states(observer)
         done = [j for j, d in jobs.items() if d.get("state") in TERMINAL]
         if len(done) >= min(release_at, len(jobs)):
             if injector.held:
                 run.injected += injector.release_held()
             if injector.outage:
-                injector.end_outages()
+                injector.end_outages(zones)
+        pinning = injector.pinned or any(k == "pinning_stockout" for _, k in pending)
+        pool = _pool(observer) if pinning else []
+        ended = injector.release_pin(zones, pool)
+        if ended is not None:
+            run.injected.append(ended)
         while pending and pending[0][0] <= len(done):
             _, kind = pending.pop(0)
             running = [d for d in jobs.values() if d.get("state") == "running"]
             live = [j for j, d in jobs.items() if d.get("state") not in TERMINAL]
-            event = _one(kind, injector, running, done, live, zones)
+            if kind == "pinning_stockout":
+                event = injector.pinning_stockout(zones, pool)
+            else:
+                event = _one(kind, injector, running, done, live, zones)
             if event is not None:
                 run.injected.append(event)
-            elif kind in ("kill_worker", "stop_vm", "preempt", "cancel"):
+            elif kind in ("kill_worker", "stop_vm", "preempt", "cancel", "pinning_stockout"):
                 pending.append((len(done) + 1, kind))  # nothing to hit now; try a bit later
                 pending.sort()
                 break
     if stop.is_set() and injector.held:
         run.injected += injector.release_held()
     if injector.outage:
-        injector.end_outages()
+        injector.end_outages(zones)
+
+
+def _pool(observer: Observer) -> list[dict[str, Any]]:
+    """The stand-in's records of the pool's VMs (by the pool's label)."""
+    key, _, value = observer.env["COMFYBURST_POOL_LABEL"].partition("=")
+    return [vm for vm in observer.instances() if vm.get("labels", {}).get(key) == value]
 
 
 def _one(
@@ -252,7 +273,7 @@ def run_chaos(cfg: ChaosConfig) -> dict[str, Any]:
         injector = Injector(
             cloud.env, config.state_dir, random.Random(cfg.seed + 1), tenants.keys["a"]
         )
-        run, stop = Run(), threading.Event()
+        run, stop = Run(capacity_log=injector.capacity_log), threading.Event()
         billed_before = observer.billed_seconds()
         began = time.time()
         chaos = threading.Thread(

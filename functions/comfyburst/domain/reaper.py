@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from comfyburst.domain import dispatch_rule
+from comfyburst.domain.gpu_classes import GpuClasses, build
 from comfyburst.domain.jobs import attempts_counted
 from comfyburst.domain.reaper_actions import (
     Action,
@@ -33,6 +35,7 @@ from comfyburst.domain.reaper_actions import (
     TimeOutJob,
     VmAction,
 )
+from comfyburst.domain.reaper_room import create_room
 from comfyburst.domain.scheduling import STOCKOUT_REASONS, is_free
 from comfyburst.ports import VmStatus
 from comfyburst.schema import Job, Lease, VmRecord
@@ -71,6 +74,8 @@ DRAIN_LEASE_PREFIX = "drain:"
 # A VM whose start Compute accepted leaves TERMINATED within seconds; one still TERMINATED
 # this long after its job was dispatched did not start.
 START_TAKES_S = 60.0
+# Without the deployment's classes (older callers, tests): every VM and job in one class.
+_ONE_CLASS = build([], None, None)
 
 
 def is_drain_lease(job_id: str) -> bool:
@@ -93,6 +98,9 @@ class ReaperPolicy:
     dispatch_grace_s: float = 10.0
     # How long a lease lasts when written; with it the planner knows when a lease was taken.
     lease_ttl_s: float = 900.0
+    # The deployment's GPU classes: queued jobs of a class that may create a VM (or replace a
+    # stopped one in a stocked-out zone) are dispatched beyond the free VMs. None: free only.
+    classes: GpuClasses | None = None
 
 
 # Only a job a worker may have run can have a done flag for its current attempt.
@@ -388,11 +396,18 @@ class _Planner:
             or j.job_id in requeued  # retried at once, on another VM, if one is free
         ]
         free = [
-            name
+            status.labels
             for name, status in self.fleet.items()
             if name not in self.cooling and is_free(status, self._after_release(name), self.now)
         ]
-        return [DispatchJob(j.job_id) for j in queued[: len(free)]]
+        # A free VM goes to a job of its own class (domain/dispatch_rule.py), as placement does.
+        classes = self.policy.classes or _ONE_CLASS
+        room: dict[str, int] = {}
+        if self.policy.classes is not None:
+            room = create_room(classes, list(self.fleet.values()), self.records, self.now)
+        per_class = dispatch_rule.free_by_class(classes, free)
+        picked = dispatch_rule.pick(queued, per_class, room, classes)
+        return [DispatchJob(j.job_id) for j in picked]
 
     def _after_release(self, name: str) -> VmRecord | None:
         record = self.records.get(name)

@@ -10,6 +10,11 @@ When no stopped VM takes the job, a new one is created from the pool's template:
 Compute just named (`zonesAvailable`) first, then zones not cooling down after a stockout or
 quota refusal, those that recently had capacity first, within the per-zone and total limits.
 Its name is derived from job, attempt and zone, so a retried create is the same create.
+
+A stopped VM reserves nothing: when none of a class's stopped VMs can start (each is cooling
+down after a stockout, or sits in a zone cooling down for the class) and the class's limits
+leave no zone to create in, `stockout_replacement` names the least recently used stopped VM
+in a stocked-out zone to delete, so that a VM can be created where there is capacity.
 """
 
 from __future__ import annotations
@@ -285,3 +290,89 @@ def vms_to_delete(
         ):
             found.append((status, f"unused for {idle_delete_days:g} days"))
     return found
+
+
+REASON_REPLACING = "replacing a stopped VM in a stocked-out zone"
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """A stopped VM to delete, and the zones its successor may be created in, best first."""
+
+    vm: VmStatus
+    zones: list[str]
+
+
+def _zone_cooling(states: Mapping[str, ZoneState], zone: str, now: datetime) -> bool:
+    until = states.get(zone, ZoneState()).cooldown_until
+    return until is not None and until > now
+
+
+def _stocked_out(
+    status: VmStatus, record: VmRecord | None, states: Mapping[str, ZoneState], now: datetime
+) -> bool:
+    """The VM's start was refused lately (its cooldown), or its zone refuses the class."""
+    if record is not None and record.cooldown_until is not None and record.cooldown_until > now:
+        return True
+    return _zone_cooling(states, status.zone, now)
+
+
+def _being_deleted(record: VmRecord | None, now: datetime) -> bool:
+    return (
+        record is not None
+        and record.is_leased(now)
+        and record.lease is not None
+        and record.lease.job_id.startswith(DELETE_LEASE_PREFIX)
+    )
+
+
+def stockout_replacement(
+    zones: Sequence[str],
+    fleet: Sequence[VmStatus],
+    records: Mapping[str, VmRecord],
+    states: Mapping[str, ZoneState],
+    limits: PoolLimits,
+    now: datetime,
+    suggested: Sequence[str] = (),
+    avoid: Iterable[str] = (),
+) -> Replacement | None:
+    """The stopped VM to delete so that the class can create where there is capacity, or None.
+
+    `fleet` is the class's VMs, `zones` its zones with a template, `states` what this process
+    saw of them, `suggested` the zones Compute named (`zonesAvailable`), `avoid` zones that
+    refused during this pass. None while a stopped VM can still start (free, its zone not
+    cooling down), while the class can create without deleting, while one of its VMs is being
+    deleted already (one replacement at a time), or when no zone would take the new VM. Only
+    a VM the dispatcher created (its label), stopped, with no live lease, in a stocked-out
+    zone is named: the least recently used (`last_seen`; never seen first, then by name).
+    """
+    stopped = [s for s in fleet if s.status == "TERMINATED"]
+    for status in stopped:
+        record = records.get(status.name)
+        if is_free(status, record, now) and not _stocked_out(status, record, states, now):
+            return None  # it can still start
+    if any(_being_deleted(records.get(s.name), now) for s in fleet):
+        return None
+    if create_zones(zones, fleet, states, limits, now, suggested, avoid):
+        return None  # the class can create without deleting anything
+    key, value = CREATED_LABEL
+    victims = [
+        s
+        for s in stopped
+        if s.labels.get(key) == value
+        and not (records.get(s.name) is not None and records[s.name].is_leased(now))
+        and _stocked_out(s, records.get(s.name), states, now)
+    ]
+    oldest = datetime.min.replace(tzinfo=now.tzinfo)
+
+    def last_used(status: VmStatus) -> tuple[datetime, str]:
+        record = records.get(status.name)
+        return (record.last_seen if record and record.last_seen else oldest), status.name
+
+    for victim in sorted(victims, key=last_used):
+        rest = [s for s in fleet if s.name != victim.name]
+        # Cooling zones are left out by create_zones unless Compute suggested them.
+        targets = create_zones(zones, rest, states, limits, now, suggested, {*avoid, victim.zone})
+        if targets:
+            return Replacement(victim, targets)
+    return None

@@ -8,10 +8,15 @@ job that does not exist), then request the start. No per-job metadata: the worke
 job from the lease; the deployment config is written only when the VM's is missing or stale.
 A refused start (CapacityError) gives the lease back and the job back to `queued` (one commit),
 cools a stocked-out VM down and moves on, preferring another zone. Nothing waits for a boot.
+When no stopped VM can start and the class cannot create, the least recently used stopped VM
+in a stocked-out zone is deleted (domain/scheduling.stockout_replacement, services/prune.py):
+the job stays queued, and a later pass creates its successor where there is capacity, once
+Compute no longer lists the old one (the class's limits hold throughout).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
@@ -21,13 +26,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from comfyburst.domain import gpu_classes, scheduling
+from comfyburst.domain import dispatch_rule, gpu_classes, scheduling
 from comfyburst.errors import CapacityError, JobExists, PreconditionFailed
 from comfyburst.ports import Fleet, JobStore, VmStatus
 from comfyburst.schema import DeploymentConfig, Job, Lease, VmRecord, VmRef
 from comfyburst.services._create import Creator
 from comfyburst.services._fleet_view import DEFAULT_MAX_AGE_S, FleetView
 from comfyburst.services._job_leases import JobGone, JobLeases
+from comfyburst.services.prune import DELETED_PREFIX, retire_vm
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +86,7 @@ class PoolView:
     records: dict[str, VmRecord]
     fetched_at: float
     avoid_zones: set[str] = field(default_factory=set)
+    suggested: list[str] = field(default_factory=list)  # zonesAvailable of refused starts
 
 
 class Placer:
@@ -92,9 +99,13 @@ class Placer:
         settings: Any,
         io: Executor,
         view_max_age_s: float = DEFAULT_MAX_AGE_S,
+        retires: bool = False,
     ) -> None:
         self._store = store
         self._fleet = fleet
+        # Only the reaper's identity may delete VMs (terraform/iam.tf: the API's role has no
+        # compute.instances.delete), so only its dispatcher replaces a stocked-out VM.
+        self._retires = retires
         self._settings = settings
         self._io = io  # the lease write and the VM read of one candidate run side by side
         self._pool = FleetView(fleet, store, view_max_age_s)
@@ -117,7 +128,9 @@ class Placer:
         """
         placement = self._place(job, now, view, leases)
         if placement.vm is None and not placement.errored and view.fetched_at < began:
-            view = PoolView(*self._pool.snapshot(began), avoid_zones=view.avoid_zones)
+            view = PoolView(
+                *self._pool.snapshot(began), avoid_zones=view.avoid_zones, suggested=view.suggested
+            )
             second = self._place(job, now, view, leases)
             if second.vm is not None or second.tried:
                 second.tried = [*placement.tried, *second.tried]
@@ -130,8 +143,10 @@ class Placer:
         gpu_class = self._classes.get(job.gpu_class)
         if gpu_class is None:  # a class the deployment no longer declares
             return Placement(None, f"{REASON_UNKNOWN_CLASS} {job.gpu_class}")
-        # A job only ever lands on a VM of its own class.
-        fleet = [s for s in view.fleet if self._classes.of_vm(s.labels) == gpu_class.name]
+        # A job only ever lands on a VM of its own class (the reaper's rule too).
+        fleet = [
+            s for s in view.fleet if dispatch_rule.serves(self._classes, s.labels, job.gpu_class)
+        ]
         zones = self._pool.zones(gpu_class.name)
         candidates = scheduling.rank_candidates(
             job.job_id, job.request.models, fleet, view.records, now, zones
@@ -168,6 +183,8 @@ class Placer:
                 1 for _, outcome in create_tried if outcome in scheduling.CAPACITY_OUT_REASONS
             )
             had_candidates = had_candidates or bool(create_tried)
+            if self._replace(fleet, view, now, gpu_class):
+                return Placement(None, scheduling.REASON_REPLACING, tried)
         cooling = 0 if had_candidates else scheduling.cooling_down(fleet, view.records, now)
         reason = scheduling.queued_reason(
             had_candidates, capacity_failures, other_failures, cooling
@@ -219,6 +236,7 @@ class Placer:
                 candidate.zone,
                 scheduling.zone_cooldown_until(exc.reason, now, self._settings.stockout_cooldown_s),
             )
+            view.suggested.extend(z for z in exc.zones_available if z not in view.suggested)
             logger.warning(
                 "start refused: %s",
                 exc.reason,
@@ -235,6 +253,43 @@ class Placer:
         self._pool.note_zone_capacity(gpu_class, candidate.zone, now)
         vm = VmRef(name=candidate.name, zone=candidate.zone, operation=operation)
         return Placement(vm, lease=(record, version), job=leases.job)
+
+    def _replace(
+        self, fleet: list[VmStatus], view: PoolView, now: datetime, gpu_class: gpu_classes.GpuClass
+    ) -> bool:
+        """Delete the stopped VM `stockout_replacement` names; whether Compute took the delete."""
+        replacement = scheduling.stockout_replacement(
+            [z for z in gpu_class.zones if gpu_class.template_for(z)],
+            fleet,
+            view.records,
+            self._pool.zones(gpu_class.name),
+            scheduling.PoolLimits(gpu_class.max_vms, gpu_class.max_vms_per_zone),
+            now,
+            view.suggested,
+            view.avoid_zones,
+        )
+        if replacement is None:
+            return False
+        if not self._retires:  # the reaper's next pass replaces it
+            return True
+        victim = replacement.vm
+        why = f"{scheduling.REASON_REPLACING}; its successor may go to {replacement.zones}"
+        try:
+            outcome = retire_vm(self._store, self._fleet, victim, now, why, check_stopped=True)
+        except Exception:
+            logger.exception("replacing a stocked-out VM failed", extra={"vm": victim.name})
+            return False
+        logger.info("stocked-out VM %s: %s", victim.name, outcome, extra={"vm": victim.name})
+        if not outcome.startswith(DELETED_PREFIX) and outcome != "already gone":
+            return False
+        self._pool.note_status(victim.name, "STOPPING")
+        # Its delete lease in the view: this pass replaces no other VM of the class.
+        with contextlib.suppress(Exception):
+            record, _ = self._store.get_vm(victim.name)
+            if record is not None:
+                view.records[victim.name] = record
+                self._pool.note_record(record)
+        return True
 
     def _lease(
         self,
@@ -321,19 +376,6 @@ class Placer:
             leases.give_back(released, version, reason)
         except Exception:  # the lease expires; the reaper requeues a job whose VM never booted
             logger.exception("giving the lease back failed", extra={"vm": record.name})
-            return record
-        self._pool.note_record(released)
-        return released
-
-    def _release(self, record: VmRecord, version: object, cooldown: datetime | None) -> VmRecord:
-        released = record.model_copy(
-            update={"lease": None, "cooldown_until": cooldown or record.cooldown_until}
-        )
-        try:
-            self._store.put_vm(released, version)
-        except PreconditionFailed:
-            # Someone changed it since our lease (e.g. the reaper): theirs wins; ours expires.
-            logger.warning("lease release lost a race", extra={"vm": record.name})
             return record
         self._pool.note_record(released)
         return released

@@ -69,15 +69,17 @@ class Dispatcher:
         settings: Any,
         view_max_age_s: float = DEFAULT_MAX_AGE_S,
         io: Executor | None = None,
+        retires: bool = False,
     ) -> None:
         """`io` runs a placement's independent calls (and the submit's request write) side by
         side; the entry point passes the process's pool (wiring.io_pool). Without one, this
-        dispatcher makes its own."""
+        dispatcher makes its own. `retires`: it may delete a stopped VM in a stocked-out zone
+        to make room (the reaper's; the API's identity cannot delete VMs)."""
         self._store = store
         self._clock = clock
         self.io = io or ThreadPoolExecutor(max_workers=32, thread_name_prefix="dispatch-io")
         self._classes = gpu_classes.for_settings(settings)
-        self._placer = Placer(store, fleet, settings, self.io, view_max_age_s)
+        self._placer = Placer(store, fleet, settings, self.io, view_max_age_s, retires)
 
     def dispatch(self, job: Job) -> DispatchOutcome:
         """Try to start a VM for one stored, queued job."""

@@ -1,17 +1,19 @@
 """Pruning the pool: delete stopped VMs the dispatcher created that are unused or unknown.
 
-The plan is pure (`domain.scheduling.vms_to_delete`). Each VM is first leased to
-`delete:{name}` with a precondition (a VM whose document is gone gets a new document holding
-that lease), so no dispatcher can start it while it is being deleted; then it is deleted with a
-request id derived from its name, and its slot in its class's reservation document is released
+The plan is pure (`domain.scheduling.vms_to_delete`; a replacement after a stockout:
+`domain.scheduling.stockout_replacement`). Each VM is first leased to `delete:{name}` with a
+precondition (a VM whose document is gone gets a new document holding that lease), so no
+dispatcher can start it while it is being deleted; then it is deleted with a request id derived
+from its name, and its slot in its class's reservation document is released
 (services/_create.py). Only VMs carrying the dispatcher's own label are touched: a
-pool of VMs made by other means is never deleted.
+pool of VMs made by other means is never deleted. A VM with a live lease is never deleted.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,6 +27,7 @@ logger = logging.getLogger(__name__)
 _NAMESPACE = uuid.UUID("0b9d7a52-2a53-4d0e-9a1c-5e1f7c3d8a44")
 # Long enough for a delete to finish; the lease blocks dispatchers meanwhile.
 _DELETE_LEASE_S = 600
+DELETED_PREFIX = "operation "  # an outcome of `retire_vm` whose delete Compute accepted
 
 
 def prune_pool(
@@ -36,36 +39,65 @@ def prune_pool(
     done: list[dict[str, Any]] = []
     for status, why in scheduling.vms_to_delete(statuses, records, now, idle_delete_days):
         entry: dict[str, Any] = {"vm": status.name, "zone": status.zone, "why": why}
-        record, version = store.get_vm(status.name)
-        if record is not None and (record.is_leased(now) or record != records.get(status.name)):
-            entry["outcome"] = "skipped: its document changed"
-            done.append(entry)
-            continue
-        lease = Lease(
-            job_id=f"{scheduling.DELETE_LEASE_PREFIX}{status.name}",
-            expires_at=now + timedelta(seconds=_DELETE_LEASE_S),
-        )
-        base = record or VmRecord(name=status.name, zone=status.zone)
-        try:
-            store.put_vm(base.model_copy(update={"lease": lease}), version)
-        except PreconditionFailed:
-            entry["outcome"] = "skipped: leased meanwhile"
-            done.append(entry)
-            continue
-        request_id = str(uuid.uuid5(_NAMESPACE, f"{status.zone}/{status.name}/delete"))
-        try:
-            entry["outcome"] = f"operation {fleet.delete(status.zone, status.name, request_id)}"
-        except NotFound:
-            entry["outcome"] = "already gone"
-        except Exception as exc:  # the next period tries again
-            logger.warning("deleting %s failed", status.name, exc_info=True)
-            entry["outcome"] = f"failed: {type(exc).__name__}"
-            done.append(entry)
-            continue
-        _release_slot(store, status)
-        logger.info("pool VM deleted: %s", why, extra={"vm": status.name, "zone": status.zone})
+        entry["outcome"] = retire_vm(store, fleet, status, now, why, _changed_since(records))
         done.append(entry)
     return done
+
+
+def retire_vm(
+    store: JobStore,
+    fleet: Fleet,
+    status: VmStatus,
+    now: datetime,
+    why: str,
+    changed: Callable[[VmRecord | None], bool] | None = None,
+    check_stopped: bool = False,
+) -> str:
+    """Lease the VM to its deletion, delete it, release its slot; the outcome ("operation …",
+    "already gone", "skipped: …", "failed: …").
+
+    A VM whose document holds a live lease, or that `changed` says moved on since the plan
+    read it, is left. With `check_stopped` its status is read again once the lease is held:
+    a VM that is not TERMINATED (started behind the plan's back) is left, its lease given back.
+    """
+    record, version = store.get_vm(status.name)
+    if record is not None and record.is_leased(now):
+        return "skipped: leased"
+    if changed is not None and changed(record):
+        return "skipped: its document changed"
+    lease = Lease(
+        job_id=f"{scheduling.DELETE_LEASE_PREFIX}{status.name}",
+        expires_at=now + timedelta(seconds=_DELETE_LEASE_S),
+    )
+    base = record or VmRecord(name=status.name, zone=status.zone)
+    try:
+        held = store.put_vm(base.model_copy(update={"lease": lease}), version)
+    except PreconditionFailed:
+        return "skipped: leased meanwhile"
+    if check_stopped:
+        current = fleet.get(status.zone, status.name)
+        if current.status != "TERMINATED":
+            try:
+                store.put_vm(base, held)
+            except PreconditionFailed:  # changed again: the lease expires
+                logger.warning("giving back the delete lease of %s lost", status.name)
+            return f"skipped: it is {current.status}"
+    request_id = str(uuid.uuid5(_NAMESPACE, f"{status.zone}/{status.name}/delete"))
+    try:
+        outcome = f"{DELETED_PREFIX}{fleet.delete(status.zone, status.name, request_id)}"
+    except NotFound:
+        outcome = "already gone"
+    except Exception as exc:  # the next period tries again
+        logger.warning("deleting %s failed", status.name, exc_info=True)
+        return f"failed: {type(exc).__name__}"
+    _release_slot(store, status)
+    logger.info("pool VM deleted: %s", why, extra={"vm": status.name, "zone": status.zone})
+    return outcome
+
+
+def _changed_since(records: dict[str, VmRecord]) -> Callable[[VmRecord | None], bool]:
+    """Whether a VM's document differs from the one the plan read (a missing one never does)."""
+    return lambda record: record is not None and record != records.get(record.name)
 
 
 def _release_slot(store: JobStore, status: VmStatus) -> None:

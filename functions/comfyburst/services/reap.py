@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from comfyburst.domain import reaper
+from comfyburst.domain import gpu_classes, reaper
 from comfyburst.domain.jobs import requeue
 from comfyburst.domain.manifest import declared_attempt
 from comfyburst.errors import NotFound, PreconditionFailed
@@ -49,6 +49,7 @@ def policy_from(settings: Any) -> reaper.ReaperPolicy:
         drain_grace_s=settings.drain_grace_s,
         dispatch_grace_s=settings.dispatch_grace_s,
         lease_ttl_s=settings.lease_ttl_s,
+        classes=gpu_classes.for_settings(settings),
     )
 
 
