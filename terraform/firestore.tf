@@ -123,3 +123,27 @@ resource "google_firestore_index" "jobs_list" {
 
   depends_on = [google_firestore_database.default]
 }
+
+# GET /environments (adapters/firestore_environments.py): the environments a caller asked for,
+# most recently asked first.
+resource "google_firestore_index" "environment_access_caller_asked_at" {
+  project    = var.project_id
+  database   = "(default)"
+  collection = "environment_access"
+
+  fields {
+    field_path = "caller"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "asked_at"
+    order      = "DESCENDING"
+  }
+  # What Firestore appends to a composite index anyway (the last field's direction).
+  fields {
+    field_path = "__name__"
+    order      = "DESCENDING"
+  }
+
+  depends_on = [google_firestore_database.default]
+}

@@ -27,9 +27,15 @@ locals {
       COMFYBURST_CIVITAI_TOKEN_SECRET     = local.civitai_token_secret
       COMFYBURST_HUGGINGFACE_TOKEN_SECRET = local.huggingface_token_secret
       COMFYBURST_WEBHOOK_TIMEOUT_S        = tostring(var.webhook_timeout_s)
+      COMFYBURST_CALLER_LIMITS            = jsonencode(var.caller_limits)
       # Python functions serve concurrent requests on threads: one per request an instance
       # may hold (the API's waiters; the other functions take one request at a time).
       THREADS = tostring(var.api_concurrency)
+    },
+    {
+      # Environments of custom-node packs (docs/DEPLOY.md): off while the sources are empty.
+      COMFYBURST_CUSTOM_NODE_SOURCES         = join(",", var.custom_node_sources)
+      COMFYBURST_TRUSTED_CUSTOM_NODE_SOURCES = join(",", var.trusted_custom_node_sources)
     },
     var.create_models_bucket ? { COMFYBURST_MODELS_BUCKET = local.models_bucket } : {},
     var.preemption_fallback_class != null ? {

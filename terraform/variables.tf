@@ -150,6 +150,48 @@ variable "api_max_instances" {
   default     = 10
 }
 
+variable "caller_limits" {
+  type = object({
+    default = optional(object({
+      max_queued  = optional(number)
+      gpu_classes = optional(list(string))
+    }), {})
+    callers = optional(map(object({
+      max_queued  = optional(number)
+      gpu_classes = optional(list(string))
+    })), {})
+  })
+  description = "Per-caller limits (docs/DEPLOY.md): default = {max_queued, gpu_classes} for every caller, callers = {principal (key:NAME or an ID token's email) => the same fields}; a field a caller leaves out (null) is the default's; null in the default: no limit, every class. Beyond max_queued a submit answers 429 queue_full."
+  default     = {}
+
+  validation {
+    condition = alltrue([
+      for entry in concat([var.caller_limits.default], values(var.caller_limits.callers)) :
+      coalesce(entry.max_queued, 0) >= 0 && floor(coalesce(entry.max_queued, 0)) == coalesce(entry.max_queued, 0)
+    ])
+    error_message = "caller_limits: max_queued must be a whole number >= 0."
+  }
+
+  validation {
+    condition = alltrue([
+      for principal in keys(var.caller_limits.callers) :
+      length(trimspace(principal)) > 0 && length(principal) <= 512
+    ])
+    error_message = "caller_limits: each principal in callers is key:NAME or an email (1-512 characters)."
+  }
+
+  validation {
+    # The classes the functions know: var.gpu_classes, else the one class "default".
+    condition = alltrue([
+      for name in flatten([
+        for entry in concat([var.caller_limits.default], values(var.caller_limits.callers)) :
+        entry.gpu_classes == null ? [] : entry.gpu_classes
+      ]) : contains(var.gpu_classes == null ? ["default"] : keys(var.gpu_classes), name)
+    ])
+    error_message = "caller_limits: gpu_classes may name only declared GPU classes (\"default\" when gpu_classes is null)."
+  }
+}
+
 variable "api_invoker_members" {
   type        = list(string)
   description = "IAM members allowed to call the API in iam auth mode, e.g. [\"user:me@example.com\"]."
@@ -340,6 +382,34 @@ variable "gs_model_buckets" {
   type        = list(string)
   description = "Extra buckets gs:// model URLs may point to (the models bucket is always allowed)."
   default     = []
+}
+
+variable "custom_node_sources" {
+  type        = list(string)
+  description = "Custom-node packs environments may build: HOST, HOST/OWNER, HOST/OWNER/REPO, registry:ID or registry:* (empty: environments are off)."
+  default     = []
+
+  validation {
+    condition = alltrue([
+      for entry in var.custom_node_sources :
+      can(regex("^(registry:([*]|[A-Za-z0-9][A-Za-z0-9_.-]*)|[A-Za-z0-9.-]+(/[A-Za-z0-9_.-]+){0,7})$", entry))
+    ])
+    error_message = "Each entry is HOST, HOST/OWNER, HOST/OWNER/REPO (no https://), registry:ID or registry:*."
+  }
+}
+
+variable "trusted_custom_node_sources" {
+  type        = list(string)
+  description = "Sources whose packs make shared environments; an environment with any other pack is private to its creator (same forms as custom_node_sources)."
+  default     = []
+
+  validation {
+    condition = alltrue([
+      for entry in var.trusted_custom_node_sources :
+      can(regex("^(registry:([*]|[A-Za-z0-9][A-Za-z0-9_.-]*)|[A-Za-z0-9.-]+(/[A-Za-z0-9_.-]+){0,7})$", entry))
+    ])
+    error_message = "Each entry is HOST, HOST/OWNER, HOST/OWNER/REPO (no https://), registry:ID or registry:*."
+  }
 }
 
 # --- Webhooks (webhooks.tf) --------------------------------------------------------------------

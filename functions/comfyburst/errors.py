@@ -79,6 +79,29 @@ class Forbidden(ComfyBurstError):
     http_status = 403
 
 
+class GpuClassForbidden(Forbidden):
+    """The deployer's limits do not let this caller use the GPU class the job asks for."""
+
+    code = "gpu_class_forbidden"
+
+    def __init__(self, message: str, *, gpu_class: str, allowed: list[str]) -> None:
+        super().__init__(
+            message, field="options.gpu_class", details={"gpu_class": gpu_class, "allowed": allowed}
+        )
+
+
+class QueueFull(ComfyBurstError):
+    """The caller has as many jobs queued as the deployer allows; nothing was written. The
+    caller may retry after `retry_after_s`."""
+
+    code = "queue_full"
+    http_status = 429
+
+    def __init__(self, message: str, *, max_queued: int, retry_after_s: int) -> None:
+        super().__init__(message, details={"max_queued": max_queued})
+        self.retry_after_s = retry_after_s
+
+
 class NotFound(ComfyBurstError):
     code = "not_found"
     http_status = 404

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from comfyburst.domain.environments import Environment
 from comfyburst.schema import Job, VmRecord
 from comfyburst.states import JobState
 
@@ -134,6 +135,21 @@ class JobStore(Protocol):
         precondition fails: JobExists when the job to create is stored already (with it),
         PreconditionFailed for any other.
         """
+        ...
+
+
+class EnvironmentStore(Protocol):
+    """Environment documents and who asked for which (Firestore)."""
+
+    def create(self, env: Environment, caller: str | None) -> tuple[Environment, bool]:
+        """Store `env` unless its id is stored already, and record that `caller` asked for
+        it, in one transaction. Returns (the stored document, True when this call made it)."""
+        ...
+
+    def get(self, environment_id: str) -> Environment | None: ...
+
+    def list_for(self, caller: str | None, limit: int) -> list[Environment]:
+        """The environments `caller` asked for, most recently asked first."""
         ...
 
 

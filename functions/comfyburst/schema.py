@@ -173,6 +173,12 @@ class JobOptions(_Strict):
         pattern=GPU_CLASS_NAME_PATTERN,
         description="The GPU class to run on (GET /gpu-classes); default: the deployment's.",
     )
+    environment: str | None = Field(
+        default=None,
+        pattern=r"^env-[0-9a-f]{64}$",
+        description="An environment of custom-node packs (POST /environments) to run in; it "
+        "must be ready and, if private, the caller's. Default: the image's own nodes.",
+    )
 
 
 class GpuClassInfo(_Strict):

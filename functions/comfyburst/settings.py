@@ -16,9 +16,13 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from comfyburst.domain import gpu_classes as _classes
+from comfyburst.domain.caller_limits import CallerLimits
+from comfyburst.domain.custom_node_sources import PackInvalid, SourcePolicy
 from comfyburst.domain.gpu_classes import GpuClass, GpuClasses
 from comfyburst.schema import DeploymentConfig
 
+# The ComfyUI commit gpu_image/variables.pkr.hcl bakes by default (a test holds them equal).
+IMAGE_COMFYUI_COMMIT = "a125cd84b054a57729b5eecab930ca9408719832"
 DEFAULT_MODEL_HOSTS = ["civitai.com", "huggingface.co", "storage.googleapis.com"]
 # Where those hosts redirect large downloads: Hugging Face's CDN and Xet storage (hf.co),
 # Civitai's signed Cloudflare R2 links. Allowed for redirect hops only, never for a submitted
@@ -187,6 +191,11 @@ class FunctionSettings(BaseSettings):
         default_factory=list,
         description="Callers who see every job: key:NAME or an ID token's email (docs/SECURITY.md)",
     )
+    caller_limits: CallerLimits = Field(
+        default_factory=CallerLimits,
+        description="Per-caller limits as JSON: a default and per-principal overrides of "
+        "max_queued and gpu_classes (domain/caller_limits.py, docs/DEPLOY.md); {}: none",
+    )
     model_upload_principals: CsvList = Field(
         default_factory=list,
         description="Callers who may upload their own model files (POST /uploads): key:NAME, "
@@ -204,6 +213,28 @@ class FunctionSettings(BaseSettings):
     catalogue_object: str = Field(
         default="catalogue/object_info.json",
         description="Object in the jobs bucket holding the image node catalogue",
+    )
+    comfyui_commit: str = Field(
+        default=IMAGE_COMFYUI_COMMIT,
+        pattern=r"^[0-9a-f]{40}$",
+        description="The ComfyUI commit baked into the GPU image (environment ids hash it)",
+    )
+    custom_node_sources: CsvList = Field(
+        default_factory=list,
+        description="Custom-node packs environments may build: HOST, HOST/OWNER, "
+        "HOST/OWNER/REPO, registry:ID or registry:*; empty: environments are off",
+    )
+    trusted_custom_node_sources: CsvList = Field(
+        default_factory=list,
+        description="Sources whose packs make shared environments; any other pack makes an "
+        "environment private to its creator (same entry forms)",
+    )
+    environments_collection: str = Field(
+        default="environments", description="Firestore collection of environment documents"
+    )
+    environment_access_collection: str = Field(
+        default="environment_access",
+        description="Firestore collection recording which caller asked for which environment",
     )
     civitai_token_secret: str | None = Field(
         default=None,
@@ -239,6 +270,16 @@ class FunctionSettings(BaseSettings):
         description="Accept http:// webhook URLs to loopback receivers (local cloud only)",
     )
 
+    @field_validator("custom_node_sources", "trusted_custom_node_sources")
+    @classmethod
+    def _check_sources(cls, value: list[str]) -> list[str]:
+        # A malformed entry fails the deploy, not the first environment request.
+        try:
+            SourcePolicy.of(value)
+        except PackInvalid as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
     @field_validator("preemption_fallback_class")
     @classmethod
     def _check_gpu_classes(cls, value: str | None, info: ValidationInfo) -> str | None:
@@ -247,6 +288,21 @@ class FunctionSettings(BaseSettings):
         # whole settings input, secrets included.
         if "gpu_classes" in info.data and "pool_max_vms_per_zone" in info.data:
             _classes_of(info.data, value)
+        return value
+
+    @field_validator("caller_limits")
+    @classmethod
+    def _check_caller_limits(cls, value: CallerLimits, info: ValidationInfo) -> CallerLimits:
+        # A limit naming a class the deployment lacks fails the deploy, not a caller's submit
+        # (a field check, like the classes' own: an error never echoes the whole input).
+        if "gpu_classes" in info.data and "preemption_fallback_class" in info.data:
+            names = _classes_of(info.data, info.data["preemption_fallback_class"]).names
+            unknown = sorted(value.class_names() - set(names))
+            if unknown:
+                raise ValueError(
+                    f"caller_limits: unknown GPU classes {', '.join(unknown)}; "
+                    f"known: {', '.join(names)}"
+                )
         return value
 
     @model_validator(mode="after")

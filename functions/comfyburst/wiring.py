@@ -52,6 +52,13 @@ def job_store(settings: FunctionSettings, client: Any = None) -> FirestoreJobSto
     return FirestoreJobStore(client or firestore_client(settings), settings)
 
 
+def environment_store(settings: FunctionSettings, client: Any = None) -> Any:
+    """Environment documents (custom-node packs) for the API."""
+    from comfyburst.adapters.firestore_environments import FirestoreEnvironmentStore
+
+    return FirestoreEnvironmentStore(client or firestore_client(settings), settings)
+
+
 def blob_store(settings: FunctionSettings, client: Any = None) -> GcsBlobStore:
     return GcsBlobStore(client or storage_client(settings))
 

@@ -17,6 +17,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from comfyburst.adapters.firestore_store import _from_doc
 from comfyburst.domain.job_query import JobQuery
 from comfyburst.schema import Job
+from comfyburst.states import JobState
 
 
 class FirestoreJobViews:
@@ -47,6 +48,15 @@ class FirestoreJobViews:
                 }
             )
         return [_from_doc(Job, snap.to_dict()) for snap in q.limit(limit).stream()]
+
+    def count_jobs(self, caller: str | None, states: list[JobState]) -> int:
+        """How many of the caller's jobs are in `states`: one aggregation query (billed one
+        read per 1,000 index entries; equality filters only, served by single-field indexes)."""
+        q: Any = self._jobs.where(filter=FieldFilter("caller", "==", caller)).where(
+            filter=FieldFilter("state", "in", [s.value for s in states])
+        )
+        result = q.count(alias="n").get()
+        return int(result[0][0].value)
 
     def wait_for(self, job_id: str, changed: Callable[[Job], bool], timeout_s: float) -> Job | None:
         done = threading.Event()

@@ -8,7 +8,15 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-from comfyburst.ports import BlobStore, Clock, Fleet, JobStore, Publisher, UrlSigner
+from comfyburst.ports import (
+    BlobStore,
+    Clock,
+    EnvironmentStore,
+    Fleet,
+    JobStore,
+    Publisher,
+    UrlSigner,
+)
 from comfyburst.preflight import Catalogue
 from comfyburst.preflight.catalogue_store import CatalogueStore
 from comfyburst.services._page_key import PageTokenKey
@@ -46,6 +54,9 @@ class ApiDeps:
     uploads: Any = None
     # The process's thread pool (wiring.io_pool); None: the dispatcher makes its own.
     io: Executor | None = None
+    # Environments of custom-node packs (adapters/firestore_environments.py); None: the
+    # environment routes answer 503 (and a job naming one is refused) once sources are open.
+    environments: EnvironmentStore | None = None
     dispatcher: Dispatcher = field(init=False)
     # What `GET /jobs` signs its page tokens with (read from the jobs bucket on first use).
     page_token_key: PageTokenKey = field(init=False)
@@ -64,6 +75,8 @@ class ApiDeps:
             self.dispatcher,
             self.dispatcher.io,
             self.uploads,
+            self.environments,
+            counts=self.views,  # counts a caller's queued jobs for the queue limit
         )
 
 
@@ -80,6 +93,7 @@ def build_api_deps(
     views: Any = None,
     uploads: Any = None,
     io: Executor | None = None,
+    environments: EnvironmentStore | None = None,
 ) -> ApiDeps:
     """ApiDeps; by default the catalogue comes from the jobs bucket (checked each minute),
     falling back to the one checked in with the package."""
@@ -92,5 +106,16 @@ def build_api_deps(
             return catalogue_store.get(time.monotonic())
 
     return ApiDeps(
-        settings, store, blobs, signer, publisher, fleet, clock, catalogue, views, uploads, io
+        settings,
+        store,
+        blobs,
+        signer,
+        publisher,
+        fleet,
+        clock,
+        catalogue,
+        views,
+        uploads,
+        io,
+        environments,
     )

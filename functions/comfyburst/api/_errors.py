@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from comfyburst.domain.json_safety import bounded_mapping, clip_to, json_size
-from comfyburst.errors import ComfyBurstError, Contended, NotFound, PreflightRejected
+from comfyburst.errors import ComfyBurstError, Contended, NotFound, PreflightRejected, QueueFull
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +41,11 @@ def error_response(
 
 
 def error_headers(exc: BaseException) -> dict[str, str]:
-    """Headers an error answer carries: Allow on a 405, Retry-After on a contended update."""
+    """Headers an error answer carries: Allow on a 405, Retry-After on a contended update and
+    on a full queue."""
     if isinstance(exc, MethodNotAllowed) and isinstance(exc.details, dict):
         return {"Allow": ", ".join(exc.details["allow"])}
-    if isinstance(exc, Contended):
+    if isinstance(exc, Contended | QueueFull):
         return {"Retry-After": str(exc.retry_after_s)}
     return {}
 

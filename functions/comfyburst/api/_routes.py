@@ -24,12 +24,19 @@ from comfyburst.api._errors import (
 )
 from comfyburst.api._list_wait import ServiceUnavailable, list_view, waited
 from comfyburst.api.openapi import openapi_document
-from comfyburst.api.views import Health, JobView, ValidateResponse
+from comfyburst.api.views import (
+    EnvironmentList,
+    EnvironmentView,
+    Health,
+    JobView,
+    ValidateResponse,
+)
 from comfyburst.domain import gpu_classes
+from comfyburst.domain.environments import EnvironmentNotFound
 from comfyburst.domain.json_safety import bounded_mapping
 from comfyburst.domain.request_policy import RequestPolicy
 from comfyburst.errors import PayloadTooLarge
-from comfyburst.services import cancel, preview, status, submit, uploads
+from comfyburst.services import cancel, environments, preview, status, submit, uploads
 from comfyburst.services.job_wait import parse_wait_s
 from comfyburst.settings import AuthMode
 
@@ -37,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 _JOB_PATH = re.compile(r"^/jobs/(?P<job_id>[A-Za-z0-9_-]{1,64})(?P<action>:cancel)?$")
 _ANY_JOB_PATH = re.compile(r"^/jobs/[^/]+$")
+_ENVIRONMENT_PATH = re.compile(r"^/environments/(?P<environment_id>env-[0-9a-f]{64})$")
 _PREVIEW_PATH = re.compile(r"^/jobs/(?P<job_id>[A-Za-z0-9_-]{1,64})/preview$")
 _BODY_READ = "comfyburst.body_read"
 
@@ -112,6 +120,8 @@ def _route(request: flask.Request, path: str, deps: Callable[[], ApiDeps]) -> fl
         api = deps()
         authenticate(request.headers, api.settings)
         return _model(200, gpu_classes.for_settings(api.settings).listing())
+    if path == "/environments" or path.startswith("/environments/"):
+        return _environments(request, path, deps())
     if (found := _PREVIEW_PATH.match(path)) is not None:
         _allow(method, "GET")
         return _preview(request, deps(), found["job_id"])
@@ -168,6 +178,39 @@ def _preview(request: flask.Request, api: ApiDeps, job_id: str) -> flask.Respons
     return response
 
 
+def _environments(request: flask.Request, path: str, api: ApiDeps) -> flask.Response:
+    """POST/GET /environments and GET /environments/{id}; off (403) without sources."""
+    if path == "/environments":
+        _allow(request.method, "GET", "POST")
+    else:
+        _allow(request.method, "GET")
+    caller = authenticate(request.headers, api.settings)
+    environments.EnvironmentPolicy(api.settings).check_enabled()
+    if api.environments is None:
+        raise ServiceUnavailable("environments are not configured in this deployment")
+    if path == "/environments" and request.method == "POST":
+        body = _read_body(request, api.settings, limit=environments.MAX_ENVIRONMENT_BODY_BYTES)
+        env, created = environments.create_environment(
+            api.environments, api.settings, api.clock, body, caller=caller
+        )
+        response = _model(201 if created else 200, EnvironmentView.of(env))
+        response.headers["Location"] = f"/environments/{env.environment_id}"
+        return response
+    if path == "/environments":
+        found = environments.list_environments(api.environments, caller=caller)
+        return _model(200, EnvironmentList(environments=[EnvironmentView.of(e) for e in found]))
+    match = _ENVIRONMENT_PATH.match(path)
+    if match is None:  # a malformed id answers like an unknown one
+        raise EnvironmentNotFound("environment not found")
+    env = environments.get_environment(
+        api.environments,
+        match["environment_id"],
+        caller=caller,
+        admins=admin_principals(api.settings),
+    )
+    return _model(200, EnvironmentView.of(env))
+
+
 def _needs_views(api: ApiDeps) -> None:
     if api.views is None:
         raise ServiceUnavailable("job lists and waits are not configured in this deployment")
@@ -192,9 +235,10 @@ def _validate(api: ApiDeps, body: bytes, budget_bytes: int) -> flask.Response:
     )
 
 
-def _read_body(request: flask.Request, settings: Any) -> bytes:
+def _read_body(request: flask.Request, settings: Any, *, limit: int | None = None) -> bytes:
     """The raw body, refusing (413) to read more than a valid request can be."""
-    limit = RequestPolicy.from_settings(settings).max_body_bytes
+    if limit is None:
+        limit = RequestPolicy.from_settings(settings).max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes")
     data: bytes = request.stream.read(limit + 1)

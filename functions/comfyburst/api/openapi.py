@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
+from comfyburst.api._openapi_environments import MODELS as ENVIRONMENT_MODELS
+from comfyburst.api._openapi_environments import environment_paths
 from comfyburst.api.views import ErrorBody, Health, JobList, JobView, ValidateResponse
 from comfyburst.domain.previews import PREVIEW_CONTENT_TYPES
 from comfyburst.schema import GpuClassList, JobRequest
@@ -43,6 +45,27 @@ def _errors(refs: dict[str, Any], *statuses: int) -> dict[str, Any]:
         503: "A dependency is unavailable; retry (after Retry-After seconds when given)",
     }
     return {str(s): _json(refs["ErrorBody"], texts[s]) for s in (*statuses, 401, 403, 500, 503)}
+
+
+def _limit_errors(refs: dict[str, Any]) -> dict[str, Any]:
+    """The refusals of the deployer's per-caller limits (domain/caller_limits.py)."""
+    forbidden = (
+        "Credentials not accepted; or code `gpu_class_forbidden`: the deployer's limits do not "
+        "let this caller use the GPU class (error.details.gpu_class names it, .allowed the "
+        "classes it may use); nothing was written"
+    )
+    full = (
+        "Code `queue_full`: the caller has as many jobs queued as the deployer allows "
+        "(error.details.max_queued); nothing was written; retry after Retry-After seconds"
+    )
+    retry_after = {
+        "description": "Seconds to wait before submitting again",
+        "schema": {"type": "integer", "minimum": 0},
+    }
+    return {
+        "403": _json(refs["ErrorBody"], forbidden),
+        "429": {**_json(refs["ErrorBody"], full), "headers": {"Retry-After": retry_after}},
+    }
 
 
 _WAIT_S = {
@@ -104,6 +127,7 @@ def openapi_document(auth_mode: AuthMode = AuthMode.IAM) -> dict[str, Any]:
             (UploadRequestBody, "validation"),
             (UploadAnswer, "serialization"),
             (GpuClassList, "serialization"),
+            *ENVIRONMENT_MODELS,
         ],
         ref_template=_REF,
     )
@@ -143,6 +167,7 @@ def openapi_document(auth_mode: AuthMode = AuthMode.IAM) -> dict[str, Any]:
                     "202": _json(job, "Accepted"),
                     "200": _json(job, "Accepted earlier under this Idempotency-Key"),
                     **_errors(refs, 400, 409, 413, 422),
+                    **_limit_errors(refs),
                 },
             },
         },
@@ -223,6 +248,7 @@ def openapi_document(auth_mode: AuthMode = AuthMode.IAM) -> dict[str, Any]:
                 },
             }
         },
+        **environment_paths(refs, _json, _errors),
         "/healthz": {
             "get": {
                 "operationId": "health",

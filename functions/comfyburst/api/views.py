@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from comfyburst import SCHEMA_VERSION
+from comfyburst.domain.environments import Environment, EnvironmentState
 from comfyburst.domain.jobs import result_timings
 from comfyburst.domain.receipts import shown_receipt
 from comfyburst.schema import (
@@ -148,3 +149,47 @@ class ErrorBody(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
+
+
+class EnvironmentView(BaseModel):
+    """An environment as `POST /environments` and `GET /environments/{id}` answer it.
+
+    `building`: asked for, not built yet (this deployment's API stores it; the GPU-side build
+    comes in a later release, so nothing moves it on yet); `ready`: jobs may name it;
+    `failed`: `error` says why, and jobs naming it are refused.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(description="env- and the sha256 of the packs and the ComfyUI commit.")
+    state: EnvironmentState
+    packs: list[str] = Field(description="The canonical packs, sorted.")
+    comfyui_commit: str
+    node_types: list[str] = Field(description="Node types the packs add (once built).")
+    error: str | None = None
+    private: bool = Field(
+        description="Holds a pack outside the trusted sources: only its creator sees and "
+        "uses it, and the creator is part of its id."
+    )
+    created_at: datetime
+
+    @classmethod
+    def of(cls, env: Environment) -> EnvironmentView:
+        return cls(
+            id=env.environment_id,
+            state=env.state,
+            packs=env.packs,
+            comfyui_commit=env.comfyui_commit,
+            node_types=env.node_types,
+            error=env.error,
+            private=env.private,
+            created_at=env.created_at,
+        )
+
+
+class EnvironmentList(BaseModel):
+    """`GET /environments`: the environments the caller asked for, most recent first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    environments: list[EnvironmentView]

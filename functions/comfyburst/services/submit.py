@@ -28,6 +28,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from comfyburst.domain import gpu_classes, request_policy
+from comfyburst.domain.caller_limits import CallerLimits, check_class
 from comfyburst.domain.jobs import new_job
 from comfyburst.domain.json_safety import (
     bounded_mapping,
@@ -42,13 +43,17 @@ from comfyburst.errors import (
     JobExists,
     PreconditionFailed,
     PreflightRejected,
+    QueueFull,
 )
 from comfyburst.ports import BlobStore, Clock, JobStore
 from comfyburst.preflight import Catalogue, PromptVerdict, validate_prompt
 from comfyburst.schema import MAX_STORED_NODE_ERRORS_BYTES, Job, JobRequest
+from comfyburst.services._admission import ADMISSION
 from comfyburst.services._job_leases import JobGone
 from comfyburst.services.dispatch import Dispatcher
+from comfyburst.services.environments import check_job_environment
 from comfyburst.services.uploads import stored_sizes
+from comfyburst.states import JobState
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +88,10 @@ class SubmitDeps:
     dispatcher: Dispatcher
     io: Executor  # writes the request while the dispatcher places the job
     uploads: Any = None  # services.uploads.ModelUploads; None: uploaded models are refused
+    environments: Any = None  # ports.EnvironmentStore; None: a job naming one is refused
+    # Counts a caller's jobs (adapters/firestore_views.FirestoreJobViews.count_jobs) for the
+    # queue limit; None: counted from the store's listing (fakes; slow on Firestore).
+    counts: Any = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +142,10 @@ def submit_job(
     if idempotency_key is not None:
         _check_idempotency_key(idempotency_key)
     checked = check_request(body, deps.settings, deps.catalogue())
+    # Before pre-flight's verdict: the image's catalogue lacks an environment's node types.
+    check_job_environment(
+        deps.environments, deps.settings, checked.request.options.environment, caller
+    )
     if not workflow_can_run(checked.verdict):
         raise PreflightRejected(checked.verdict.body.get("error"), checked.verdict.node_errors)
     request = checked.request
@@ -164,6 +177,25 @@ def submit_job(
             "preflight_node_errors_omitted": errors_omitted,
         }
     )
+    # The deployer's limits, before anything is written: the class (403), then the queue (429).
+    limits = _limits_of(deps.settings).for_caller(caller)
+    assert job.gpu_class is not None
+    check_class(limits, job.gpu_class)
+    try:
+        with ADMISSION.queue_slot(caller, limits, lambda: _queued_of(deps, caller)):
+            return _store_and_place(deps, job, request, request_json, caller)
+    except QueueFull:
+        if scoped_key is None or deps.store.get_job(job_id) is None:
+            raise
+    # A retried submit whose job exists: answered as ever (its job, or 409), nothing new.
+    return _store_and_place(deps, job, request, request_json, caller)
+
+
+def _store_and_place(
+    deps: SubmitDeps, job: Job, request: JobRequest, request_json: bytes, caller: str | None
+) -> SubmitResult:
+    """Store the request, create the job with its lease in one commit, request the start."""
+    job_id, scoped_key = job.job_id, job.idempotency_key
     # The request goes to GCS while the VM and the documents are read; the job is first
     # written (with its lease, one commit) only once the request is stored, and the start is
     # requested after that commit. A retried submit finds its job in that read (JobExists).
@@ -197,6 +229,19 @@ def submit_job(
         },
     )
     return SubmitResult(stored, True)
+
+
+def _limits_of(settings: Any) -> CallerLimits:
+    return getattr(settings, "caller_limits", None) or CallerLimits()
+
+
+def _queued_of(deps: SubmitDeps, caller: str | None) -> int:
+    """The caller's queued jobs: one aggregation query (adapters/firestore_views.py); without
+    that adapter (fakes), from the store's listing."""
+    count = getattr(deps.counts, "count_jobs", None)
+    if count is not None:
+        return int(count(caller, [JobState.QUEUED]))
+    return sum(1 for j in deps.store.list_jobs([JobState.QUEUED], limit=None) if j.caller == caller)
 
 
 def jobs_prefix(job_id: str) -> str:

@@ -1,0 +1,90 @@
+"""Per-caller limits the deployer sets: most jobs queued, which GPU classes a caller may use.
+
+Set in `COMFYBURST_CALLER_LIMITS` (terraform: `caller_limits`) as one JSON object, a default
+and per-principal overrides (a principal as the API names callers: `key:NAME` or an ID
+token's email):
+
+    {"default": {"max_queued": 100, "gpu_classes": ["t4", "l4"]},
+     "callers": {"key:render-farm": {"max_queued": 2000, "gpu_classes": ["t4", "l4", "h100"]}}}
+
+A field an override gives replaces the default's; one it leaves out (or gives as null, which
+is how terraform passes an unset optional attribute) is the default's. A field null in the
+default is no limit (every class). To lift a caller above the default, give a larger number
+or more classes. Pure rules, no I/O: the submit use case counts the caller's queued jobs.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from comfyburst.errors import GpuClassForbidden, QueueFull
+
+# What a refused submit's Retry-After says: about one reaper period, in which queued jobs
+# usually start and leave the queue.
+QUEUE_FULL_RETRY_AFTER_S = 60
+
+
+class Limits(BaseModel):
+    """One caller's limits (or the default's); None: no limit (in an override: the default's)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_queued: int | None = Field(
+        default=None, ge=0, description="Most of the caller's jobs waiting in `queued` at once"
+    )
+    gpu_classes: list[str] | None = Field(
+        default=None, description="The GPU classes the caller may use; null: every class"
+    )
+
+
+class CallerLimits(BaseModel):
+    """The deployment's limits: a default, and overrides per principal."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default: Limits = Field(default_factory=Limits)
+    callers: dict[str, Limits] = Field(default_factory=dict)
+
+    def __str__(self) -> str:
+        """The JSON form, as the setting is written (`{}`: no limits)."""
+        return self.model_dump_json(exclude_defaults=True)
+
+    def for_caller(self, caller: str | None) -> Limits:
+        """The default with the caller's override laid over it (the fields it gives)."""
+        override = self.callers.get(caller) if caller is not None else None
+        if override is None:
+            return self.default
+        given = {k: v for k, v in override.model_dump().items() if v is not None}
+        return self.default.model_copy(update=given)
+
+    def class_names(self) -> set[str]:
+        """Every class any entry names (checked against the deployment's classes at load)."""
+        entries = [self.default, *self.callers.values()]
+        return {name for entry in entries for name in entry.gpu_classes or []}
+
+    def limits_queue(self, caller: str | None) -> bool:
+        """Whether a submit of this caller needs its queued jobs counted."""
+        return self.for_caller(caller).max_queued is not None
+
+
+def check_class(limits: Limits, gpu_class: str) -> None:
+    """403 `gpu_class_forbidden` when the caller may not use `gpu_class`."""
+    if limits.gpu_classes is not None and gpu_class not in limits.gpu_classes:
+        raise GpuClassForbidden(
+            f"this caller may not use GPU class {gpu_class!r}; allowed: "
+            f"{', '.join(limits.gpu_classes) or 'none'}",
+            gpu_class=gpu_class,
+            allowed=list(limits.gpu_classes),
+        )
+
+
+def check_queue(limits: Limits, queued: int) -> None:
+    """429 `queue_full` when `queued` of the caller's jobs wait already (`queued` counts this
+    process's submits of the caller that are being admitted too)."""
+    if limits.max_queued is not None and queued >= limits.max_queued:
+        raise QueueFull(
+            f"this caller has {queued} jobs queued, the most it may have is {limits.max_queued}; "
+            "retry once some have started",
+            max_queued=limits.max_queued,
+            retry_after_s=QUEUE_FULL_RETRY_AFTER_S,
+        )
