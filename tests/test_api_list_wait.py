@@ -123,6 +123,8 @@ def test_list_filters_by_state_and_creation_time(
         ("state=sleeping", "state"),
         ("page_size=0", "page_size"),
         ("page_size=101", "page_size"),
+        ("page_size=%C2%B2", "page_size"),  # "²": str.isdigit() says yes, int() says no
+        ("page_size=" + "0" * 5000, "page_size"),  # past int()'s digit limit
         ("created_after=yesterday", "created_after"),
         ("created_after=2026-01-01T00:00:00", "created_after"),  # no zone
         ("page_token=garbage", "page_token"),

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from comfyburst.domain.scheduling import (
     CREATED_LABEL,
     DELETE_LEASE_PREFIX,
@@ -15,6 +17,8 @@ from comfyburst.domain.scheduling import (
 )
 from comfyburst.ports import VmStatus
 from comfyburst.schema import Lease, VmRecord
+from comfyburst.services.prune import retire_vm
+from tests.fakes import FakeFleet, InMemoryJobStore
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 US_A, US_B, EAST = "us-central1-a", "us-central1-b", "us-east4-a"
@@ -146,3 +150,35 @@ def test_the_reaper_dispatches_a_job_to_replace_a_vm_pinned_by_a_stockout() -> N
     # A class at max_vms with its VM busy has no room.
     busy = [VmStatus(name="vm-0", zone=US_A, status="RUNNING", labels=dict([CREATED_LABEL]))]
     assert _planned(busy, [record("vm-0", lease="job-x")], classes=True) == []
+
+
+class _FlakyFleet(FakeFleet):
+    """A fleet whose status read or delete fails as Compute's may (a 5xx, a timeout)."""
+
+    def __init__(self, fail: str) -> None:
+        super().__init__([("vm-1", US_A)])
+        self.fail = fail
+        self.deleted: list[str] = []
+
+    def get(self, zone: str, name: str) -> VmStatus:
+        if self.fail == "get":
+            raise RuntimeError("503 from compute")
+        return super().get(zone, name)
+
+    def delete(self, zone: str, name: str, request_id: str) -> str:
+        if self.fail == "delete":
+            raise RuntimeError("503 from compute")
+        self.deleted.append(name)
+        return f"op-delete-{name}"
+
+
+@pytest.mark.parametrize("fail", ["get", "delete"])
+def test_a_failed_read_or_delete_gives_the_delete_lease_back(fail: str) -> None:
+    """The VM stays usable (no `delete:` lease held for its ten minutes) and nothing is
+    deleted; the next pass may try again."""
+    store, fleet = InMemoryJobStore(), _FlakyFleet(fail)
+    outcome = retire_vm(store, fleet, stopped("vm-1"), NOW, "test", check_stopped=True)
+    assert outcome == "failed: RuntimeError"
+    held, _ = store.get_vm("vm-1")
+    assert held is None or not held.is_leased(NOW)
+    assert fleet.deleted == []

@@ -17,9 +17,11 @@ from typing import Any
 
 import pytest
 
+from comfyburst.adapters.pinned_http import Resolver
 from comfyburst.adapters.webhook_http import HttpWebhookSender
 from comfyburst.domain import webhooks
-from comfyburst.errors import DeliveryFailed
+from comfyburst.domain.urls import UrlRefused
+from comfyburst.errors import DeliveryFailed, InvalidRequest
 from comfyburst.schema import ResultMessage
 from comfyburst.services.results import encode_result
 from comfyburst.states import JobState
@@ -101,6 +103,14 @@ def drip_headers(receiver: Receiver, conn: socket.socket) -> None:
     receiver.drip(conn, ANSWER)
 
 
+def status_then_drip_headers(receiver: Receiver, conn: socket.socket) -> None:
+    """The status line at once, then the headers a byte at a time: at the deadline the
+    shutdown ends the header block early, which must not read as the receiver's 200."""
+    status, rest = ANSWER.split(b"\r\n", 1)
+    receiver.send(conn, status + b"\r\n")
+    receiver.drip(conn, rest)
+
+
 def drip_body(receiver: Receiver, conn: socket.socket) -> None:
     head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(DRIP_BODY)
     receiver.send(conn, head)
@@ -141,7 +151,11 @@ def _post(url: str) -> tuple[int | DeliveryFailed, float]:
     return answer, time.monotonic() - began
 
 
-@pytest.mark.parametrize("behave", [drip_headers, silent], ids=["drip_headers", "silent"])
+@pytest.mark.parametrize(
+    "behave",
+    [drip_headers, status_then_drip_headers, silent],
+    ids=["drip_headers", "status_then_drip_headers", "silent"],
+)
 def test_an_answer_slower_than_the_timeout_ends_the_attempt_at_the_timeout(
     receivers: Any, behave: Callable[[Receiver, socket.socket], None]
 ) -> None:
@@ -151,6 +165,35 @@ def test_an_answer_slower_than_the_timeout_ends_the_attempt_at_the_timeout(
     assert "within 2.0 s" in answer.message
     assert TIMEOUT_S - 0.1 <= took_s <= TIMEOUT_S + SLACK_S, took_s
     assert len(receiver.requests) == 1
+
+
+def _unresolved(host: str, port: int) -> list[str]:
+    raise UrlRefused(f"{host} does not resolve: [Errno -3] Temporary failure in name resolution")
+
+
+def _slow_lookup(host: str, port: int) -> list[str]:
+    time.sleep(TIMEOUT_S * 3)  # a name server that holds its answer (in the lookup thread)
+    return ["93.184.216.34"]
+
+
+@pytest.mark.parametrize("resolver", [_unresolved, _slow_lookup], ids=["unresolved", "slow"])
+def test_a_lookup_that_fails_or_hangs_is_a_failed_attempt_within_the_timeout(
+    resolver: Resolver,
+) -> None:
+    """Redelivered (DeliveryFailed), not refused as a bad URL: a receiver's DNS comes back;
+    and the lookup counts against the attempt's one deadline."""
+    sender = HttpWebhookSender(resolver=resolver)
+    began = time.monotonic()
+    with pytest.raises(DeliveryFailed):
+        sender.post("https://hooks.example.com/in", b"{}", {}, TIMEOUT_S)
+    assert time.monotonic() - began <= TIMEOUT_S + SLACK_S
+
+
+def test_a_name_resolving_to_a_refused_address_is_still_a_refused_url() -> None:
+    sender = HttpWebhookSender(resolver=lambda host, port: ["10.0.0.7"])
+    with pytest.raises(InvalidRequest) as refused:
+        sender.post("https://hooks.example.com/in", b"{}", {}, TIMEOUT_S)
+    assert refused.value.field == "webhook_url"
 
 
 def test_a_tls_handshake_dripped_a_byte_at_a_time_ends_at_the_deadline() -> None:

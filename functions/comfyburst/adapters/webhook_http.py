@@ -11,11 +11,16 @@ answer a byte at a time resets every per-read timeout, never this one). Only the
 headers are read (http.client caps those at 100 lines of 64 KiB); the body is never read, the
 connection is closed, so a receiver can neither hold the function nor fill its memory.
 
+The name is looked up inside the same deadline (in a lookup thread the attempt stops waiting
+for), and a name that does not resolve now is a failed attempt, redelivered, not a refused URL:
+a receiver's DNS may be down for a while. Only addresses the rule refuses refuse the URL.
+
 No redirects are followed and nothing is retried here: Pub/Sub redelivers.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import http.client
 import socket
@@ -31,6 +36,9 @@ from comfyburst.domain.urls import UrlRefused, UrlRule, check_url
 from comfyburst.errors import DeliveryFailed, InvalidRequest
 
 USER_AGENT = "ComfyBurst-Webhooks/1"
+# Lookups the attempts stopped waiting for finish here, in the background, at the system
+# resolver's own pace; a few threads are enough, as each attempt waits for one lookup.
+_LOOKUPS = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="webhook-dns")
 
 
 class HttpWebhookSender:
@@ -47,8 +55,10 @@ class HttpWebhookSender:
             rule = UrlRule.of([target.host])
         else:  # a loopback receiver the webhook rule admitted
             rule = UrlRule.of([], test_hostports=[f"{target.host}:{target.port}"])
+        checked = check_url(url, rule)
+        addresses = self._lookup(checked.host, checked.port, deadline, timeout_s)
         try:
-            address = checked_address(check_url(url, rule), self._resolver)
+            address = checked_address(checked, lambda _host, _port: addresses)
         except UrlRefused as exc:
             raise InvalidRequest(f"webhook URL: {exc}", field="webhook_url") from None
         try:
@@ -57,6 +67,16 @@ class HttpWebhookSender:
             raise DeliveryFailed(f"webhook receiver did not answer within {timeout_s} s") from None
         except (OSError, http.client.HTTPException) as exc:  # ssl.SSLError is an OSError
             raise DeliveryFailed(f"webhook receiver did not answer: {exc!r}") from None
+
+    def _lookup(self, host: str, port: int, deadline: float, timeout_s: float) -> list[str]:
+        """The name's addresses, looked up by `deadline`; DeliveryFailed when there are none."""
+        lookup = _LOOKUPS.submit(self._resolver, host, port)
+        try:
+            return lookup.result(timeout=max(0.0, deadline - time.monotonic()))
+        except concurrent.futures.TimeoutError:
+            raise DeliveryFailed(f"{host} did not resolve within {timeout_s} s") from None
+        except UrlRefused as exc:  # the resolver's: no answer now, perhaps one later
+            raise DeliveryFailed(f"webhook URL: {exc}") from None
 
 
 class _TimedOut(Exception):
@@ -92,6 +112,8 @@ def _attempt(
             },
         )
         response = connection.getresponse()  # the status line and headers; never the body
+        if watchdog.fired:  # the shutdown ended the headers early: not an answer
+            raise _TimedOut
         return int(response.status)
     except (OSError, http.client.HTTPException):
         if watchdog.fired:

@@ -178,7 +178,8 @@ def _page_size(args: Mapping[str, Sequence[str]]) -> int:
     value = _single(args, "page_size")
     if value is None:
         return DEFAULT_PAGE_SIZE
-    if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE_SIZE:
+    # ASCII digits only, few of them: str.isdigit() admits "²", which int() refuses.
+    if not re.fullmatch(r"[0-9]{1,6}", value) or not 1 <= int(value) <= MAX_PAGE_SIZE:
         raise InvalidRequest(
             f"page_size must be a whole number from 1 to {MAX_PAGE_SIZE}", field="page_size"
         )

@@ -75,24 +75,40 @@ def retire_vm(
     except PreconditionFailed:
         return "skipped: leased meanwhile"
     if check_stopped:
-        current = fleet.get(status.zone, status.name)
+        try:
+            current = fleet.get(status.zone, status.name)
+        except NotFound:
+            current = None
+        except Exception as exc:  # unknown state: give the VM back rather than hold it
+            logger.warning("reading %s before its delete failed", status.name, exc_info=True)
+            _give_back(store, base, held, status.name)
+            return f"failed: {type(exc).__name__}"
+        if current is None:
+            _release_slot(store, status)
+            return "already gone"
         if current.status != "TERMINATED":
-            try:
-                store.put_vm(base, held)
-            except PreconditionFailed:  # changed again: the lease expires
-                logger.warning("giving back the delete lease of %s lost", status.name)
+            _give_back(store, base, held, status.name)
             return f"skipped: it is {current.status}"
     request_id = str(uuid.uuid5(_NAMESPACE, f"{status.zone}/{status.name}/delete"))
     try:
         outcome = f"{DELETED_PREFIX}{fleet.delete(status.zone, status.name, request_id)}"
     except NotFound:
         outcome = "already gone"
-    except Exception as exc:  # the next period tries again
+    except Exception as exc:  # the next period tries again; the VM is free meanwhile
         logger.warning("deleting %s failed", status.name, exc_info=True)
+        _give_back(store, base, held, status.name)
         return f"failed: {type(exc).__name__}"
     _release_slot(store, status)
     logger.info("pool VM deleted: %s", why, extra={"vm": status.name, "zone": status.zone})
     return outcome
+
+
+def _give_back(store: JobStore, base: VmRecord, held: Any, name: str) -> None:
+    """The VM's document as it was before the delete lease, if nobody changed it since."""
+    try:
+        store.put_vm(base, held)
+    except PreconditionFailed:  # changed again: the delete lease expires by itself
+        logger.warning("giving back the delete lease of %s lost", name)
 
 
 def _changed_since(records: dict[str, VmRecord]) -> Callable[[VmRecord | None], bool]:
