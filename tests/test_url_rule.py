@@ -105,6 +105,12 @@ def test_api_and_worker_share_the_rule() -> None:
         "::ffff:127.0.0.1",
         "::ffff:10.0.0.1",
         "::10.0.0.1",
+        "64:ff9b::a9fe:a9fe",  # NAT64 to the metadata server
+        "64:ff9b:1::a00:1",  # NAT64 local-use prefix to 10.0.0.1
+        "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+        "2002:a9fe:a9fe::1",  # 6to4 of the metadata server
+        "::ffff:0:7f00:1",  # SIIT's IPv4-translated 127.0.0.1
+        "2001:0:4136:e378:8000:63bf:f5ff:fffe",  # Teredo, client 10.0.0.1
     ],
 )
 def test_non_public_addresses_are_refused(address: str) -> None:
@@ -115,6 +121,7 @@ def test_non_public_addresses_are_refused(address: str) -> None:
 def test_public_addresses_pass_and_test_entries_must_be_loopback() -> None:
     check_address("8.8.8.8", PUBLIC)
     check_address("2606:4700::1111", PUBLIC)
+    check_address("64:ff9b::808:808", PUBLIC)  # NAT64 to a public address is judged as it
     test = Target("http", "models.test", 8080, test=True)
     check_address("127.0.0.1", test)
     with pytest.raises(UrlRefused, match="not a loopback"):

@@ -152,7 +152,7 @@ def check_address(address: str, target: Target) -> None:
     except ValueError:
         raise UrlRefused(f"{target.host} resolved to a non-address: {address!r}") from None
     if isinstance(ip, ipaddress.IPv6Address):
-        embedded = ip.ipv4_mapped or _ipv4_compatible(ip)
+        embedded = _embedded_ipv4(ip)
         if embedded is not None:
             ip = embedded
     if target.test:
@@ -165,8 +165,26 @@ def check_address(address: str, target: Target) -> None:
         raise UrlRefused(f"{target.host} resolves to a non-public address ({ip})")
 
 
-def _ipv4_compatible(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 inside ::a.b.c.d (deprecated, still routed by some stacks); None otherwise."""
-    if int(ip) >> 32 == 0 and int(ip) > 1:
+# IPv6 forms that carry an IPv4 address a translator or tunnel delivers to: NAT64's
+# well-known and local-use prefixes (RFC 6052, RFC 8215) and SIIT's IPv4-translated form.
+_IPV4_TRANSLATED = (
+    ipaddress.IPv6Network("64:ff9b::/96"),
+    ipaddress.IPv6Network("64:ff9b:1::/48"),
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),
+)
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address reaches through (mapped, compatible, 6to4, Teredo's
+    client, NAT64, SIIT), judged instead of the wrapper; None for a plain IPv6 address."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if int(ip) >> 32 == 0 and int(ip) > 1:  # ::a.b.c.d (deprecated, still routed by some)
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if any(ip in net for net in _IPV4_TRANSLATED):
         return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return None
