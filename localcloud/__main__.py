@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from localcloud import _procs
+from localcloud import _procs, real_comfyui
 from localcloud.cloud import EmulatorsMissing, LocalCloud
 from localcloud.config import REPO_ROOT, LocalCloudConfig
 
@@ -20,6 +20,16 @@ def _config(args: argparse.Namespace) -> LocalCloudConfig:
         overrides["pool_size"] = args.pool_size
     if getattr(args, "reaper_period_s", None) is not None:
         overrides["reaper_period_s"] = args.reaper_period_s
+    # COMFYUI_DIR / COMFYUI_URL: a real ComfyUI for the VMs (one, so one VM unless told); not
+    # for --ephemeral clouds (tests', which may run with COMFYUI_DIR set for the node tests).
+    comfyui = (
+        None
+        if getattr(args, "ephemeral", False)
+        else real_comfyui.from_env(config.state_dir / "comfyui")
+    )
+    if comfyui is not None:
+        overrides["comfyui"] = comfyui
+        overrides.setdefault("pool_size", 1)
     if overrides:
         from dataclasses import replace
 
@@ -38,6 +48,8 @@ def _up(args: argparse.Namespace) -> int:
         print(f"local cloud did not start: {exc}", file=sys.stderr)
         return 1
     print(cloud.env_text(), end="")
+    if cloud.comfyui_advice:
+        print(f"# {cloud.comfyui_advice}".replace("\n", "\n# "), file=sys.stderr)
     names = ", ".join(
         f"{s.name} {s.ready_s:.1f}s" if s.ready_s is not None else s.name for s in cloud.services
     )

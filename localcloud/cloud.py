@@ -15,7 +15,7 @@ from typing import Any
 import requests
 
 from comfyburst.domain.webhooks import new_secret_text
-from localcloud import _gpu_classes, _procs
+from localcloud import _gpu_classes, _procs, real_comfyui
 from localcloud._keys import write_signing_key
 from localcloud.config import (
     EVENTARC_SUBSCRIPTION,
@@ -104,6 +104,9 @@ class LocalCloud:
         self.env: dict[str, str] = {}
         self.services: list[_procs.Service] = []
         self.startup_s: float | None = None
+        # With a real ComfyUI: what the VMs' workers get, and what its user must still set.
+        self.comfyui_env: dict[str, str] = {}
+        self.comfyui_advice: str | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -205,6 +208,8 @@ class LocalCloud:
         self.env.setdefault("JAVA_OPTS", " ".join(_JVM_FAST_START))
         pubsub = self._spawn("pubsub", [str(pubsub_bin), "--host=127.0.0.1", f"--port={ps_port}"])
         del self.env["JAVA_OPTS"]
+        # Its slow start (torch, nodes) overlaps the emulators'; the VMs need its URL now.
+        comfyui = self._start_comfyui() if cfg.comfyui else None
         compute = self._start_compute() if cfg.start_compute else None
 
         _procs.wait_until(_procs.http_ok(f"http://127.0.0.1:{ps_port}/"), pubsub, timeout, "HTTP")
@@ -236,6 +241,18 @@ class LocalCloud:
             self.env["COMFYBURST_COMPUTE_ENDPOINT"] = url
         if cfg.start_functions:
             self._start_functions()
+        if cfg.comfyui is not None and comfyui is not None:
+            real_comfyui.wait_ready(cfg.comfyui, comfyui, self.comfyui_env["COMFYUI_URL"])
+        elif cfg.comfyui is not None:
+            self.comfyui_advice = real_comfyui.advice_for(cfg.comfyui)
+
+    def _start_comfyui(self) -> _procs.Service | None:
+        """The shared folders, and the checkout's ComfyUI started on them (real_comfyui.py)."""
+        assert self.config.comfyui is not None
+        service, self.comfyui_env = real_comfyui.prepare(self.config.comfyui, self.config.state_dir)
+        if service is not None:
+            self.services.append(service)
+        return service
 
     def _start_compute(self) -> _procs.Service:
         cfg = self.config
@@ -261,7 +278,8 @@ class LocalCloud:
         }
         if cfg.guest_argv:
             disks = {"LOCALCLOUD_VM_DISK_ROOT": str(cfg.state_dir / "disks")}
-            config["guest"] = {"argv": cfg.guest_argv, "env": {**disks, **cfg.guest_env}}
+            guest_env = {**disks, **cfg.guest_env, **self.comfyui_env}
+            config["guest"] = {"argv": cfg.guest_argv, "env": guest_env}
         path = cfg.state_dir / "compute" / "config.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(config, indent=2))
@@ -356,9 +374,9 @@ class LocalCloud:
             _procs.wait_until(lambda: find() is not None, timer, cfg.startup_timeout_s, "READY")
 
     def _create_webhooks_subscription(self, target_url: str) -> None:
-        """The push subscription feeding on_result; the emulator honours its retry and
-        dead-letter policies (measured: backoff between the bounds, then the dead-letter
-        topic after max attempts), so delivery retries are Pub/Sub's, as in the cloud."""
+        """The push subscription feeding on_result; the emulator redelivers what on_result
+        refuses and dead-letters it after max attempts, so delivery retries are Pub/Sub's, as
+        in the cloud (without the backoff by default: LocalCloudConfig says why)."""
         cfg = self.config
         project = f"projects/{cfg.project_id}"
         host = self.env["PUBSUB_EMULATOR_HOST"]
@@ -369,15 +387,16 @@ class LocalCloud:
             # acknowledges results of jobs without a webhook_url itself).
             "filter": 'attributes.webhook = "1"',
             "ackDeadlineSeconds": cfg.webhook_ack_deadline_s,
-            "retryPolicy": {
-                "minimumBackoff": f"{cfg.webhook_min_backoff_s}s",
-                "maximumBackoff": f"{cfg.webhook_max_backoff_s}s",
-            },
             "deadLetterPolicy": {
                 "deadLetterTopic": f"{project}/topics/{WEBHOOKS_DEAD_LETTER_TOPIC}",
                 "maxDeliveryAttempts": cfg.webhook_max_delivery_attempts,
             },
         }
+        if cfg.webhook_min_backoff_s is not None:  # see LocalCloudConfig: the emulator stalls
+            body["retryPolicy"] = {
+                "minimumBackoff": f"{cfg.webhook_min_backoff_s}s",
+                "maximumBackoff": f"{cfg.webhook_max_backoff_s}s",
+            }
         _put(f"http://{host}/v1/{project}/subscriptions/{WEBHOOKS_SUBSCRIPTION}", body)
         self.env["COMFYBURST_LOCAL_WEBHOOKS_DEAD_LETTER_SUBSCRIPTION"] = (
             WEBHOOKS_DEAD_LETTER_SUBSCRIPTION

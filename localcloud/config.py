@@ -63,6 +63,21 @@ class LocalGpuClass:
 
 
 @dataclass(frozen=True)
+class RealComfyUI:
+    """A real ComfyUI the VMs drive instead of the stand-in: a checkout the local cloud starts
+    (`directory`, as `COMFYUI_DIR`), or one the user runs (`url`, as `COMFYUI_URL`). Either way
+    its folders are under `root` (localcloud/real_comfyui.py lays them out)."""
+
+    root: Path
+    directory: Path | None = None
+    url: str | None = None
+    python: Path | None = None  # default: venv/ or .venv/ inside or beside the checkout
+    # --cpu where no GPU is (`COMFYUI_ARGS` replaces it, e.g. with nothing on a GPU machine).
+    extra_args: tuple[str, ...] = ("--cpu",)
+    startup_timeout_s: float = 300.0
+
+
+@dataclass(frozen=True)
 class LocalCloudConfig:
     """Everything `LocalCloud` starts; all servers bind 127.0.0.1."""
 
@@ -91,11 +106,18 @@ class LocalCloudConfig:
     # Extra COMFYBURST_* settings for the functions and the worker (e.g. shorter timeouts).
     settings_env: dict[str, str] = field(default_factory=dict)
     startup_timeout_s: float = 60.0
-    # The webhooks subscription's policies (the cloud's: 10 s to 600 s, 10 attempts).
-    webhook_min_backoff_s: int = 1
+    # The webhooks subscription's policies (the cloud's: 10 s to 600 s, 10 attempts). No retry
+    # policy by default: with one, the Pub/Sub emulator (0.8.20) stops pushing after 3-4
+    # attempts whenever two or more messages are being retried (measured with minimum/maximum
+    # 1/10, 1/1, 1/2, 2/2 s and 2-4 failing messages: no further push nor dead-lettering for
+    # 45-100 s; one message alone is retried with backoff and dead-lettered). Without one it
+    # redelivers every ~1 s and dead-letters after the attempts, however many are failing.
+    webhook_min_backoff_s: int | None = None
     webhook_max_backoff_s: int = 10
     webhook_max_delivery_attempts: int = 5
     webhook_ack_deadline_s: int = 30
+    # A real ComfyUI for every VM (one at a time: they share its folders), else the stand-in.
+    comfyui: RealComfyUI | None = None
 
     @classmethod
     def ephemeral(cls, state_dir: Path, **overrides: object) -> LocalCloudConfig:

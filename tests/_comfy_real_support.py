@@ -2,9 +2,13 @@
 `real_comfyui` node tests).
 
 Needs COMFYUI_DIR: a ComfyUI checkout whose `custom_nodes/` holds a link to this repo's
-`comfy_node/`, run by a Python that has ComfyUI's requirements and `pip install ./functions/core`
-(COMFYUI_PYTHON, default: a `venv` next to or inside COMFYUI_DIR). One local cloud (VMs run the
-ComfyUI stand-in) and one ComfyUI on a free port, with its own folders, serve the whole session.
+`comfy_node/` (its core copy made by `make node-core`), run by a Python that has ComfyUI's
+requirements and `pip install -r comfy_node/requirements.txt` (COMFYUI_PYTHON, default: a
+`venv` next to or inside COMFYUI_DIR). One local cloud (VMs run the ComfyUI stand-in) and one
+ComfyUI on a free port, with its own folders, serve the whole session.
+COMFYUI_FRONTEND_ROOT (optional): another frontend's `static` folder (e.g. a newer
+`comfyui-frontend-package` installed with `pip install --target DIR`); the browser tests then
+also run on a second ComfyUI started with `--front-end-root` on it, beside the same local cloud.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ import random
 import socket
 import subprocess
 import time
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,6 +30,7 @@ import requests
 from tests._e2e_support import REPO_ROOT
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR", "")
+COMFYUI_FRONTEND_ROOT = os.environ.get("COMFYUI_FRONTEND_ROOT", "")
 PACKAGE_DIR = REPO_ROOT / "comfy_node"
 START_TIMEOUT_S = 180.0
 # ImageBlur runs for seconds on the stand-in, with progress: a remote job to watch or interrupt.
@@ -109,28 +113,12 @@ def local_pack_line(commit: str) -> str:
     return f"{LOCAL_PACK_TYPE}: from {LOCAL_PACK} ({LOCAL_PACK_REMOTE} @ {commit[:12]})"
 
 
-def _stale_core_modules(python: Path) -> list[str]:
-    """Core modules whose copy in ComfyUI's Python differs from this checkout's (a `pip
-    install ./functions/core` made before they changed); empty when they match."""
-    core = tomllib.loads((REPO_ROOT / "functions" / "core" / "pyproject.toml").read_text())
-    modules = core["tool"]["setuptools"]["py-modules"]
-    found = subprocess.run(
-        [str(python), "-c", "import comfyburst, os; print(os.path.dirname(comfyburst.__file__))"],
-        capture_output=True, text=True, timeout=120, cwd="/",
-    )  # fmt: skip
-    if found.returncode != 0:
-        return modules
-    installed = Path(found.stdout.strip())
-    stale = []
-    for module in modules:
-        relative = Path(*module.split(".")).with_suffix(".py")
-        copy = installed.parent / relative
-        if (
-            not copy.exists()
-            or copy.read_bytes() != (REPO_ROOT / "functions" / relative).read_bytes()
-        ):
-            stale.append(module)
-    return stale
+def _stale_vendored_core() -> list[str]:
+    """How the node's generated core copy (comfy_node/_vendor/, `make node-core`) differs from
+    functions/comfyburst/: the node imports that copy, not an installed package."""
+    from tools.vendor_core import DEFAULT_DEST, differences
+
+    return differences(DEFAULT_DEST)
 
 
 def _free_port() -> int:
@@ -186,19 +174,36 @@ class ComfyStack:
 
 
 _stack: ComfyStack | None = None
+_stacks_by_frontend: dict[str, ComfyStack] = {}
 
 
-def comfy_stack(request: pytest.FixtureRequest) -> ComfyStack:
-    """Start the local cloud and the ComfyUI once per session (stopped when it ends)."""
+def frontend_root_reason() -> str | None:
+    """Why no second frontend can be tried (None when COMFYUI_FRONTEND_ROOT is usable)."""
+    if not COMFYUI_FRONTEND_ROOT:
+        return "COMFYUI_FRONTEND_ROOT is not set (another frontend's static folder)"
+    if not (Path(COMFYUI_FRONTEND_ROOT) / "index.html").is_file():
+        return f"COMFYUI_FRONTEND_ROOT={COMFYUI_FRONTEND_ROOT} has no index.html"
+    return None
+
+
+def comfy_stack(request: pytest.FixtureRequest, front_end_root: str = "") -> ComfyStack:
+    """Start the local cloud and the ComfyUI once per session (stopped when it ends); with
+    `front_end_root`, another ComfyUI serving that frontend, sending jobs to the same cloud."""
     global _stack
-    if _stack is not None:
+    if _stack is None:
+        reason = skip_reason()
+        if reason:
+            pytest.skip(reason)
+        root = request.config._tmp_path_factory.mktemp("comfy-real")  # type: ignore[attr-defined]
+        _stack = start_stack(root, request.config.add_cleanup)
+    if not front_end_root:
         return _stack
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
-    root = request.config._tmp_path_factory.mktemp("comfy-real")  # type: ignore[attr-defined]
-    _stack = start_stack(root, request.config.add_cleanup)
-    return _stack
+    if front_end_root not in _stacks_by_frontend:
+        root = request.config._tmp_path_factory.mktemp("comfy-real-frontend")  # type: ignore[attr-defined]
+        _stacks_by_frontend[front_end_root] = _start_comfyui(
+            request.config.add_cleanup, root, _stack.cloud_env, front_end_root
+        )
+    return _stacks_by_frontend[front_end_root]
 
 
 def start_stack(root: Path, add_cleanup: Callable[[Callable[[], None]], None]) -> ComfyStack:
@@ -223,16 +228,16 @@ def start_stack(root: Path, add_cleanup: Callable[[Callable[[], None]], None]) -
 
 
 def _start_comfyui(
-    add_cleanup: Callable[[Callable[[], None]], None], root: Path, cloud_env: dict
+    add_cleanup: Callable[[Callable[[], None]], None],
+    root: Path,
+    cloud_env: dict,
+    front_end_root: str = "",
 ) -> ComfyStack:
     comfy_dir = Path(COMFYUI_DIR)
     python = _python(comfy_dir)
     assert python is not None
-    stale = _stale_core_modules(python)
-    assert not stale, (
-        f"ComfyUI's Python ({python}) has other copies of {', '.join(stale)} than this checkout:"
-        f" {python} -m pip install --no-deps --force-reinstall {REPO_ROOT / 'functions' / 'core'}"
-    )
+    stale = _stale_vendored_core()
+    assert not stale, f"the node's core copy is stale ({', '.join(stale)}): make node-core"
     dirs = {name: root / "comfyui" / name for name in ("input", "output", "temp", "user")}
     for path in dirs.values():
         path.mkdir(parents=True, exist_ok=True)
@@ -256,6 +261,7 @@ def _start_comfyui(
         *("--temp-directory", str(dirs["temp"]), "--user-directory", str(dirs["user"])),
         *("--database-url", f"sqlite:///{root / 'comfyui' / 'comfyui.db'}"),
         *("--extra-model-paths-config", str(extra_paths)),
+        *(("--front-end-root", front_end_root) if front_end_root else ()),
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMFYBURST_")}
     env.update(COMFYBURST_API_URL=cloud_env["COMFYBURST_API_URL"], COMFYBURST_AUTH="none")

@@ -1,9 +1,11 @@
-"""The "Queue on GPU" button in headless Chromium (over CDP), on two frontends: the stand-in
+"""The "Queue on GPU" button in headless Chromium (over CDP), on three frontends: the stand-in
 page (tests/_node_page.py: our real extension and route, stand-ins of the two frontend
-modules it imports; runs in `make test`) and the real ComfyUI frontend (COMFYUI_DIR set,
-`real_comfyui`). A graph queued with the button is sent to run remotely (on the real ComfyUI
-it runs on the local cloud and its images are saved); a graph that fails pre-flight is shown
-on its node and not queued; node types the GPU image lacks are named with their local pack."""
+modules it imports; runs in `make test`), the real ComfyUI's pinned frontend (COMFYUI_DIR set,
+`real_comfyui`) and another frontend served by the same ComfyUI (COMFYUI_FRONTEND_ROOT, e.g.
+today's: action-bar button, issues panel and toasts instead of the dialog). A graph queued
+with the button is sent to run remotely (on the real ComfyUI it runs on the local cloud and
+its images are saved); a graph that fails pre-flight is shown on its node and not queued;
+node types the GPU image lacks are named with their local pack."""
 
 from __future__ import annotations
 
@@ -20,10 +22,12 @@ from PIL import Image
 from tests._cdp import Browser, chromium_path
 from tests._comfy_real_support import (
     BAD_UPSCALE_JS,
+    COMFYUI_FRONTEND_ROOT,
     LOCAL_PACK_TYPE,
     ComfyStack,
     close,
     comfy_stack,
+    frontend_root_reason,
     inverted,
     local_pack_line,
     make_local_pack,
@@ -34,14 +38,23 @@ from tests._comfy_real_support import (
 )
 
 pytestmark = [
+    pytest.mark.browser,
     pytest.mark.timeout(600),
     pytest.mark.skipif(
         chromium_path() is None, reason="no Chromium (`make browser-tools` installs it)"
     ),
 ]
 
-BUTTON = "#comfyburst-queue-on-gpu"
+# Our button wherever the frontend draws it: its action bar (>= 1.32.4), the legacy top-menu
+# group (older ones) or, with neither, a fixed button (the stand-in page).
+BUTTON = ".comfyburst-queue-on-gpu"
 APP = "window.comfyAPI.app.app"
+# What tells the user of a refusal: a dialog (frontends before their issues panel, the stand-in
+# page) or a toast of the frontend's toast service (PrimeVue's in older releases, Reka's in 1.58).
+NOTICE_KINDS = ("[role=dialog]", ".p-toast-message", "[data-testid=toast]")
+NOTICES = ", ".join(f"{kind}:not([data-comfyburst-seen])" for kind in NOTICE_KINDS)
+# Masks and toasts outlive their close while they fade out: nothing to click through.
+LEAVING = ".p-dialog-mask, .p-overlay-mask, .p-toast-message, [data-testid=toast]"
 
 
 @dataclass
@@ -78,16 +91,26 @@ def _real_queued(stack: ComfyStack) -> dict[str, dict[str, Any]]:
 
 @pytest.fixture(
     scope="module",
-    params=["stand-in", pytest.param("comfyui", marks=pytest.mark.real_comfyui)],
+    params=[
+        "stand-in",
+        pytest.param("comfyui", marks=pytest.mark.real_comfyui),
+        # The same ComfyUI serving another frontend (COMFYUI_FRONTEND_ROOT, e.g. today's).
+        pytest.param("comfyui-frontend-root", marks=pytest.mark.real_comfyui),
+    ],
 )
 def frontend(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Frontend]:
     profile = tmp_path_factory.mktemp("chromium-profile")
-    if request.param == "comfyui":
+    if request.param.startswith("comfyui"):
         if skip_reason() is not None:
             pytest.skip(f"real ComfyUI frontend: {skip_reason()}")
-        stack = comfy_stack(request)
+        front_end_root = ""
+        if request.param == "comfyui-frontend-root":
+            if frontend_root_reason() is not None:
+                pytest.skip(f"another ComfyUI frontend: {frontend_root_reason()}")
+            front_end_root = COMFYUI_FRONTEND_ROOT
+        stack = comfy_stack(request, front_end_root)
         browser = _open_page(stack.url, profile)
         try:
             yield Frontend(browser, lambda: _real_queued(stack), stack.local_pack_commit, stack)
@@ -125,25 +148,31 @@ def _click_button(browser: Browser) -> None:
         f"(() => {{ const r = document.querySelector('{BUTTON}').getBoundingClientRect();"
         " return {x: r.x + r.width / 2, y: r.y + r.height / 2}; })()"
     )
-    on_top = browser.evaluate(f"document.elementFromPoint({box['x']}, {box['y']})?.id")
-    assert on_top == BUTTON[1:], f"the button is covered by {on_top!r}"
+    on_top = browser.evaluate(
+        f"(() => {{ const e = document.elementFromPoint({box['x']}, {box['y']});"
+        f" return e?.closest('{BUTTON}') ? 'button' : e && (e.tagName + '.' + e.className); }})()"
+    )
+    assert on_top == "button", f"the button is covered by {on_top!r}"
     browser.click(box["x"], box["y"])
 
 
 def _close_dialogs(browser: Browser) -> None:
-    """Dismiss what an earlier test left open (the real frontend's dialogs close on Escape)."""
+    """Dismiss what an earlier test left open (the real frontend's dialogs close on Escape,
+    its toasts through its toast service) and wait until their masks have faded out: a click
+    during the fade lands on the mask (#23)."""
     for kind in ("keyDown", "keyUp"):
         browser.send("Input.dispatchKeyEvent", type=kind, key="Escape", code="Escape")
+    browser.evaluate(f"{APP}.extensionManager?.toast?.removeAll?.()")
+    browser.wait_for(f"!document.querySelector('{LEAVING}')", 30)
     browser.evaluate(
-        "document.querySelectorAll('[role=dialog]').forEach(d => d.dataset.comfyburstSeen = 1)"
+        f"document.querySelectorAll('{NOTICES}').forEach(d => d.dataset.comfyburstSeen = 1)"
     )
 
 
-def _new_dialog_text(browser: Browser) -> str:
+def _new_notice_text(browser: Browser) -> str:
     return str(
         browser.wait_for(
-            "[...document.querySelectorAll('[role=dialog]:not([data-comfyburst-seen])')]"
-            ".map(d => d.innerText).join('\\n')",
+            f"[...document.querySelectorAll('{NOTICES}')].map(d => d.innerText).join('\\n')",
             30,
         )
     )
@@ -195,12 +224,9 @@ def test_queue_on_gpu_queues_the_graph_to_run_on_the_gpu(
             assert image.size == (48, 48)
             assert close(image.convert("RGB").getpixel((5, 5)), inverted(rgb))
             assert "workflow" in image.info, "the editor's graph is embedded in the saved PNG"
-    assert (
-        browser.evaluate(
-            "[...document.querySelectorAll('[role=dialog]:not([data-comfyburst-seen])')].length"
-        )
-        == 0
-    ), "a dialog opened after a successful queue"
+    assert browser.evaluate(f"document.querySelectorAll('{NOTICES}').length") == 0, (
+        "a dialog or toast opened after a successful queue"
+    )
 
 
 def test_queue_on_gpu_shows_preflight_errors_on_the_node(frontend: Frontend) -> None:
@@ -215,7 +241,7 @@ def test_queue_on_gpu_shows_preflight_errors_on_the_node(frontend: Frontend) -> 
     errors = _node_errors_for(browser, "ImageScale")
     assert [node["class_type"] for node in errors.values()] == ["ImageScale"], errors
     assert "no-such-method" in json.dumps(errors)
-    assert "ImageScale" in _new_dialog_text(browser)
+    assert "ImageScale" in _new_notice_text(browser)
     assert set(frontend.queued()) == before, "a rejected graph was queued"
 
 
@@ -236,8 +262,27 @@ def test_queue_on_gpu_names_node_types_the_gpu_lacks_and_their_pack(
     assert [node["class_type"] for node in errors.values()] == [LOCAL_PACK_TYPE], errors
     (node_error,) = errors["5"]["errors"]
     assert local_pack_line(frontend.pack_commit).endswith(node_error["details"]), node_error
-    dialog = _new_dialog_text(browser)
+    dialog = _new_notice_text(browser)
     assert "lacks node types" in dialog, dialog
     assert local_pack_line(frontend.pack_commit) in dialog, dialog
     print(f"screenshot: {browser.screenshot(tmp_path / 'missing-node-types.png')}")
     assert set(frontend.queued()) == before, "a rejected graph was queued"
+
+
+def test_queue_on_gpu_is_the_frontends_own_command_and_button(frontend: Frontend) -> None:
+    """On a real frontend: a command (menu, palette, keybindings) and a button the frontend
+    lays out itself, in its action bar or, before that existed, its top-menu button group."""
+    if frontend.stack is None:
+        pytest.skip("the stand-in page has no command registry nor menus")
+    browser = frontend.browser
+    commands = browser.evaluate(
+        f"{APP}.extensionManager.command.commands.map(c => c.id)"
+        ".filter(id => id.startsWith('ComfyBurst'))"
+    )
+    assert commands == ["ComfyBurst.QueueOnGpu"]
+    container = browser.evaluate(
+        f"document.querySelector('{BUTTON}').closest("
+        "'[data-testid=action-bar-buttons], .comfyui-button-group')?.className ?? null"
+    )
+    assert container is not None, "the button is not in the frontend's own bar"
+    assert browser.evaluate(f"document.querySelectorAll('{BUTTON}').length") == 1

@@ -18,6 +18,8 @@ HTTP_LAYER_CASES = {"malformed_json_body"}
 WORKFLOW_CASES = sorted(set(CASES) - HTTP_LAYER_CASES)
 # The capture's input folder did not hold the file LoadImage asked for.
 CAPTURE_INPUT_FILES: list[str] = []
+# The capture's models folder held one checkpoint; the shipped catalogue (the image's) holds none.
+CAPTURE_MODELS = {"checkpoints": ["tiny_sd15_random.safetensors"]}
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,9 @@ def catalogue() -> Catalogue:
 
 def _verdict(case: dict[str, Any], catalogue: Catalogue) -> PromptVerdict:
     body = case["request"]["json"]
-    return validate_prompt(body.get("prompt"), catalogue, input_files=CAPTURE_INPUT_FILES)
+    return validate_prompt(
+        body.get("prompt"), catalogue, input_files=CAPTURE_INPUT_FILES, extra_models=CAPTURE_MODELS
+    )
 
 
 def _summary(node_errors: dict[str, Any]) -> dict[str, Any]:
@@ -137,16 +141,11 @@ def test_job_models_are_listed_in_the_not_in_list_error(catalogue: Catalogue) ->
     prompt = CASES["missing_checkpoint_file"]["request"]["json"]["prompt"]
     verdict = validate_prompt(prompt, catalogue, extra_models={"checkpoints": ["mine.ckpt"]})
     (error,) = verdict.node_errors["1"]["errors"]
-    assert error["details"] == (
-        "ckpt_name: 'does_not_exist.safetensors' not in "
-        "['tiny_sd15_random.safetensors', 'mine.ckpt']"
-    )
-    assert error["extra_info"]["input_config"][0] == ["tiny_sd15_random.safetensors", "mine.ckpt"]
-    # The catalogue's own config is untouched by the job's files.
+    assert error["details"] == "ckpt_name: 'does_not_exist.safetensors' not in ['mine.ckpt']"
+    assert error["extra_info"]["input_config"][0] == ["mine.ckpt"]
+    # The catalogue's own config (the image bakes no checkpoint) is untouched by the job's files.
     again = validate_prompt(prompt, catalogue)
-    assert again.node_errors["1"]["errors"][0]["extra_info"]["input_config"][0] == [
-        "tiny_sd15_random.safetensors"
-    ]
+    assert again.node_errors["1"]["errors"][0]["extra_info"]["input_config"][0] == []
 
 
 # --- Cases ComfyUI was not captured on: our documented decisions ---------------------------

@@ -37,7 +37,7 @@ from tests._comfy_real_support import (
 )
 
 APP = "window.comfyAPI.app.app"
-BUTTON = "#comfyburst-queue-on-gpu"
+BUTTON = ".comfyburst-queue-on-gpu"  # wherever the frontend draws it
 MAX_BYTES = 200_000
 # Where the remote graph's colour comes from: a mid blue, so the inverted image is orange.
 COLOUR = 0x3366CC

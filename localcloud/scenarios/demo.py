@@ -3,7 +3,9 @@
 Brings up the local cloud, submits a sample workflow through the API client, shows the VM
 booting, the worker's progress and the result (timings, signed URLs, output files saved under
 ./demo-output/, the Pub/Sub result message), then tears everything down, also on Ctrl-C.
-With COMFYUI_URL set, the VMs drive that real ComfyUI instead of the ComfyUI stand-in.
+With COMFYUI_DIR set (a ComfyUI checkout with its venv), the local cloud starts that real
+ComfyUI on the folders the VMs' workers use and the VMs drive it instead of the stand-in; with
+COMFYUI_URL, a ComfyUI you run, which must use those folders (the demo says how, if not).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,23 +26,43 @@ from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from localcloud.config import REPO_ROOT
+from localcloud import real_comfyui
+from localcloud.config import REPO_ROOT, RealComfyUI
 from localcloud.scenarios.harness import Observer, cloud_config, running_cloud
 
 DEFAULT_WORKFLOW = REPO_ROOT / "examples" / "workflows" / "invert.json"
 console = Console()
 
 
-def _banner() -> None:
-    real = os.environ.get("COMFYUI_URL")
-    if real:
-        console.print(Panel(f"VMs drive the real ComfyUI at [bold]{real}[/bold]", style="green"))
+# The folders a ComfyUI the user runs (COMFYUI_URL) shares with the VMs: the same every run.
+USER_COMFYUI_ROOT = REPO_ROOT / ".localcloud" / "comfyui"
+
+
+def _real_comfyui(state_dir: Path) -> RealComfyUI | None:
+    root = state_dir / "comfyui" if os.environ.get("COMFYUI_DIR") else USER_COMFYUI_ROOT
+    return real_comfyui.from_env(root)
+
+
+def _banner(comfyui: RealComfyUI | None) -> None:
+    if comfyui is not None and comfyui.directory is not None:
+        console.print(
+            Panel(
+                f"The local cloud starts the real ComfyUI in [bold]{comfyui.directory}[/bold] "
+                f"(folders under {comfyui.root}); the VMs drive it.",
+                style="green",
+            )
+        )
+    elif comfyui is not None:
+        console.print(
+            Panel(f"VMs drive the real ComfyUI at [bold]{comfyui.url}[/bold]", style="green")
+        )
     else:
         console.print(
             Panel(
-                "COMFYUI_URL is not set: every VM runs the [bold]ComfyUI STAND-IN[/bold] "
-                "(not ComfyUI; image-only core nodes, same HTTP/websocket protocol).\n"
-                "Set COMFYUI_URL=http://host:port to drive a real ComfyUI.",
+                "Neither COMFYUI_DIR nor COMFYUI_URL is set: every VM runs the "
+                "[bold]ComfyUI STAND-IN[/bold] (not ComfyUI; image-only core nodes, same "
+                "HTTP/websocket protocol).\nSet COMFYUI_DIR=/path/to/ComfyUI (a checkout with "
+                "its venv) and the local cloud starts that real ComfyUI for the VMs.",
                 title="ComfyUI stand-in in use",
                 style="yellow",
             )
@@ -139,16 +162,22 @@ def run(workflow: Path, out_dir: Path, timeout_s: float, inputs: list[Path] | No
     """The whole demo; returns the exit code."""
     from comfyburst.client import ApiClient, ClientSettings
 
-    _banner()
     request = load_request(workflow, inputs)
     state_dir = Path(tempfile.mkdtemp(prefix="comfyburst-demo-"))
+    comfyui = _real_comfyui(state_dir)
+    _banner(comfyui)
     console.print(f"starting the local cloud (state and logs in {state_dir}) …")
     config = cloud_config(state_dir, pool_size=2)
+    if comfyui is not None:  # one ComfyUI, one set of folders: one VM at a time
+        config = replace(config, comfyui=comfyui, pool_size=1)
     with running_cloud(config) as cloud:
         console.print(
             f"[green]local cloud up[/green] in {cloud.startup_s:.1f} s: "
             + ", ".join(s.name for s in cloud.services)
         )
+        if cloud.comfyui_advice:
+            console.print(Panel(cloud.comfyui_advice, title="ComfyUI folders", style="red"))
+            return 2
         client = ApiClient(ClientSettings(api_url=cloud.env["COMFYBURST_API_URL"], auth="none"))
         observer = Observer(cloud.env)
         try:

@@ -1,10 +1,66 @@
 // "Queue on GPU": queues the current graph as ComfyUI's own Queue button does, but through this
 // package's server route, which checks it with the ComfyBurst API (pre-flight) and queues a local
 // prompt that runs it on a ComfyBurst GPU and saves the images that come back.
+//
+// Where the frontend has them, its own extension surfaces: a command (menu entry, keybinding,
+// command palette), an action-bar button (frontend >= 1.32.4) and its toast service for what
+// its own error display leaves out. Older frontends get the button in the legacy top-menu
+// group, and a page without either (no top menu) a fixed button.
 import { app } from "../../scripts/app.js";
 import * as comfyApi from "../../scripts/api.js";
 
 const { api } = comfyApi;
+
+const COMMAND_ID = "ComfyBurst.QueueOnGpu";
+const LABEL = "Queue on GPU";
+const TOOLTIP = "Run this workflow on a ComfyBurst GPU";
+const BUTTON_CLASS = "comfyburst-queue-on-gpu";
+// The first frontend release that draws the buttons of an extension's `actionBarButtons`.
+const ACTION_BAR_SINCE = [1, 32, 4];
+const NOTICE_LIFE_MS = 15000;
+
+function drawsActionBarButtons() {
+  const version = window.__COMFYUI_FRONTEND_VERSION__;
+  if (typeof version !== "string") return false;
+  const parts = version.split(".").map((part) => Number.parseInt(part, 10) || 0);
+  for (let i = 0; i < ACTION_BAR_SINCE.length; i++) {
+    const part = parts[i] ?? 0;
+    if (part !== ACTION_BAR_SINCE[i]) return part > ACTION_BAR_SINCE[i];
+  }
+  return true;
+}
+
+// The refusal in words: the reason, then each refused node's type and what is wrong with it.
+function describeRefusal(body) {
+  const lines = [];
+  const error = body.error;
+  const headline = typeof error === "string" ? error : String(error?.details ?? "");
+  if (headline) lines.push(headline);
+  for (const [nodeId, nodeError] of Object.entries(body.node_errors ?? {})) {
+    for (const reason of nodeError.errors ?? []) {
+      if (reason.details && headline.includes(reason.details)) continue; // said above
+      const why = [reason.message, reason.details].filter(Boolean).join(": ");
+      lines.push(`${nodeError.class_type ?? "node"} #${nodeId}: ${why}`);
+    }
+  }
+  return lines.join("\n");
+}
+
+// Frontends with an issues panel (this setting, on by default since 1.40) show a refused
+// prompt's node errors there and open no dialog: the reason goes into a toast. Older ones show
+// the refusal in their own dialog.
+function appOpensNoDialog() {
+  const setting = app.extensionManager?.setting;
+  return Boolean(setting?.get?.("Comfy.RightSidePanel.ShowErrorsTab"));
+}
+
+// A toast through the frontend's toast service; false where the frontend has none.
+function toast(summary, detail) {
+  const service = app.extensionManager?.toast;
+  if (typeof service?.add !== "function") return false;
+  service.add({ severity: "error", summary, detail, life: NOTICE_LIFE_MS });
+  return true;
+}
 
 async function postToGpu(_number, { output, workflow }) {
   const response = await api.fetchApi("/comfyburst/queue", {
@@ -15,11 +71,11 @@ async function postToGpu(_number, { output, workflow }) {
   const body = await response.json();
   if (response.status !== 200) {
     // The route answers in the shape of ComfyUI's /prompt rejection: thrown as ComfyUI's own
-    // error, the app shows it and marks the failing nodes.
+    // error, the app marks the failing nodes (and, before its errors panel, shows a dialog).
+    const summary = body.error?.message || "ComfyBurst refused the workflow";
+    if (appOpensNoDialog()) toast(`ComfyBurst: ${summary}`, describeRefusal(body));
     const PromptError = comfyApi.PromptExecutionError;
-    const reason = [body.error?.message, body.error?.details].filter(Boolean).join(": ");
-    const message = reason || "ComfyBurst rejected the workflow";
-    throw PromptError ? new PromptError(body) : new Error(message);
+    throw PromptError ? new PromptError(body) : new Error(`${summary}\n${describeRefusal(body)}`);
   }
   return body;
 }
@@ -42,27 +98,63 @@ async function queueOnGpu() {
   }
 }
 
+let inFlight = false;
+
+// One click at a time; what fails outside a refusal (network, server) is told to the user.
+async function onClick() {
+  if (inFlight) return;
+  inFlight = true;
+  try {
+    await queueOnGpu();
+  } catch (error) {
+    console.error(error);
+    if (!toast("ComfyBurst", String(error))) app.ui?.dialog?.show(`ComfyBurst: ${error}`);
+  } finally {
+    inFlight = false;
+  }
+}
+
+// Frontends before action-bar buttons: the legacy top-menu group, else a fixed button.
+async function addFallbackButton() {
+  const group = app.menu?.settingsGroup;
+  if (group && typeof group.append === "function") {
+    try {
+      const { ComfyButton } = await import("../../scripts/ui/components/button.js");
+      const button = new ComfyButton({
+        icon: "cloud-upload",
+        content: LABEL,
+        tooltip: TOOLTIP,
+        classList: `comfyui-button ${BUTTON_CLASS}`,
+        action: onClick,
+      });
+      group.append(button);
+      return;
+    } catch (error) {
+      console.warn("ComfyBurst: no legacy menu button, using a fixed one", error);
+    }
+  }
+  const button = document.createElement("button");
+  button.id = BUTTON_CLASS;
+  button.className = BUTTON_CLASS;
+  button.textContent = LABEL;
+  button.title = TOOLTIP;
+  button.style.cssText =
+    "position:fixed;right:12px;top:46px;z-index:1000;padding:6px 12px;border-radius:6px;" +
+    "background:#2b6cb0;color:#fff;border:none;cursor:pointer;font:13px sans-serif";
+  button.addEventListener("click", onClick);
+  document.body.appendChild(button);
+}
+
 app.registerExtension({
-  name: "ComfyBurst.QueueOnGpu",
+  name: COMMAND_ID,
+  commands: [
+    { id: COMMAND_ID, label: LABEL, icon: "pi pi-cloud-upload", tooltip: TOOLTIP, function: onClick },
+  ],
+  menuCommands: [{ path: ["ComfyBurst"], commands: [COMMAND_ID] }],
+  actionBarButtons: [
+    { icon: "pi pi-cloud-upload", label: LABEL, tooltip: TOOLTIP, class: BUTTON_CLASS, onClick },
+  ],
   async setup() {
-    const button = document.createElement("button");
-    button.id = "comfyburst-queue-on-gpu";
-    button.textContent = "Queue on GPU";
-    button.title = "Run this workflow on a ComfyBurst GPU";
-    button.style.cssText =
-      "position:fixed;right:12px;top:46px;z-index:1000;padding:6px 12px;border-radius:6px;" +
-      "background:#2b6cb0;color:#fff;border:none;cursor:pointer;font:13px sans-serif";
-    button.addEventListener("click", async () => {
-      button.disabled = true;
-      try {
-        await queueOnGpu();
-      } catch (error) {
-        console.error(error);
-        app.ui?.dialog?.show(`ComfyBurst: ${error}`);
-      } finally {
-        button.disabled = false;
-      }
-    });
-    document.body.appendChild(button);
+    if (!drawsActionBarButtons()) await addFallbackButton();
   },
 });
