@@ -30,6 +30,9 @@ def e2e_env(request: pytest.FixtureRequest) -> dict[str, str]:
     """Start the shared e2e cloud once per session (stopped when the session ends)."""
     global _cloud
     if _cloud is None:
+        from tests.conftest import refuse_localcloud
+
+        refuse_localcloud()
         from localcloud.scenarios.harness import arm_standin_faults, cloud_config, vm_names, warm_up
 
         state_dir = request.config._tmp_path_factory.mktemp("e2e-cloud")  # type: ignore[attr-defined]

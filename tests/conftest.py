@@ -13,6 +13,21 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest-xdist's workers start with COLUMNS=80 and LINES=24, which a rich Console made at
+    # import (the CLI's) keeps as its width: the CLI tests' own COLUMNS would be ignored.
+    for _name in ("COLUMNS", "LINES"):
+        os.environ.pop(_name, None)
+
+
+def refuse_localcloud() -> None:
+    """`make check` runs only tests that need no local cloud: one that starts it is mis-marked."""
+    if os.environ.get("COMFYBURST_TESTS_NO_LOCALCLOUD") == "1":
+        pytest.fail(
+            "this test starts the local cloud but is not marked emulator/e2e/slow/real_comfyui "
+            "(COMFYBURST_TESTS_NO_LOCALCLOUD=1, as in `make check`)"
+        )
+
 
 @pytest.fixture(scope="session")
 def localcloud_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
@@ -20,9 +35,12 @@ def localcloud_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
     from localcloud.cloud import EmulatorsMissing, LocalCloud, read_env_file
     from localcloud.config import LocalCloudConfig
 
+    refuse_localcloud()
     cloud: LocalCloud | None = None
     reuse = os.environ.get("COMFYBURST_LOCALCLOUD_ENV")
     if reuse:
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            pytest.fail("COMFYBURST_LOCALCLOUD_ENV with -n: the workers would wipe one cloud")
         env = read_env_file(REPO_ROOT / reuse)
     else:
         state_dir = tmp_path_factory.mktemp("localcloud")

@@ -4,7 +4,6 @@ results stream on the local cloud; every error is one message and exit status 2.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -161,17 +160,11 @@ def test_watch_on_the_local_cloud_prints_a_result_from_the_env_file(
     # Earlier tests' results wait on the same subscription (wipes reset Firestore and buckets,
     # not Pub/Sub): ack them first, so the one message watch prints is this test's.
     _drain(localcloud_env)
-
-    def publish_soon() -> None:
-        time.sleep(2.0)  # after the stream opened: a pull subscription keeps it either way
-        publisher.publish(topic, message.model_dump_json().encode(), **message.attributes()).result(
-            timeout=30
-        )
-
-    thread = threading.Thread(target=publish_soon)
-    thread.start()
+    # Published before watch opens its stream: the pull subscription keeps it until pulled.
+    publisher.publish(topic, message.model_dump_json().encode(), **message.attributes()).result(
+        timeout=30
+    )
     result = runner.invoke(app, ["watch", "--max-messages", "1", "--timeout-s", "60"])
-    thread.join()
     assert result.exit_code == 0, result.output
     assert "job-watch-1  succeeded  attempt 1" in result.output
 
@@ -234,7 +227,7 @@ def test_jobs_lists_the_callers_jobs_newest_first(
     assert [job["job_id"] for job in jobs] == submitted[::-1][:2]
     table = runner.invoke(app, ["jobs"], env={"COLUMNS": "200"})
     assert table.exit_code == 0, table.output
-    assert all(job_id in table.output for job_id in submitted)
+    assert all(job_id in table.output for job_id in submitted), table.output
     none = runner.invoke(app, ["jobs", "--json", "--state", "succeeded"])
     assert none.exit_code == 0 and none.output == ""
     bad = runner.invoke(app, ["jobs", "--state", "nope"])

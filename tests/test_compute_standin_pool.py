@@ -60,12 +60,18 @@ def on_term(*_):
     if os.environ.get("IGNORE_TERM") != "1":
         sys.exit(0)
 
+def preempted(query=""):
+    url = f"http://{host}/computeMetadata/v1/instance/preempted{query}"
+    request = urllib.request.Request(url, headers={"Metadata-Flavor": "Google"})
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        return answer.read().decode(), answer.headers["ETag"]
+
 signal.signal(signal.SIGTERM, on_term)
+# The long poll waits for a change from the value read before "up" (last_etag): a change made
+# any time after "up" is seen, however late the poll is opened.
+_value, etag = preempted()
 note("up")
-url = f"http://{host}/computeMetadata/v1/instance/preempted?wait_for_change=true"
-value = urllib.request.urlopen(
-    urllib.request.Request(url, headers={"Metadata-Flavor": "Google"}), timeout=60
-).read().decode()
+value, _etag = preempted(f"?wait_for_change=true&last_etag={etag}")
 note("preempted=" + value)
 while True:
     time.sleep(0.05)
@@ -257,7 +263,6 @@ def test_spot_preemption_as_compute_engine_does_it(make_pool: Callable[..., Pool
     assert vm.scheduling.provisioning_model == "SPOT"
     assert vm.scheduling.instance_termination_action == "STOP"
     poll_until(lambda: "up" in pool.guest_log("spot-1"), "the guest to boot", timeout_s=10)
-    time.sleep(0.2)  # the guest's long poll is waiting
     pool.wait_op(
         pool.instances.simulate_maintenance_event_unary(
             project=PROJECT, zone=ZONE_A, instance="spot-1"

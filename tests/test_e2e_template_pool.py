@@ -14,6 +14,7 @@ import requests
 from comfyburst.client import ApiClient, ClientSettings
 from localcloud.cloud import LocalCloud
 from tests._e2e_support import invert_workflow
+from tests._poll import poll_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 
@@ -89,11 +90,12 @@ def test_a_preempted_spot_vm_requeues_its_job_which_then_succeeds(
     zones = cloud.config.zones
     names = [vm_name("comfyburst-gpu", job["job_id"], a, z) for a in (1, 2) for z in zones]
     arm_standin_faults(cloud.config.state_dir, names, STANDIN_FAULTS)
-    deadline = time.monotonic() + 120
-    while client.get(job["job_id"])["state"] != "running":
-        assert time.monotonic() < deadline, "the job never ran"
-        time.sleep(0.2)
-    time.sleep(1.0)  # inside the slow node
+
+    def in_the_slow_node() -> bool:
+        seen = client.get(job["job_id"])
+        return seen["state"] == "running" and (seen.get("progress") or {}).get("node") == "5"
+
+    poll_until(in_the_slow_node, "the job's slow node to run", timeout_s=120, interval_s=0.2)
     (vm,) = [v for v in _instances(env) if v["status"] == "RUNNING"]
     compute = env["COMFYBURST_COMPUTE_ENDPOINT"]
     preempt = f"{compute}/_standin/zones/{vm['zone']}/instances/{vm['name']}/preempt"

@@ -187,9 +187,12 @@ def test_the_worker_records_boot_steps_for_its_first_job_and_idle_for_a_drained_
     clock = SystemClock()
     settings = local_settings(standin, tmp_path / "m")
     services = build_services(settings, config, vm, store, blobs, clock)
+    # The agent is up before it starts the probe (as in __main__), so the probe's answer is
+    # never earlier than the agent's start.
+    agent_up_at = clock.now()
     probe = ComfyReadyProbe(standin, clock, 10).start()
-    booted = clock.now() - timedelta(seconds=20)
-    log = PhaseLog(clock, clock.now(), booted, probe)
+    booted = agent_up_at - timedelta(seconds=20)
+    log = PhaseLog(clock, agent_up_at, booted, probe)
     Agent(services, vm, phases=log).run(first.job_id)
 
     one = DoneManifest.model_validate_json(blobs.read("signals", f"jobs/{first.job_id}/done.json"))
@@ -208,6 +211,38 @@ def test_the_worker_records_boot_steps_for_its_first_job_and_idle_for_a_drained_
     last = store.get_job(queued[0])
     assert last is not None and last.idle_after_s is not None and last.idle_after_s >= 1.5
     assert store.get_job(first.job_id).idle_after_s is None
+
+
+def test_a_first_job_that_ends_before_the_probe_answers_still_gets_comfyui_s_ready_time(
+    tmp_path, standin
+):
+    """Issue #23: on a loaded VM the runner's own wait can see ComfyUI answer while the probe
+    sleeps between polls, and a quick job ends before it polls again. The probe here never
+    polls during the run (it is not started): the order is forced, not timed."""
+    from comfyburst_worker.__main__ import build_services
+
+    store, blobs, clock = InMemoryJobStore(), InMemoryBlobStore(), SystemClock()
+    vm = VmRef(name="comfyburst-gpu-0", zone="us-central1-a")
+    config, settings = local_config(), local_settings(standin, tmp_path / "m")
+    job = put_job(store, blobs, config, make_request(invert_workflow()), vm)
+    services = build_services(settings, config, vm, store, blobs, clock)
+    probe = ComfyReadyProbe(standin, clock, settings.comfyui_ready_timeout_s)
+    log = PhaseLog(clock, clock.now(), None, probe)
+    Agent(services, vm, phases=log).run(job.job_id)
+
+    done = DoneManifest.model_validate_json(blobs.read("signals", f"jobs/{job.job_id}/done.json"))
+    p = done.phases
+    assert done.status.value == "succeeded" and p is not None and probe.ready_at is None
+    assert p.comfyui_ready_at is not None, "the runner saw ComfyUI answer: the boot's ready time"
+    assert p.agent_up_at <= p.comfyui_ready_at <= p.first_step_at <= p.done_at
+    # Both answered: the earlier one is the boot's ready time, whichever poller it came from.
+    later = p.comfyui_ready_at + timedelta(seconds=5)
+    probe.ready_at = later
+    again = PhaseLog(clock, clock.now(), None, probe)
+    assert again.done(again.claimed(drained=False), p.comfyui_ready_at).comfyui_ready_at == (
+        p.comfyui_ready_at
+    )
+    assert again.done(JobPhases(agent_up_at=T0), None).comfyui_ready_at == later
 
 
 def test_the_price_is_the_class_s_and_the_derived_class_takes_the_pool_price():

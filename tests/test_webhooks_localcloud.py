@@ -9,7 +9,6 @@ tests/test_webhooks.py (written from the specification) and dedupes on `webhook-
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,19 +30,12 @@ from tests.test_webhooks import make_job, verify
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
-# The Pub/Sub emulator's redelivery of nacked push messages stalls on this machine: seen
-# 2026-12-02 in a full run under load, once alone on an idle machine, and for both tests in a
-# clean-clone run, it pushed a failing receiver's message 2-3 times, then never again within
-# 90-120 s (no dead-lettering either; the function's log shows no further request). What
-# these two tests check is Pub/Sub's own retry and dead-letter machinery, which the emulator
-# then does not provide. Our side of it is covered without the emulator's scheduling: the
-# function's answer per delivery (tests/test_webhooks.py) and the subscription's retry and
-# dead-letter policy as deployed (tests/test_webhooks_deploy.py).
-emulator_redelivery = pytest.mark.skipif(
-    os.environ.get("COMFYBURST_EMULATOR_REDELIVERY_TESTS") != "1",
-    reason="the Pub/Sub emulator's push redelivery stalls after a few attempts (see the comment "
-    "above); COMFYBURST_EMULATOR_REDELIVERY_TESTS=1 runs them",
-)
+# Redelivery is the emulator's: this cloud's webhooks subscription has the dead-letter policy
+# and no retry policy, so the emulator pushes a refused message again about every second until
+# max attempts. With a retry policy the emulator stops pushing after 3-4 attempts whenever two
+# or more messages are being retried (measured; localcloud/config.py, LocalCloudConfig), which
+# is why these tests were once skipped. The backoff as deployed is checked in
+# tests/test_webhooks_deploy.py.
 
 # The on_result function's default receiver timeout is 10 s; a slow answer takes longer.
 SLOW_ANSWER_S = 12.0
@@ -161,6 +153,17 @@ def wiring_parts(cloud_env: dict[str, str]) -> Iterator[tuple[Any, Any]]:
     yield wiring.job_store(settings), wiring.publisher(settings)
 
 
+def _refusals(cloud: Any, job_id: str) -> int:
+    """Deliveries of `job_id` whose receiver did not answer, from on_result's JSON log."""
+    (service,) = [s for s in cloud.services if s.name == "fn-on_result"]
+    count = 0
+    for line in service.log_path.read_text(errors="replace").splitlines():
+        if line.startswith("{") and "webhook receiver did not answer" in line:
+            entry = json.loads(line)
+            count += entry.get("job_id") == job_id
+    return count
+
+
 def _publish(store: Any, publisher: Any, job: Job) -> None:
     """A terminal job and its result on the results topic, as the completion path does."""
     store.create_job(job)
@@ -169,10 +172,11 @@ def _publish(store: Any, publisher: Any, job: Job) -> None:
 
 # The dead-letter test runs first: the faulty-receivers test leaves redeliveries of its own
 # messages in flight (to receivers it has stopped), which share the push subscription.
-@emulator_redelivery
-def test_a_receiver_that_never_recovers_ends_on_the_dead_letter_topic(
+def test_receivers_that_never_recover_end_on_the_dead_letter_topic(
     cloud_env: dict[str, str], wiring_parts: tuple[Any, Any]
 ) -> None:
+    """Two refused at once, each through every attempt: the case the emulator's retry policy
+    stalls on (LocalCloudConfig), so this fails on a subscription with one."""
     from google.cloud import pubsub_v1
 
     store, publisher = wiring_parts
@@ -181,7 +185,8 @@ def test_a_receiver_that_never_recovers_ends_on_the_dead_letter_topic(
     subscription = subscriber.subscription_path(
         cloud_env["COMFYBURST_PROJECT_ID"], WEBHOOKS_DEAD_LETTER_SUBSCRIPTION
     )
-    found: list[dict[str, str]] = []
+    jobs = {"wh-dead-1": JobState.FAILED, "wh-dead-2": JobState.TIMED_OUT}
+    found: dict[str, dict[str, str]] = {}
 
     def dead_lettered() -> bool:
         response = subscriber.pull(
@@ -191,29 +196,30 @@ def test_a_receiver_that_never_recovers_ends_on_the_dead_letter_topic(
         for received in response.received_messages:
             ack_ids.append(received.ack_id)
             attributes = dict(received.message.attributes)
-            if attributes.get("job_id") == "wh-dead":
-                found.append(attributes)
+            if attributes.get("job_id") in jobs:
+                found[attributes["job_id"]] = attributes
         if ack_ids:
             subscriber.acknowledge(request={"subscription": subscription, "ack_ids": ack_ids})
-        return bool(found)
+        return found.keys() == jobs.keys()
 
     try:
-        _publish(store, publisher, make_job("wh-dead", receiver.url, JobState.FAILED))
-        poll_until(dead_lettered, "a dead-lettered message", timeout_s=120, interval_s=0.2)
+        for job_id, state in jobs.items():
+            _publish(store, publisher, make_job(job_id, receiver.url, state))
+        poll_until(dead_lettered, "both messages dead-lettered", timeout_s=120, interval_s=0.2)
     finally:
         receiver.stop()
         subscriber.close()
-    assert found[0]["status"] == "failed"
-    assert found[0].get("CloudPubSubDeadLetterSourceSubscription")
-    attempts = receiver.attempts("wh-dead")
-    assert attempts >= 2 and receiver.invalid == []
-    assert receiver.unique() == {}
-    assert receiver.ids_seen() == {"msg_wh-dead_failed"}  # one id on every attempt
+    for job_id, state in jobs.items():
+        assert found[job_id]["status"] == state.value
+        assert found[job_id].get("CloudPubSubDeadLetterSourceSubscription")
+        assert receiver.attempts(job_id) >= 2
+    assert receiver.invalid == [] and receiver.unique() == {}
+    # One id on every attempt.
+    assert receiver.ids_seen() == {f"msg_{j}_{s.value}" for j, s in jobs.items()}
 
 
-@emulator_redelivery
 def test_faulty_receivers_get_every_result_once_after_dedupe(
-    cloud_env: dict[str, str], wiring_parts: tuple[Any, Any]
+    cloud_env: dict[str, str], wiring_parts: tuple[Any, Any], webhook_cloud: Any
 ) -> None:
     store, publisher = wiring_parts
     secret = cloud_env["COMFYBURST_WEBHOOK_SECRET"]
@@ -236,7 +242,13 @@ def test_faulty_receivers_get_every_result_once_after_dedupe(
         }
         for job_id, (receiver, state) in jobs.items():
             _publish(store, publisher, make_job(job_id, receiver.url, state))
-        time.sleep(4.0)
+        # Down while the emulator redelivers: the function was refused a connection twice.
+        poll_until(
+            lambda: _refusals(webhook_cloud, "wh-down") >= 2,
+            "two deliveries to the down receiver",
+            timeout_s=90,
+            interval_s=0.2,
+        )
         assert late.attempts("wh-down") == 0
         late.start()
         expected_up = {f"msg_{j}_{s.value}" for j, (r, s) in jobs.items() if r is up}

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from comfyburst.domain.manifest import reported_error
 from comfyburst.ports import BlobStore, Clock, JobStore
 from comfyburst.schema import (
     DeploymentConfig,
@@ -121,6 +122,7 @@ class JobRunner:
     def __init__(self, services: Services) -> None:
         self.s = services
         self._comfy_ready = False
+        self.comfy_seen_at: datetime | None = None  # when this runner's wait saw ComfyUI answer
         self.prompt_posted = False  # this run reached ComfyUI: it may still be running there
         # ComfyUI outlives the agent: after a restart it may hold a previous job's models.
         self._free_before_prompt = True
@@ -135,7 +137,9 @@ class JobRunner:
             if stop.lost:
                 return RunResult(None, timings=timings)
             log.warning("job %s failed: %s", job.job_id, exc.message)
-            return RunResult(DoneStatus.FAILED, error=exc.job_error(), timings=timings)
+            # Bounded: ComfyUI's answer goes in verbatim, and done.json must stay valid.
+            error = reported_error(exc.job_error())
+            return RunResult(DoneStatus.FAILED, error=error, timings=timings)
         except Exception as exc:
             # A bug or an environment failure (disk full, storage, network): the job fails
             # rather than the agent, which systemd would restart into the same job forever.
@@ -168,7 +172,7 @@ class JobRunner:
             return self._stopped(stop, timings)
         if not self._comfy_ready:
             self.s.comfy.wait_ready(self.s.settings.comfyui_ready_timeout_s)
-            self._comfy_ready = True
+            self._comfy_ready, self.comfy_seen_at = True, self.s.clock.now()
         if self._free_before_prompt:
             # A model name now leads to other bytes than ComfyUI may have loaded under it.
             self.s.comfy.free()

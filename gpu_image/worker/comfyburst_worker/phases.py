@@ -103,11 +103,17 @@ class PhaseLog:
             phases.idle_since_at = self.last_done_at
         return phases
 
-    def done(self, phases: JobPhases) -> JobPhases:
+    def done(self, phases: JobPhases, comfy_seen_at: datetime | None = None) -> JobPhases:
         """The run ended now; the boot's first job also gets ComfyUI's first answer."""
         phases.done_at = self.last_done_at = self.clock.now()
-        if phases.agent_up_at is not None and self.probe is not None:
-            phases.comfyui_ready_at = self.probe.ready_at
+        if phases.agent_up_at is not None:
+            # Two pollers see ComfyUI answer: the probe and the runner's own wait
+            # (`comfy_seen_at`). On a loaded VM the wait can get the first 200 while the probe
+            # sleeps between polls, and a quick job ends before the probe polls again; the
+            # earlier answer is the boot's "ComfyUI ready" (issue #23).
+            probed = self.probe.ready_at if self.probe is not None else None
+            seen = [at for at in (probed, comfy_seen_at) if at is not None]
+            phases.comfyui_ready_at = min(seen) if seen else None
         return phases
 
     def idle_after_s(self) -> float | None:
