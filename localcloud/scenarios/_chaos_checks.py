@@ -14,6 +14,8 @@ other bytes, a result message for every terminal job), on the pool of templates:
 - `timed_out_unexplained`: jobs that ended `timed_out` although no injected outage left every
   zone without capacity at any time of their life (submit to end); target 0 (a job that times
   out otherwise is one the system failed to run, not one that "ended");
+- `hostile_jobs_hung`: tenant B's hostile jobs that ended `timed_out` or whose wait never
+  ended: each should run or fail fast with a reason; target none;
 - VMs created vs reused (starts of a stopped VM) and preemptions (the stand-in's count) and
   those survived (jobs that succeeded after one).
 """
@@ -38,7 +40,7 @@ from localcloud.scenarios._chaos_faults import (
     Injected,
     no_capacity_windows,
 )
-from localcloud.scenarios._chaos_tenants import Tenants, models_changed
+from localcloud.scenarios._chaos_tenants import Tenants, hung, models_changed
 from localcloud.scenarios.harness import Observer
 
 TERMINAL = ("succeeded", "failed", "cancelled", "timed_out")
@@ -221,6 +223,7 @@ def measure(
         "models_changed": changed,
         "model_files_checked": checked,
         "hostile_jobs": dict(sorted(tenants.hostile.items())),
+        "hostile_jobs_hung": hung(tenants.hostile),
     }
 
 
@@ -246,6 +249,8 @@ def _targets(result: dict[str, Any]) -> list[tuple[str, Any, str, bool]]:
          result["cross_tenant_reads"], "0", result["cross_tenant_reads"] == 0),
         ("models changed (stored bytes not their hash; tenant A's model)",
          result["models_changed"], "0", result["models_changed"] == 0),
+        ("B's jobs that timed out or never ended (neither ran nor failed with a reason)",
+         len(result["hostile_jobs_hung"]), "0", not result["hostile_jobs_hung"]),
         ("(billed - work) / job, s", result["overhead_s_per_job"], f"≤ {OVERHEAD_TARGET_S:g}",
          result["overhead_s_per_job"] is not None
          and result["overhead_s_per_job"] <= OVERHEAD_TARGET_S),
@@ -255,6 +260,7 @@ def _targets(result: dict[str, Any]) -> list[tuple[str, Any, str, bool]]:
 SHOWN = (
     "states", "injected", "vms_created", "vms_reused", "vms_deleted", "vms_with_pool_label",
     "preemptions", "jobs_preempted", "preemptions_survived", "zones", "hostile_jobs",
+    "hostile_jobs_hung",
     "cross_tenant_reads_tried", "model_files_checked", "gpu_s_billed", "work_s", "makespan_s",
     "retried_jobs", "result_messages", "terminal_jobs_without_result", "timed_out",
     "timed_out_unexplained_ids",

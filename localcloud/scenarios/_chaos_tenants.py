@@ -126,8 +126,14 @@ def _model(tenants: Tenants, path: str, filename: str, **extra: Any) -> dict[str
     return {"kind": "checkpoints", "filename": filename, "url": tenants.url(path), **extra}
 
 
-def hostile_requests(tenants: Tenants, a_job: str, plain: dict[str, Any]) -> dict[str, Any]:
-    """B's jobs, by kind; `plain` is a harmless workflow the model attacks ride on."""
+def hostile_requests(
+    tenants: Tenants, a_job: str, plain: dict[str, Any], timeout_s: int
+) -> dict[str, Any]:
+    """B's jobs, by kind; `plain` is a harmless workflow the model attacks ride on.
+
+    `timeout_s` is the run's own job deadline: a deadline covers queueing, and B's first job
+    queues behind all of A's (FIFO), so a shorter one times out before any VM claims it (what
+    `colliding_model_name` did at 240 s) and the attack it carries is never tried."""
     reads = {
         "annotated_output": _load("c_00001_.png [output]"),
         "annotated_temp": _load("c_00001_.png [temp]"),
@@ -142,22 +148,31 @@ def hostile_requests(tenants: Tenants, a_job: str, plain: dict[str, Any]) -> dic
         ],
         "oversize_download": [_model(tenants, "/big", "big.safetensors", size_bytes=MiB)],
     }
-    out: dict[str, Any] = {k: {"workflow": w} for k, w in reads.items()}
-    out.update({k: {"workflow": plain, "models": m} for k, m in models.items()})
+    options = {"timeout_s": timeout_s}
+    out: dict[str, Any] = {k: {"workflow": w, "options": options} for k, w in reads.items()}
+    out.update({k: {"workflow": plain, "models": m, "options": options} for k, m in models.items()})
     return out
 
 
 READ_KINDS = ("annotated_output", "annotated_temp", "traversing_input", "other_jobs_input")
 
 
-def run_hostile(tenants: Tenants, client_b: Any, a_job: str, plain: dict[str, Any]) -> None:
+def hung(outcomes: dict[str, str]) -> list[str]:
+    """B's jobs that neither ran nor failed with a reason: ended `timed_out`, or the wait for
+    them never ended (`error ...`). Each held B's work until its deadline and told B nothing."""
+    return sorted(k for k, v in outcomes.items() if v == "timed_out" or v.startswith("error"))
+
+
+def run_hostile(
+    tenants: Tenants, client_b: Any, a_job: str, plain: dict[str, Any], timeout_s: int
+) -> None:
     """Submit B's jobs and wait for each; a job that read a file it does not own counts."""
     from comfyburst.client import ApiError
 
-    for kind, request in hostile_requests(tenants, a_job, plain).items():
+    for kind, request in hostile_requests(tenants, a_job, plain, timeout_s).items():
         try:
-            job = client_b.submit({"options": {"timeout_s": 240}, **request})
-            done = client_b.wait(job["job_id"], poll_s=0.5, timeout_s=300)
+            job = client_b.submit(request)
+            done = client_b.wait(job["job_id"], poll_s=0.5, timeout_s=timeout_s + 60)
         except ApiError as exc:
             tenants.hostile[kind] = f"refused {exc.status}"
             continue

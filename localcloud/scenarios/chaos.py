@@ -286,7 +286,7 @@ def run_chaos(cfg: ChaosConfig) -> dict[str, Any]:
             # Tenant B attacks while A's jobs run: hostile jobs, then A's ids read and cancelled.
             client_b = client_of(api_url, tenants.keys["b"])
             a_jobs = sorted(run.submitted)
-            run_hostile(tenants, client_b, a_jobs[0], workflow(rng, False))
+            run_hostile(tenants, client_b, a_jobs[0], workflow(rng, False), cfg.job_timeout_s)
             read_others(tenants, client_b, a_jobs)
             disks = disk_root(config.state_dir)
             result = measure(cfg, observer, run, billed_before, began, tenants, disks)
