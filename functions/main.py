@@ -102,6 +102,7 @@ def _build_completion_deps() -> CompletionDeps:
         reads=wiring.io_pool("done-flag-read", 4),
         fleet=wiring.fleet(settings),  # lastStartTimestamp of a booted VM, for the phases
         price_of=job_pricer(settings.gpu_class_set(), settings.pool_price_per_hour),
+        environments=wiring.environment_store(settings),  # a build job's end marks its env
     )
 
 
@@ -155,6 +156,7 @@ def _build_reaper_deps() -> tuple[ReaperDeps, ReaperPolicy]:
         signals_bucket=settings.signals_bucket,
         outputs_bucket=settings.outputs_bucket,
         price_of=job_pricer(settings.gpu_class_set(), settings.pool_price_per_hour),
+        environments=wiring.environment_store(settings),
     )
     if any(c.creates for c in settings.gpu_class_set().classes):  # the reaper deletes idle VMs
         from comfyburst.services.prune import prune_pool

@@ -183,8 +183,9 @@ def test_a_job_runs_only_in_a_ready_environment_of_its_caller(cloud: Cloud) -> N
         error = answer.get_json()["error"]
         assert error["code"] == code and error["field"] == "options.environment"
     assert "pip: no matching distribution" in refusals[-1][0].get_json()["error"]["message"]
-    assert cloud.nothing_written()
-    # Nothing builds an environment in this layer; one marked ready is accepted and recorded.
+    # The refused jobs wrote nothing: the only jobs are the environments' build jobs.
+    assert all(j.environment_build is not None for j in cloud.jobs()) and not cloud.objects()
+    # One marked ready (as its build job's end does) is accepted and recorded.
     _set_state(cloud, private, "ready")
     assert submit("bo", private).status_code == 422  # still ana's alone
     accepted = submit("ana", private)

@@ -152,6 +152,12 @@ class EnvironmentStore(Protocol):
         """The environments `caller` asked for, most recently asked first."""
         ...
 
+    def update(
+        self, environment_id: str, mutate: Callable[[Environment], Environment | None]
+    ) -> Environment | None:
+        """Apply `mutate` in a transaction (None from it: no write); None if not stored."""
+        ...
+
 
 class BlobStore(Protocol):
     """Objects in Cloud Storage buckets."""

@@ -304,6 +304,30 @@ class VmRef(_Strict):
     operation: str | None = Field(default=None, description="The start operation, if known.")
 
 
+# An environment's `/object_info` rides in its Firestore document (1 MiB at most) as text.
+MAX_ENV_OBJECT_INFO_BYTES = 512 * 1024
+
+
+class EnvironmentBuild(_Strict):
+    """What a build job builds (services/environments.py): no workflow, the packs instead."""
+
+    environment_id: str
+    packs: list[str] = Field(max_length=64, description="Canonical pack texts, sorted.")
+
+
+class EnvironmentBuilt(_Strict):
+    """What a build job's done flag reports: the catalogue and where the layer is stored."""
+
+    environment_id: str
+    node_types: list[str] = Field(max_length=10_000)
+    archive: str = Field(description="gs:// URI of the layer's archive.")
+    object_info_json: str | None = Field(
+        default=None,
+        max_length=MAX_ENV_OBJECT_INFO_BYTES,
+        description="The packs' node types as `/object_info` JSON text (pre-flight's catalogue).",
+    )
+
+
 class Job(_Strict):
     """The job document, `jobs/{job_id}`."""
 
@@ -370,6 +394,9 @@ class Job(_Strict):
     )
     preflight_node_errors_omitted: int = Field(
         default=0, ge=0, description="Nodes whose errors did not fit the bound."
+    )
+    environment_build: EnvironmentBuild | None = Field(
+        default=None, description="Set on a job that builds an environment instead of a workflow."
     )
     # The result message is fixed when the job turns terminal and stored here, so a retried
     # publish (event redelivery) sends the same bytes; consumers dedupe on job_id + status.
@@ -476,6 +503,9 @@ class DoneManifest(_Strict):
         default=None, description="The job this VM claimed next, so its lease is kept."
     )
     phases: JobPhases | None = Field(default=None, description="The worker's part of the phases.")
+    environment_built: EnvironmentBuilt | None = Field(
+        default=None, description="A build job that succeeded: what it built."
+    )
 
     @model_validator(mode="after")
     def _error_matches_status(self) -> DoneManifest:

@@ -272,10 +272,12 @@ class FunctionSettings(BaseSettings):
 
     @field_validator("custom_node_sources", "trusted_custom_node_sources")
     @classmethod
-    def _check_sources(cls, value: list[str]) -> list[str]:
-        # A malformed entry fails the deploy, not the first environment request.
+    def _check_sources(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        # A malformed entry fails the deploy, not the first environment request. An entry may
+        # name a test host:port (http_model_hosts, declared above: the local cloud's).
+        tests = tuple(h.strip().lower() for h in info.data.get("http_model_hosts") or ())
         try:
-            SourcePolicy.of(value)
+            SourcePolicy.of(value, tests)
         except PackInvalid as exc:
             raise ValueError(str(exc)) from None
         return value

@@ -10,6 +10,7 @@ import logging
 import signal
 import sys
 
+from ._custom_nodes import load_custom_nodes
 from ._paths import Dirs
 from .app import build_app, start
 from .faults import ExecutionErrorFault, Faults
@@ -32,6 +33,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=PREVIEW_METHODS,
         default="none",
         help="as ComfyUI's: not none = the sampler sends preview frames",
+    )
+    parser.add_argument(
+        "--custom-nodes-dir",
+        action="append",
+        default=[],
+        help="a folder of custom-node packs to load (ComfyUI's extra custom_nodes path)",
     )
     parser.add_argument("--faults-json", help="a whole fault set as JSON (see faults.py)")
     parser.add_argument("--fault-error-class", help="node class that raises at run time")
@@ -67,7 +74,12 @@ def faults_from_args(args: argparse.Namespace) -> Faults:
 
 async def _serve(args: argparse.Namespace) -> None:
     dirs = Dirs.create(args.input_dir, args.output_dir, args.temp_dir)
-    app = build_app(dirs, faults_from_args(args), preview_method=args.preview_method)
+    app = build_app(
+        dirs,
+        faults_from_args(args),
+        preview_method=args.preview_method,
+        custom_nodes=load_custom_nodes(args.custom_nodes_dir),
+    )
     runner, port = await start(app, args.host, args.port)
     print(f"READY http://{args.host}:{port}", flush=True)
     stop = asyncio.Event()

@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ._custom_nodes import CustomNodes
 from ._paths import Dirs, loadable_names, top_level_inputs
 from ._validation import Validator, Verdict
 from .executor import Executor
@@ -27,12 +28,18 @@ class Standin:
     """Everything one stand-in server holds; built inside the server's event loop."""
 
     def __init__(
-        self, dirs: Dirs, faults: Faults, validator: Validator, preview_method: str = "none"
+        self,
+        dirs: Dirs,
+        faults: Faults,
+        validator: Validator,
+        preview_method: str = "none",
+        custom_nodes: CustomNodes | None = None,
     ) -> None:
         self.dirs = dirs
         self.faults = faults
         self.validator = validator
-        self._object_info = _load_object_info()
+        custom = custom_nodes or CustomNodes()
+        self._object_info = {**_load_object_info(), **custom.object_info}
         self.hub = WsHub(lambda: self.queue.remaining(), lambda: self.faults)
         self.queue = PromptQueue(on_change=self.broadcast_status)
         self.history = History()
@@ -44,6 +51,7 @@ class Standin:
             self.object_info,
             lambda: self.faults,
             preview_method,
+            custom.functions,
         )
 
     def broadcast_status(self) -> None:

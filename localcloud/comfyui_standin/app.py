@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from ._custom_nodes import CustomNodes
 from ._paths import Dirs
 from ._state import STANDIN_KEY, Standin
 from ._validation import Validator, preflight_validator
@@ -26,11 +27,12 @@ def build_app(
     faults: Faults | None = None,
     validator: Validator = preflight_validator,
     preview_method: str = "none",
+    custom_nodes: CustomNodes | None = None,
 ) -> web.Application:
     """The application; its executor task runs from startup to cleanup. A preview method
     other than `none` makes the sampler send preview frames (previews.py)."""
     app = web.Application(client_max_size=MAX_UPLOAD_BYTES)
-    standin = Standin(dirs, faults or Faults(), validator, preview_method)
+    standin = Standin(dirs, faults or Faults(), validator, preview_method, custom_nodes)
     app[STANDIN_KEY] = standin
     add_routes(app, standin)
 

@@ -14,7 +14,7 @@ from ._graph import execution_order, is_link, signatures
 from ._paths import Dirs, UnsafePathError, resolve_annotated
 from .faults import Faults, InjectedFault
 from .history import History
-from .nodes import NODE_FUNCTIONS, NodeContext, NodeResult
+from .nodes import NODE_FUNCTIONS, NodeContext, NodeFunction, NodeResult
 from .previews import legacy_frame, metadata_frame, preview_image, step_metadata
 from .prompt_queue import PromptQueue, QueueItem
 from .ws_hub import WsHub
@@ -53,8 +53,11 @@ class Executor:
         object_info: Callable[[], dict[str, Any]],
         faults: Callable[[], Faults],
         preview_method: str = "none",
+        functions: dict[str, NodeFunction] | None = None,
     ) -> None:
         self._queue, self._history, self._hub, self._dirs = queue, history, hub, dirs
+        # The core nodes and those of custom-node packs (_custom_nodes.py).
+        self._functions = {**NODE_FUNCTIONS, **(functions or {})}
         self._object_info, self._faults = object_info, faults
         self.previews = preview_method != "none"
         self._cache: dict[str, NodeResult] = {}
@@ -226,7 +229,7 @@ class _Run:
         ctx = NodeContext(self.ex._dirs, self.prompt, self.item.extra_data)
         declared = self._declared_inputs(class_type)
         kwargs = {name: value for name, value in inputs.items() if name in declared}
-        return await asyncio.to_thread(NODE_FUNCTIONS[class_type], ctx, **kwargs)
+        return await asyncio.to_thread(self.ex._functions[class_type], ctx, **kwargs)
 
     def _declared_inputs(self, class_type: str) -> set[str]:
         spec = self.ex._object_info().get(class_type, {}).get("input", {})

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from ._custom_nodes import load_custom_nodes
 from ._paths import Dirs
 from ._validation import Validator, preflight_validator
 from .app import build_app, start
@@ -30,8 +31,10 @@ class StandinServer:
         faults: Faults | None = None,
         validator: Validator = preflight_validator,
         preview_method: str = "none",
+        custom_nodes_dirs: tuple[str | Path, ...] = (),
     ) -> None:
         self.dirs = Dirs.create(input_dir, output_dir, temp_dir)
+        self._custom_nodes_dirs = custom_nodes_dirs
         self.host, self.port = host, port
         self._faults, self._validator = faults, validator
         self._preview_method = preview_method
@@ -57,7 +60,13 @@ class StandinServer:
         assert loop is not None
         asyncio.set_event_loop(loop)
         try:
-            app = build_app(self.dirs, self._faults, self._validator, self._preview_method)
+            app = build_app(
+                self.dirs,
+                self._faults,
+                self._validator,
+                self._preview_method,
+                load_custom_nodes(self._custom_nodes_dirs),
+            )
             self._runner, port = loop.run_until_complete(start(app, self.host, self.port))
         except BaseException as exc:
             ready.set_exception(exc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Protocol
 
 from google.api_core import exceptions as gexc
@@ -78,3 +79,23 @@ class FirestoreEnvironmentStore:
                 env = _from_doc(Environment, snap.to_dict())
                 found[env.environment_id] = env
         return [found[i] for i in ids if i in found]
+
+    def update(
+        self, environment_id: str, mutate: Callable[[Environment], Environment | None]
+    ) -> Environment | None:
+        ref = self._envs.document(environment_id)
+
+        @firestore.transactional
+        def run(transaction: firestore.Transaction) -> Environment | None:
+            snap = ref.get(transaction=transaction)
+            if not snap.exists:
+                return None
+            current = _from_doc(Environment, snap.to_dict())
+            updated = mutate(current)
+            if updated is None:
+                return current
+            transaction.set(ref, _to_doc(updated))
+            return updated
+
+        result: Environment | None = run(self._client.transaction())
+        return result

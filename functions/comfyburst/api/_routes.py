@@ -11,6 +11,8 @@ from typing import Any
 import flask
 from pydantic import BaseModel
 
+from comfyburst.api import _v2 as v2
+from comfyburst.api import _v2_errors as v2_errors
 from comfyburst.api._auth import admin_principals, authenticate
 from comfyburst.api._deps import ApiDeps
 from comfyburst.api._errors import (
@@ -52,10 +54,15 @@ _BODY_READ = "comfyburst.body_read"
 def handle(request: flask.Request, deps: Callable[[], ApiDeps]) -> flask.Response:
     """Answer one API request; `deps` builds (once) what the use cases need."""
     path = request.path.rstrip("/") or "/"
+    v2_path = v2.subpath(path)
     try:
+        if v2_path is not None:
+            return v2.route(request, v2_path, deps, _read_body)
         return _route(request, path, deps)
     except Exception as exc:
-        status_code, body = error_response(
+        # Comfy API v2 answers in its own envelope; the headers and the body rule are shared.
+        answer = v2_errors.error_answer if v2_path is not None else error_response
+        status_code, body = answer(
             exc, budget_bytes=answer_budget_bytes(request), path=path, method=request.method
         )
         response = _json(status_code, body)
@@ -191,7 +198,7 @@ def _environments(request: flask.Request, path: str, api: ApiDeps) -> flask.Resp
     if path == "/environments" and request.method == "POST":
         body = _read_body(request, api.settings, limit=environments.MAX_ENVIRONMENT_BODY_BYTES)
         env, created = environments.create_environment(
-            api.environments, api.settings, api.clock, body, caller=caller
+            api.environments, api.settings, api.clock, body, caller=caller, builds=api.submit_deps()
         )
         response = _model(201 if created else 200, EnvironmentView.of(env))
         response.headers["Location"] = f"/environments/{env.environment_id}"
@@ -207,6 +214,8 @@ def _environments(request: flask.Request, path: str, api: ApiDeps) -> flask.Resp
         match["environment_id"],
         caller=caller,
         admins=admin_principals(api.settings),
+        jobs=api.store,
+        clock=api.clock,
     )
     return _model(200, EnvironmentView.of(env))
 

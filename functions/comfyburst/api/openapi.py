@@ -266,7 +266,14 @@ def openapi_document(auth_mode: AuthMode = AuthMode.IAM) -> dict[str, Any]:
     }
     document: dict[str, Any] = {
         "openapi": "3.1.0",
-        "info": {"title": "ComfyBurst API", "version": "1"},
+        "info": {
+            "title": "ComfyBurst API",
+            "version": "1",
+            # Described by its own published contract, not here (api/_v2.py).
+            "description": "Also served: Comfy API v2 (2.0.0) under /api/v2 — jobs (submit, "
+            "get, list, cancel, events, workflow, logs) and job outputs as assets, for the "
+            "comfy-sdk client.",
+        },
         "paths": paths,
         "components": {"schemas": schemas.get("$defs", {})},
     }

@@ -154,8 +154,8 @@ class Health(BaseModel):
 class EnvironmentView(BaseModel):
     """An environment as `POST /environments` and `GET /environments/{id}` answer it.
 
-    `building`: asked for, not built yet (this deployment's API stores it; the GPU-side build
-    comes in a later release, so nothing moves it on yet); `ready`: jobs may name it;
+    `building`: asked for, its build job (on a GPU VM of the default class) not ended yet;
+    `ready`: built, `node_types` is its catalogue, jobs may name it;
     `failed`: `error` says why, and jobs naming it are refused.
     """
 

@@ -49,9 +49,10 @@ class Pack:
 
     @property
     def host(self) -> str:
+        """The host (with its port for a test `host:port`, the only sources that have one)."""
         if self.kind != "git":
             return ""
-        return urlsplit(self.source).hostname or ""
+        return urlsplit(self.source).netloc.lower()
 
     @property
     def path(self) -> tuple[str, ...]:
@@ -60,15 +61,16 @@ class Pack:
         return tuple(urlsplit(self.source).path.strip("/").split("/"))
 
 
-def parse_pack(text: str) -> Pack:
-    """The pack `text` names, canonical; PackInvalid (with why) otherwise."""
+def parse_pack(text: str, *, test_hostports: tuple[str, ...] = ()) -> Pack:
+    """The pack `text` names, canonical; PackInvalid (with why) otherwise. `test_hostports`:
+    the URL rule's loopback `host:port` allowance (the local cloud's; empty when deployed)."""
     if not isinstance(text, str) or not text or len(text) > MAX_PACK_CHARS:
         raise PackInvalid(f"a pack is {PACK_FORMS}, at most {MAX_PACK_CHARS} characters")
     source, at, ref = text.strip().rpartition("@")
     if not at or not source:
         raise PackInvalid(f"a pack is pinned: {PACK_FORMS}")
     if "://" in source:
-        return Pack("git", _git_source(source), _commit(ref))
+        return Pack("git", _git_source(source, test_hostports), _commit(ref))
     if not _REGISTRY_ID.match(source) or not _VERSION.match(ref):
         raise PackInvalid(f"a pack is {PACK_FORMS}")
     return Pack("registry", source, ref)
@@ -80,8 +82,9 @@ def _commit(ref: str) -> str:
     return ref.lower()
 
 
-def _git_source(url: str) -> str:
-    """The canonical `https://host/seg/seg` of a repository URL that passes the URL rule."""
+def _git_source(url: str, test_hostports: tuple[str, ...] = ()) -> str:
+    """The canonical `https://host/seg/seg` of a repository URL that passes the URL rule
+    (`scheme://host:port/seg/seg` for one of the rule's test host:ports)."""
     try:
         host = urlsplit(url).hostname or ""
     except ValueError:
@@ -90,7 +93,7 @@ def _git_source(url: str) -> str:
         # The one outbound URL rule, with this host allowed: https, no user info, no port but
         # 443, a name (not an address), not a private name. Which hosts may be built is the
         # sources' decision, made separately so its refusal has its own code.
-        target = check_url(url, UrlRule.of([host] if host else []))
+        target = check_url(url, UrlRule.of([host] if host else [], (), test_hostports))
     except UrlRefused as exc:
         raise PackInvalid(f"the repository URL {exc}") from None
     parts = urlsplit(url)
@@ -103,6 +106,8 @@ def _git_source(url: str) -> str:
         _SEGMENT.match(s) and s not in (".", "..") for s in segments
     ):
         raise PackInvalid("the repository URL must be https://HOST/OWNER/REPO")
+    if target.test:
+        return f"{target.scheme}://{parts.netloc.lower()}/{'/'.join(segments)}"
     return f"https://{target.host.rstrip('.')}/{'/'.join(segments)}"
 
 
@@ -115,8 +120,9 @@ class SourcePolicy:
     registry_all: bool = False
 
     @classmethod
-    def of(cls, entries: Iterable[str]) -> SourcePolicy:
-        """The policy of these entries; PackInvalid names a malformed one."""
+    def of(cls, entries: Iterable[str], test_hostports: tuple[str, ...] = ()) -> SourcePolicy:
+        """The policy of these entries; PackInvalid names a malformed one. An entry may name
+        one of the URL rule's test `host:port`s (the local cloud's loopback git server)."""
         git: list[tuple[str, tuple[str, ...]]] = []
         registry: list[str] = []
         registry_all = False
@@ -133,7 +139,7 @@ class SourcePolicy:
                 else:
                     raise PackInvalid(f"source entry {entry!r}: not registry:ID or registry:*")
                 continue
-            git.append(_git_entry(entry))
+            git.append(_git_entry(entry, test_hostports))
         return cls(tuple(git), tuple(registry), registry_all)
 
     @property
@@ -148,11 +154,11 @@ class SourcePolicy:
         return any(h == host and path[: len(p)] == p for h, p in self.git)
 
 
-def _git_entry(entry: str) -> tuple[str, tuple[str, ...]]:
+def _git_entry(entry: str, test_hostports: tuple[str, ...] = ()) -> tuple[str, tuple[str, ...]]:
     host, _, rest = entry.partition("/")
     host = host.lower().rstrip(".")
     try:
-        check_url(f"https://{host}/", UrlRule.of([host]))
+        check_url(f"https://{host}/", UrlRule.of([host], (), test_hostports))
     except UrlRefused as exc:
         raise PackInvalid(f"source entry {entry!r}: {exc}") from None
     path = tuple(s for s in rest.strip("/").split("/") if s) if rest else ()

@@ -10,9 +10,10 @@ untrusted set get two environments (two ids, built and run apart), one caller as
 gets the same one, and another caller's private environment answers exactly like a missing one.
 A set of trusted packs only is shared: one id for everyone, readable by anyone who names it.
 
-First layer: an environment is created `building` and nothing builds it yet (the GPU-side
-build, the archive cache and routing are the next layers); a job naming one is refused until
-it is `ready`.
+Build: a new environment is created `building` together with a build job of its creator
+(services/environments.py); that job's end makes it `ready` (with its node types and the
+layer's archive) or `failed` (`finish_build`). A job naming one is refused until it is
+`ready`. The archive cache on other VMs and routing are the next layers.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ MAX_PACKS = 64
 
 
 class EnvironmentState(str, Enum):
-    BUILDING = "building"  # created; no VM has built it yet (nothing builds it in this layer)
+    BUILDING = "building"  # created; its build job has not ended yet
     READY = "ready"  # built: its layer and catalogue are stored; jobs may name it
     FAILED = "failed"  # its build failed; `error` says which pack and why; jobs are refused
 
@@ -94,6 +95,11 @@ class Environment(BaseModel):
     owner: str | None = Field(default=None, description="The creator of a private environment.")
     created_at: datetime
     state_changed_at: datetime
+    build_job_id: str | None = Field(default=None, description="The job that builds it.")
+    archive: str | None = Field(default=None, description="gs:// URI of the built layer.")
+    object_info_json: str | None = Field(
+        default=None, description="Its node types' `/object_info` as JSON text (pre-flight)."
+    )
 
 
 @dataclass(frozen=True)
@@ -119,7 +125,7 @@ class PlannedEnvironment:
         )
 
 
-def canonical_packs(texts: Sequence[str]) -> tuple[Pack, ...]:
+def canonical_packs(texts: Sequence[str], test_hostports: tuple[str, ...] = ()) -> tuple[Pack, ...]:
     """The packs, canonical, sorted, without duplicates; EnvironmentInvalid (naming the field)
     for a malformed pack or one source at two refs."""
     if not texts:
@@ -129,7 +135,7 @@ def canonical_packs(texts: Sequence[str]) -> tuple[Pack, ...]:
     packs: dict[str, Pack] = {}
     for index, text in enumerate(texts):
         try:
-            pack = parse_pack(text)
+            pack = parse_pack(text, test_hostports=test_hostports)
         except PackInvalid as exc:
             raise EnvironmentInvalid(str(exc), field=f"packs.{index}") from None
         earlier = packs.setdefault(pack.source, pack)
@@ -170,13 +176,14 @@ def plan_environment(
     trusted: SourcePolicy,
     comfyui_commit: str,
     caller: str | None,
+    test_hostports: tuple[str, ...] = (),
 ) -> PlannedEnvironment:
     """Check a pack list against the deployer's policy and name its environment."""
     check_enabled(sources)
-    packs = canonical_packs(texts)
+    packs = canonical_packs(texts, test_hostports)
     for pack in packs:
         if not sources.allows(pack):
-            index = next(i for i, t in enumerate(texts) if _same(t, pack))
+            index = next(i for i, t in enumerate(texts) if _same(t, pack, test_hostports))
             raise PackNotAllowed(
                 f"{pack.source} is not among this deployment's custom_node_sources",
                 field=f"packs.{index}",
@@ -187,9 +194,9 @@ def plan_environment(
     return PlannedEnvironment(env_id, packs, comfyui_commit, private, owner)
 
 
-def _same(text: str, pack: Pack) -> bool:
+def _same(text: str, pack: Pack, test_hostports: tuple[str, ...] = ()) -> bool:
     try:
-        return parse_pack(text) == pack
+        return parse_pack(text, test_hostports=test_hostports) == pack
     except PackInvalid:
         return False
 
@@ -219,3 +226,36 @@ def check_usable(env: Environment | None, caller: str | None) -> Environment:
             field="options.environment",
         )
     return env
+
+
+MAX_ERROR_CHARS = 2000
+
+
+def finish_build(
+    env: Environment,
+    now: datetime,
+    *,
+    node_types: Sequence[str] | None = None,
+    archive: str | None = None,
+    error: str | None = None,
+    object_info_json: str | None = None,
+) -> Environment | None:
+    """`env` once its build ended: ready with its catalogue, or failed with why. None: it had
+    already ended (a redelivered or late result changes nothing)."""
+    if env.state is not EnvironmentState.BUILDING:
+        return None
+    if error is None and node_types and archive:
+        return env.model_copy(
+            update={
+                "state": EnvironmentState.READY,
+                "node_types": sorted(set(node_types)),
+                "archive": archive,
+                "object_info_json": object_info_json,
+                "error": None,
+                "state_changed_at": now,
+            }
+        )
+    why = (error or "the build reported no node types").strip()[:MAX_ERROR_CHARS]
+    return env.model_copy(
+        update={"state": EnvironmentState.FAILED, "error": why, "state_changed_at": now}
+    )

@@ -30,6 +30,7 @@ from comfyburst.errors import ManifestInvalid
 from comfyburst.ports import BlobStore, Clock, Fleet, JobStore, Publisher, UrlSigner
 from comfyburst.schema import DoneManifest, Job, JobError, JobPhases, Receipt
 from comfyburst.services._leases import release_lease
+from comfyburst.services.environments import record_build
 from comfyburst.services.results import finish, publish_result, split_gs_uri
 from comfyburst.states import JobState
 
@@ -99,6 +100,9 @@ class CompletionDeps:
     # The job's GPU class and its price per VM hour, for the receipt; None: class "default"
     # at no price.
     price_of: Callable[[Job], tuple[str, float]] | None = None
+    # Environments (ports.EnvironmentStore): a build job's end marks its environment ready or
+    # failed (services/environments.record_build); None: left to the environment's next read.
+    environments: Any = None
 
 
 class _Presigned:
@@ -203,6 +207,8 @@ def _complete(
         return _outcome("not_live", obj, job_id, state=ended.state.value)
     if ended.attempt != manifest.attempt:
         return _outcome("stale", obj, job_id, attempt=manifest.attempt, job_attempt=ended.attempt)
+    # Before the publish: if this raises, the redelivered event marks it (`_republish`).
+    record_build(deps.environments, ended, manifest, now)
     published = publish_result(deps.store, deps.publisher, ended, deps.clock.now())
     released = _release(deps, manifest)
     return _outcome("completed", obj, job_id, state=published.state.value, released=released)
@@ -251,6 +257,7 @@ def _republish(
     deps: CompletionDeps, obj: StorageObject, job: Job, manifest: DoneManifest
 ) -> dict[str, Any]:
     """A redelivery after a failed publish (or a late flag for a job the reaper ended)."""
+    record_build(deps.environments, job, manifest, deps.clock.now())
     publish_result(deps.store, deps.publisher, job, deps.clock.now())
     released = _release(deps, manifest)
     return _outcome("republished", obj, job.job_id, state=job.state.value, released=released)

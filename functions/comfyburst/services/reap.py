@@ -68,6 +68,8 @@ class ReaperDeps:
     outputs_bucket: str = ""
     # The receipt's class and price of a job completed from its flag (CompletionDeps.price_of).
     price_of: Callable[[Job], tuple[str, float]] | None = None
+    # A build job completed from its flag marks its environment (CompletionDeps.environments).
+    environments: Any = None
 
     def completion(self) -> CompletionDeps | None:
         """The done-flag use case's deps, sharing this reaper's store, publisher and clock."""
@@ -83,6 +85,7 @@ class ReaperDeps:
             outputs_bucket=self.outputs_bucket,
             fleet=self.fleet,
             price_of=self.price_of,
+            environments=self.environments,
         )
 
 

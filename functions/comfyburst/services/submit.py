@@ -51,7 +51,7 @@ from comfyburst.schema import MAX_STORED_NODE_ERRORS_BYTES, Job, JobRequest
 from comfyburst.services._admission import ADMISSION
 from comfyburst.services._job_leases import JobGone
 from comfyburst.services.dispatch import Dispatcher
-from comfyburst.services.environments import check_job_environment
+from comfyburst.services.environments import check_job_environment, with_environment
 from comfyburst.services.uploads import stored_sizes
 from comfyburst.states import JobState
 
@@ -143,9 +143,12 @@ def submit_job(
         _check_idempotency_key(idempotency_key)
     checked = check_request(body, deps.settings, deps.catalogue())
     # Before pre-flight's verdict: the image's catalogue lacks an environment's node types.
-    check_job_environment(
+    env = check_job_environment(
         deps.environments, deps.settings, checked.request.options.environment, caller
     )
+    if env is not None and env.object_info_json:
+        # Checked again against the image's node types plus the environment's.
+        checked = check_request(body, deps.settings, with_environment(deps.catalogue(), env))
     if not workflow_can_run(checked.verdict):
         raise PreflightRejected(checked.verdict.body.get("error"), checked.verdict.node_errors)
     request = checked.request

@@ -35,6 +35,7 @@ from comfyburst_worker.claims import (
     queued_claim,
     rank_queued,
 )
+from comfyburst_worker.env_job import EnvBuildRunner
 from comfyburst_worker.heartbeat import JobWatch
 from comfyburst_worker.job_runner import JobRunner, RunResult, Services
 from comfyburst_worker.phases import PhaseLog, wall_of
@@ -78,6 +79,7 @@ class Agent:
         self.holder: str | None = None
         # Set when the folders could not be emptied: no other job may run on what is left.
         self.tainted = False
+        self._env_runner: EnvBuildRunner | None = None
 
     def run(self, boot_job_id: str | None) -> None:
         """Claim, run and drain until no work is left; the caller powers off."""
@@ -160,7 +162,10 @@ class Agent:
             self.preemption.bind(job, stop)
         result: RunResult | None = None
         try:
-            result = self.runner.run(job, stop, timings, phases)
+            if job.environment_build is not None:  # builds an environment, not a workflow
+                result = self.env_runner().run(job)
+            else:
+                result = self.runner.run(job, stop, timings, phases)
         finally:
             if self.preemption is not None:
                 self.preemption.unbind()
@@ -172,7 +177,7 @@ class Agent:
             log.warning("job %s: no longer ours; no done flag", job.job_id)
             self._hold_for_drain(job.job_id)
             return None, 0.0
-        self.phases.done(phases)
+        self.phases.done(phases, self.runner.comfy_seen_at)
         t1 = time.monotonic()
         next_job = self._claim_next(job.job_id)
         next_claim_s = time.monotonic() - t1
@@ -192,11 +197,20 @@ class Agent:
             written_at=self.s.clock.now(),
             next_job_id=next_job.job_id if next_job else None,
             phases=phases,
+            environment_built=getattr(result, "environment_built", None),
         )
         self._write_done(manifest)
         self.finished.append(job.job_id)
         log.info("job %s: %s; next %s", job.job_id, result.status.value, manifest.next_job_id)
         return next_job, next_claim_s
+
+    def env_runner(self) -> EnvBuildRunner:
+        """The build-job runner, made on first use."""
+        if self._env_runner is None:
+            self._env_runner = EnvBuildRunner.of_settings(
+                self.s.settings, self.s.blobs, self.s.config
+            )
+        return self._env_runner
 
     def _reset_workspace(self, job_id: str, *, wait: bool) -> None:
         """Empty ComfyUI's folders and the model view before anything else can be claimed."""

@@ -82,3 +82,25 @@ class WorkerSettings(BaseSettings):
     model_fetch_workers: int = Field(
         description="Model files fetched at once", default=4, ge=1, le=16
     )
+    env_base_python: Path | None = Field(
+        default=None,
+        description="ComfyUI's venv interpreter that environment layers sit on; none: this VM "
+        "fails build jobs",
+    )
+    env_layers_dir: Path = Field(
+        default=Path("/var/lib/comfyburst/environments"),
+        description="Where environment layers are built (writable by env_build_as's user)",
+    )
+    env_build_as: str = Field(
+        default="", description="Command prefix running each build step as ComfyUI's user"
+    )
+    env_build_unisolated: bool = Field(
+        default=False,
+        description="Build without env_build_as, as the worker's own user (local cloud only)",
+    )
+    env_pip_args: str = Field(
+        default="", description="Extra pip arguments of builds (tests: a local find-links)"
+    )
+    env_comfyui_dir: Path | None = Field(
+        default=None, description="ComfyUI's folder, importable while a layer's packs load"
+    )

@@ -1,0 +1,258 @@
+"""Comfy API v2 (`/api/v2/...`): a thin face over the same services as our own API.
+
+One job model, one tenancy rule, one pre-flight: a v2 submit becomes our job request (just
+its workflow) and goes through `submit.submit_job`; reads and cancels go through `status`,
+`job_list` and `cancel`. `Authorization: Bearer <key>` is an API key in `api_key` mode (an ID
+token in `iam` mode, as for our own routes).
+
+`Idempotency-Key` is single-use here, as the contract says: the key (scoped to the caller,
+namespaced apart from our own API's keys) derives the job id, so the job document in
+Firestore is the durable claim. The first request with a key creates the job; any later one,
+same body or not, answers 422 `idempotency_key_reuse`. A submit refused before its job is
+written (bad workflow, full queue, pre-flight) leaves no claim, so a retry may use the key
+again. Unlike the contract's 24 h, a key stays claimed as long as its job is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import flask
+
+from comfyburst.api._auth import admin_principals, authenticate
+from comfyburst.api._deps import ApiDeps
+from comfyburst.api._errors import MethodNotAllowed
+from comfyburst.api._list_wait import ServiceUnavailable
+from comfyburst.api._v2_errors import NotImplementedHere, V2Error
+from comfyburst.api._v2_events import event_stream
+from comfyburst.api._v2_views import (
+    PREFIX,
+    asset_body,
+    job_body,
+    list_item,
+    parse_asset_id,
+)
+from comfyburst.domain import tenancy
+from comfyburst.domain.json_safety import parse_json_body
+from comfyburst.errors import InvalidRequest, JobFinished, NotFound
+from comfyburst.services import cancel, job_list, status, submit
+from comfyburst.services.results import split_gs_uri
+from comfyburst.settings import AuthMode
+
+_JOB = re.compile(r"^/jobs/(?P<job_id>[^/]+)(?P<action>/cancel|/events|/logs|/workflow)?$")
+_ASSET = re.compile(r"^/assets/(?P<asset_id>[^/]+)(?P<content>/content)?$")
+_JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_BODY_KEYS = frozenset({"workflow", "extra_data", "metadata"})
+# Keeps v2's single-use keys apart from our own API's replaying ones.
+_KEY_NAMESPACE = "v2:"
+
+ReadBody = Callable[[flask.Request, Any], bytes]
+
+
+def subpath(path: str) -> str | None:
+    """The part of `path` after /api/v2, or None when it is not a v2 path."""
+    if path == PREFIX or path.startswith(PREFIX + "/"):
+        return path[len(PREFIX) :] or "/"
+    return None
+
+
+def route(
+    request: flask.Request, sub: str, deps: Callable[[], ApiDeps], read_body: ReadBody
+) -> flask.Response:
+    """Answer one v2 request (errors are raised; the caller turns them into the envelope)."""
+    method = request.method
+    if sub == "/jobs":
+        _allow(method, "GET", "POST")
+        api = deps()
+        caller = _caller(request, api.settings)
+        if method == "POST":
+            return _submit(request, api, caller, read_body)
+        return _json(200, _list(api, request.args.to_dict(flat=False), caller))
+    if (found := _JOB.match(sub)) is not None:
+        action = found["action"]
+        _allow(method, "POST" if action == "/cancel" else "GET")
+        api = deps()
+        caller = _caller(request, api.settings)
+        job_id = found["job_id"]
+        if not _JOB_ID.match(job_id):
+            raise status.job_not_found(job_id[:64])
+        admins = admin_principals(api.settings)
+        if action == "/cancel":
+            return _json(200, job_body(_cancel(api, job_id, caller, admins)))
+        job = status.get_job(api.store, api.signer, api.clock, job_id, caller=caller, admins=admins)
+        if action == "/events":
+            if api.views is None:
+                raise NotImplementedHere("live event streams are not configured here; poll")
+            return event_stream(api, job, caller)
+        if action == "/logs":
+            # The contract's answer for a job with no captured log; we capture none yet.
+            return flask.Response(status=204)
+        if action == "/workflow":
+            return _json(200, {"workflow": _workflow_of(api, job_id), "format": "api"})
+        return _json(200, job_body(job))
+    if (found := _ASSET.match(sub)) is not None:
+        _allow(method, "GET")
+        api = deps()
+        caller = _caller(request, api.settings)
+        return _asset(api, found["asset_id"], caller, content=bool(found["content"]))
+    raise NotFound(f"no route for {PREFIX}{sub}"[:300])
+
+
+def _caller(request: flask.Request, settings: Any) -> str | None:
+    """The principal: in api_key mode the Bearer token is the key (else X-API-Key)."""
+    if AuthMode(settings.auth_mode) is AuthMode.API_KEY:
+        scheme, _, token = (request.headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return authenticate({"X-API-Key": token.strip()}, settings)
+    return authenticate(request.headers, settings)
+
+
+def _submit(
+    request: flask.Request, api: ApiDeps, caller: str | None, read_body: ReadBody
+) -> flask.Response:
+    data = parse_json_body(read_body(request, api.settings))
+    if not isinstance(data, dict) or not isinstance(data.get("workflow"), dict):
+        raise V2Error(
+            "invalid_workflow", 422, "the body must be an object with a workflow object",
+            field="workflow",
+        )  # fmt: skip
+    unknown = sorted(set(data) - _BODY_KEYS)
+    if unknown:
+        raise V2Error(
+            "invalid_request", 422, f"unknown field {unknown[0][:100]!r}", field=unknown[0][:100]
+        )
+    if data.get("metadata"):
+        raise V2Error(
+            "metadata_not_supported", 422, "job metadata labels are not supported yet",
+            field="metadata",
+        )  # fmt: skip
+    if data.get("extra_data"):
+        raise V2Error(
+            "invalid_request", 422, "extra_data (partner-node keys) is not supported here",
+            field="extra_data",
+        )  # fmt: skip
+    workflow = data["workflow"]
+    if _ui_format(workflow):
+        raise V2Error(
+            "workflow_format_ui", 422,
+            "this is a UI-format workflow (nodes/links); submit the API-format graph "
+            "(ComfyUI: Export (API))",
+            field="workflow",
+        )  # fmt: skip
+    key = request.headers.get("Idempotency-Key")
+    result = submit.submit_job(
+        api.submit_deps(),
+        json.dumps({"workflow": workflow}, separators=(",", ":")).encode(),
+        idempotency_key=None if key is None else _KEY_NAMESPACE + key,
+        caller=caller,
+    )
+    if not result.created:
+        raise V2Error(
+            "idempotency_key_reuse", 422, "this Idempotency-Key was used before (single-use)"
+        )
+    response = _json(201, job_body(result.job))
+    response.headers["Location"] = f"{PREFIX}/jobs/{result.job.job_id}"
+    return response
+
+
+def _ui_format(workflow: dict[str, Any]) -> bool:
+    """A UI export (the editor's save format) rather than the API-format graph."""
+    return isinstance(workflow.get("nodes"), list) and (
+        "links" in workflow or "last_node_id" in workflow
+    )
+
+
+def _list(api: ApiDeps, args: dict[str, list[str]], caller: str | None) -> dict[str, Any]:
+    """One page of the caller's jobs (an admin's: all), newest first."""
+    if api.views is None:
+        raise ServiceUnavailable("job lists are not configured in this deployment")
+    ours: dict[str, list[str]] = {}
+    for name, values in args.items():
+        if name.startswith("metadata["):
+            raise V2Error(
+                "metadata_not_supported", 422, "job metadata labels are not supported yet",
+                field=name[:100],
+            )  # fmt: skip
+        translated = {"limit": "page_size", "cursor": "page_token"}.get(name)
+        if translated is None:
+            raise V2Error(
+                "invalid_request", 422, f"unknown query parameter {name[:100]!r}", field=name[:100]
+            )
+        ours[translated] = values
+    key = api.page_token_key.get()
+    admins = admin_principals(api.settings)
+    try:
+        query = job_list.parse_query(
+            ours, caller, all_callers=tenancy.is_admin(caller, admins), token_key=key
+        )
+    except InvalidRequest as exc:  # named as the caller named them
+        ours_name = exc.field or ""
+        theirs = {"page_size": "limit", "page_token": "cursor"}.get(ours_name, ours_name)
+        message = exc.message.replace(ours_name, theirs) if ours_name else exc.message
+        raise InvalidRequest(message, field=theirs or None) from None
+    page = job_list.list_jobs(api.views, query, key)
+    body: dict[str, Any] = {"jobs": [list_item(job) for job in page.jobs]}
+    if page.next_page_token is not None:
+        body["next_cursor"] = page.next_page_token
+    return body
+
+
+def _workflow_of(api: ApiDeps, job_id: str) -> dict[str, Any]:
+    """The API-format graph the job ran, from its stored request (never its inputs' bytes)."""
+    stored = api.blobs.read(api.settings.jobs_bucket, submit.jobs_prefix(job_id) + "request.json")
+    if stored is None:
+        raise status.job_not_found(job_id)
+    workflow: dict[str, Any] = json.loads(stored)["workflow"]
+    return workflow
+
+
+def _cancel(api: ApiDeps, job_id: str, caller: str | None, admins: frozenset[str]) -> Any:
+    try:
+        outcome = cancel.cancel_job(
+            api.store, api.publisher, api.clock, job_id, caller=caller, admins=admins
+        )
+    except JobFinished:
+        # v2: cancelling a finished job is a no-op answering its terminal state.
+        return status.get_job(
+            api.store, api.signer, api.clock, job_id, caller=caller, admins=admins
+        )
+    return outcome.job
+
+
+def _asset(api: ApiDeps, value: str, caller: str | None, *, content: bool) -> flask.Response:
+    """An output as a v2 asset, or (content) a 302 to a freshly signed URL of its bytes."""
+    parsed = parse_asset_id(value)
+    if parsed is None:
+        raise NotFound("asset not found")
+    job_id, index = parsed
+    admins = admin_principals(api.settings)
+    job = api.store.get_job(job_id)
+    # One answer for a missing output and another caller's: the same 404, nothing signed.
+    if job is None or not tenancy.can_see(caller, job, admins) or index >= len(job.outputs):
+        raise NotFound("asset not found")
+    output = job.outputs[index]
+    if output.gs_uri is None:
+        raise NotFound("asset not found")
+    ttl_s = job.options.signed_url_ttl_s
+    url = api.signer.sign_get(*split_gs_uri(output.gs_uri), ttl_s)
+    if content:
+        response = flask.Response(status=302)
+        response.headers["Location"] = url
+        response.headers["Cache-Control"] = "no-store"
+        return response
+    expires = api.clock.now() + timedelta(seconds=ttl_s)
+    return _json(200, asset_body(job, index, output, url, expires))
+
+
+def _allow(method: str, *allowed: str) -> None:
+    if method not in allowed and not (method == "HEAD" and "GET" in allowed):
+        raise MethodNotAllowed(f"{method} is not allowed here", details={"allow": list(allowed)})
+
+
+def _json(status_code: int, body: Any) -> flask.Response:
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    return flask.Response(text, status_code, mimetype="application/json")

@@ -1,0 +1,138 @@
+"""`GET /api/v2/jobs/{id}/events`: the job's live state as Server-Sent Events.
+
+On connect: the current `status`, and the latest `progress` while it runs; then each change,
+as the job document changes (the same Firestore listener as `GET /jobs/{id}?wait_s=`, no
+polling), an `output` for each output as it lands, and the terminal `status`, after which the
+stream ends. A stream also ends after STREAM_S without reaching the end, so it never outlives
+the API's request timeout; the SDK then reads the job and reconnects. A comment line every
+KEEPALIVE_S keeps idle proxies from closing it. Each instance holds at most
+MAX_STREAMS_PER_CALLER open streams per caller (429 `too_many_streams` beyond).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import flask
+
+from comfyburst.api._v2_views import job_body, v2_status
+from comfyburst.errors import QueueFull
+from comfyburst.schema import Job
+from comfyburst.services import job_wait
+from comfyburst.services.status import refresh_urls
+
+logger = logging.getLogger(__name__)
+
+STREAM_S = 55.0
+KEEPALIVE_S = 15.0
+MAX_STREAMS_PER_CALLER = 4
+RETRY_AFTER_S = 5
+
+
+class TooManyStreams(QueueFull):
+    """The caller already has MAX_STREAMS_PER_CALLER streams open on this instance."""
+
+    code = "too_many_streams"
+
+    def __init__(self) -> None:
+        super().__init__(
+            f"at most {MAX_STREAMS_PER_CALLER} event streams may be open at once; "
+            "close one, or poll the job",
+            max_queued=MAX_STREAMS_PER_CALLER,
+            retry_after_s=RETRY_AFTER_S,
+        )
+        self.details = {"max_streams": MAX_STREAMS_PER_CALLER}
+
+
+class _OpenStreams:
+    """Open streams per caller on this instance."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[str, int] = {}
+
+    def acquire(self, caller: str | None) -> None:
+        key = caller or ""
+        with self._lock:
+            if self._open.get(key, 0) >= MAX_STREAMS_PER_CALLER:
+                raise TooManyStreams()
+            self._open[key] = self._open.get(key, 0) + 1
+
+    def release(self, caller: str | None) -> None:
+        key = caller or ""
+        with self._lock:
+            left = self._open.get(key, 0) - 1
+            if left > 0:
+                self._open[key] = left
+            else:
+                self._open.pop(key, None)
+
+
+OPEN_STREAMS = _OpenStreams()
+
+
+def event_stream(api: Any, job: Job, caller: str | None) -> flask.Response:
+    """The streaming answer; the caller's slot is given back when the answer is closed."""
+    OPEN_STREAMS.acquire(caller)
+    released = threading.Event()
+
+    def release() -> None:
+        if not released.is_set():
+            released.set()
+            OPEN_STREAMS.release(caller)
+
+    response = flask.Response(_frames(api, job), 200, mimetype="text/event-stream")
+    response.call_on_close(release)
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Accel-Buffering"] = "no"
+    return response
+
+
+def _frames(api: Any, job: Job) -> Iterator[str]:
+    try:
+        yield from _changes(api, job)
+    except Exception:
+        # The answer has started: end the stream; the client reads the job and reconnects.
+        logger.exception("event stream failed", extra={"job_id": job.job_id})
+
+
+def _changes(api: Any, job: Job) -> Iterator[str]:
+    body = job_body(job)
+    if not job.state.terminal:
+        yield _frame("status", {"status": body["status"], "queue_position": None})
+        if body["progress"] is not None:
+            yield _frame("progress", body["progress"])
+    sent_outputs = 0
+    deadline = time.monotonic() + STREAM_S
+    current = job
+    while not current.state.terminal:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return  # the client reconnects (the SDK first reads the job)
+        changed = job_wait.wait_for_change(api.views, current, min(KEEPALIVE_S, left))
+        if changed is current:
+            yield ": keepalive\n\n"
+            continue
+        outputs, _ = refresh_urls(changed, api.signer, api.clock.now())
+        changed = changed.model_copy(update={"outputs": outputs})
+        new = job_body(changed)
+        if v2_status(changed) != v2_status(current) and not changed.state.terminal:
+            yield _frame("status", {"status": new["status"], "queue_position": None})
+        if new["progress"] is not None and new["progress"] != job_body(current)["progress"]:
+            yield _frame("progress", new["progress"])
+        for output in new["outputs"][sent_outputs:]:
+            yield _frame("output", output)
+        sent_outputs = len(new["outputs"])
+        current = changed
+    for output in job_body(current)["outputs"][sent_outputs:]:
+        yield _frame("output", output)
+    yield _frame("status", {"status": v2_status(current), "queue_position": None})
+
+
+def _frame(event: str, data: dict[str, Any]) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"

@@ -1,0 +1,302 @@
+"""Build an environment's layer once: packs checked out, their requirements installed on top of
+the image's ComfyUI venv (never into it), the node types they add read, the layer archived.
+
+The layer folder holds `custom_nodes/<pack>` (each a git checkout at its pinned commit) and
+`venv/`, a venv of the base interpreter whose site-packages sees the base venv's packages
+through a `.pth` file. pip installs into that venv only what the base does not already satisfy,
+with every base package pinned as a constraint: a pack that needs another torch (or another
+version of anything the base holds) fails the build instead of replacing it. ComfyUI later runs
+with the base interpreter, the layer's site-packages on `PYTHONPATH` and the layer's
+`custom_nodes` as an extra custom-nodes path (ComfyUI 0.3.64's extra_model_paths.yaml takes a
+`custom_nodes` key: `utils/extra_config.py` adds every key as a folder path, and
+`nodes.init_external_custom_nodes` loads from all of `custom_nodes`' paths).
+
+Every command here runs as the caller's user (the worker runs it as ComfyUI's user where the
+image has one); nothing here reaches a host other than the pack's (checked by the caller) and
+the deployment's package index (pip's own configuration, or `pip_args` in tests).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+TAIL_LINES = 12
+TAIL_CHARS = 1500
+# Only the scheme the pack's URL was checked with: git never follows a URL to `ext::`, `file`
+# or `ssh` on a redirect or in a submodule.
+_SITES = "import site,json;print(json.dumps(site.getsitepackages()))"
+_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "GIT_ASKPASS": "true"}
+
+# Loads each pack the way ComfyUI does (its folder's `__init__.py` as a module named by the
+# folder) and prints, per pack, an `/object_info`-shaped entry of each node type (what
+# pre-flight checks jobs against), or the traceback of the first pack that fails.
+_PROBE = r"""
+import importlib.util, json, os, sys, traceback
+root = sys.argv[1]
+found = {}
+
+def info(pack, name, cls):
+    spec = cls.INPUT_TYPES() or {}
+    groups = {k: dict(spec[k]) for k in ("required", "optional") if k in spec}
+    out = list(getattr(cls, "RETURN_TYPES", ()) or ())
+    return {
+        "input": groups,
+        "input_order": {k: list(v) for k, v in groups.items()},
+        "output": out,
+        "output_is_list": list(getattr(cls, "OUTPUT_IS_LIST", [False] * len(out))),
+        "output_name": list(getattr(cls, "RETURN_NAMES", out) or out),
+        "name": name,
+        "display_name": name,
+        "description": str(getattr(cls, "DESCRIPTION", "") or ""),
+        "python_module": "custom_nodes." + pack,
+        "category": str(getattr(cls, "CATEGORY", "") or ""),
+        "output_node": bool(getattr(cls, "OUTPUT_NODE", False)),
+    }
+
+for name in sorted(os.listdir(root)):
+    path = os.path.join(root, name)
+    init = os.path.join(path, "__init__.py")
+    if not os.path.isfile(init):
+        continue
+    try:
+        spec = importlib.util.spec_from_file_location(path.replace(".", "_x_"), init)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        mappings = getattr(module, "NODE_CLASS_MAPPINGS", {}) or {}
+        found[name] = {str(k): info(name, str(k), v) for k, v in sorted(mappings.items())}
+    except BaseException:
+        print(json.dumps({"failed": name, "error": traceback.format_exc()}))
+        sys.exit(3)
+print(json.dumps({"packs": found}, default=str))
+"""
+
+
+class BuildFailed(Exception):
+    """The build failed at one pack (or before any); `tail` is the end of what failed."""
+
+    def __init__(self, pack: str | None, message: str, tail: str = "") -> None:
+        super().__init__(message)
+        self.pack, self.message, self.tail = pack, message, tail
+
+    def text(self) -> str:
+        """One bounded text for the environment's `error`."""
+        head = f"{self.pack}: {self.message}" if self.pack else self.message
+        return f"{head}\n{self.tail}".strip()[: TAIL_CHARS + 300]
+
+
+@dataclass(frozen=True)
+class GitPack:
+    """A pinned git pack: its URL, its commit, the folder it is checked out into."""
+
+    url: str
+    commit: str
+
+    @property
+    def text(self) -> str:
+        return f"{self.url}@{self.commit}"
+
+    @property
+    def folder(self) -> str:
+        return urlsplit(self.url).path.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
+
+    @classmethod
+    def parse(cls, text: str) -> GitPack:
+        url, _, commit = text.rpartition("@")
+        return cls(url, commit)
+
+
+@dataclass
+class BuiltLayer:
+    """What a build produced: the node types per pack and the archive's path."""
+
+    node_types: dict[str, list[str]]
+    archive: Path
+    object_info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def all_node_types(self) -> list[str]:
+        return sorted({t for types in self.node_types.values() for t in types})
+
+
+Runner = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@dataclass
+class LayerBuilder:
+    """Builds a layer with the base interpreter `base_python`; `pip_args` reach pip (an index,
+    find-links); `as_user` wraps each command (e.g. `["sudo", "-u", "comfyui", "--"]`)."""
+
+    base_python: Path
+    pip_args: tuple[str, ...] = ()
+    pip_command: tuple[str, ...] = (sys.executable, "-m", "pip")
+    as_user: tuple[str, ...] = ()
+    step_timeout_s: float = 900.0
+    comfyui_dir: Path | None = None
+    run: Runner = field(default=subprocess.run)
+
+    def build(self, packs: Sequence[str], layer: Path) -> BuiltLayer:
+        """The layer of `packs` (canonical `URL@COMMIT` texts) in the empty folder `layer`."""
+        nodes_dir, venv = layer / "custom_nodes", layer / "venv"
+        nodes_dir.mkdir(parents=True)
+        parsed = [GitPack.parse(p) for p in packs]
+        folders = [p.folder for p in parsed]
+        if len(set(folders)) != len(folders):
+            raise BuildFailed(None, f"two packs share a folder name: {sorted(folders)}")
+        self._venv(venv)
+        constraints = layer / "base-constraints.txt"
+        constraints.write_text(self._base_pins())
+        for pack in parsed:
+            self._checkout(pack, nodes_dir / pack.folder)
+            requirements = nodes_dir / pack.folder / "requirements.txt"
+            if requirements.is_file():
+                self._pip(pack, venv, requirements, constraints)
+        infos = self._probe(venv, nodes_dir, {p.folder: p.text for p in parsed})
+        node_types = {folder: sorted(entries) for folder, entries in infos.items()}
+        for pack in parsed:
+            if not node_types.get(pack.folder):
+                raise BuildFailed(pack.text, "the pack adds no node types (NODE_CLASS_MAPPINGS)")
+        archive = layer.parent / f"{layer.name}.tar.gz"
+        with tarfile.open(archive, "w:gz") as tar:
+            for part in ("custom_nodes", "venv"):
+                tar.add(layer / part, arcname=part)
+        by_text = {p.text: node_types[p.folder] for p in parsed}
+        object_info = {k: v for p in parsed for k, v in infos[p.folder].items()}
+        return BuiltLayer(by_text, archive, object_info)
+
+    def _cmd(
+        self, args: Sequence[str], pack: str | None, what: str, **kw: object
+    ) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, **_GIT_ENV, **dict(kw.pop("env", {}) or {})}  # type: ignore[call-overload]
+        try:
+            done = self.run(
+                [*self.as_user, *args],
+                capture_output=True,
+                text=True,
+                timeout=self.step_timeout_s,
+                env=env,
+                check=False,
+                **kw,
+            )
+        except subprocess.TimeoutExpired:
+            raise BuildFailed(
+                pack, f"{what} took longer than {self.step_timeout_s:.0f} s"
+            ) from None
+        if done.returncode != 0:
+            raise BuildFailed(pack, f"{what} failed (exit {done.returncode})", tail_of(done))
+        return done
+
+    def _venv(self, venv: Path) -> None:
+        self._cmd([str(self.base_python), "-m", "venv", "--without-pip", str(venv)], None, "venv")
+        base_sites = self._py(self.base_python, _SITES)
+        # The base venv's packages, visible to pip (satisfied: not installed again) and to the
+        # probe; the base itself is never written. Written by the layer's own user.
+        link = (
+            "import site,sys,pathlib;pathlib.Path(site.getsitepackages()[0],"
+            "'_comfyburst_base.pth').write_text(sys.argv[1])"
+        )
+        lines = "\n".join(json.loads(base_sites)) + "\n"
+        self._cmd([str(venv / "bin" / "python"), "-c", link, lines], None, "venv link")
+
+    def _py(self, python: Path, code: str) -> str:
+        return self._cmd([str(python), "-c", code], None, "python").stdout.strip()
+
+    def _base_pins(self) -> str:
+        code = (
+            "import importlib.metadata as m\n"
+            "for d in sorted(m.distributions(), key=lambda d: d.metadata['Name'].lower()):\n"
+            "    print(f\"{d.metadata['Name']}=={d.version}\")\n"
+        )
+        return self._py(self.base_python, code) + "\n"
+
+    def _checkout(self, pack: GitPack, target: Path) -> None:
+        scheme = urlsplit(pack.url).scheme
+        env = {"GIT_ALLOW_PROTOCOL": scheme}
+        self._cmd(["git", "init", "-q", str(target)], pack.text, "git init", env=env)
+        git = ["git", "-C", str(target)]
+        self._cmd([*git, "remote", "add", "origin", pack.url], pack.text, "git remote", env=env)
+        fetch = [*git, "fetch", "-q", "origin", pack.commit]
+        try:
+            self._cmd(fetch, pack.text, "git fetch of the commit", env=env)
+        except BuildFailed:
+            # Servers that do not serve a commit by id (dumb http, old ones): the whole history.
+            self._cmd([*git, "fetch", "-q", "origin"], pack.text, "git fetch", env=env)
+        try:
+            self._cmd(
+                [*git, "checkout", "-q", "--detach", pack.commit], pack.text, "checkout", env=env
+            )
+        except BuildFailed as exc:
+            raise BuildFailed(
+                pack.text, f"commit {pack.commit} does not exist in {pack.url}", exc.tail
+            ) from None
+
+    def _pip(self, pack: GitPack, venv: Path, requirements: Path, constraints: Path) -> None:
+        args = [
+            *self.pip_command,
+            "--python",
+            str(venv / "bin" / "python"),
+            "install",
+            "--no-input",
+            "--disable-pip-version-check",
+            "--only-binary=:all:",
+            "-r",
+            str(requirements),
+            "-c",
+            str(constraints),
+            *self.pip_args,
+        ]
+        try:
+            self._cmd(args, pack.text, "installing its requirements")
+        except BuildFailed as exc:
+            hint = "its requirements conflict with the image's packages (torch & co are fixed)"
+            if "ResolutionImpossible" in exc.tail or "conflict" in exc.tail.lower():
+                raise BuildFailed(pack.text, hint, exc.tail) from None
+            raise
+
+    def _probe(
+        self, venv: Path, nodes_dir: Path, texts: dict[str, str]
+    ) -> dict[str, dict[str, Any]]:
+        cwd = str(self.comfyui_dir) if self.comfyui_dir else None
+        env = {"PYTHONPATH": cwd} if cwd else {}
+        args = [str(venv / "bin" / "python"), "-c", _PROBE, str(nodes_dir)]
+        done = self.run(
+            [*self.as_user, *args],
+            capture_output=True,
+            text=True,
+            timeout=self.step_timeout_s,
+            env={**os.environ, **env},
+            cwd=cwd,
+            check=False,
+        )
+        last = (done.stdout.strip().splitlines() or ["{}"])[-1]
+        try:
+            answer = json.loads(last)
+        except ValueError:
+            answer = {}
+        if "failed" in answer:
+            pack = texts.get(answer["failed"], answer["failed"])
+            raise BuildFailed(pack, "importing the pack raised", _tail(answer.get("error", "")))
+        if done.returncode != 0 or "packs" not in answer:
+            raise BuildFailed(
+                None, f"loading the packs failed (exit {done.returncode})", tail_of(done)
+            )
+        return {str(k): dict(v) for k, v in answer["packs"].items()}
+
+
+def tail_of(done: subprocess.CompletedProcess[str]) -> str:
+    """The last lines of a command's output (stderr, then stdout)."""
+    return _tail((done.stdout or "") + "\n" + (done.stderr or ""))
+
+
+def _tail(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return "\n".join(lines[-TAIL_LINES:])[-TAIL_CHARS:]

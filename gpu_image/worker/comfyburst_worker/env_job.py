@@ -1,0 +1,149 @@
+"""A build job (`job.environment_build`): build the environment's layer on this VM and store it.
+
+The layer goes to `environments/{environment_id}/layer.tar.gz` in the models bucket (the
+worker's service account may write there: `worker-models` in terraform/iam.tf), its node types
+to `environments/{environment_id}/catalogue.json` beside it, and the done flag reports both
+(`DoneManifest.environment_built`); completion marks the environment ready or failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from comfyburst.domain.custom_node_sources import PackInvalid, parse_pack
+from comfyburst.domain.urls import UrlRefused, UrlRule, check_url
+from comfyburst.ports import BlobStore
+from comfyburst.schema import (
+    MAX_ENV_OBJECT_INFO_BYTES,
+    DoneStatus,
+    EnvironmentBuilt,
+    Job,
+    JobError,
+    WorkerTimings,
+)
+from comfyburst_worker.env_build import BuildFailed, LayerBuilder
+from comfyburst_worker.job_runner import RunResult
+
+log = logging.getLogger(__name__)
+
+ERROR_TYPE = "environment_build"
+
+
+@dataclass
+class EnvBuildResult(RunResult):
+    """A build job's result: what it built, when it succeeded."""
+
+    environment_built: EnvironmentBuilt | None = None
+
+
+def archive_name(environment_id: str) -> str:
+    return f"environments/{environment_id}/layer.tar.gz"
+
+
+def catalogue_name(environment_id: str) -> str:
+    return f"environments/{environment_id}/catalogue.json"
+
+
+class EnvBuildRunner:
+    """Runs build jobs; like JobRunner, never raises for a failed build (it is the result)."""
+
+    def __init__(
+        self,
+        blobs: BlobStore,
+        bucket: str | None,
+        layers_dir: Path,
+        builder: LayerBuilder | None,
+        test_hostports: tuple[str, ...] = (),
+    ) -> None:
+        self.blobs, self.bucket, self.layers_dir = blobs, bucket, layers_dir
+        self.builder, self.test_hostports = builder, test_hostports
+
+    @classmethod
+    def of_settings(cls, settings: object, blobs: BlobStore, config: object) -> EnvBuildRunner:
+        """From WorkerSettings (`env_*`) and the deployment config (`models_bucket`)."""
+        base = getattr(settings, "env_base_python", None)
+        as_user = getattr(settings, "env_build_as", "") or ""
+        # Pack code never runs as the worker's own user (its token, its files) unless the
+        # settings say so explicitly (the local cloud, where there is no second user).
+        isolated = bool(as_user.strip()) or bool(getattr(settings, "env_build_unisolated", False))
+        builder = None
+        if base is not None and isolated:
+            builder = LayerBuilder(
+                base_python=Path(base),
+                pip_args=tuple(shlex.split(getattr(settings, "env_pip_args", "") or "")),
+                as_user=tuple(shlex.split(as_user)),
+                comfyui_dir=getattr(settings, "env_comfyui_dir", None),
+            )
+        return cls(
+            blobs,
+            getattr(config, "models_bucket", None),
+            Path(getattr(settings, "env_layers_dir", "/var/lib/comfyburst/environments")),
+            builder,
+            tuple(h.lower() for h in getattr(config, "http_model_hosts", []) or []),
+        )
+
+    def run(self, job: Job) -> EnvBuildResult:
+        timings = WorkerTimings()
+        t0 = time.monotonic()
+        try:
+            built = self._build(job)
+        except BuildFailed as exc:
+            log.warning("job %s: environment build failed: %s", job.job_id, exc.text())
+            error = JobError(type=ERROR_TYPE, message=exc.text())
+            return EnvBuildResult(DoneStatus.FAILED, error=error, timings=timings)
+        except Exception as exc:  # storage, disk: the job fails, not the agent
+            log.exception("job %s: environment build broke", job.job_id)
+            error = JobError(type="worker_error", message=f"build broke ({type(exc).__name__})")
+            return EnvBuildResult(DoneStatus.FAILED, error=error, timings=timings)
+        finally:
+            timings.execution_s = round(time.monotonic() - t0, 4)
+        return EnvBuildResult(DoneStatus.SUCCEEDED, timings=timings, environment_built=built)
+
+    def _build(self, job: Job) -> EnvironmentBuilt:
+        spec = job.environment_build
+        assert spec is not None
+        if self.builder is None or self.bucket is None:
+            raise BuildFailed(None, "this VM cannot build environments (no base venv or bucket)")
+        for text in spec.packs:
+            self._check_pack(text)
+        layer = self.layers_dir / spec.environment_id
+        archive = layer.parent / f"{layer.name}.tar.gz"
+        shutil.rmtree(layer, ignore_errors=True)  # a crashed attempt's leftovers
+        archive.unlink(missing_ok=True)
+        layer.parent.mkdir(parents=True, exist_ok=True)
+        built = self.builder.build(spec.packs, layer)
+        name = archive_name(spec.environment_id)
+        self.blobs.upload_file(self.bucket, name, str(built.archive), "application/gzip")
+        catalogue = {"environment_id": spec.environment_id, "packs": built.node_types}
+        self.blobs.write(
+            self.bucket,
+            catalogue_name(spec.environment_id),
+            json.dumps(catalogue, sort_keys=True).encode(),
+            "application/json",
+        )
+        built.archive.unlink(missing_ok=True)
+        object_info = json.dumps(built.object_info, sort_keys=True, separators=(",", ":"))
+        if len(object_info.encode()) > MAX_ENV_OBJECT_INFO_BYTES:
+            raise BuildFailed(None, "the packs' /object_info is larger than 512 KiB")
+        return EnvironmentBuilt(
+            environment_id=spec.environment_id,
+            node_types=built.all_node_types,
+            archive=f"gs://{self.bucket}/{name}",
+            object_info_json=object_info,
+        )
+
+    def _check_pack(self, text: str) -> None:
+        """The API checked the packs; the worker checks again before git reaches anything."""
+        try:
+            pack = parse_pack(text, test_hostports=self.test_hostports)
+            if pack.kind != "git":
+                raise PackInvalid("registry packs are not built yet; pin a git commit")
+            check_url(pack.source, UrlRule.of([pack.host], (), self.test_hostports))
+        except (PackInvalid, UrlRefused) as exc:
+            raise BuildFailed(text, f"refused: {exc}") from None

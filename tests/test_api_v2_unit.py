@@ -1,0 +1,117 @@
+"""Comfy API v2 bodies and envelope, as pure functions: the status mapping, output assets,
+and each of our errors under the contract's code (no network)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from comfy_low.models import ErrorEnvelope
+from comfy_low.models import Job as SdkJob
+
+from comfyburst.api._v2_errors import error_answer
+from comfyburst.api._v2_views import asset_id, job_body, parse_asset_id, v2_status
+from comfyburst.domain.jobs import new_job, transition
+from comfyburst.errors import (
+    Forbidden,
+    GpuClassForbidden,
+    IdempotencyConflict,
+    InvalidRequest,
+    NotFound,
+    PreflightRejected,
+    QueueFull,
+    Unauthenticated,
+)
+from comfyburst.schema import Job, JobRequest, OutputFile
+from comfyburst.states import JobState
+from tests._api_support import WORKFLOW
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def _job_in(state: JobState, **changes: object) -> Job:
+    job = new_job(
+        job_id="j1",
+        request=JobRequest.model_validate({"workflow": WORKFLOW}),
+        workflow_bytes=100,
+        now=NOW,
+        max_attempts=3,
+        ttl_days=7,
+    )
+    if state is not JobState.QUEUED:
+        job = transition(job, state, NOW + timedelta(seconds=5))
+    return job.model_copy(update=changes)
+
+
+@pytest.mark.parametrize(
+    ("state", "cancel_requested", "expected"),
+    [
+        (JobState.QUEUED, False, "queued"),
+        (JobState.STARTING, False, "queued"),
+        (JobState.RUNNING, False, "running"),
+        (JobState.RUNNING, True, "canceling"),
+        (JobState.STARTING, True, "canceling"),
+        (JobState.SUCCEEDED, False, "succeeded"),
+        (JobState.CANCELLED, True, "canceled"),
+        (JobState.FAILED, False, "failed"),
+        (JobState.TIMED_OUT, False, "expired"),
+    ],
+)
+def test_status_mapping(state: JobState, cancel_requested: bool, expected: str) -> None:
+    job = _job_in(JobState.QUEUED).model_copy(
+        update={"state": state, "cancel_requested": cancel_requested}
+    )
+    assert v2_status(job) == expected
+
+
+def test_a_succeeded_job_reads_as_the_sdk_model_with_its_output_as_an_asset() -> None:
+    output = OutputFile(
+        name="cb_00001_.png",
+        size_bytes=12,
+        sha256="0" * 64,
+        content_type="image/png",
+        gs_uri="gs://out/jobs/j1/cb_00001_.png",
+        signed_url="http://127.0.0.1:1/out/x?sig=1",
+        signed_url_expires_at=NOW + timedelta(hours=1),
+    )
+    job = _job_in(JobState.RUNNING, accepted_outputs=["2"])
+    job = transition(job, JobState.SUCCEEDED, NOW + timedelta(seconds=9), outputs=[output])
+    parsed = SdkJob.model_validate(job_body(job))  # the SDK's own model of a job
+    assert parsed.status.value == "succeeded" and parsed.completed_at is not None
+    (out,) = parsed.outputs
+    assert (out.node_id, out.type.value, out.id) == ("2", "image", asset_id("j1", 0))
+    assert parse_asset_id(out.id) == ("j1", 0)
+    assert parsed.expires_at == NOW + timedelta(days=7)
+    assert parsed.urls.cancel == "/api/v2/jobs/j1/cancel"
+    assert parse_asset_id("out-x-j1") is None and parse_asset_id("../j1") is None
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "code"),
+    [
+        (Unauthenticated("no key"), 401, "unauthorized"),
+        (Forbidden("bad key"), 403, "forbidden"),
+        (GpuClassForbidden("no", gpu_class="h100", allowed=["t4"]), 403, "forbidden"),
+        (NotFound("job x not found"), 404, "not_found"),
+        (QueueFull("full", max_queued=1, retry_after_s=60), 429, "queue_full"),
+        (IdempotencyConflict("used"), 422, "idempotency_key_reuse"),
+        (InvalidRequest("workflow.1: bad", field="workflow.1"), 422, "invalid_workflow"),
+        (InvalidRequest("Idempotency-Key bad", field="Idempotency-Key"), 400, "invalid_request"),
+        (RuntimeError("secret detail"), 500, "upstream_error"),
+    ],
+)
+def test_each_error_under_the_contract_code(exc: Exception, status: int, code: str) -> None:
+    got_status, body = error_answer(exc, budget_bytes=16 * 1024)
+    assert (got_status, body["error"]["code"]) == (status, code)
+    ErrorEnvelope.model_validate(body)  # the SDK's model of the envelope
+    assert "secret" not in body["error"]["message"]
+
+
+def test_preflight_node_errors_ride_in_details_bounded() -> None:
+    node_errors = {str(n): {"errors": [{"type": "x", "message": "m" * 500}]} for n in range(400)}
+    exc = PreflightRejected({"message": "Prompt outputs failed validation"}, node_errors)
+    status, body = error_answer(exc, budget_bytes=32 * 1024)
+    details = body["error"]["details"]
+    assert status == 422 and body["error"]["code"] == "invalid_workflow"
+    assert 0 < len(details["node_errors"]) < 400
+    assert details["node_errors_omitted"] == 400 - len(details["node_errors"])
