@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from comfy_node import _comfy
+from comfy_node._vendor.comfyburst_core.client import ApiClient, ClientSettings  # the node's own
 from comfy_node.missing_nodes import as_comfy_rejection, missing_node_types, unknown_node_id
 from comfy_node.remote import RemoteJobError, run_job
-from comfyburst.client import ApiClient, ClientSettings
 from comfyburst.custom_nodes import PackError, https_remote, local_packs, public_remote, read_pack
 from comfyburst_cli.main import app
 
