@@ -22,6 +22,7 @@ from comfyburst.domain.environments import (
     PackNotAllowed,
     can_see,
     canonical_packs,
+    check_still_allowed,
     check_usable,
     environment_id,
     plan_environment,
@@ -228,6 +229,19 @@ def test_who_sees_and_who_runs_in_an_environment() -> None:
     with pytest.raises(EnvironmentBuilding) as building:
         check_usable(_env(EnvironmentState.BUILDING, False), "key:ana")
     assert building.value.http_status == 409 and building.value.code == "environment_building"
+
+
+def test_what_the_deployer_withdraws_runs_no_more_jobs() -> None:
+    """The lists as they are now: a built environment whose source was removed, or a shared
+    one whose pack is no longer trusted, is refused; a private one needs no trust."""
+    ready = EnvironmentState.READY
+    only_b = SourcePolicy.of(["registry:b"])
+    check_still_allowed(_env(ready, False), OPEN, OPEN)
+    check_still_allowed(_env(ready, True), OPEN, NONE)
+    with pytest.raises(EnvironmentUnusable, match="no longer among"):
+        check_still_allowed(_env(ready, True), only_b, NONE)
+    with pytest.raises(EnvironmentUnusable, match="no longer trusted"):
+        check_still_allowed(_env(ready, False), OPEN, only_b)
 
 
 def test_a_job_option_names_an_environment_by_its_id() -> None:

@@ -228,6 +228,30 @@ def check_usable(env: Environment | None, caller: str | None) -> Environment:
     return env
 
 
+def check_still_allowed(
+    env: Environment,
+    sources: SourcePolicy,
+    trusted: SourcePolicy,
+    test_hostports: tuple[str, ...] = (),
+) -> None:
+    """The deployer's lists as they are now, not as they were when it was built: a pack whose
+    source was removed runs no more jobs, and a shared environment with a pack no longer trusted
+    runs none either (asked for again, the same packs make a private one)."""
+    packs = canonical_packs(env.packs, test_hostports)
+    for pack in packs:
+        if not sources.allows(pack):
+            raise EnvironmentUnusable(
+                f"{pack.source} is no longer among this deployment's custom_node_sources",
+                field="options.environment",
+            )
+    if not env.private and not all(trusted.allows(p) for p in packs):
+        raise EnvironmentUnusable(
+            "this shared environment holds a pack whose source is no longer trusted; ask for "
+            "the environment again (POST /environments) to get your own",
+            field="options.environment",
+        )
+
+
 MAX_ERROR_CHARS = 2000
 
 

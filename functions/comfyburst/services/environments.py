@@ -29,6 +29,7 @@ from comfyburst.domain.environments import (
     EnvironmentState,
     can_see,
     check_enabled,
+    check_still_allowed,
     check_usable,
     finish_build,
     plan_environment,
@@ -154,8 +155,11 @@ def check_job_environment(
     """The environment a job names, if it may run in it now; None: the image's own nodes."""
     if environment_id is None:
         return None
-    EnvironmentPolicy(settings).check_enabled()
-    return check_usable(store.get(environment_id) if store is not None else None, caller)
+    policy = EnvironmentPolicy(settings)
+    policy.check_enabled()
+    env = check_usable(store.get(environment_id) if store is not None else None, caller)
+    check_still_allowed(env, policy.sources, policy.trusted, policy.test_hostports)
+    return env
 
 
 def _schema_error(exc: ValidationError) -> EnvironmentInvalid:
