@@ -36,9 +36,6 @@ from comfyburst.domain.urls import UrlRefused, UrlRule, check_url
 from comfyburst.errors import DeliveryFailed, InvalidRequest
 
 USER_AGENT = "ComfyBurst-Webhooks/1"
-# Lookups the attempts stopped waiting for finish here, in the background, at the system
-# resolver's own pace; a few threads are enough, as each attempt waits for one lookup.
-_LOOKUPS = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="webhook-dns")
 
 
 class HttpWebhookSender:
@@ -47,6 +44,9 @@ class HttpWebhookSender:
     ) -> None:
         self._allow_loopback = allow_loopback
         self._resolver = resolver
+        # Lookups the attempts stopped waiting for finish here, in the background, at the
+        # system resolver's own pace; a few threads are enough, one lookup per attempt.
+        self._lookups = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="webhook-dns")
 
     def post(self, url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> int:
         deadline = time.monotonic() + timeout_s
@@ -70,7 +70,7 @@ class HttpWebhookSender:
 
     def _lookup(self, host: str, port: int, deadline: float, timeout_s: float) -> list[str]:
         """The name's addresses, looked up by `deadline`; DeliveryFailed when there are none."""
-        lookup = _LOOKUPS.submit(self._resolver, host, port)
+        lookup = self._lookups.submit(self._resolver, host, port)
         try:
             return lookup.result(timeout=max(0.0, deadline - time.monotonic()))
         except concurrent.futures.TimeoutError:
