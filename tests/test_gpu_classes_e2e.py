@@ -83,9 +83,14 @@ def test_a_job_runs_on_its_class_only(localcloud_env: dict[str, str]) -> None:
         "the Spot VM never powered off after its drain",
         lambda: all(v["status"] == "TERMINATED" for v in _instances(env)),
     )
-    waiting = client.get(std["job_id"])
-    assert waiting["state"] == "queued", waiting  # the drain passed it by
+    # The drain passed it by. The reaper keeps trying a create in us-east4-a each period
+    # (briefly `starting`, given back on the refusal), so wait for it between two tries.
+    waiting = _until(
+        "the standard job back in the queue after a refused create",
+        lambda: (job := client.get(std["job_id"]))["state"] == "queued" and job,
+    )
     assert waiting["queued_reason"] == "all zones out of capacity"
+    assert [v["name"] for v in _instances(env)] == [spot_vm["name"]]  # nothing made for it
 
     _capacity(env, {})  # capacity is back: the reaper's dispatch creates a VM of class l4
     done = client.wait(std["job_id"], poll_s=0.3, timeout_s=240)

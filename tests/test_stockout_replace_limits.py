@@ -78,7 +78,7 @@ def test_concurrent_dispatchers_replace_one_pinned_vm_within_the_limits(
         assert not any(o.started for o in outcomes)  # the successor waits for the delete
         assert REASON_REPLACING in {o.reason for o in outcomes}
         # One replacement at a time: one stopped VM deleted, the other kept.
-        poll_until(lambda: len(pool.standin.instances()) == 1, "the delete", timeout_s=10)
+        poll_until(lambda: len(pool.standin.instances()) == 1, "the delete", timeout_s=60)
         (kept,) = [vm["name"] for vm in pool.standin.instances()]
         assert kept in old
         # A later pass creates the successor in the zone with capacity.
@@ -109,4 +109,4 @@ def test_the_apis_dispatcher_leaves_the_replacement_to_the_reaper(
     assert sorted(vm["name"] for vm in pool.standin.instances()) == sorted(old)
     reaper = Dispatcher(pool.store, pool.fleet, pool.clock, pool.settings, 0.0, retires=True)
     assert reaper.dispatch(pool.job(1)).reason == REASON_REPLACING
-    poll_until(lambda: len(pool.standin.instances()) == 1, "the delete", timeout_s=10)
+    poll_until(lambda: len(pool.standin.instances()) == 1, "the delete", timeout_s=60)
