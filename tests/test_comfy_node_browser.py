@@ -269,11 +269,18 @@ def test_queue_on_gpu_names_node_types_the_gpu_lacks_and_their_pack(
     assert set(frontend.queued()) == before, "a rejected graph was queued"
 
 
+REAL_FRONTENDS = [
+    pytest.param("comfyui", marks=pytest.mark.real_comfyui),
+    pytest.param("comfyui-frontend-root", marks=pytest.mark.real_comfyui),
+]
+
+
+# Real frontends only: the stand-in page has no command registry nor menus.
+@pytest.mark.parametrize("frontend", REAL_FRONTENDS, indirect=True)
 def test_queue_on_gpu_is_the_frontends_own_command_and_button(frontend: Frontend) -> None:
     """On a real frontend: a command (menu, palette, keybindings) and a button the frontend
     lays out itself, in its action bar or, before that existed, its top-menu button group."""
-    if frontend.stack is None:
-        pytest.skip("the stand-in page has no command registry nor menus")
+    assert frontend.stack is not None
     browser = frontend.browser
     commands = browser.evaluate(
         f"{APP}.extensionManager.command.commands.map(c => c.id)"
