@@ -38,9 +38,11 @@ def test_small_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
         "moving_stockout", "create_failure", "quota", "staging_hang", "pinning_stockout",
     }  # fmt: skip
     assert result["injected"]["moving_stockout"] >= 2  # the outage moved
-    # VMs were made on demand (none at the start), some reused, Spot VMs preempted.
+    # VMs were made on demand (none at the start), Spot VMs preempted.
+    # (A restart of a stopped VM is not certain in 24 jobs: once the pinning stockout makes the
+    # pool move, its successors are new VMs. test_e2e_template_pool pins reuse; make chaos's
+    # 500 jobs report it.)
     assert result["vms_created"] >= 1 and result["vms_with_pool_label"] >= 1
-    assert result["vms_reused"] >= 1
     assert result["preemptions"] >= 1
     assert result["states"].get("succeeded", 0) >= cfg.jobs // 2
     # The second tenant: every read of the other's ids and every foreign file load failed, and
