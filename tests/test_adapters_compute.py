@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import requests
 
+from comfyburst.domain.reaper import DRAIN_LEASE_PREFIX
 from comfyburst.errors import CapacityError, PreconditionFailed
+from comfyburst.schema import Lease, VmRecord
 from tests._poll import poll_until
 
 pytestmark = pytest.mark.emulator
@@ -31,8 +37,28 @@ def test_list_finds_the_pool_in_both_zones(fleet, function_settings) -> None:
     assert all(vm.status == "TERMINATED" for vm in vms)
 
 
-def test_set_metadata_then_start_and_stop(fleet) -> None:
+def _held(function_settings: Any, vm: Any) -> Callable[[], None]:
+    """Lease the VM as a draining worker holds it, so the session cloud's reaper (every 2 s)
+    does not stop an unleased VM it sees booting as nobody's; returns the give-back."""
+    from comfyburst import wiring
+
+    store = wiring.job_store(function_settings)
+    record, version = store.get_vm(vm.name)
+    base = record or VmRecord(name=vm.name, zone=vm.zone)
+    expires = datetime.now(UTC) + timedelta(seconds=60)  # past the test, and gone by itself
+    lease = Lease(job_id=f"{DRAIN_LEASE_PREFIX}{vm.name}", expires_at=expires)
+    held = store.put_vm(base.model_copy(update={"lease": lease}), version)
+
+    def give_back() -> None:
+        with contextlib.suppress(PreconditionFailed):  # its worker wrote it since: it expires
+            store.put_vm(base.model_copy(update={"lease": None}), held)
+
+    return give_back
+
+
+def test_set_metadata_then_start_and_stop(fleet, function_settings) -> None:
     vm = fleet.list()[0]
+    give_back = _held(function_settings, vm)
     fleet.set_metadata(vm.zone, vm.name, {"job-id": "j1"}, vm.fingerprint, str(uuid.uuid4()))
     current = fleet.get(vm.zone, vm.name)
     assert current.metadata["job-id"] == "j1"
@@ -46,6 +72,7 @@ def test_set_metadata_then_start_and_stop(fleet) -> None:
     assert fleet.operation_error(vm.zone, op) is None
     fleet.stop(vm.zone, vm.name, str(uuid.uuid4()))
     wait_status(fleet, vm.zone, vm.name, "TERMINATED")
+    give_back()
 
 
 def test_stockout_is_a_capacity_error(fleet, localcloud_env) -> None:
