@@ -132,7 +132,9 @@ class LocalCloud:
         """Stop every recorded service (this run's and a crashed run's); return leftovers."""
         services = {s.pid: s for s in _procs.recorded(self.config.state_dir)}
         services.update({s.pid: s for s in self.services})
-        leftovers = _procs.stop_services(list(reversed(services.values())))
+        leftovers = _procs.stop_services(
+            list(reversed(services.values())), grace_s=self.config.stop_grace_s
+        )
         for path in (self.config.state_dir / "pids").glob("*.json"):
             path.unlink()
         self.services = []

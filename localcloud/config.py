@@ -106,6 +106,9 @@ class LocalCloudConfig:
     # Extra COMFYBURST_* settings for the functions and the worker (e.g. shorter timeouts).
     settings_env: dict[str, str] = field(default_factory=dict)
     startup_timeout_s: float = 60.0
+    # How long `stop` waits after SIGTERM before SIGKILL. A throwaway cloud (ephemeral ports:
+    # tests, scenarios) keeps nothing, so it waits briefly; `make down` lets services finish.
+    stop_grace_s: float = 10.0
     # The webhooks subscription's policies (the cloud's: 10 s to 600 s, 10 attempts). No retry
     # policy by default: with one, the Pub/Sub emulator (0.8.20) stops pushing after 3-4
     # attempts whenever two or more messages are being retried (measured with minimum/maximum
@@ -122,7 +125,7 @@ class LocalCloudConfig:
     @classmethod
     def ephemeral(cls, state_dir: Path, **overrides: object) -> LocalCloudConfig:
         """Every port picked at start, so several sessions can run at once."""
-        base = cls(state_dir=state_dir, ports=dict.fromkeys(DEFAULT_PORTS, 0))
+        base = cls(state_dir=state_dir, ports=dict.fromkeys(DEFAULT_PORTS, 0), stop_grace_s=2.0)
         return replace(base, **overrides)  # type: ignore[arg-type]
 
     def bucket(self, role: str) -> str:

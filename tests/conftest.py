@@ -146,3 +146,38 @@ def standin(tmp_path: Path) -> Iterator[str]:
     server = StandinServer(tmp_path / "in", tmp_path / "out", tmp_path / "tmp")
     yield server.start()
     server.stop()
+
+
+# --- The small chaos run beside the suite (tests/test_chaos.py, tests/_chaos_background.py) ---
+
+CHAOS_MODULE = "tests/test_chaos.py"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The chaos test waits for its background run: it goes last, so the rest runs meanwhile."""
+    chaos = [item for item in items if item.nodeid.startswith(CHAOS_MODULE)]
+    if chaos:
+        items[:] = [item for item in items if not item.nodeid.startswith(CHAOS_MODULE)] + chaos
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the chaos run once the session is known to include its test (after deselection)."""
+    config = session.config
+    if config.option.collectonly or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    if not any(item.nodeid.startswith(CHAOS_MODULE) for item in session.items):
+        return
+    from tests._chaos_background import CHAOS_KEY, Background
+
+    refuse_localcloud()
+    out_dir = config._tmp_path_factory.mktemp("chaos")  # type: ignore[attr-defined]
+    config.stash[CHAOS_KEY] = Background.start(out_dir)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A run the session no longer waits for (-x, an interrupt) stops with its cloud."""
+    from tests._chaos_background import CHAOS_KEY
+
+    run = session.config.stash.get(CHAOS_KEY, None)
+    if run is not None:
+        run.stop()

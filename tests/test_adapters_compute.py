@@ -100,8 +100,9 @@ def test_stockout_in_the_operation_is_reported_by_operation_error(fleet, localcl
     assert fleet.get(vm.zone, vm.name).status == "TERMINATED"
 
 
-def test_start_while_stopping_is_not_ready(fleet) -> None:
+def test_start_while_stopping_is_not_ready(fleet, function_settings) -> None:
     vm = fleet.list()[0]
+    give_back = _held(function_settings, vm)
     fleet.start(vm.zone, vm.name, str(uuid.uuid4()))
     wait_status(fleet, vm.zone, vm.name, "RUNNING")
     fleet.stop(vm.zone, vm.name, str(uuid.uuid4()))
@@ -110,3 +111,5 @@ def test_start_while_stopping_is_not_ready(fleet) -> None:
     with pytest.raises(CapacityError) as caught:
         fleet.start(vm.zone, vm.name, str(uuid.uuid4()))
     assert caught.value.reason == "RESOURCE_NOT_READY"
+    wait_status(fleet, vm.zone, vm.name, "TERMINATED")
+    give_back()

@@ -158,5 +158,35 @@ def test_a_second_callers_key_sees_neither_the_job_nor_its_output(
     assert ana.jobs.get(job.id).status == "succeeded"
 
 
+def test_an_uploaded_input_is_inverted_and_stays_its_uploaders(
+    clients: dict[str, Comfy], cloud_env: dict[str, str]
+) -> None:
+    ana = clients["ana"]
+    picture = io.BytesIO()
+    Image.new("RGB", (16, 16), (10, 100, 200)).save(picture, format="PNG")
+    asset = ana.assets.from_bytes(picture.getvalue(), filename="blue.png")
+    workflow = ana.workflows.from_json(
+        {
+            "1": {"class_type": "LoadImage", "inputs": {"image": "placeholder.png"}},
+            "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+            "3": {
+                "class_type": "SaveImage",
+                "inputs": {"images": ["2", 0], "filename_prefix": "v"},
+            },
+        }
+    )
+    workflow.set_input("1", "image", asset)  # the SDK uploads it and sends a core/ASSET ref
+    job = ana.run(workflow, timeout=240)
+    assert job.status == "succeeded" and asset.id is not None
+    (output,) = job.outputs
+    inverted = Image.open(io.BytesIO(output.to_bytes())).convert("RGB")
+    assert inverted.getpixel((3, 3)) == (245, 155, 55)
+    with ComfyLow(cloud_env["COMFYBURST_API_URL"], KEYS["bo"]) as low:
+        assert low.head_asset_by_hash(asset.hash) is False
+        with pytest.raises(ApiError) as refused:
+            low.get_asset(asset.id)
+        assert isinstance(to_sdk_error(refused.value), NotFound)
+
+
 def _code(error: Any) -> str:
     return str(error.code)

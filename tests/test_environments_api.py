@@ -217,3 +217,28 @@ def test_the_store_keeps_a_callers_list_in_asking_order(cloud: Cloud) -> None:
     listed = [env.environment_id for env in store.list_for(None, 10)]
     assert listed == [made[0][0].environment_id, made[1][0].environment_id]
     assert store.list_for("key:ana", 10) == []
+
+
+def test_a_job_records_whether_its_environment_is_private(cloud: Cloud) -> None:
+    # The worker's isolation rule reads it from the job: no environment document on the VM.
+    private = _post(cloud, "ana", [UNTRUSTED]).get_json()["id"]
+    shared = _post(cloud, "ana", [TRUSTED]).get_json()["id"]
+    for env_id in (private, shared):
+        _set_state(cloud, env_id, "ready")
+    submitted = {
+        name: cloud.submit(body(options=options), **_as("ana"))
+        for name, options in (
+            ("private", {"environment": private}),
+            ("shared", {"environment": shared}),
+            ("none", {}),
+        )
+    }
+    stored = {}
+    for name, answer in submitted.items():
+        assert answer.status_code == 202, answer.get_json()
+        stored[name] = cloud.store.get_job(answer.get_json()["job_id"])
+    assert stored["private"].environment_private is True
+    assert stored["private"].options.environment == private
+    assert stored["shared"].environment_private is False
+    assert stored["shared"].options.environment == shared
+    assert stored["none"].environment_private is False

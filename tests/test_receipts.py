@@ -13,7 +13,7 @@ import pytest
 from comfyburst.adapters.clock import SystemClock
 from comfyburst.api.views import JobView
 from comfyburst.domain.receipts import merge_phases, receipt_of, shown_receipt
-from comfyburst.schema import DoneManifest, JobPhases, ResultMessage, VmRef
+from comfyburst.schema import DoneManifest, JobPhases, ResultMessage, VmRef, WorkerTimings
 from comfyburst.services.complete import StorageObject, handle_done_flag
 from comfyburst.states import JobState
 from comfyburst_worker.agent import Agent
@@ -142,6 +142,35 @@ def test_completion_adds_running_and_prices_the_receipt_in_job_and_result(side_b
     assert job.receipt.gpu_class == "l4" and job.receipt.billed_s == 52.0
     assert message.phases == job.phases and message.receipt == job.receipt
     assert json.loads(JobView.of(job).model_dump_json())["receipt"]["cost_usd"] == 0.0104
+
+
+def test_the_environment_phase_and_timings_reach_the_job_its_view_and_its_result():
+    """Issue #24: the worker's environment readying rides through completion like the other
+    phases; its seconds are in the run, so the receipt is the one without it."""
+    deps, clock = fake_completion_deps(SIGNALS, OUTPUTS)
+    deps = replace(deps, fleet=_Fleet(_at(10)), price_of=lambda job: ("l4", 0.72))
+    deps.store.create_job(make_job("j1", T0, JobState.RUNNING))
+    deps.store.put_vm(lease_record("gpu-1", "j1", T0), None)
+    phases = _boot_phases().model_copy(update={"environment_ready_at": _at(38)})
+    timings = WorkerTimings(total_s=30.0, environment_s=6.0, environment_downloaded=True)
+    body = manifest("j1", clock.now(), outputs=[("a.png", b"png")])
+    body = body.model_copy(update={"phases": phases, "timings": timings})
+    name = "jobs/j1/done.json"
+    deps.blobs.write(SIGNALS, name, body.model_dump_json().encode(), "application/json")
+    assert handle_done_flag(deps, StorageObject(SIGNALS, name))["outcome"] == "completed"
+    job = deps.store.get_job("j1")
+    message = ResultMessage.model_validate_json(deps.publisher.messages[-1][0])
+    assert job.phases.environment_ready_at == _at(38) == message.phases.environment_ready_at
+    assert job.receipt.billed_s == 52.0 and message.receipt == job.receipt
+    view = json.loads(JobView.of(job).model_dump_json())
+    assert view["worker_timings"]["environment_s"] == 6.0
+    assert view["worker_timings"]["environment_downloaded"] is True
+    assert view["phases"]["environment_ready_at"] is not None
+    # A job without an environment: no environment phase, no environment timings.
+    plain, plain_message = _complete(_Fleet(_at(10)), _boot_phases())
+    assert plain.phases.environment_ready_at is None and plain_message.receipt == job.receipt
+    assert plain.worker_timings.environment_s is None
+    assert plain.worker_timings.environment_downloaded is None
 
 
 def test_an_unreadable_running_leaves_it_out_and_the_job_still_ends():

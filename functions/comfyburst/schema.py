@@ -398,6 +398,12 @@ class Job(_Strict):
     environment_build: EnvironmentBuild | None = Field(
         default=None, description="Set on a job that builds an environment instead of a workflow."
     )
+    environment_private: bool = Field(
+        default=False,
+        description="`options.environment` is private to the job's caller (set at submit from "
+        "the environment's document), so the worker applies the isolation rule without "
+        "reading it.",
+    )
     # The result message is fixed when the job turns terminal and stored here, so a retried
     # publish (event redelivery) sends the same bytes; consumers dedupe on job_id + status.
     result: ResultMessage | None = None
@@ -429,6 +435,16 @@ class WorkerTimings(_Strict):
     upload_s: float = 0.0
     total_s: float = 0.0
     gpu_s: float = Field(default=0.0, description="VM seconds this job held the GPU.")
+    environment_s: float | None = Field(
+        default=None,
+        description="Readying the job's environment: layer download, unpack and ComfyUI "
+        "restart (0 when it was loaded already); None for a job without one.",
+    )
+    environment_downloaded: bool | None = Field(
+        default=None,
+        description="The environment's layer was downloaded for this job (not on disk "
+        "already); None for a job without one.",
+    )
 
 
 class JobPhases(_Strict):
@@ -451,6 +467,10 @@ class JobPhases(_Strict):
     claimed_at: datetime | None = Field(default=None, description="The worker claimed the job.")
     comfyui_ready_at: datetime | None = Field(
         default=None, description="ComfyUI's first 200 (first job of a boot only)."
+    )
+    environment_ready_at: datetime | None = Field(
+        default=None,
+        description="ComfyUI answered in the job's environment (a job naming one only).",
     )
     models_ready_at: datetime | None = Field(
         default=None, description="The job's models were in its model view."
@@ -561,6 +581,10 @@ class VmRecord(_Strict):
     zone: str
     lease: Lease | None = None
     models_cached: list[str] = Field(default_factory=list)
+    environments: list[str] = Field(
+        default_factory=list,
+        description="Environment ids whose layers are on the VM's disk (written by its worker).",
+    )
     last_seen: datetime | None = None
     cooldown_until: datetime | None = Field(
         default=None, description="Skip this VM until then (its zone had a stockout)."

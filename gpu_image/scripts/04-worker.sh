@@ -16,6 +16,12 @@ VIRTUAL_ENV="${WORKER_VENV}" uv pip install "${COMFYBURST_SRC}/functions/core" "
 chown -R "root:${WORKER_USER}" "${WORKER_VENV}"
 chmod -R u=rwX,g=rX,o= "${WORKER_VENV}"
 
+# Environment layers: written by the worker only, read by ComfyUI's group (a custom node cannot
+# change another environment's code); the worker unit's COMFYBURST_WORKER_ENV_LAYERS_DIR.
+for dir in "${ENV_LAYERS_DIR}" "${ENV_LAYERS_DIR}/cache"; do
+  install -d -o "${WORKER_USER}" -g "${COMFYUI_USER}" -m 2750 "${dir}"
+done
+
 # As the user the unit runs it as: the interpreter the venv points at must be theirs to run.
 as_user "${WORKER_USER}" "${WORKER_VENV}/bin/python" -c "import comfyburst, comfyburst_worker.settings"
 as_user "${WORKER_USER}" test -x "${WORKER_VENV}/bin/comfyburst-worker"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # systemd units: the metadata guard, ComfyUI on 127.0.0.1:8188 as its own user, the worker after
-# it; all start at every boot. The worker may power the VM off and do nothing else as root.
+# it; all start at every boot. The worker may power the VM off and restart ComfyUI (switching its
+# environment), and do nothing else as root.
 set -euo pipefail
 
 : "${COMFYBURST_SRC:?COMFYBURST_SRC is required}"
@@ -20,6 +21,20 @@ nft --check --file "${GUARD_DIR}/metadata-guard.nft"
 printf '%s ALL=(root) NOPASSWD: /usr/bin/systemctl poweroff\n' "${WORKER_USER}" >/etc/sudoers.d/comfyburst-poweroff
 chmod 0440 /etc/sudoers.d/comfyburst-poweroff
 visudo -cf /etc/sudoers.d/comfyburst-poweroff
+
+# Environments: ComfyUI's start reads the worker's active layer file (comfyui_start.py); the
+# runtime folders are made at every boot (tmpfiles.d); the worker may restart comfyui.service
+# and run builds as ComfyUI's user, nothing more (the sudoers drop-in).
+install -d -m 0755 "$(dirname "${COMFYUI_START}")" /etc/tmpfiles.d
+install -m 0644 "${COMFYBURST_SRC}/systemd/comfyui_start.py" "${COMFYUI_START}"
+install -m 0644 "${COMFYBURST_SRC}/systemd/comfyburst.tmpfiles.conf" /etc/tmpfiles.d/comfyburst.conf
+install -m 0440 "${COMFYBURST_SRC}/systemd/comfyburst-environments.sudoers" \
+  /etc/sudoers.d/comfyburst-environments
+visudo -cf /etc/sudoers.d/comfyburst-environments
+if command -v systemd-tmpfiles >/dev/null; then
+  # This boot's folders too (the build VM starts ComfyUI in 07-export-catalogue.sh).
+  systemd-tmpfiles --create /etc/tmpfiles.d/comfyburst.conf
+fi
 
 # No apt run after a boot: the apt-daily timers and unattended-upgrades would compete with the
 # cold start for CPU, disk and the dpkg lock, and could replace NVIDIA libraries under the loaded

@@ -21,6 +21,11 @@ readonly MODELS_ROOT=/var/lib/comfyburst-models
 readonly MODEL_STORE_DIR="${MODELS_ROOT}/store"
 readonly JOB_MODELS_DIR="${MODELS_ROOT}/job-models"
 readonly GUARD_DIR=/etc/comfyburst
+# Environment layers (custom-node packs built on top of ComfyUI's venv): the worker's (group
+# ComfyUI, setgid, no group write); `cache/` holds the unpacked layers ComfyUI loads.
+readonly ENV_LAYERS_DIR=/var/lib/comfyburst-environments
+# comfyui.service's start (reads the worker's active layer file), root's, run by ComfyUI's user.
+readonly COMFYUI_START=/usr/local/lib/comfyburst/comfyui_start.py
 
 # --- where Python and packages come from ----------------------------------------------------
 # uv installs the image's Python here, readable by both service users (root's home is not).

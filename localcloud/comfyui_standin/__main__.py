@@ -11,6 +11,7 @@ import signal
 import sys
 
 from ._custom_nodes import load_custom_nodes
+from ._layer import LayerFileError, activate, read_layer
 from ._paths import Dirs
 from .app import build_app, start
 from .faults import ExecutionErrorFault, Faults
@@ -39,6 +40,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         help="a folder of custom-node packs to load (ComfyUI's extra custom_nodes path)",
+    )
+    parser.add_argument(
+        "--layer-file",
+        help="the active layer file (JSON environment_id, custom_nodes, site_packages); "
+        "no file = the base environment",
     )
     parser.add_argument("--faults-json", help="a whole fault set as JSON (see faults.py)")
     parser.add_argument("--fault-error-class", help="node class that raises at run time")
@@ -74,11 +80,16 @@ def faults_from_args(args: argparse.Namespace) -> Faults:
 
 async def _serve(args: argparse.Namespace) -> None:
     dirs = Dirs.create(args.input_dir, args.output_dir, args.temp_dir)
+    try:
+        layer = read_layer(args.layer_file)
+    except LayerFileError as exc:
+        raise SystemExit(f"ComfyUI stand-in: {exc}") from exc
     app = build_app(
         dirs,
         faults_from_args(args),
         preview_method=args.preview_method,
-        custom_nodes=load_custom_nodes(args.custom_nodes_dir),
+        custom_nodes=load_custom_nodes([*args.custom_nodes_dir, *activate(layer)]),
+        environment_id=layer.environment_id,
     )
     runner, port = await start(app, args.host, args.port)
     print(f"READY http://{args.host}:{port}", flush=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import uuid
 from importlib import resources
 from typing import Any
 
@@ -34,12 +35,18 @@ class Standin:
         validator: Validator,
         preview_method: str = "none",
         custom_nodes: CustomNodes | None = None,
+        environment_id: str | None = None,
     ) -> None:
         self.dirs = dirs
         self.faults = faults
         self.validator = validator
-        custom = custom_nodes or CustomNodes()
-        self._object_info = {**_load_object_info(), **custom.object_info}
+        core = _load_object_info()
+        custom = (custom_nodes or CustomNodes()).without(core)
+        self._object_info = {**core, **custom.object_info}
+        # Which environment this start loaded, and an id of this start (a restart's is new).
+        self.boot_id = uuid.uuid4().hex
+        self.environment_id = environment_id
+        self.packs_loaded, self.packs_failed = list(custom.loaded), list(custom.failed)
         self.hub = WsHub(lambda: self.queue.remaining(), lambda: self.faults)
         self.queue = PromptQueue(on_change=self.broadcast_status)
         self.history = History()
@@ -53,6 +60,15 @@ class Standin:
             preview_method,
             custom.functions,
         )
+
+    def boot(self) -> dict[str, Any]:
+        """This start's facts (`/system_stats` `system.standin_boot`, stand-in only)."""
+        return {
+            "boot_id": self.boot_id,
+            "environment_id": self.environment_id,
+            "custom_nodes_loaded": list(self.packs_loaded),
+            "custom_nodes_failed": list(self.packs_failed),
+        }
 
     def broadcast_status(self) -> None:
         """Tell every socket how many prompts remain."""

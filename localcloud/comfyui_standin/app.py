@@ -28,11 +28,15 @@ def build_app(
     validator: Validator = preflight_validator,
     preview_method: str = "none",
     custom_nodes: CustomNodes | None = None,
+    environment_id: str | None = None,
 ) -> web.Application:
     """The application; its executor task runs from startup to cleanup. A preview method
-    other than `none` makes the sampler send preview frames (previews.py)."""
+    other than `none` makes the sampler send preview frames (previews.py). `environment_id`
+    names the layer whose packs `custom_nodes` holds (None: the base environment)."""
     app = web.Application(client_max_size=MAX_UPLOAD_BYTES)
-    standin = Standin(dirs, faults or Faults(), validator, preview_method, custom_nodes)
+    standin = Standin(
+        dirs, faults or Faults(), validator, preview_method, custom_nodes, environment_id
+    )
     app[STANDIN_KEY] = standin
     add_routes(app, standin)
 

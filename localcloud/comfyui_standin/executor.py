@@ -226,7 +226,7 @@ class _Run:
         fault = self.ex._faults().execution_error
         if fault is not None and fault.matches(node_id, class_type):
             raise InjectedFault(fault.message, fault.exception_type)
-        ctx = NodeContext(self.ex._dirs, self.prompt, self.item.extra_data)
+        ctx = NodeContext(self.ex._dirs, self.prompt, self.item.extra_data, node_id)
         declared = self._declared_inputs(class_type)
         kwargs = {name: value for name, value in inputs.items() if name in declared}
         return await asyncio.to_thread(self.ex._functions[class_type], ctx, **kwargs)

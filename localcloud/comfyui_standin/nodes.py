@@ -31,6 +31,7 @@ class NodeContext:
     dirs: Dirs
     prompt: dict[str, Any]
     extra_data: dict[str, Any]
+    node_id: str = ""
 
 
 @dataclass

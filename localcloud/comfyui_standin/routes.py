@@ -61,6 +61,8 @@ async def system_stats(request: web.Request) -> web.Response:
         "pytorch_version": "none (stand-in)",
         "embedded_python": False,
         "argv": sys.argv,
+        # Stand-in only: this start's id and the environment (layer) it loaded.
+        "standin_boot": _standin(request).boot(),
     }
     device = {
         "name": f"cpu ({platform.machine()}, ComfyUI stand-in)",

@@ -10,6 +10,7 @@ from pathlib import Path
 from aiohttp import web
 
 from ._custom_nodes import load_custom_nodes
+from ._layer import activate, read_layer
 from ._paths import Dirs
 from ._validation import Validator, preflight_validator
 from .app import build_app, start
@@ -19,7 +20,11 @@ _START_TIMEOUT_S = 30.0
 
 
 class StandinServer:
-    """`StandinServer(input_dir=…, output_dir=…, temp_dir=…).start()` → base URL; `.stop()`."""
+    """`StandinServer(input_dir=…, output_dir=…, temp_dir=…).start()` → base URL; `.stop()`.
+
+    With `layer_file`, each `start()` reads the active layer file again (its packs, its
+    site-packages put on this process's import path, its environment id), so `stop()` then
+    `start()` is a restart on the same port."""
 
     def __init__(
         self,
@@ -32,9 +37,11 @@ class StandinServer:
         validator: Validator = preflight_validator,
         preview_method: str = "none",
         custom_nodes_dirs: tuple[str | Path, ...] = (),
+        layer_file: str | Path | None = None,
     ) -> None:
         self.dirs = Dirs.create(input_dir, output_dir, temp_dir)
         self._custom_nodes_dirs = custom_nodes_dirs
+        self._layer_file = layer_file
         self.host, self.port = host, port
         self._faults, self._validator = faults, validator
         self._preview_method = preview_method
@@ -60,12 +67,14 @@ class StandinServer:
         assert loop is not None
         asyncio.set_event_loop(loop)
         try:
+            layer = read_layer(self._layer_file)
             app = build_app(
                 self.dirs,
                 self._faults,
                 self._validator,
                 self._preview_method,
-                load_custom_nodes(self._custom_nodes_dirs),
+                load_custom_nodes([*self._custom_nodes_dirs, *activate(layer)]),
+                layer.environment_id,
             )
             self._runner, port = loop.run_until_complete(start(app, self.host, self.port))
         except BaseException as exc:

@@ -17,6 +17,7 @@ from tests.bake._forward import METADATA_IP, Forwarder
 from tests.bake._root import WORKFLOW, RehearsalFailed, work_dir
 
 STATE = "run/comfyburst-rehearsal"
+AS_COMFYUI = ["sudo", "-n", "-u", "comfyui", "--"]  # the image's env_build_as
 TOKEN_URL = (
     "http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/token"
 )
@@ -53,6 +54,8 @@ def prove_user_split(root: Path) -> list[str]:
     checks: list[tuple[str, str, list[str], bool]] = [
         ("comfyburst", "token endpoint", token, True),
         ("comfyui", "token endpoint", token, False),
+        # An environment build's pack code: the worker runs it as comfyui through sudo.
+        ("comfyburst", "token endpoint as build", [*AS_COMFYUI, *token], False),
         ("comfyburst", "worker home", ["ls", "/var/lib/comfyburst"], True),
         ("comfyui", "worker home", ["ls", "/var/lib/comfyburst"], False),
         ("comfyburst", "worker venv", ["cat", "/opt/comfyburst/venv/pyvenv.cfg"], True),
@@ -76,7 +79,7 @@ def prove_user_split(root: Path) -> list[str]:
     for user, what, cmd, must in checks:
         result = as_user(root, user, *cmd)
         ok = result.returncode == 0
-        if ok and what == "token endpoint":
+        if ok and what.startswith("token endpoint"):
             ok = "access_token" in result.stdout
         verdict = "reachable" if ok else "refused"
         good = ok == must
@@ -257,6 +260,9 @@ def run_phase(root: Path, env: dict[str, str]) -> int:
             _export_catalogue(root, env, cloud_env)
             _run_job(root, cloud_env)
             _check_user_split(root, cloud_env)
+            from tests.bake._layers import prove_layer_rights
+
+            prove_layer_rights(root)
     except RehearsalFailed as exc:
         print(f"BAKE REHEARSAL FAILED: {exc}", flush=True)
         for log in sorted((root / STATE).glob("*.log")):

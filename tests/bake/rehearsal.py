@@ -11,7 +11,8 @@ Phases, in a private mount namespace (nothing stays mounted):
   2. in a network namespace of its own (loopback only, 169.254.169.254 on its `lo`): the local
      cloud; 07 exports the catalogue (a build-VM metadata server answers its token request);
      the user split is proven; one job runs on a VM whose guest boots the root's units; the
-     worker claims it, outputs and the done flag land, the root powers off.
+     worker claims it, outputs and the done flag land, the root powers off; the environment
+     layers' rights are proven (sudoers, folders, ComfyUI's start with and without a layer).
 BAKE_OLD_WORKER=1 runs 04-worker.sh as it was before the fix (the rehearsal must then fail).
 """
 

@@ -9,8 +9,9 @@ unit's SupplementaryGroups, UMask, WorkingDirectory and Environment only, after 
 Requires. `boot` starts every enabled unit and waits until `poweroff` is asked or a unit fails.
 
 Standard library only: it runs on the root's own python3. Verbs: daemon-reload, enable, start,
-stop, is-active [--quiet], poweroff, boot. State (pids, logs, the poweroff record) lives in
-/run/comfyburst-rehearsal.
+stop, restart, is-active [--quiet], poweroff, boot. `boot` first makes the `d` lines of
+/etc/tmpfiles.d/*.conf, as systemd-tmpfiles-setup.service does at a VM's boot. State (pids,
+logs, the poweroff record) lives in /run/comfyburst-rehearsal.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import time
 from pathlib import Path
 
 UNIT_DIR = Path("/etc/systemd/system")
+TMPFILES_DIR = Path("/etc/tmpfiles.d")
 STATE = Path("/run/comfyburst-rehearsal")
 WANTS = UNIT_DIR / "multi-user.target.wants"
 POWEROFF = STATE / "poweroff.json"
@@ -219,6 +221,24 @@ def _reap() -> None:
         pass
 
 
+def make_tmpfiles(conf_dir: Path | None = None) -> list[Path]:
+    """The `d` lines of tmpfiles.d (type, path, mode, user, group): made, owned, moded."""
+    made = []
+    for conf in sorted((conf_dir or TMPFILES_DIR).glob("*.conf")):
+        for line in conf.read_text().splitlines():
+            words = line.split()
+            if not words or words[0].startswith("#"):
+                continue
+            if words[0] != "d" or len(words) < 5:
+                raise UnitError(f"{conf.name}: only `d PATH MODE USER GROUP` lines: {line!r}")
+            path = Path(words[1])
+            path.mkdir(parents=True, exist_ok=True)
+            os.chown(path, pwd.getpwnam(words[3]).pw_uid, grp.getgrnam(words[4]).gr_gid)
+            path.chmod(int(words[2], 8))
+            made.append(path)
+    return made
+
+
 def enabled_units() -> list[str]:
     """Enabled units, ordered so each comes after what it names in After= or Requires=."""
     found = sorted(p.name for p in WANTS.glob("*.service")) if WANTS.is_dir() else []
@@ -276,6 +296,8 @@ def boot() -> int:
     print(f"boot: starting {units}", flush=True)
     code = 0
     try:
+        made = make_tmpfiles()
+        print(f"boot: tmpfiles made {[str(p) for p in made]}", flush=True)
         for name in units:
             start(name)
         while not halted:
@@ -313,6 +335,10 @@ def main(argv: list[str]) -> int:
         elif verb == "stop":
             for name in names:
                 stop(name)
+        elif verb == "restart":
+            for name in names:
+                stop(name)
+                start(name)
         elif verb == "is-active":
             active = all(is_active(n) for n in names)
             if not quiet:

@@ -23,12 +23,15 @@ from typing import Any
 
 import flask
 
+from comfyburst.api import _v2_assets as assets
 from comfyburst.api._auth import admin_principals, authenticate
 from comfyburst.api._deps import ApiDeps
 from comfyburst.api._errors import MethodNotAllowed
 from comfyburst.api._list_wait import ServiceUnavailable
 from comfyburst.api._v2_errors import NotImplementedHere, V2Error
 from comfyburst.api._v2_events import event_stream
+from comfyburst.api._v2_inputs import stage as stage_inputs
+from comfyburst.api._v2_openapi import openapi_document
 from comfyburst.api._v2_views import (
     PREFIX,
     asset_body,
@@ -38,13 +41,14 @@ from comfyburst.api._v2_views import (
 )
 from comfyburst.domain import tenancy
 from comfyburst.domain.json_safety import parse_json_body
-from comfyburst.errors import InvalidRequest, JobFinished, NotFound
+from comfyburst.errors import InvalidRequest, JobFinished, NotFound, PayloadTooLarge
 from comfyburst.services import cancel, job_list, status, submit
 from comfyburst.services.results import split_gs_uri
 from comfyburst.settings import AuthMode
 
 _JOB = re.compile(r"^/jobs/(?P<job_id>[^/]+)(?P<action>/cancel|/events|/logs|/workflow)?$")
 _ASSET = re.compile(r"^/assets/(?P<asset_id>[^/]+)(?P<content>/content)?$")
+_BY_HASH = re.compile(r"^/assets/by-hash/(?P<hash>[^/]+)$")
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _BODY_KEYS = frozenset({"workflow", "extra_data", "metadata"})
 # Keeps v2's single-use keys apart from our own API's replaying ones.
@@ -65,6 +69,9 @@ def route(
 ) -> flask.Response:
     """Answer one v2 request (errors are raised; the caller turns them into the envelope)."""
     method = request.method
+    if sub == "/openapi.json":
+        _allow(method, "GET")
+        return _json(200, openapi_document())
     if sub == "/jobs":
         _allow(method, "GET", "POST")
         api = deps()
@@ -94,11 +101,30 @@ def route(
         if action == "/workflow":
             return _json(200, {"workflow": _workflow_of(api, job_id), "format": "api"})
         return _json(200, job_body(job))
-    if (found := _ASSET.match(sub)) is not None:
-        _allow(method, "GET")
+    if sub in ("/assets", "/assets/from-hash"):
+        _allow(method, "POST")
         api = deps()
         caller = _caller(request, api.settings)
-        return _asset(api, found["asset_id"], caller, content=bool(found["content"]))
+        if sub == "/assets":
+            return assets.upload(request, api, caller)
+        declared = request.content_length or 0
+        if declared > assets.MAX_FROM_HASH_BODY_BYTES:
+            raise PayloadTooLarge(
+                f"the body is larger than {assets.MAX_FROM_HASH_BODY_BYTES} bytes"
+            )
+        return assets.from_hash(read_body(request, api.settings), api, caller)
+    if (found := _BY_HASH.match(sub)) is not None:
+        _allow_only(method, "HEAD")
+        api = deps()
+        return assets.by_hash(api, _caller(request, api.settings), found["hash"])
+    if (found := _ASSET.match(sub)) is not None:
+        content = bool(found["content"])
+        _allow(method, *(("GET",) if content else ("GET", "DELETE")))
+        api = deps()
+        caller = _caller(request, api.settings)
+        if method == "DELETE":
+            return _delete_asset(api, found["asset_id"], caller)
+        return _asset(api, found["asset_id"], caller, content=content)
     raise NotFound(f"no route for {PREFIX}{sub}"[:300])
 
 
@@ -143,10 +169,13 @@ def _submit(
             "(ComfyUI: Export (API))",
             field="workflow",
         )  # fmt: skip
+    # Each core/ASSET reference becomes one of the job's input files (api/_v2_inputs.py).
+    staged, inputs = stage_inputs(api, caller, workflow)
+    ours: dict[str, Any] = {"workflow": staged, **({"inputs": inputs} if inputs else {})}
     key = request.headers.get("Idempotency-Key")
     result = submit.submit_job(
         api.submit_deps(),
-        json.dumps({"workflow": workflow}, separators=(",", ":")).encode(),
+        json.dumps(ours, separators=(",", ":")).encode(),
         idempotency_key=None if key is None else _KEY_NAMESPACE + key,
         caller=caller,
     )
@@ -224,7 +253,27 @@ def _cancel(api: ApiDeps, job_id: str, caller: str | None, admins: frozenset[str
 
 
 def _asset(api: ApiDeps, value: str, caller: str | None, *, content: bool) -> flask.Response:
-    """An output as a v2 asset, or (content) a 302 to a freshly signed URL of its bytes."""
+    """An asset (an upload or an output), or (content) a 302 to a fresh signed URL of it."""
+    hex_digest = assets.hex_of_id(value)
+    if hex_digest is not None:
+        stored = assets.find(api, caller, hex_digest)
+        if stored is None:
+            raise NotFound("asset not found")
+        data = assets.body(api, caller, stored, created_new=None)
+        return _redirect(data["url"]) if content else _json(200, data)
+    job, index = _visible_output(api, value, caller)
+    output = job.outputs[index]
+    assert output.gs_uri is not None
+    ttl_s = job.options.signed_url_ttl_s
+    url = api.signer.sign_get(*split_gs_uri(output.gs_uri), ttl_s)
+    if content:
+        return _redirect(url)
+    expires = api.clock.now() + timedelta(seconds=ttl_s)
+    return _json(200, asset_body(job, index, output, url, expires))
+
+
+def _visible_output(api: ApiDeps, value: str, caller: str | None) -> tuple[Any, int]:
+    """The job and index of an output asset the caller may see, else the one 404."""
     parsed = parse_asset_id(value)
     if parsed is None:
         raise NotFound("asset not found")
@@ -234,22 +283,33 @@ def _asset(api: ApiDeps, value: str, caller: str | None, *, content: bool) -> fl
     # One answer for a missing output and another caller's: the same 404, nothing signed.
     if job is None or not tenancy.can_see(caller, job, admins) or index >= len(job.outputs):
         raise NotFound("asset not found")
-    output = job.outputs[index]
-    if output.gs_uri is None:
+    if job.outputs[index].gs_uri is None:
         raise NotFound("asset not found")
-    ttl_s = job.options.signed_url_ttl_s
-    url = api.signer.sign_get(*split_gs_uri(output.gs_uri), ttl_s)
-    if content:
-        response = flask.Response(status=302)
-        response.headers["Location"] = url
-        response.headers["Cache-Control"] = "no-store"
-        return response
-    expires = api.clock.now() + timedelta(seconds=ttl_s)
-    return _json(200, asset_body(job, index, output, url, expires))
+    return job, index
+
+
+def _delete_asset(api: ApiDeps, value: str, caller: str | None) -> flask.Response:
+    hex_digest = assets.hex_of_id(value)
+    if hex_digest is not None:
+        return assets.delete(api, caller, hex_digest)
+    _visible_output(api, value, caller)
+    raise V2Error("asset_in_use", 409, "a job output goes with its job; it is not deleted alone")
+
+
+def _redirect(url: str) -> flask.Response:
+    response = flask.Response(status=302)
+    response.headers["Location"] = url
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def _allow(method: str, *allowed: str) -> None:
     if method not in allowed and not (method == "HEAD" and "GET" in allowed):
+        raise MethodNotAllowed(f"{method} is not allowed here", details={"allow": list(allowed)})
+
+
+def _allow_only(method: str, *allowed: str) -> None:
+    if method not in allowed:
         raise MethodNotAllowed(f"{method} is not allowed here", details={"allow": list(allowed)})
 
 

@@ -269,10 +269,9 @@ def openapi_document(auth_mode: AuthMode = AuthMode.IAM) -> dict[str, Any]:
         "info": {
             "title": "ComfyBurst API",
             "version": "1",
-            # Described by its own published contract, not here (api/_v2.py).
-            "description": "Also served: Comfy API v2 (2.0.0) under /api/v2 — jobs (submit, "
-            "get, list, cancel, events, workflow, logs) and job outputs as assets, for the "
-            "comfy-sdk client.",
+            # Described by its own document (api/_v2_openapi.py), not here.
+            "description": "Also served: Comfy API v2 (2.0.0) under /api/v2 — jobs and assets "
+            "for the comfy-sdk client, described at /api/v2/openapi.json.",
         },
         "paths": paths,
         "components": {"schemas": schemas.get("$defs", {})},

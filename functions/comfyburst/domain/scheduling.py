@@ -1,10 +1,11 @@
 """Which VM a queued job should start on: a pure ranking over the fleet and the lease documents.
 
 Free means: the VM is TERMINATED, has no live lease and is not cooling down after a stockout.
-Among free VMs, those that already cache more of the job's models come first (no download),
-then zones with fewer busy VMs (spread the load, and the risk of one zone's stockout), then
-zones that recently had capacity, then a hash of job id and VM name, so that concurrent
-dispatchers try different VMs first instead of all racing for the same lease.
+Among free VMs, those whose disk holds the job's environment come first (no layer download and
+unpack), then those that already cache more of the job's models (no download), then zones with
+fewer busy VMs (spread the load, and the risk of one zone's stockout), then zones that recently
+had capacity, then a hash of job id and VM name, so that concurrent dispatchers try different
+VMs first instead of all racing for the same lease.
 
 When no stopped VM takes the job, a new one is created from the pool's template: the zones
 Compute just named (`zonesAvailable`) first, then zones not cooling down after a stockout or
@@ -58,11 +59,12 @@ class PoolLimits:
 
 @dataclass(frozen=True)
 class Candidate:
-    """A free VM, with how many of the job's models it caches."""
+    """A free VM, with whether it holds the job's environment and how many of its models."""
 
     name: str
     zone: str
     cached_models: int
+    has_environment: bool = False
 
 
 def is_free(status: VmStatus, record: VmRecord | None, now: datetime) -> bool:
@@ -83,8 +85,9 @@ def rank_candidates(
     records: Mapping[str, VmRecord],
     now: datetime,
     zones: Mapping[str, ZoneState] | None = None,
+    environment: str | None = None,
 ) -> list[Candidate]:
-    """The free VMs in the order the job should try them."""
+    """The free VMs in the order the job should try them (`environment`: the job's, if any)."""
     zone_states = zones or {}
     wanted = set(job_models)
     busy: dict[str, int] = {}
@@ -94,11 +97,13 @@ def rank_candidates(
         busy.setdefault(status.zone, 0)
         if is_free(status, record, now):
             cached = len(wanted.intersection(record.models_cached)) if record else 0
-            free.append(Candidate(status.name, status.zone, cached))
+            has_env = bool(record and environment and environment in record.environments)
+            free.append(Candidate(status.name, status.zone, cached, has_env))
         elif status.status != "TERMINATED" or (record is not None and record.is_leased(now)):
             busy[status.zone] += 1
     free.sort(
         key=lambda c: (
+            not c.has_environment,
             -c.cached_models,
             busy[c.zone],
             -_capacity_rank(zone_states.get(c.zone)),

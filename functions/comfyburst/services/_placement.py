@@ -148,8 +148,9 @@ class Placer:
             s for s in view.fleet if dispatch_rule.serves(self._classes, s.labels, job.gpu_class)
         ]
         zones = self._pool.zones(gpu_class.name)
+        environment = job.options.environment  # its VMs first (no layer to fetch)
         candidates = scheduling.rank_candidates(
-            job.job_id, job.request.models, fleet, view.records, now, zones
+            job.job_id, job.request.models, fleet, view.records, now, zones, environment
         )
         had_candidates = bool(candidates)
         tried: list[tuple[str, str]] = []

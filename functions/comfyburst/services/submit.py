@@ -178,6 +178,8 @@ def submit_job(
             .name,
             "preflight_node_errors_json": errors_json,
             "preflight_node_errors_omitted": errors_omitted,
+            # The worker's isolation rule needs it, and reads no environment document.
+            "environment_private": env is not None and env.private,
         }
     )
     # The deployer's limits, before anything is written: the class (403), then the queue (429).

@@ -18,6 +18,8 @@ from comfyburst_worker.agent import Agent, poweroff
 from comfyburst_worker.claims import LeaseKeeper
 from comfyburst_worker.claims import boot_job as boot_job_from_lease
 from comfyburst_worker.comfy_client import ComfyClient
+from comfyburst_worker.comfy_env import ComfyEnv
+from comfyburst_worker.env_layers import LayerCache
 from comfyburst_worker.job_runner import Services
 from comfyburst_worker.metadata import MetadataClient
 from comfyburst_worker.model_cache import ModelCache
@@ -72,8 +74,16 @@ def build_services(
     folders = ComfyFolders(
         settings.comfyui_input_dir, settings.comfyui_output_dir, settings.comfyui_temp_dir
     )
+    # Beside the build jobs' folder (written as ComfyUI's user): these only by the worker.
+    layers = LayerCache(
+        settings.env_layers_dir / "cache",
+        blobs,
+        config.models_bucket,
+        settings.env_layers_max_bytes,
+    )
+    env = ComfyEnv.of_settings(settings, layers, comfy)
     return Services(
-        settings, config, store, blobs, clock, comfy, follower, cache, leases, view, folders
+        settings, config, store, blobs, clock, comfy, follower, cache, leases, view, folders, env
     )
 
 

@@ -89,6 +89,8 @@ class Agent:
         self.s.folders.empty()
         self.s.view.clear()
         self.s.cache.clear_partials()
+        if self.s.env is not None:
+            self.s.env.start()
         if boot_job_id:
             t0 = time.monotonic()
             job = claim_starting(self.s.store, boot_job_id, self.vm, self.s.clock)

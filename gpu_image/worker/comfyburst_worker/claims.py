@@ -243,6 +243,17 @@ class LeaseKeeper:
 
         self._update(change)
 
+    def set_environments(self, environment_ids: Iterable[str]) -> None:
+        """Record the environment layers now on this VM's disk (placement prefers them)."""
+        ids = list(environment_ids)
+
+        def change(rec: VmRecord) -> VmRecord | None:
+            if rec.environments == ids:
+                return None
+            return rec.model_copy(update={"environments": ids})
+
+        self._update(change)
+
     def models_cached(self) -> set[str]:
         record, _ = self.store.get_vm(self.vm.name)
         return set(record.models_cached) if record else set()

@@ -28,6 +28,7 @@ from comfyburst.schema import (
     WorkerTimings,
 )
 from comfyburst_worker.env_build import BuildFailed, LayerBuilder
+from comfyburst_worker.env_layers import archive_name, catalogue_name
 from comfyburst_worker.job_runner import RunResult
 
 log = logging.getLogger(__name__)
@@ -40,14 +41,6 @@ class EnvBuildResult(RunResult):
     """A build job's result: what it built, when it succeeded."""
 
     environment_built: EnvironmentBuilt | None = None
-
-
-def archive_name(environment_id: str) -> str:
-    return f"environments/{environment_id}/layer.tar.gz"
-
-
-def catalogue_name(environment_id: str) -> str:
-    return f"environments/{environment_id}/catalogue.json"
 
 
 class EnvBuildRunner:

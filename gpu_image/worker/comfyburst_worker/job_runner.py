@@ -33,6 +33,7 @@ from comfyburst_worker import prompt_scope
 from comfyburst_worker._download import Cancel
 from comfyburst_worker.claims import LeaseKeeper
 from comfyburst_worker.comfy_client import ComfyClient
+from comfyburst_worker.comfy_env import ComfyEnv, ready_for_job
 from comfyburst_worker.errors import (
     ComfyUnavailable,
     ExecutionFailed,
@@ -78,6 +79,7 @@ class Services:
     leases: LeaseKeeper
     view: JobModelView
     folders: ComfyFolders
+    env: ComfyEnv | None = None  # None: this VM runs only the image's own nodes
 
 
 class _Stop:
@@ -159,6 +161,9 @@ class JobRunner:
 
     def _run(self, job: Job, stop: _Stop, timings: WorkerTimings, phases: JobPhases) -> RunResult:
         request = self._request(job)
+        self._environment(job, timings, phases)
+        if stop.check():
+            return self._stopped(stop, timings)
         t0 = time.monotonic()
         try:
             self._models(request, timings, stop)
@@ -226,6 +231,17 @@ class JobRunner:
         except ValidationError as exc:
             errors = exc.error_count()
             raise InputError(f"request.json does not validate: {errors} errors") from None
+
+    def _environment(self, job: Job, timings: WorkerTimings, phases: JobPhases) -> None:
+        """ComfyUI runs the job's environment or the base, restarted if need be."""
+        ready = ready_for_job(self.s.env, job, self.s.leases)
+        if ready.restarted:
+            # A fresh ComfyUI: no models loaded, and the websocket went with the old process.
+            self._comfy_ready, self._free_before_prompt = True, False
+            self.s.follower.close()
+        if job.options.environment is not None:
+            timings.environment_s, timings.environment_downloaded = ready.seconds, ready.downloaded
+            phases.environment_ready_at = self.s.clock.now()
 
     def _models(self, request: JobRequest, timings: WorkerTimings, stop: _Stop) -> None:
         results = self._fetch_models(request, stop) if request.models else []

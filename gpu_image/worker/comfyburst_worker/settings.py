@@ -104,3 +104,18 @@ class WorkerSettings(BaseSettings):
     env_comfyui_dir: Path | None = Field(
         default=None, description="ComfyUI's folder, importable while a layer's packs load"
     )
+    env_layers_max_bytes: int = Field(
+        default=50 * 1024**3,
+        ge=1,
+        description="Bytes of unpacked environment layers kept on disk (least recently used "
+        "evicted; never the one ComfyUI runs)",
+    )
+    comfyui_layer_file: Path = Field(
+        default=Path("/run/comfyburst/comfyui-layer.json"),
+        description="The active layer file ComfyUI's start reads (JSON; absent: the base)",
+    )
+    comfyui_restart_command: str = Field(
+        default="",
+        description="Restarts ComfyUI (shlex argv), returning once the old process is gone; "
+        "empty: this VM cannot switch environments",
+    )
