@@ -76,6 +76,26 @@ def prompt_server() -> Any | None:
     return getattr(PromptServer, "instance", None)
 
 
+# The websocket event the extension (web/js/comfyburst.js) shows as a notice.
+STATUS_EVENT = "comfyburst.status"
+
+
+def status_reporter() -> Callable[[str], None]:
+    """A callback that tells the browser which queued this prompt a line of status (the
+    extension shows it as a notice); no-op outside ComfyUI."""
+    server = prompt_server()
+    if server is None:
+        return lambda message: None
+
+    def send(message: str) -> None:
+        # The running prompt's browser, as ComfyUI's own events go; none: nobody to tell.
+        client_id = getattr(server, "client_id", None)
+        if client_id is not None:
+            server.send_sync(STATUS_EVENT, {"message": message}, client_id)
+
+    return send
+
+
 def serves_tls() -> bool:
     """Whether this ComfyUI was started with a TLS key (its `/prompt` is then https)."""
     from comfy.cli_args import args

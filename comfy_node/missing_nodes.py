@@ -61,17 +61,22 @@ def local_pack(class_type: str) -> Pack | None:
     return read_pack(folder) if folder is not None else None
 
 
-def describe_missing(missing: list[str], pack_of: Callable[[str], Pack | None]) -> str:
+BAKE_ADVICE = (
+    "Add their packs to gpu_image/custom_nodes.txt "
+    "(`comfyburst image nodes --from-comfyui DIR`) and bake the GPU image again."
+)
+
+
+def describe_missing(
+    missing: list[str], pack_of: Callable[[str], Pack | None], advice: str = BAKE_ADVICE
+) -> str:
     """The message shown in ComfyUI: each type, the local pack it comes from, what to do."""
     lines = ["The ComfyBurst GPU image lacks node types this workflow uses:"]
     for class_type in missing:
         pack = pack_of(class_type)
         source = f"from {pack.describe()}" if pack else "not from a custom-node pack found here"
         lines.append(f"  {class_type}: {source}")
-    lines.append(
-        "Add their packs to gpu_image/custom_nodes.txt "
-        "(`comfyburst image nodes --from-comfyui DIR`) and bake the GPU image again."
-    )
+    lines.append(advice)
     return "\n".join(lines)
 
 

@@ -31,6 +31,10 @@ def _model_entry(kind: str, url: str, filename: str, sha256: str) -> dict[str, A
     return entry
 
 
+ENVIRONMENT_TOOLTIP = (
+    "The GPU environment of custom-node packs to run in (env-…); empty: the packs of the node "
+    "types the GPU image lacks, built the first time"
+)
 GPU_CLASS_TOOLTIP = "The GPU class to run on (comfyburst gpu-classes); empty: the default"
 
 
@@ -60,6 +64,7 @@ def execute(request: dict[str, Any], client: ApiClient | None = None) -> tuple[A
             on_progress=report,
             interrupted=_comfy.interrupt_requested,
             on_preview=_comfy.preview_reporter(PROGRESS_STEPS),
+            on_status=_comfy.status_reporter(),
         )
     except RemoteJobCancelled:
         _comfy.raise_if_interrupted()
@@ -183,6 +188,7 @@ class ComfyBurstRunWorkflow:
                 "image_targets": ("STRING", {"default": ""}),
                 "timeout_s": ("INT", {"default": 1800, "min": 10, "max": 86400}),
                 "gpu_class": ("STRING", {"default": "", "tooltip": GPU_CLASS_TOOLTIP}),
+                "environment": ("STRING", {"default": "", "tooltip": ENVIRONMENT_TOOLTIP}),
             },
         }
 
@@ -205,6 +211,7 @@ class ComfyBurstRunWorkflow:
         image_targets: str = "",
         timeout_s: int = 1800,
         gpu_class: str = "",
+        environment: str = "",
     ) -> dict[str, Any]:
         text = workflow
         if workflow_file.strip():
@@ -237,7 +244,11 @@ class ComfyBurstRunWorkflow:
                 {k: v for k, v in m.items() if not k.startswith("strength")} for m in models or []
             ],
             "inputs": inputs,
-            "options": {"timeout_s": timeout_s, **_class_option(gpu_class)},
+            "options": {
+                "timeout_s": timeout_s,
+                **_class_option(gpu_class),
+                **({"environment": environment.strip()} if environment.strip() else {}),
+            },
         }
 
     def run(self, workflow: str, **optional: Any) -> tuple[Any, ...]:

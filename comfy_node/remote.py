@@ -8,7 +8,13 @@ from typing import Any
 
 from ._vendor.comfyburst_core.client import ApiClient, ApiError
 from ._vendor.comfyburst_core.schema import check_relative_path
-from .missing_nodes import describe_missing, local_pack, missing_node_types
+from .environments import (
+    EnvironmentRefused,
+    EnvironmentWaitCancelled,
+    environment_for,
+    wait_ready,
+)
+from .missing_nodes import BAKE_ADVICE, describe_missing, local_pack, missing_node_types
 from .previews import PreviewPoller, Show
 
 PROGRESS_STEPS = 1000
@@ -57,16 +63,44 @@ def run_job(
     interrupted: Callable[[], bool] = lambda: False,
     poll_s: float = 0.5,
     on_preview: Show | None = None,
+    on_status: Callable[[str], None] = lambda message: None,
 ) -> RemoteResult:
-    """Submit, follow with progress (0..PROGRESS_STEPS) and live previews (`on_preview`),
-    cancel remotely when `interrupted`, and fetch every output."""
+    """Wait for the request's environment (`on_status` told how its build goes), submit, follow
+    with progress (0..PROGRESS_STEPS) and live previews (`on_preview`), cancel remotely when
+    `interrupted`, and fetch every output.
+
+    Node types the GPU image lacks are brought by the environment of their local packs, asked
+    for here when the request names none."""
+    environment = (request.get("options") or {}).get("environment")
+    if environment:
+        _wait_environment(client, str(environment), on_status, interrupted)
     try:
         job = client.submit(request)
     except ApiError as exc:
         missing = missing_node_types(client.validate, request, exc.comfy_error)
-        if missing:
-            raise RemoteJobError(describe_missing(missing, local_pack)) from exc
-        raise RemoteJobError(describe_rejection(exc)) from exc
+        if not missing:
+            raise RemoteJobError(describe_rejection(exc)) from exc
+        if environment:
+            advice = f"The GPU environment {environment} does not bring them either. {BAKE_ADVICE}"
+            raise RemoteJobError(describe_missing(missing, local_pack, advice)) from exc
+        try:
+            env = environment_for(client, missing, local_pack)
+        except EnvironmentRefused as refused:
+            raise RemoteJobError(describe_missing(missing, local_pack, str(refused))) from exc
+        request = {
+            **request,
+            "options": {**(request.get("options") or {}), "environment": env["id"]},
+        }
+        return run_job(
+            client,
+            request,
+            is_image=is_image,
+            on_progress=on_progress,
+            interrupted=interrupted,
+            poll_s=poll_s,
+            on_preview=on_preview,
+            on_status=on_status,
+        )
 
     previews = PreviewPoller(client, job["job_id"], on_preview) if on_preview else None
 
@@ -97,3 +131,18 @@ def run_job(
         target = result.images if is_image(name) else result.files
         target.append((name, client.fetch(url)))
     return result
+
+
+def _wait_environment(
+    client: ApiClient,
+    environment_id: str,
+    on_status: Callable[[str], None],
+    interrupted: Callable[[], bool],
+) -> None:
+    """Return once the environment is ready; its refusal or Cancel as this module's errors."""
+    try:
+        wait_ready(client, environment_id, on_status=on_status, interrupted=interrupted)
+    except EnvironmentRefused as exc:
+        raise RemoteJobError(str(exc)) from exc
+    except EnvironmentWaitCancelled as exc:
+        raise RemoteJobCancelled(str(exc)) from exc

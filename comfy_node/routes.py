@@ -16,6 +16,7 @@ from . import _comfy
 from ._vendor.comfyburst_core.client import ApiError
 from ._vendor.comfyburst_core.errors import ComfyBurstError
 from .config import make_client
+from .environments import EnvironmentRefused, environment_for, environment_notice
 from .local_models import without_bringable
 from .missing_nodes import (
     as_comfy_rejection,
@@ -30,9 +31,14 @@ RUN_NODE_ID = "comfyburst_run"
 SAVE_NODE_ID = "comfyburst_save"
 
 
-def wrap_for_queue(prompt: dict[str, Any], models: list[dict[str, Any]]) -> dict[str, Any]:
-    """The local prompt that runs `prompt` remotely and saves what comes back."""
+def wrap_for_queue(
+    prompt: dict[str, Any], models: list[dict[str, Any]], environment: str | None = None
+) -> dict[str, Any]:
+    """The local prompt that runs `prompt` remotely (in `environment`, once it is built) and
+    saves what comes back."""
     run_inputs: dict[str, Any] = {"workflow": json.dumps(prompt)}
+    if environment:
+        run_inputs["environment"] = environment
     if models:
         run_inputs["models"] = [f"{RUN_NODE_ID}_models", 0]
     wrapper: dict[str, Any] = {
@@ -87,9 +93,10 @@ def verdict_rejection(verdict: dict[str, Any]) -> dict[str, Any] | None:
     return {"error": error, "node_errors": verdict.get("node_errors") or {}}
 
 
-def queue_payload(body: dict[str, Any]) -> dict[str, Any]:
+def queue_payload(body: dict[str, Any], environment: str | None = None) -> dict[str, Any]:
     """The local `/prompt` body for a "Queue on GPU" request."""
-    payload: dict[str, Any] = {"prompt": wrap_for_queue(body["prompt"], body.get("models") or [])}
+    prompt = wrap_for_queue(body["prompt"], body.get("models") or [], environment)
+    payload: dict[str, Any] = {"prompt": prompt}
     if body.get("client_id"):
         payload["client_id"] = body["client_id"]
     if isinstance(body.get("workflow"), dict):
@@ -142,23 +149,33 @@ def register_routes() -> bool:
         except ComfyBurstError as exc:
             return _error(400, "comfyburst_config", exc.message)
         rejection = verdict_rejection(verdict)
+        environment: dict[str, Any] | None = None
         if rejection is not None and unknown_node_id(verdict.get("error")) is not None:
-            # Name every node type the GPU lacks, and its local pack, before any GPU starts.
+            # Node types the GPU lacks: the environment of their local packs brings them, or
+            # each is named with its pack and the reason, before any GPU starts.
             missing = await asyncio.to_thread(
                 missing_node_types, client.validate, request_body, verdict.get("error")
             )
-            message = describe_missing(missing, local_pack)
-            rejection = as_comfy_rejection(message, missing, body["prompt"])
+            try:
+                environment = await asyncio.to_thread(environment_for, client, missing, local_pack)
+                rejection, verdict = None, {}
+            except EnvironmentRefused as refused:
+                message = describe_missing(missing, local_pack, str(refused))
+                rejection = as_comfy_rejection(message, missing, body["prompt"])
         if rejection is not None:
             return web.json_response(rejection, status=400)
+        env_id = str(environment["id"]) if environment is not None else None
         url = local_prompt_url(
             getattr(instance, "address", None), instance.port, _comfy.serves_tls()
         )
         async with (
             ClientSession() as session,
-            session.post(url, json=queue_payload(body), ssl=False) as answer,
+            session.post(url, json=queue_payload(body, env_id), ssl=False) as answer,
         ):
             queued = await answer.json()
+        if answer.status == 200 and environment is not None:
+            # The browser says so while the run node waits for the build.
+            queued["comfyburst_environment"] = environment_notice(environment)
         if answer.status == 200 and verdict.get("node_errors"):
             # Outputs that will not run remotely: shown on their nodes, as ComfyUI does.
             queued["node_errors"] = verdict["node_errors"]

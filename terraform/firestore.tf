@@ -33,11 +33,14 @@ resource "google_firestore_field" "jobs_expire_at" {
 # FirestoreJobStore.list_jobs: `state in [...]` ordered by created_at (the reaper's and the
 # draining worker's queue scans) needs a composite index in real Firestore; the same scan of one
 # GPU class's queue (`gpu_class ==`: the draining worker when the oldest live jobs are all of
-# other classes) needs one that starts with the class.
+# other classes) needs one that starts with the class. FirestoreJobStore.queued_heads (each
+# caller's oldest queued job of a class, for fair share: `caller >` ordered by caller, then
+# created_at) needs one with the caller before created_at.
 locals {
   queue_indexes = {
-    state       = ["state"]
-    class_state = ["gpu_class", "state"]
+    state              = ["state"]
+    class_state        = ["gpu_class", "state"]
+    class_state_caller = ["gpu_class", "state", "caller"]
   }
 }
 
@@ -111,6 +114,46 @@ resource "google_firestore_index" "jobs_list" {
       field_path = fields.value
       order      = "ASCENDING"
     }
+  }
+  fields {
+    field_path = "created_at"
+    order      = "DESCENDING"
+  }
+  fields {
+    field_path = "__name__"
+    order      = "DESCENDING"
+  }
+
+  depends_on = [google_firestore_database.default]
+}
+
+# GET /api/v2/jobs?metadata[k]=v (adapters/firestore_views.py): a caller's jobs carrying one
+# label, newest first (`label_pairs array-contains`; admins list without the caller filter).
+# A second or third label is checked on the documents read, so no index per label combination.
+locals {
+  job_label_indexes = {
+    caller_labels = ["caller"]
+    labels        = []
+  }
+}
+
+resource "google_firestore_index" "jobs_labels" {
+  for_each = local.job_label_indexes
+
+  project    = var.project_id
+  database   = "(default)"
+  collection = "jobs"
+
+  dynamic "fields" {
+    for_each = each.value
+    content {
+      field_path = fields.value
+      order      = "ASCENDING"
+    }
+  }
+  fields {
+    field_path   = "label_pairs"
+    array_config = "CONTAINS"
   }
   fields {
     field_path = "created_at"

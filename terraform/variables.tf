@@ -154,14 +154,16 @@ variable "caller_limits" {
   type = object({
     default = optional(object({
       max_queued  = optional(number)
+      max_running = optional(number)
       gpu_classes = optional(list(string))
     }), {})
     callers = optional(map(object({
       max_queued  = optional(number)
+      max_running = optional(number)
       gpu_classes = optional(list(string))
     })), {})
   })
-  description = "Per-caller limits (docs/DEPLOY.md): default = {max_queued, gpu_classes} for every caller, callers = {principal (key:NAME or an ID token's email) => the same fields}; a field a caller leaves out (null) is the default's; null in the default: no limit, every class. Beyond max_queued a submit answers 429 queue_full."
+  description = "Per-caller limits (docs/DEPLOY.md): default = {max_queued, max_running, gpu_classes} for every caller, callers = {principal (key:NAME or an ID token's email) => the same fields}; a field a caller leaves out (null) is the default's; null in the default: no limit, every class. Beyond max_queued a submit answers 429 queue_full; at max_running (jobs starting or running at once) the caller's further jobs wait queued while other callers' start."
   default     = {}
 
   validation {
@@ -170,6 +172,14 @@ variable "caller_limits" {
       coalesce(entry.max_queued, 0) >= 0 && floor(coalesce(entry.max_queued, 0)) == coalesce(entry.max_queued, 0)
     ])
     error_message = "caller_limits: max_queued must be a whole number >= 0."
+  }
+
+  validation {
+    condition = alltrue([
+      for entry in concat([var.caller_limits.default], values(var.caller_limits.callers)) :
+      coalesce(entry.max_running, 1) >= 1 && floor(coalesce(entry.max_running, 1)) == coalesce(entry.max_running, 1)
+    ])
+    error_message = "caller_limits: max_running must be a whole number >= 1."
   }
 
   validation {

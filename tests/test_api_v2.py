@@ -4,17 +4,24 @@ refusal, single-use Idempotency-Keys, the status mapping and the caller's own li
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
 import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from comfy_low.sse import RawEvent
+from comfy_sdk.events import Preview, event_from_raw
+from PIL import Image
 
 from comfyburst.api._v2_events import MAX_STREAMS_PER_CALLER, RETRY_AFTER_S
 from comfyburst.domain.caller_limits import QUEUE_FULL_RETRY_AFTER_S
 from comfyburst.domain.jobs import transition
+from comfyburst.domain.previews import preview_object
+from comfyburst.schema import Progress
 from comfyburst.states import JobState
 from tests._api_support import WORKFLOW
 from tests.test_api_emulator import Cloud, settings, standin  # noqa: F401  (module fixtures)
@@ -178,8 +185,6 @@ def test_logs_204_workflow_and_unknown_routes_404(cloud: Cloud) -> None:
     for tail in ("/logs", "/workflow", "/events"):
         _error(cloud.client.get(base + tail, headers=_as("bo")), 404, "not_found")
     _error(cloud.client.get("/api/v2/nothing", headers=_as("ana")), 404, "not_found")
-    refused = _submit(cloud, {"workflow": _workflow(), "metadata": {"a": "b"}}, **_as("ana"))
-    _error(refused, 422, "metadata_not_supported")
 
 
 def test_the_list_pages_with_limit_and_cursor(cloud: Cloud) -> None:
@@ -244,3 +249,40 @@ def test_too_many_open_streams_answer_429_with_retry_after(cloud: Cloud) -> None
     finally:
         for stream in opened:
             stream.close()
+
+
+def test_events_send_the_latest_preview_on_connect_then_each_new_frame(cloud: Cloud) -> None:
+    job = _submit(cloud, {"workflow": _workflow()}, **_as("ana")).get_json()
+    bucket, name = cloud.settings.outputs_bucket, preview_object(job["id"])
+
+    def progressed(fraction: float) -> None:
+        step = Progress(node="2", value=int(fraction * 10), max=10, fraction=fraction)
+        cloud.store.update_job(job["id"], lambda j: j.model_copy(update={"progress": step}))
+
+    cloud.store.update_job(job["id"], lambda j: transition(j, JobState.RUNNING, j.created_at))
+    first, second = _png((250, 0, 0)), _png((0, 0, 250))
+    cloud.blobs.write(bucket, name, first, content_type="image/png")
+    stream = cloud.client.get(job["urls"]["events"], headers=_as("ana"), buffered=False)
+    frames = _frames(stream)
+    assert next(frames)[0] == "status" and next(frames)[0] == "progress"
+    event, data = next(frames)
+    preview = event_from_raw(RawEvent(event, data), None)  # as the SDK reads it
+    assert isinstance(preview, Preview) and preview.data == first
+    assert preview.content_type == "image/png"
+    cloud.blobs.write(bucket, name, second, content_type="image/png")
+    progressed(0.5)
+    assert next(frames)[0] == "progress"
+    event, data = next(frames)
+    assert event == "preview" and base64.b64decode(data["data_base64"]) == second
+    assert data["node_id"] == "2"
+    progressed(0.7)  # the same frame is not sent again
+    assert next(frames)[0] == "progress"
+    cloud.store.update_job(job["id"], lambda j: transition(j, JobState.CANCELLED, j.created_at))
+    assert list(frames) == [("status", {"status": "canceled", "queue_position": None})]
+    stream.close()
+
+
+def _png(colour: tuple[int, int, int]) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (4, 4), colour).save(out, format="PNG")
+    return out.getvalue()

@@ -1,5 +1,5 @@
 """Comfy API v2 bodies and envelope, as pure functions: the status mapping, output assets,
-and each of our errors under the contract's code (no network)."""
+each of our errors under the contract's code, the label rules (no network)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from comfy_low.models import Job as SdkJob
 
 from comfyburst.api._v2_errors import error_answer
 from comfyburst.api._v2_views import asset_id, job_body, parse_asset_id, v2_status
+from comfyburst.domain.job_query import JobQuery
 from comfyburst.domain.jobs import new_job, transition
+from comfyburst.domain.labels import LabelError, check_filters, check_labels, label_pairs
 from comfyburst.errors import (
     Forbidden,
     GpuClassForbidden,
@@ -23,8 +25,10 @@ from comfyburst.errors import (
     Unauthenticated,
 )
 from comfyburst.schema import Job, JobRequest, OutputFile
+from comfyburst.services import job_list
 from comfyburst.states import JobState
 from tests._api_support import WORKFLOW
+from tests.deploy import hcl
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -115,3 +119,38 @@ def test_preflight_node_errors_ride_in_details_bounded() -> None:
     assert status == 422 and body["error"]["code"] == "invalid_workflow"
     assert 0 < len(details["node_errors"]) < 400
     assert details["node_errors_omitted"] == 400 - len(details["node_errors"])
+
+
+def test_label_rules_and_filters_as_stored_texts() -> None:
+    assert check_labels({"client": "acme", "a.b-c_1": "é" * 128}) == {
+        "client": "acme",
+        "a.b-c_1": "é" * 128,
+    }
+    for bad in ({"": "x"}, {"a=b": "x"}, {"k": "\u2066"}, {"k": "\x7f"}, {"k": 1}, ["k"]):
+        with pytest.raises(LabelError):
+            check_labels(bad)
+    assert check_filters([("b", "2"), ("a", "1=1")]) == ("a=1=1", "b=2")
+    assert label_pairs({"b": "2", "a": "1"}) == ["a=1", "b=2"]
+    # A token made for one label filter is not taken for another (nor for none).
+    key = b"k" * 32
+    labelled = JobQuery(owner="ana", labels=("a=1",))
+    token = job_list.encode_token(labelled, _job_in(JobState.QUEUED), key)
+    assert job_list.decode_token(token, labelled, key).job_id
+    for other in (JobQuery(owner="ana", labels=("a=2",)), JobQuery(owner="ana")):
+        with pytest.raises(InvalidRequest):
+            job_list.decode_token(token, other, key)
+
+
+def test_label_list_queries_have_their_composite_indexes() -> None:
+    # FirestoreJobViews.list_page with labels: [caller ==] label_pairs array-contains, ordered
+    # by created_at then document id, both descending.
+    indexes = hcl.locals_()["job_label_indexes"]
+    assert sorted(map(tuple, indexes.values())) == [(), ("caller",)]
+    index = hcl.resources("google_firestore_index")["jobs_labels"]
+    fields = [(f["field_path"], f.get("order"), f.get("array_config")) for f in index["fields"]]
+    assert fields == [
+        ("label_pairs", None, "CONTAINS"),
+        ("created_at", "DESCENDING", None),
+        ("__name__", "DESCENDING", None),
+    ]
+    assert index["collection"] == "jobs"

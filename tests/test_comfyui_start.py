@@ -203,6 +203,19 @@ def test_worker_builds_and_keeps_layers_where_the_image_made_them() -> None:
     ]  # fmt: skip
 
 
+def test_builds_run_a_pip_and_a_folder_that_comfyuis_user_may_use() -> None:
+    """The worker's own venv is closed to ComfyUI's user: builds run the tools venv's pip,
+    pinned new enough for `--python`, in `builds/`, made ComfyUI's own by the image."""
+    worker = _env("comfyburst-worker.service")
+    assert worker["COMFYBURST_WORKER_ENV_PIP_COMMAND"] == f"{_common('TOOLS_DIR')}/bin/pip"
+    comfyui = (SCRIPTS / "02-comfyui.sh").read_text()
+    assert '"${TOOLS_DIR}/bin/pip" install --quiet "pip==${PIP_VERSION}"' in comfyui
+    assert tuple(int(x) for x in _common("PIP_VERSION").split(".")[:2]) >= (22, 3)
+    worker_sh = (SCRIPTS / "04-worker.sh").read_text()
+    made = 'install -d -o "${COMFYUI_USER}" -g "${COMFYUI_USER}" -m 0700 "${ENV_LAYERS_DIR}/builds"'
+    assert made in worker_sh
+
+
 def test_sudoers_allows_exactly_the_restart_and_builds_as_comfyui() -> None:
     worker = _env("comfyburst-worker.service")
     restart = shlex.split(worker["COMFYBURST_WORKER_COMFYUI_RESTART_COMMAND"])

@@ -97,7 +97,7 @@ def test_a_default_and_overrides_reach_the_settings(
         "caller_limits": {
             "default": {"max_queued": 20, "gpu_classes": ["t4"]},
             "callers": {
-                "key:farm": {"max_queued": 500},
+                "key:farm": {"max_queued": 500, "max_running": 8},
                 "ops@example.com": {"gpu_classes": ["t4", "h100"]},
             },
         },
@@ -112,7 +112,9 @@ def test_a_default_and_overrides_reach_the_settings(
     limits = _settings(monkeypatch, env, classes).caller_limits
     assert limits.for_caller("key:someone") == Limits(max_queued=20, gpu_classes=["t4"])
     # terraform passes an unset optional attribute as null: the default's value holds.
-    assert limits.for_caller("key:farm") == Limits(max_queued=500, gpu_classes=["t4"])
+    assert limits.for_caller("key:farm") == Limits(
+        max_queued=500, max_running=8, gpu_classes=["t4"]
+    )
     assert limits.for_caller("ops@example.com") == Limits(max_queued=20, gpu_classes=["t4", "h100"])
 
 
@@ -123,9 +125,10 @@ def test_a_default_and_overrides_reach_the_settings(
         ({"default": {"max_queued": -1}}, "max_queued must be a whole number >= 0"),
         ({"callers": {"key:a": {"max_queued": 2.5}}}, "max_queued must be a whole number >= 0"),
         ({"callers": {"": {"max_queued": 1}}}, "each principal in callers"),
+        ({"default": {"max_running": 0}}, "max_running must be a whole number >= 1"),
         ({"default": {"gpu_classes": ["a100"]}}, "may name only declared GPU classes"),
     ],
-    ids=["negative", "fraction", "empty-principal", "unknown-class"],
+    ids=["negative", "fraction", "empty-principal", "running-zero", "unknown-class"],
 )
 def test_a_wrong_value_fails_the_plan_with_its_reason(
     tmp_path: Path, caller_limits: dict[str, Any], message: str

@@ -25,6 +25,7 @@ CLASSES = build([BIG, SMALL], "h100", None)
 class Queued:
     job_id: str
     gpu_class: str | None
+    caller: str | None = None  # one caller: fair share (domain/fair_share.py) is oldest first
 
 
 def test_a_free_vm_goes_to_the_oldest_job_of_its_own_class() -> None:

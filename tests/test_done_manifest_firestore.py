@@ -32,7 +32,7 @@ from comfyburst.schema import DoneManifest, DoneStatus, Job, JobError, WorkerTim
 from comfyburst.services.complete import CompletionDeps, StorageObject, handle_done_flag
 from comfyburst.services.reap import ReaperDeps, run_reaper
 from comfyburst.states import JobState
-from comfyburst_worker.job_runner import _prompt_error
+from comfyburst_worker.prompt_errors import prompt_error
 from tests._completion_helpers import lease_record, make_job
 from tests._poll import poll_until
 
@@ -51,7 +51,7 @@ def missing_checkpoint() -> tuple[dict[str, Any], dict[str, Any]]:
 def worker_error() -> JobError:
     """The error the worker reports for that answer (its own code, as it writes done.json)."""
     workflow, body = missing_checkpoint()
-    return reported_error(_prompt_error(400, body, workflow).job_error())
+    return reported_error(prompt_error(400, body, workflow).job_error())
 
 
 def done_json(job: Job, status: DoneStatus, error: JobError | None) -> bytes:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +16,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from comfyburst.client import ApiClient, ClientSettings
+from comfyburst.client import ApiClient
 from comfyburst.schema import check_relative_path
+from comfyburst_cli._api import api_client as _client
+from comfyburst_cli._api import use_local_env as _use_local_env
 from comfyburst_cli._errors import CliError, cli_errors
+from comfyburst_cli.environments import env_app
 from comfyburst_cli.image_nodes import image_app
 from comfyburst_cli.requests_builder import load_request
 
@@ -29,33 +31,10 @@ app = typer.Typer(
 local_app = typer.Typer(help="The local cloud: emulators, Compute stand-in, functions, workers.")
 app.add_typer(local_app, name="local")
 app.add_typer(image_app, name="image")
+app.add_typer(env_app, name="env")
 console = Console()
-LOCAL_ENV = Path(".localcloud/env")
 # Help texts are Rich markup: anything with brackets in it goes through `escape`.
 MODEL_HELP = "A model the job needs: KIND[/FILENAME]=URL[#sha256=HEX] (repeatable)"
-
-
-def load_env_file(path: Path) -> dict[str, str]:
-    """Read the `export K=V` lines the local cloud writes."""
-    values: dict[str, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line.startswith("export "):
-            key, _, value = line[len("export ") :].partition("=")
-            values[key] = shlex.split(value)[0] if value else ""
-    return values
-
-
-def _use_local_env(key: str) -> None:
-    """Outside a configured shell, the local cloud's `.localcloud/env` (when there is one)."""
-    if not os.environ.get(key) and LOCAL_ENV.exists():
-        for name, value in load_env_file(LOCAL_ENV).items():
-            os.environ.setdefault(name, value)
-
-
-def _client() -> ApiClient:
-    _use_local_env("COMFYBURST_API_URL")
-    return ApiClient(ClientSettings())
 
 
 def _show(job: dict[str, Any]) -> None:

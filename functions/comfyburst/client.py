@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from comfyburst.errors import ComfyBurstError, SettingsError
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
+ENVIRONMENT_BUILT = frozenset({"ready", "failed"})  # an environment's build has ended
 ID_TOKEN_REFRESH_MARGIN_S = 300
 MAX_WAIT_S = 60.0  # the API's limit of GET /jobs/{id}?wait_s
 # One server-side wait when nothing else needs checking: long enough to save calls, short
@@ -220,6 +221,42 @@ class ApiClient:
         if page_token:
             params["page_token"] = page_token
         return self._call("GET", "/jobs", params=params)
+
+    def create_environment(self, packs: list[str]) -> dict[str, Any]:
+        """POST /environments: the environment of these pinned packs (the same set, the same
+        one); a new one is `building` until its build job ends."""
+        return self._call("POST", "/environments", {"packs": packs})
+
+    def get_environment(self, environment_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/environments/{environment_id}")
+
+    def list_environments(self) -> dict[str, Any]:
+        """GET /environments: the caller's environments, most recently asked for first."""
+        return self._call("GET", "/environments")
+
+    def wait_environment(
+        self,
+        environment_id: str,
+        *,
+        timeout_s: float,
+        poll_s: float = 2.0,
+        on_update: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll the environment until it is ready or failed; TimeoutError after `timeout_s`
+        (the API has no server-side wait for environments, and a build takes minutes)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            env = self.get_environment(environment_id)
+            if on_update is not None:
+                on_update(env)
+            if env.get("state") in ENVIRONMENT_BUILT:
+                return env
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(
+                    f"environment {environment_id} still {env.get('state')} after {timeout_s:g} s"
+                )
+            time.sleep(min(poll_s, left))
 
     def wait(
         self,

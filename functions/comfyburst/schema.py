@@ -366,6 +366,11 @@ class Job(_Strict):
     idempotency_key: str | None = None
     caller: str | None = None
     webhook_url: str | None = Field(default=None, description="Told of the terminal result.")
+    # Comfy API v2's job `metadata`, checked by domain/labels.py at submit and fixed after.
+    labels: dict[str, str] = Field(default_factory=dict, description="String labels.")
+    label_pairs: list[str] = Field(
+        default_factory=list, description="`key=value` of each label, for list filters."
+    )
     worker_timings: WorkerTimings | None = None
     phases: JobPhases | None = Field(
         default=None, description="When each step of the run happened (set at completion)."
@@ -632,6 +637,11 @@ class DeploymentConfig(_Strict):
     huggingface_token_scope: list[str] = Field(
         default_factory=lambda: ["https://huggingface.co/"],
         description="URL prefixes the Hugging Face token is sent to (never on other hosts)",
+    )
+    running_limits: dict[str, int] = Field(
+        default_factory=dict,
+        description="Most jobs starting or running at once per caller (`*`: everyone the map "
+        "does not name); no entry: no limit. The draining worker's claim keeps to it.",
     )
 
 

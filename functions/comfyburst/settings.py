@@ -194,7 +194,8 @@ class FunctionSettings(BaseSettings):
     caller_limits: CallerLimits = Field(
         default_factory=CallerLimits,
         description="Per-caller limits as JSON: a default and per-principal overrides of "
-        "max_queued and gpu_classes (domain/caller_limits.py, docs/DEPLOY.md); {}: none",
+        "max_queued, max_running and gpu_classes (domain/caller_limits.py, docs/DEPLOY.md); "
+        "{}: none",
     )
     model_upload_principals: CsvList = Field(
         default_factory=list,
@@ -358,6 +359,7 @@ class FunctionSettings(BaseSettings):
             huggingface_token_scope=self.huggingface_token_scope,
             civitai_token_secret=self.civitai_token_secret,
             huggingface_token_secret=self.huggingface_token_secret,
+            running_limits=self.caller_limits.running_limits(),
         )
 
     def all_model_buckets(self) -> list[str]:

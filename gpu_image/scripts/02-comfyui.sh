@@ -36,7 +36,7 @@ chmod 0750 "${COMFYUI_HOME}"
 
 # uv provides a Python the image's OS may lack (the agent needs >= 3.11) and fast installs.
 /usr/bin/python3 -m venv "${TOOLS_DIR}"
-"${TOOLS_DIR}/bin/pip" install --quiet "uv==${UV_VERSION}"
+"${TOOLS_DIR}/bin/pip" install --quiet "pip==${PIP_VERSION}" "uv==${UV_VERSION}"
 ln -sf "${TOOLS_DIR}/bin/uv" /usr/local/bin/uv
 uv python install --no-bin "${PYTHON_VERSION}"
 chmod -R a+rX "${UV_PYTHON_INSTALL_DIR}"

@@ -22,6 +22,10 @@ for dir in "${ENV_LAYERS_DIR}" "${ENV_LAYERS_DIR}/cache"; do
   install -d -o "${WORKER_USER}" -g "${COMFYUI_USER}" -m 2750 "${dir}"
 done
 
+# Build jobs build in `builds/` as ComfyUI's user (env_build_as), who also deletes what it built;
+# the worker only writes the archive the build streams out, beside it.
+install -d -o "${COMFYUI_USER}" -g "${COMFYUI_USER}" -m 0700 "${ENV_LAYERS_DIR}/builds"
+
 # As the user the unit runs it as: the interpreter the venv points at must be theirs to run.
 as_user "${WORKER_USER}" "${WORKER_VENV}/bin/python" -c "import comfyburst, comfyburst_worker.settings"
 as_user "${WORKER_USER}" test -x "${WORKER_VENV}/bin/comfyburst-worker"

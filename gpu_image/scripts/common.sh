@@ -37,6 +37,9 @@ export UV_LINK_MODE=copy
 PYTHON_VERSION="${PYTHON_VERSION:-3.12}"
 readonly PYTHON_VERSION
 readonly UV_VERSION=0.13.8
+# The tools venv's pip, which environment builds run as ComfyUI's user: `--python` needs pip
+# >= 22.3 (the OS venv's bundled pip may be older, e.g. 22.0 on Ubuntu 22.04).
+readonly PIP_VERSION=25.2
 
 # --- apt on a VM that may be upgrading itself on first boot ---------------------------------
 export DEBIAN_FRONTEND=noninteractive

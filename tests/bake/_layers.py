@@ -13,8 +13,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from tests.bake._as_user import as_user
 from tests.bake._root import RehearsalFailed
-from tests.bake._run import as_user
 from tests.bake.systemctl_standin import environment, parse_unit_text
 
 LAYERS = "/var/lib/comfyburst-environments"

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.bake import _root
+from tests.bake._as_user import as_user
 from tests.bake._forward import METADATA_IP, Forwarder
 from tests.bake._root import WORKFLOW, RehearsalFailed, work_dir
 
@@ -21,22 +22,6 @@ AS_COMFYUI = ["sudo", "-n", "-u", "comfyui", "--"]  # the image's env_build_as
 TOKEN_URL = (
     "http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/token"
 )
-
-
-def as_user(root: Path, user: str, *cmd: str) -> subprocess.CompletedProcess[str]:
-    """`cmd` in the root as `user` (its groups, a clean environment), as a unit would run it."""
-    argv = [
-        "chroot",
-        str(root),
-        "setpriv",
-        f"--reuid={user}",
-        f"--regid={user}",
-        "--init-groups",
-        "--reset-env",
-        "--",
-        *cmd,
-    ]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
 
 
 def prove_user_split(root: Path) -> list[str]:
@@ -260,9 +245,11 @@ def run_phase(root: Path, env: dict[str, str]) -> int:
             _export_catalogue(root, env, cloud_env)
             _run_job(root, cloud_env)
             _check_user_split(root, cloud_env)
+            from tests.bake._env_build import prove_environment_build
             from tests.bake._layers import prove_layer_rights
 
             prove_layer_rights(root)
+            prove_environment_build(root)
     except RehearsalFailed as exc:
         print(f"BAKE REHEARSAL FAILED: {exc}", flush=True)
         for log in sorted((root / STATE).glob("*.log")):

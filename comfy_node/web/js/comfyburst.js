@@ -18,6 +18,9 @@ const BUTTON_CLASS = "comfyburst-queue-on-gpu";
 // The first frontend release that draws the buttons of an extension's `actionBarButtons`.
 const ACTION_BAR_SINCE = [1, 32, 4];
 const NOTICE_LIFE_MS = 15000;
+const STATUS_ID = "comfyburst-status";
+// The server's event while a queued graph waits for its GPU environment (comfy_node/_comfy.py).
+const STATUS_EVENT = "comfyburst.status";
 
 function drawsActionBarButtons() {
   const version = window.__COMFYUI_FRONTEND_VERSION__;
@@ -55,11 +58,36 @@ function appOpensNoDialog() {
 }
 
 // A toast through the frontend's toast service; false where the frontend has none.
-function toast(summary, detail) {
+function toast(summary, detail, severity = "error") {
   const service = app.extensionManager?.toast;
   if (typeof service?.add !== "function") return false;
-  service.add({ severity: "error", summary, detail, life: NOTICE_LIFE_MS });
-  return true;
+  const message = { severity, summary, detail, life: NOTICE_LIFE_MS };
+  service.add(message);
+  return message;
+}
+
+// The status of the GPU environment being built for a queued graph: one notice, replaced by
+// each update (a toast where the frontend has its service, else a small banner of our own).
+let statusToast = null;
+function showStatus(text) {
+  if (!text) return;
+  const service = app.extensionManager?.toast;
+  if (statusToast && typeof service?.remove === "function") service.remove(statusToast);
+  statusToast = toast("ComfyBurst", text, "info");
+  if (statusToast) return;
+  let banner = document.getElementById(STATUS_ID);
+  if (!banner) {
+    banner = document.createElement("div");
+    banner.id = STATUS_ID;
+    banner.setAttribute("role", "status");
+    banner.style.cssText =
+      "position:fixed;right:12px;bottom:12px;z-index:1000;max-width:420px;padding:8px 12px;" +
+      "border-radius:6px;background:#2a4365;color:#fff;font:13px sans-serif";
+    document.body.appendChild(banner);
+  }
+  banner.textContent = `ComfyBurst: ${text}`;
+  clearTimeout(banner.hideTimer);
+  banner.hideTimer = setTimeout(() => banner.remove(), NOTICE_LIFE_MS);
 }
 
 async function postToGpu(_number, { output, workflow }) {
@@ -77,6 +105,8 @@ async function postToGpu(_number, { output, workflow }) {
     const PromptError = comfyApi.PromptExecutionError;
     throw PromptError ? new PromptError(body) : new Error(`${summary}\n${describeRefusal(body)}`);
   }
+  // Queued in a GPU environment that is being built for its custom nodes: say so at once.
+  showStatus(body.comfyburst_environment?.message);
   return body;
 }
 
@@ -155,6 +185,9 @@ app.registerExtension({
     { icon: "pi pi-cloud-upload", label: LABEL, tooltip: TOOLTIP, class: BUTTON_CLASS, onClick },
   ],
   async setup() {
+    if (typeof api.addEventListener === "function") {
+      api.addEventListener(STATUS_EVENT, (event) => showStatus(event.detail?.message));
+    }
     if (!drawsActionBarButtons()) await addFallbackButton();
   },
 });

@@ -218,6 +218,26 @@ class FirestoreJobStore:
             cursor = snaps[-1]
         return found
 
+    def queued_heads(self, gpu_class: str, most: int) -> list[Job]:
+        """The oldest queued job of each caller of `gpu_class` (at most `most` callers, by name):
+        a skip scan, one query of one document per caller (`caller >` the last one, ordered by
+        caller then created_at; index jobs_queue["class_state_caller"]). No-caller jobs (an API
+        without auth) are not scanned."""
+        base = self._jobs.where(filter=FieldFilter("state", "==", JobState.QUEUED.value)).where(
+            filter=FieldFilter("gpu_class", "==", gpu_class)
+        )
+        heads: list[Job] = []
+        after: tuple[str, str] = (">=", "")  # every string caller
+        while len(heads) < most:
+            query = base.where(filter=FieldFilter("caller", *after))
+            snaps = list(query.order_by("caller").order_by("created_at").limit(1).stream())
+            if not snaps:
+                break
+            head = _from_doc(Job, snaps[0].to_dict())
+            heads.append(head)
+            after = (">", head.caller or "")
+        return heads
+
     def list_unpublished_results(self, limit: int = 100) -> list[Job]:
         # Equality filters only (`== None` is IS_NULL): served by single-field indexes, no
         # composite index to deploy. Every job document carries the field (null until sent).

@@ -2,13 +2,17 @@
 
 Lists query `caller ==` (unless an admin lists all), `state in` (when filtered) and a
 `created_at` range, ordered by `created_at` then document id, both descending; the composite
-indexes are declared in terraform/firestore.tf.
+indexes are declared in terraform/firestore.tf. A label filter is one `label_pairs
+array-contains` in the query (Firestore takes one per query); a second or third pair is
+checked on the documents read, which are read lazily until the page is full, so such a
+list reads at most the caller's jobs carrying the first pair.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from contextlib import closing
 from typing import Any
 
 from google.cloud import firestore
@@ -37,6 +41,8 @@ class FirestoreJobViews:
             q = q.where(filter=FieldFilter("created_at", ">=", query.created_after))
         if query.created_before is not None:
             q = q.where(filter=FieldFilter("created_at", "<", query.created_before))
+        if query.labels:
+            q = q.where(filter=FieldFilter("label_pairs", "array_contains", query.labels[0]))
         q = q.order_by("created_at", direction=firestore.Query.DESCENDING).order_by(
             "__name__", direction=firestore.Query.DESCENDING
         )
@@ -47,7 +53,18 @@ class FirestoreJobViews:
                     "__name__": self._jobs.document(query.after.job_id),
                 }
             )
-        return [_from_doc(Job, snap.to_dict()) for snap in q.limit(limit).stream()]
+        if len(query.labels) <= 1:
+            return [_from_doc(Job, snap.to_dict()) for snap in q.limit(limit).stream()]
+        wanted = set(query.labels[1:])
+        jobs: list[Job] = []
+        with closing(q.stream()) as stream:  # closing it ends the read early
+            for snap in stream:
+                job = _from_doc(Job, snap.to_dict())
+                if wanted.issubset(job.label_pairs):
+                    jobs.append(job)
+                    if len(jobs) >= limit:
+                        break
+        return jobs
 
     def count_jobs(self, caller: str | None, states: list[JobState]) -> int:
         """How many of the caller's jobs are in `states`: one aggregation query (billed one

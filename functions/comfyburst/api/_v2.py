@@ -1,7 +1,7 @@
 """Comfy API v2 (`/api/v2/...`): a thin face over the same services as our own API.
 
-One job model, one tenancy rule, one pre-flight: a v2 submit becomes our job request (just
-its workflow) and goes through `submit.submit_job`; reads and cancels go through `status`,
+One job model, one tenancy rule, one pre-flight: a v2 submit becomes our job request
+(api/_v2_submit.py) and goes through `submit.submit_job`; reads and cancels go through `status`,
 `job_list` and `cancel`. `Authorization: Bearer <key>` is an API key in `api_key` mode (an ID
 token in `iam` mode, as for our own routes).
 
@@ -30,8 +30,8 @@ from comfyburst.api._errors import MethodNotAllowed
 from comfyburst.api._list_wait import ServiceUnavailable
 from comfyburst.api._v2_errors import NotImplementedHere, V2Error
 from comfyburst.api._v2_events import event_stream
-from comfyburst.api._v2_inputs import stage as stage_inputs
 from comfyburst.api._v2_openapi import openapi_document
+from comfyburst.api._v2_submit import submit_v2
 from comfyburst.api._v2_views import (
     PREFIX,
     asset_body,
@@ -40,7 +40,7 @@ from comfyburst.api._v2_views import (
     parse_asset_id,
 )
 from comfyburst.domain import tenancy
-from comfyburst.domain.json_safety import parse_json_body
+from comfyburst.domain.labels import LabelError, check_filters
 from comfyburst.errors import InvalidRequest, JobFinished, NotFound, PayloadTooLarge
 from comfyburst.services import cancel, job_list, status, submit
 from comfyburst.services.results import split_gs_uri
@@ -50,9 +50,6 @@ _JOB = re.compile(r"^/jobs/(?P<job_id>[^/]+)(?P<action>/cancel|/events|/logs|/wo
 _ASSET = re.compile(r"^/assets/(?P<asset_id>[^/]+)(?P<content>/content)?$")
 _BY_HASH = re.compile(r"^/assets/by-hash/(?P<hash>[^/]+)$")
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_BODY_KEYS = frozenset({"workflow", "extra_data", "metadata"})
-# Keeps v2's single-use keys apart from our own API's replaying ones.
-_KEY_NAMESPACE = "v2:"
 
 ReadBody = Callable[[flask.Request, Any], bytes]
 
@@ -140,59 +137,16 @@ def _caller(request: flask.Request, settings: Any) -> str | None:
 def _submit(
     request: flask.Request, api: ApiDeps, caller: str | None, read_body: ReadBody
 ) -> flask.Response:
-    data = parse_json_body(read_body(request, api.settings))
-    if not isinstance(data, dict) or not isinstance(data.get("workflow"), dict):
-        raise V2Error(
-            "invalid_workflow", 422, "the body must be an object with a workflow object",
-            field="workflow",
-        )  # fmt: skip
-    unknown = sorted(set(data) - _BODY_KEYS)
-    if unknown:
-        raise V2Error(
-            "invalid_request", 422, f"unknown field {unknown[0][:100]!r}", field=unknown[0][:100]
-        )
-    if data.get("metadata"):
-        raise V2Error(
-            "metadata_not_supported", 422, "job metadata labels are not supported yet",
-            field="metadata",
-        )  # fmt: skip
-    if data.get("extra_data"):
-        raise V2Error(
-            "invalid_request", 422, "extra_data (partner-node keys) is not supported here",
-            field="extra_data",
-        )  # fmt: skip
-    workflow = data["workflow"]
-    if _ui_format(workflow):
-        raise V2Error(
-            "workflow_format_ui", 422,
-            "this is a UI-format workflow (nodes/links); submit the API-format graph "
-            "(ComfyUI: Export (API))",
-            field="workflow",
-        )  # fmt: skip
-    # Each core/ASSET reference becomes one of the job's input files (api/_v2_inputs.py).
-    staged, inputs = stage_inputs(api, caller, workflow)
-    ours: dict[str, Any] = {"workflow": staged, **({"inputs": inputs} if inputs else {})}
-    key = request.headers.get("Idempotency-Key")
-    result = submit.submit_job(
-        api.submit_deps(),
-        json.dumps(ours, separators=(",", ":")).encode(),
-        idempotency_key=None if key is None else _KEY_NAMESPACE + key,
-        caller=caller,
+    job, created = submit_v2(
+        api, read_body(request, api.settings), caller, request.headers.get("Idempotency-Key")
     )
-    if not result.created:
+    if not created:
         raise V2Error(
             "idempotency_key_reuse", 422, "this Idempotency-Key was used before (single-use)"
         )
-    response = _json(201, job_body(result.job))
-    response.headers["Location"] = f"{PREFIX}/jobs/{result.job.job_id}"
+    response = _json(201, job_body(job))
+    response.headers["Location"] = f"{PREFIX}/jobs/{job.job_id}"
     return response
-
-
-def _ui_format(workflow: dict[str, Any]) -> bool:
-    """A UI export (the editor's save format) rather than the API-format graph."""
-    return isinstance(workflow.get("nodes"), list) and (
-        "links" in workflow or "last_node_id" in workflow
-    )
 
 
 def _list(api: ApiDeps, args: dict[str, list[str]], caller: str | None) -> dict[str, Any]:
@@ -200,12 +154,11 @@ def _list(api: ApiDeps, args: dict[str, list[str]], caller: str | None) -> dict[
     if api.views is None:
         raise ServiceUnavailable("job lists are not configured in this deployment")
     ours: dict[str, list[str]] = {}
+    filters: list[tuple[str, str]] = []
     for name, values in args.items():
-        if name.startswith("metadata["):
-            raise V2Error(
-                "metadata_not_supported", 422, "job metadata labels are not supported yet",
-                field=name[:100],
-            )  # fmt: skip
+        if name.startswith("metadata"):
+            filters.extend(_label_filter(name, values))
+            continue
         translated = {"limit": "page_size", "cursor": "page_token"}.get(name)
         if translated is None:
             raise V2Error(
@@ -215,19 +168,39 @@ def _list(api: ApiDeps, args: dict[str, list[str]], caller: str | None) -> dict[
     key = api.page_token_key.get()
     admins = admin_principals(api.settings)
     try:
+        labels = check_filters(filters)
+    except LabelError as exc:
+        raise V2Error("invalid_metadata_filter", 422, exc.message, field="metadata") from None
+    try:
         query = job_list.parse_query(
-            ours, caller, all_callers=tenancy.is_admin(caller, admins), token_key=key
+            ours,
+            caller,
+            all_callers=tenancy.is_admin(caller, admins),
+            token_key=key,
+            labels=labels,
         )
     except InvalidRequest as exc:  # named as the caller named them
         ours_name = exc.field or ""
         theirs = {"page_size": "limit", "page_token": "cursor"}.get(ours_name, ours_name)
         message = exc.message.replace(ours_name, theirs) if ours_name else exc.message
+        if theirs == "cursor":  # comfy-sdk's documented code for a cursor not made here
+            raise V2Error("invalid_cursor", 400, message, field="cursor") from None
         raise InvalidRequest(message, field=theirs or None) from None
     page = job_list.list_jobs(api.views, query, key)
     body: dict[str, Any] = {"jobs": [list_item(job) for job in page.jobs]}
     if page.next_page_token is not None:
         body["next_cursor"] = page.next_page_token
     return body
+
+
+def _label_filter(name: str, values: list[str]) -> list[tuple[str, str]]:
+    """`metadata[<key>]=<value>` (the contract's deepObject style) as one (key, value)."""
+    if not (name.startswith("metadata[") and name.endswith("]")) or len(values) != 1:
+        raise V2Error(
+            "invalid_metadata_filter", 422,
+            "a label filter is metadata[<key>]=<value>, each key once", field=name[:100],
+        )  # fmt: skip
+    return [(name[len("metadata[") : -1], values[0])]
 
 
 def _workflow_of(api: ApiDeps, job_id: str) -> dict[str, Any]:

@@ -1,6 +1,8 @@
 """`GET /api/v2/jobs/{id}/events`: the job's live state as Server-Sent Events.
 
-On connect: the current `status`, and the latest `progress` while it runs; then each change,
+On connect: the current `status`, and the latest `progress` and `preview` while it runs (a
+preview is the frame the worker last wrote, services/preview.py: sent again only when its
+bytes change, looked at on each change and each keepalive); then each change,
 as the job document changes (the same Firestore listener as `GET /jobs/{id}?wait_s=`, no
 polling), an `output` for each output as it lands, and the terminal `status`, after which the
 stream ends. A stream also ends after STREAM_S without reaching the end, so it never outlives
@@ -11,6 +13,8 @@ MAX_STREAMS_PER_CALLER open streams per caller (429 `too_many_streams` beyond).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import logging
 import threading
@@ -24,6 +28,7 @@ from comfyburst.api._v2_views import job_body, v2_status
 from comfyburst.errors import QueueFull
 from comfyburst.schema import Job
 from comfyburst.services import job_wait
+from comfyburst.services.preview import latest_preview
 from comfyburst.services.status import refresh_urls
 
 logger = logging.getLogger(__name__)
@@ -101,12 +106,40 @@ def _frames(api: Any, job: Job) -> Iterator[str]:
         logger.exception("event stream failed", extra={"job_id": job.job_id})
 
 
+class _Previews:
+    """`preview` frames of a running job: its latest frame, each distinct one sent once."""
+
+    def __init__(self, api: Any) -> None:
+        self._api = api
+        self._sent: bytes | None = None
+
+    def frames(self, job: Job) -> Iterator[str]:
+        image = latest_preview(self._api.blobs, self._api.settings.outputs_bucket, job)
+        if image is None:
+            return
+        digest = hashlib.sha256(image.data).digest()
+        if digest == self._sent:
+            return
+        self._sent = digest
+        yield _frame(
+            "preview",
+            {
+                # We keep the frame, not the node that sent it: the node running, if known.
+                "node_id": job.progress.node or "",
+                "content_type": image.content_type,
+                "data_base64": base64.b64encode(image.data).decode("ascii"),
+            },
+        )
+
+
 def _changes(api: Any, job: Job) -> Iterator[str]:
     body = job_body(job)
+    previews = _Previews(api)
     if not job.state.terminal:
         yield _frame("status", {"status": body["status"], "queue_position": None})
         if body["progress"] is not None:
             yield _frame("progress", body["progress"])
+        yield from previews.frames(job)
     sent_outputs = 0
     deadline = time.monotonic() + STREAM_S
     current = job
@@ -116,6 +149,8 @@ def _changes(api: Any, job: Job) -> Iterator[str]:
             return  # the client reconnects (the SDK first reads the job)
         changed = job_wait.wait_for_change(api.views, current, min(KEEPALIVE_S, left))
         if changed is current:
+            # The worker replaces its frame without touching the job document: look again.
+            yield from previews.frames(current)
             yield ": keepalive\n\n"
             continue
         outputs, _ = refresh_urls(changed, api.signer, api.clock.now())
@@ -125,6 +160,7 @@ def _changes(api: Any, job: Job) -> Iterator[str]:
             yield _frame("status", {"status": new["status"], "queue_position": None})
         if new["progress"] is not None and new["progress"] != job_body(current)["progress"]:
             yield _frame("progress", new["progress"])
+        yield from previews.frames(changed)
         for output in new["outputs"][sent_outputs:]:
             yield _frame("output", output)
         sent_outputs = len(new["outputs"])

@@ -11,7 +11,13 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.fields import FieldInfo
 
+from comfyburst.domain.labels import MAX_LABELS, MAX_VALUE_BYTES
+from comfyburst.schema import JobOptions, JobRequest, ModelSpec
+
+# The namespaced object of our own options on a v2 job request (api/_v2_submit.py).
+EXTENSION_KEY = "comfyburst"
 V2Status = Literal["queued", "running", "succeeded", "canceling", "canceled", "failed", "expired"]
 OutputType = Literal["image", "video", "audio", "text", "file", "latent"]
 
@@ -76,6 +82,7 @@ class V2Job(BaseModel):
         description="queue_ms, boot_ms (our VM start), execution_ms; null until known"
     )
     urls: V2JobUrls
+    metadata: dict[str, str] = Field(description="The labels given at submit; {} when none")
 
 
 class V2JobListItem(BaseModel):
@@ -133,6 +140,23 @@ class V2ErrorEnvelope(BaseModel):
     error: V2ErrorDetail
 
 
+def _ours(model: type[BaseModel], name: str) -> Any:
+    """Our request's field `name` (its constraints and text), optional here."""
+    return FieldInfo.merge_field_infos(model.model_fields[name], default=None, default_factory=None)
+
+
+class V2Extension(BaseModel):
+    """`comfyburst`: what v2 lacks, checked by our own job request's rules."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[ModelSpec] | None = _ours(JobRequest, "models")
+    gpu_class: str | None = _ours(JobOptions, "gpu_class")
+    environment: str | None = _ours(JobOptions, "environment")
+    timeout_s: int | None = _ours(JobOptions, "timeout_s")
+    webhook_url: str | None = _ours(JobRequest, "webhook_url")
+
+
 class V2SubmitBody(BaseModel):
     """What `POST /api/v2/jobs` takes."""
 
@@ -142,10 +166,17 @@ class V2SubmitBody(BaseModel):
         description="The API-format graph; `core/ASSET` objects name the caller's assets"
     )
     metadata: dict[str, str] | None = Field(
-        default=None, description="Not supported yet: a non-empty object is refused"
+        default=None,
+        max_length=MAX_LABELS,
+        description="Labels kept on the job (keys: 1 to 40 of `A-Z a-z 0-9 _ - .`; values: "
+        f"at most {MAX_VALUE_BYTES} bytes, no control or bidi characters); "
+        "422 `metadata_invalid` otherwise",
     )
     extra_data: dict[str, Any] | None = Field(
         default=None, description="Not supported: a non-empty object is refused"
+    )
+    comfyburst: V2Extension | None = Field(
+        default=None, description="ComfyBurst's options (models, GPU class, environment, ...)"
     )
 
 

@@ -24,6 +24,7 @@ from comfyburst.api._v2_models import (
     V2Workflow,
 )
 from comfyburst.api._v2_views import PREFIX
+from comfyburst.domain.labels import MAX_FILTERS
 from comfyburst.services.job_list import MAX_PAGE_SIZE, MAX_TOKEN_CHARS
 
 _REF = "#/components/schemas/{model}"
@@ -45,12 +46,13 @@ _ERROR_TEXTS = {
     403: "`forbidden`: credentials not accepted",
     404: "`not_found`: no such resource, or not the caller's (the same answer)",
     405: "Method not allowed on this path",
-    409: "`hash_mismatch`: the bytes' blake3 is not `expected_hash`; or `contended`",
+    409: "`hash_mismatch`: the bytes' blake3 is not `expected_hash`; `contended`; or "
+    "`environment_building` (comfyburst.environment is not built yet)",
     411: "`length_required`: the upload has no Content-Length",
     413: "Request too large",
     415: "The upload is not multipart/form-data",
     422: "`invalid_workflow` (details.node_errors), `workflow_format_ui`, `missing_asset`, "
-    "`idempotency_key_reuse`, `invalid_request`",
+    "`idempotency_key_reuse`, `metadata_invalid`, `invalid_metadata_filter`, `invalid_request`",
     429: "`queue_full` or `too_many_streams`; retry after Retry-After seconds",
     500: "`upstream_error` (generic message)",
     501: "`not_implemented` in this deployment",
@@ -79,6 +81,17 @@ _IDEMPOTENCY = {
     "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[!-~]+$"},
 }
 
+_METADATA_FILTER = {
+    "name": "metadata",
+    "in": "query",
+    "required": False,
+    "style": "deepObject",
+    "explode": True,
+    "description": f"`metadata[<key>]=<value>`: jobs carrying every such label (at most "
+    f"{MAX_FILTERS}); 422 `invalid_metadata_filter` otherwise",
+    "schema": {"type": "object", "additionalProperties": {"type": "string"}},
+}
+
 # (method, path, operationId, summary, parameters, request body, {status: answer}, errors)
 _Op = tuple[str, str, str, str, list[dict[str, Any]], Any, dict[int, Any], tuple[int, ...]]
 
@@ -88,17 +101,19 @@ def _operations() -> list[_Op]:
     asset_id = [_path_param("asset_id", _ID)]
     return [
         ("post", "/jobs", "submitJob", "Submit an API-format workflow", [_IDEMPOTENCY],
-         ("json", "V2SubmitBody"), {201: "V2Job"}, (400, 413, 422, 429)),
+         ("json", "V2SubmitBody"), {201: "V2Job"}, (400, 409, 413, 422, 429)),
         ("get", "/jobs", "listJobs", "The caller's jobs, newest first, paged",
          [_query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE}, "Page size"),
           _query("cursor", {"type": "string", "minLength": 1, "maxLength": MAX_TOKEN_CHARS},
-                 "next_cursor of the previous page")],
+                 "next_cursor of the previous page"),
+          _METADATA_FILTER],
          None, {200: "V2JobList"}, (400, 422)),
         ("get", "/jobs/{job_id}", "getJob", "One job", job_id, None, {200: "V2Job"}, (404,)),
         ("post", "/jobs/{job_id}/cancel", "cancelJob", "Cancel (a finished job: a no-op)",
          job_id, None, {200: "V2Job"}, (404, 409)),
         ("get", "/jobs/{job_id}/events", "streamJobEvents",
-         "Server-Sent Events: status, progress, output; ends after the terminal status",
+         "Server-Sent Events: status, progress, preview, output; ends after the terminal "
+         "status",
          job_id, None, {200: "sse"}, (404, 429, 501)),
         ("get", "/jobs/{job_id}/logs", "getJobLogs", "No log is captured: 204",
          job_id, None, {204: None}, (404,)),

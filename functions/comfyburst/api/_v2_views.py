@@ -84,6 +84,7 @@ def job_body(job: Job) -> dict[str, Any]:
         metrics=_metrics(job),
         # Host-relative, with the mount prefix: the SDK resolves them against the origin.
         urls=V2JobUrls(self=base, events=f"{base}/events", cancel=f"{base}/cancel"),
+        metadata=dict(job.labels),
     ).model_dump(mode="json")
 
 
@@ -95,7 +96,7 @@ def list_item(job: Job) -> dict[str, Any]:
         create_time=job.created_at,
         update_time=job.state_changed_at,
         deployment_id=None,
-        metadata={},
+        metadata=dict(job.labels),
     ).model_dump(mode="json")
 
 

@@ -1,16 +1,19 @@
-"""Per-caller limits the deployer sets: most jobs queued, which GPU classes a caller may use.
+"""Per-caller limits the deployer sets: most jobs queued, most running at once, which GPU
+classes a caller may use.
 
 Set in `COMFYBURST_CALLER_LIMITS` (terraform: `caller_limits`) as one JSON object, a default
 and per-principal overrides (a principal as the API names callers: `key:NAME` or an ID
 token's email):
 
-    {"default": {"max_queued": 100, "gpu_classes": ["t4", "l4"]},
+    {"default": {"max_queued": 100, "max_running": 4, "gpu_classes": ["t4", "l4"]},
      "callers": {"key:render-farm": {"max_queued": 2000, "gpu_classes": ["t4", "l4", "h100"]}}}
 
 A field an override gives replaces the default's; one it leaves out (or gives as null, which
 is how terraform passes an unset optional attribute) is the default's. A field null in the
 default is no limit (every class). To lift a caller above the default, give a larger number
 or more classes. Pure rules, no I/O: the submit use case counts the caller's queued jobs.
+`max_running` never refuses a submit: a caller at it has its queued jobs wait while others'
+start (domain/fair_share.py, applied by the dispatcher and the draining worker's claim).
 """
 
 from __future__ import annotations
@@ -31,6 +34,11 @@ class Limits(BaseModel):
 
     max_queued: int | None = Field(
         default=None, ge=0, description="Most of the caller's jobs waiting in `queued` at once"
+    )
+    max_running: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most of the caller's jobs starting or running at once; more wait queued",
     )
     gpu_classes: list[str] | None = Field(
         default=None, description="The GPU classes the caller may use; null: every class"
@@ -62,6 +70,19 @@ class CallerLimits(BaseModel):
         entries = [self.default, *self.callers.values()]
         return {name for entry in entries for name in entry.gpu_classes or []}
 
+    def max_running(self, caller: str | None) -> int | None:
+        """The caller's `max_running` (None: no limit); domain/fair_share.py's `max_running`."""
+        return self.for_caller(caller).max_running
+
+    def running_limits(self) -> dict[str, int]:
+        """{principal: max_running}, `*` for the default; what a VM is told (DeploymentConfig)."""
+        table = {} if self.default.max_running is None else {"*": self.default.max_running}
+        for caller in self.callers:
+            limit = self.for_caller(caller).max_running
+            if limit is not None:
+                table[caller] = limit
+        return table
+
     def limits_queue(self, caller: str | None) -> bool:
         """Whether a submit of this caller needs its queued jobs counted."""
         return self.for_caller(caller).max_queued is not None
@@ -88,3 +109,14 @@ def check_queue(limits: Limits, queued: int) -> None:
             max_queued=limits.max_queued,
             retry_after_s=QUEUE_FULL_RETRY_AFTER_S,
         )
+
+
+def running_hold(limits: Limits, running: int) -> str | None:
+    """Why a new job of a caller with `running` jobs starting or running waits in `queued`
+    instead of starting (None: it may start). Never a refusal."""
+    if limits.max_running is not None and running >= limits.max_running:
+        return (
+            f"this caller has {running} jobs running, the most it may have at once is "
+            f"{limits.max_running}; it starts when one ends"
+        )
+    return None

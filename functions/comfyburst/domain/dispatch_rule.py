@@ -1,20 +1,24 @@
 """Which queued jobs go to which VMs: the one rule that submit-time placement and the reaper share.
 
-A VM serves the jobs of its own GPU class only (`serves`): a free VM of a class goes to the
-oldest queued job of that class, never to an older job of another class. So a backlog on a
+A VM serves the jobs of its own GPU class only (`serves`): a free VM of a class goes to a
+queued job of that class, never to an older job of another class. So a backlog on a
 class with no free VM does not hold back a newer job of a class whose VM sits stopped and free.
 
-`pick` is the reaper's side: given the queued jobs oldest first, how many free VMs each class
-has and how many more jobs each class may dispatch by creating (or replacing) a VM, the jobs
-to dispatch this period, oldest first. Placement (services/_placement.py) tries only VMs that
-`serves` the job, so the two agree on every VM.
+`pick` is the reaper's side: given the queued jobs, how many free VMs each class has and how
+many more jobs each class may dispatch by creating (or replacing) a VM, the jobs to dispatch
+this period, in the fair-share order between callers (domain/fair_share.py: the caller with
+the fewest jobs running first, each caller's oldest job first; one at its `max_running`
+waits). Placement (services/_placement.py) tries only VMs that `serves` the job, so the two
+agree on every VM.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Protocol, TypeVar
 
+from comfyburst.domain import fair_share
 from comfyburst.domain.gpu_classes import GpuClasses
 
 
@@ -26,6 +30,12 @@ class QueuedJob(Protocol):
 
     @property
     def gpu_class(self) -> str | None: ...
+
+    @property
+    def created_at(self) -> datetime: ...
+
+    @property
+    def caller(self) -> str | None: ...
 
 
 J = TypeVar("J", bound=QueuedJob)
@@ -52,14 +62,13 @@ def pick(
     free: Mapping[str, int],
     room: Mapping[str, int],
     classes: GpuClasses,
+    running: Mapping[str | None, int] | None = None,
+    max_running: fair_share.MaxRunning = fair_share.no_limit,
 ) -> list[J]:
-    """The jobs to dispatch, oldest first: per class, as many of its oldest jobs as it has free
-    VMs, then as many more as it may create VMs for (`room`)."""
+    """The jobs to dispatch, in fair-share order: per class, as many as it has free VMs, then
+    as many more as it may create VMs for (`room`). `running`: {caller: jobs starting or
+    running now}; `max_running`: each caller's limit (None: none)."""
     left = {name: free.get(name, 0) + room.get(name, 0) for name in {*free, *room}}
-    picked: list[J] = []
-    for job in queued:
-        name = classes.of_job(job.gpu_class)
-        if left.get(name, 0) > 0:
-            left[name] -= 1
-            picked.append(job)
-    return picked
+    return fair_share.pick(
+        queued, running or {}, left, lambda job: classes.of_job(job.gpu_class), max_running
+    )

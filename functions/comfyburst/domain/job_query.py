@@ -31,6 +31,8 @@ class JobQuery:
     created_before: datetime | None = None  # exclusive
     page_size: int = DEFAULT_PAGE_SIZE
     after: Cursor | None = None
+    # `key=value` texts (domain/labels.py) a listed job carries every one of.
+    labels: tuple[str, ...] = ()
 
     def filter_digest(self) -> str:
         text = json.dumps(
@@ -39,6 +41,7 @@ class JobQuery:
                 sorted(s.value for s in self.states),
                 self.created_after.isoformat() if self.created_after else None,
                 self.created_before.isoformat() if self.created_before else None,
+                *([sorted(self.labels)] if self.labels else []),
             ]
         )
         return hashlib.sha256(text.encode()).hexdigest()[:16]

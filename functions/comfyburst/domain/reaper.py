@@ -18,7 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from comfyburst.domain import dispatch_rule
+from comfyburst.domain import dispatch_rule, fair_share
+from comfyburst.domain.caller_limits import CallerLimits
 from comfyburst.domain.gpu_classes import GpuClasses, build
 from comfyburst.domain.jobs import attempts_counted
 from comfyburst.domain.reaper_actions import (
@@ -101,6 +102,8 @@ class ReaperPolicy:
     # The deployment's GPU classes: queued jobs of a class that may create a VM (or replace a
     # stopped one in a stocked-out zone) are dispatched beyond the free VMs. None: free only.
     classes: GpuClasses | None = None
+    # Per-caller limits: a caller at its `max_running` has its queued jobs wait. None: none.
+    caller_limits: CallerLimits | None = None
 
 
 # Only a job a worker may have run can have a done flag for its current attempt.
@@ -406,7 +409,11 @@ class _Planner:
         if self.policy.classes is not None:
             room = create_room(classes, list(self.fleet.values()), self.records, self.now)
         per_class = dispatch_rule.free_by_class(classes, free)
-        picked = dispatch_rule.pick(queued, per_class, room, classes)
+        # Fair share between callers (domain/fair_share.py): who runs fewest goes first.
+        running = fair_share.running_by_caller(j for j in self.jobs if j.job_id not in self.ending)
+        limits = self.policy.caller_limits
+        max_running = limits.max_running if limits is not None else fair_share.no_limit
+        picked = dispatch_rule.pick(queued, per_class, room, classes, running, max_running)
         return [DispatchJob(j.job_id) for j in picked]
 
     def _after_release(self, name: str) -> VmRecord | None:

@@ -111,23 +111,33 @@ class Dispatcher:
                 outcomes.append(DispatchOutcome(job, False, reason=REASON_ERROR))
         return outcomes
 
-    def place_new(self, job: Job, before_commit: Callable[[], object] | None = None) -> Placement:
+    def place_new(
+        self,
+        job: Job,
+        before_commit: Callable[[], object] | None = None,
+        hold: str | None = None,
+    ) -> Placement:
         """Place a job that is not stored yet, creating it in its first state (`placement.job`):
         `starting` in the commit that leases its VM, else `queued` with the reason.
 
         `before_commit` runs before the job is first written (no job without its request).
-        Raises JobExists when the job is stored already (a retried submit).
+        `hold`: the job may not start now (its caller is at `max_running`): it is created
+        `queued` with this reason, no VM tried. Raises JobExists when the job is stored already
+        (a retried submit).
         """
         now = self._clock.now()
         leases = JobLeases(self._store, job, now, create=True, before_commit=before_commit)
         began = pass_began()
-        try:
-            view = self._placer.view()
-        except Exception:
-            logger.exception("dispatch could not read the pool", extra={"job_id": job.job_id})
-            placement = Placement(None, REASON_ERROR)
+        if hold is not None:
+            placement = Placement(None, hold)
         else:
-            placement, _ = self._placer.place(job, now, began, view, leases)
+            try:
+                view = self._placer.view()
+            except Exception:
+                logger.exception("dispatch could not read the pool", extra={"job_id": job.job_id})
+                placement = Placement(None, REASON_ERROR)
+            else:
+                placement, _ = self._placer.place(job, now, began, view, leases)
         if placement.vm is None:
             placement.job = leases.settle(placement.reason or "no free VM")
         return placement

@@ -110,9 +110,11 @@ def parse_query(
     *,
     all_callers: bool = False,
     token_key: bytes,
+    labels: tuple[str, ...] = (),
 ) -> JobQuery:
     """The query of `GET /jobs?state=…&created_after=…&created_before=…&page_size=…
-    &page_token=…`; `state` may repeat or hold a comma-separated list."""
+    &page_token=…`; `state` may repeat or hold a comma-separated list. `labels`: checked
+    label filters (domain/labels.check_filters), part of what a page token is made for."""
     allowed = {"state", "created_after", "created_before", "page_size", "page_token"}
     for name in args:
         if name not in allowed:
@@ -134,6 +136,7 @@ def parse_query(
         created_after=_time(args, "created_after"),
         created_before=_time(args, "created_before"),
         page_size=_page_size(args),
+        labels=labels,
     )
     token = _single(args, "page_token")
     if token is not None:

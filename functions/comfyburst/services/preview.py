@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from comfyburst.domain.previews import preview_object, preview_type
 from comfyburst.domain.tenancy import can_see
 from comfyburst.ports import BlobStore, JobStore
+from comfyburst.schema import Job
 from comfyburst.services.status import job_not_found
 from comfyburst.states import JobState
 
@@ -40,8 +41,14 @@ def get_preview(
     job = store.get_job(job_id)
     if job is None or not can_see(caller, job, admins):
         raise job_not_found(job_id)
+    return latest_preview(blobs, outputs_bucket, job)
+
+
+def latest_preview(blobs: BlobStore, outputs_bucket: str, job: Job) -> PreviewImage | None:
+    """The latest preview of `job`, already read and found the caller's; None unless running."""
     if job.state is not JobState.RUNNING:
         return None
+    job_id = job.job_id
     data = blobs.read(outputs_bucket, preview_object(job_id))
     if data is None:
         return None

@@ -50,6 +50,7 @@ def policy_from(settings: Any) -> reaper.ReaperPolicy:
         dispatch_grace_s=settings.dispatch_grace_s,
         lease_ttl_s=settings.lease_ttl_s,
         classes=gpu_classes.for_settings(settings),
+        caller_limits=getattr(settings, "caller_limits", None),
     )
 
 

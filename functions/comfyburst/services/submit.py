@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from comfyburst.domain import gpu_classes, request_policy
-from comfyburst.domain.caller_limits import CallerLimits, check_class
+from comfyburst.domain.caller_limits import CallerLimits, check_class, running_hold
 from comfyburst.domain.jobs import new_job
 from comfyburst.domain.json_safety import (
     bounded_mapping,
@@ -36,6 +36,7 @@ from comfyburst.domain.json_safety import (
     field_path,
     parse_json_body,
 )
+from comfyburst.domain.labels import label_pairs
 from comfyburst.domain.uploads import check_uploaded_models
 from comfyburst.errors import (
     IdempotencyConflict,
@@ -136,9 +137,17 @@ def check_request(body: bytes, settings: Any, catalogue: Catalogue) -> CheckedRe
 
 
 def submit_job(
-    deps: SubmitDeps, body: bytes, *, idempotency_key: str | None, caller: str | None
+    deps: SubmitDeps,
+    body: bytes,
+    *,
+    idempotency_key: str | None,
+    caller: str | None,
+    labels: dict[str, str] | None = None,
 ) -> SubmitResult:
-    """Accept a job request: check it, store it, create the job, dispatch it."""
+    """Accept a job request: check it, store it, create the job, dispatch it.
+
+    `labels` (Comfy API v2's job `metadata`) were checked by domain/labels.py.
+    """
     if idempotency_key is not None:
         _check_idempotency_key(idempotency_key)
     checked = check_request(body, deps.settings, deps.catalogue())
@@ -180,6 +189,8 @@ def submit_job(
             "preflight_node_errors_omitted": errors_omitted,
             # The worker's isolation rule needs it, and reads no environment document.
             "environment_private": env is not None and env.private,
+            "labels": dict(labels or {}),
+            "label_pairs": label_pairs(labels or {}),
         }
     )
     # The deployer's limits, before anything is written: the class (403), then the queue (429).
@@ -208,7 +219,9 @@ def _store_and_place(
         _write_request, deps, job_id, request, request_json, guarded=scoped_key is not None
     )
     try:
-        placement = deps.dispatcher.place_new(job, before_commit=stored_request.result)
+        placement = deps.dispatcher.place_new(
+            job, before_commit=stored_request.result, hold=_running_hold(deps, caller)
+        )
     except JobExists as exists:
         stored_request.result()  # the same key with another body: 409 before anything else
         earlier: Job = exists.job
@@ -238,6 +251,21 @@ def _store_and_place(
 
 def _limits_of(settings: Any) -> CallerLimits:
     return getattr(settings, "caller_limits", None) or CallerLimits()
+
+
+def _running_hold(deps: SubmitDeps, caller: str | None) -> str | None:
+    """Why the caller's new job waits queued (its `max_running` reached), else None; counts
+    the caller's starting and running jobs (one aggregation query) only when it has a limit."""
+    limits = _limits_of(deps.settings).for_caller(caller)
+    if limits.max_running is None:
+        return None
+    states = [JobState.STARTING, JobState.RUNNING]
+    count = getattr(deps.counts, "count_jobs", None)
+    if count is not None:
+        running = int(count(caller, states))
+    else:
+        running = sum(1 for j in deps.store.list_jobs(states, limit=None) if j.caller == caller)
+    return running_hold(limits, running)
 
 
 def _queued_of(deps: SubmitDeps, caller: str | None) -> int:

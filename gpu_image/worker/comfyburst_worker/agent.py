@@ -33,9 +33,12 @@ from comfyburst_worker.claims import (
     VmClass,
     claim_starting,
     queued_claim,
+    queued_heads,
     rank_queued,
+    share_of,
 )
 from comfyburst_worker.env_job import EnvBuildRunner
+from comfyburst_worker.env_layers import EnvironmentNotReady
 from comfyburst_worker.heartbeat import JobWatch
 from comfyburst_worker.job_runner import JobRunner, RunResult, Services
 from comfyburst_worker.phases import PhaseLog, wall_of
@@ -165,7 +168,7 @@ class Agent:
         result: RunResult | None = None
         try:
             if job.environment_build is not None:  # builds an environment, not a workflow
-                result = self.env_runner().run(job)
+                result = self._build(job, timings, phases)
             else:
                 result = self.runner.run(job, stop, timings, phases)
         finally:
@@ -205,6 +208,16 @@ class Agent:
         self.finished.append(job.job_id)
         log.info("job %s: %s; next %s", job.job_id, result.status.value, manifest.next_job_id)
         return next_job, next_claim_s
+
+    def _build(self, job: Job, timings: WorkerTimings, phases: JobPhases) -> RunResult:
+        """A build job, ComfyUI first back on the base for its caller: the build's pack code runs
+        as ComfyUI's user, so never beside another environment's process or private layer."""
+        try:
+            self.runner.ready_environment(job, timings, phases)
+        except EnvironmentNotReady as exc:
+            log.warning("job %s: ComfyUI not back on the base for a build: %s", job.job_id, exc)
+            return RunResult(DoneStatus.FAILED, error=exc.job_error(), timings=timings)
+        return self.env_runner().run(job)
 
     def env_runner(self) -> EnvBuildRunner:
         """The build-job runner, made on first use."""
@@ -318,13 +331,32 @@ class Agent:
             except Exception as exc:
                 log.warning("listing the queue failed: %s", exc)
                 return None
+        if len(listed) >= 2 * _CANDIDATES:
+            # A backlog past the listing: each caller's oldest queued job of this class too, so
+            # fair share sees a caller whose jobs all queued after the listed ones.
+            seen = {j.job_id for j in queued}
+            heads = claimable(queued_heads(store, self.vm_class.name))
+            queued += [j for j in heads if j.job_id not in seen]
         if not queued:
             return None
         # The VM's cached models matter only when a candidate brings models.
         needs_models = any(j.request.models for j in queued)
         cached = self.s.leases.models_cached() if needs_models else set()
+        # Fair share between callers, and each caller's max_running (domain/fair_share.py).
+        share = share_of(store, queued, self.s.config.running_limits)
+        if share is None:
+            return None
+        running, max_running = share
+        ranked = rank_queued(
+            queued,
+            cached,
+            self.vm.name,
+            vm_class=self.vm_class,
+            running=running,
+            max_running=max_running,
+        )
         rule = queued_claim(self.vm, clock, self.vm_class)
-        for job in rank_queued(queued, cached, self.vm.name, vm_class=self.vm_class)[:_CLAIM_TRIES]:
+        for job in ranked[:_CLAIM_TRIES]:
             taken = self._take(job.job_id, previous, rule)
             if taken is TAKEN:
                 return None  # another job holds this VM's lease now (a dispatcher's)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 
+from comfyburst.domain import fair_share
 from comfyburst.domain.jobs import transition
 from comfyburst.domain.reaper import DRAIN_LEASE_PREFIX
 from comfyburst.domain.scheduling import DELETE_LEASE_PREFIX
@@ -101,19 +102,86 @@ def rank_queued(
     vm_name: str = "",
     spread: int = SPREAD_WINDOW,
     vm_class: VmClass | None = None,
+    running: Mapping[str | None, int] | None = None,
+    max_running: fair_share.MaxRunning = fair_share.no_limit,
 ) -> list[Job]:
-    """Queued jobs of this VM's class (`vm_class`; None: every job) whose models are all on
-    this VM first, then oldest first; within each group the oldest `spread` come first in an
-    order of their own per VM (`vm_name`)."""
+    """Queued jobs of this VM's class (`vm_class`; None: every job) in the dispatcher's fair
+    share order between callers (domain/fair_share.py: `running` counts each caller's jobs
+    starting or running; one at its `max_running` is left out). Each caller's own jobs: those
+    whose models are all on this VM first, then oldest first; within each group the oldest
+    `spread` in an order of their own per VM (`vm_name`)."""
+    mine = sorted(
+        (j for j in jobs if vm_class is None or vm_class.takes(j)),
+        key=lambda j: (j.created_at, j.job_id),
+    )
+    own: dict[str | None, list[Job]] = {}
+    for job in mine:
+        own.setdefault(job.caller, []).append(job)
+    preferred = {
+        caller: iter(_preferred(jobs, models_cached, vm_name, spread))
+        for caller, jobs in own.items()
+    }
+    # Each caller's k-th oldest job's place in the queue holds its k-th preferred job: the
+    # rule's ties still go by age, and each caller's jobs come in this VM's preference.
+    slotted = [next(preferred[job.caller]) for job in mine]
+    return fair_share.order(slotted, running or {}, max_running)
+
+
+def _preferred(jobs: list[Job], models_cached: set[str], vm_name: str, spread: int) -> list[Job]:
+    """One caller's jobs (oldest first): models on this VM first, each group's head spread."""
     groups: dict[bool, list[Job]] = {True: [], False: []}
-    mine = [j for j in jobs if vm_class is None or vm_class.takes(j)]
-    for job in sorted(mine, key=lambda j: (j.created_at, j.job_id)):
+    for job in jobs:
         groups[set(job.request.models) <= models_cached].append(job)
     ranked: list[Job] = []
     for group in (groups[True], groups[False]):
         head = sorted(group[:spread], key=lambda j: _spread_key(vm_name, j.job_id))
         ranked += head + group[spread:]
     return ranked
+
+
+# Jobs starting or running read to count each caller's share. Each holds a VM, so the pool's
+# VMs (every class's max_vms together) bound them; a pool past this many counts only these.
+RUNNING_WINDOW = 1000
+
+
+def share_of(
+    store: JobStore, queued: Iterable[Job], running_limits: Mapping[str, int]
+) -> tuple[dict[str | None, int], fair_share.MaxRunning] | None:
+    """What the fair share rule needs for these queued jobs: each caller's jobs starting or
+    running (one query, made only when callers compete or one has a `max_running`) and the
+    callers' limits (DeploymentConfig.running_limits). None: they could not be counted and a
+    limit applies, so nothing is claimed this time (a limit is never passed for a failed read)."""
+    max_running = fair_share.from_table(running_limits)
+    callers = {job.caller for job in queued}
+    limited = any(max_running(caller) is not None for caller in callers)
+    if len(callers) < 2 and not limited:
+        return {}, max_running
+    try:
+        live = store.list_jobs([JobState.STARTING, JobState.RUNNING], limit=RUNNING_WINDOW)
+    except Exception as exc:
+        log.warning("counting running jobs failed: %s", exc)
+        return None if limited else ({}, max_running)
+    return fair_share.running_by_caller(live), max_running
+
+
+# Callers whose oldest queued job a draining VM looks up past its listing (one one-document
+# query each, only when the listing was full): with more callers waiting, those later in name
+# order are left to the reaper's pass, which sees every live job.
+HEAD_CALLERS = 16
+
+
+def queued_heads(store: JobStore, gpu_class: str) -> list[Job]:
+    """Each caller's oldest queued job of the class (FirestoreJobStore.queued_heads), so fair
+    share sees a caller whose jobs all queued after a long backlog; [] if the store has no
+    such query or it fails (the listing alone is ranked then)."""
+    scan = getattr(store, "queued_heads", None)
+    if scan is None:
+        return []
+    try:
+        return list(scan(gpu_class, HEAD_CALLERS))
+    except Exception as exc:
+        log.warning("looking up each caller's oldest queued job failed: %s", exc)
+        return []
 
 
 def _spread_key(vm_name: str, job_id: str) -> bytes:

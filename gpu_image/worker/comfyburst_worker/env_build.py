@@ -12,8 +12,11 @@ with the base interpreter, the layer's site-packages on `PYTHONPATH` and the lay
 `nodes.init_external_custom_nodes` loads from all of `custom_nodes`' paths).
 
 Every command here runs as the caller's user (the worker runs it as ComfyUI's user where the
-image has one); nothing here reaches a host other than the pack's (checked by the caller) and
-the deployment's package index (pip's own configuration, or `pip_args` in tests).
+image has one): that user makes the layer folder, writes everything in it, streams the archive
+out (the worker only writes that stream to a file of its own, so it never opens a path the pack
+code could swap for a link) and deletes the folder. Nothing here reaches a host other than the
+pack's (checked by the caller) and the deployment's package index (pip's own configuration, or
+`pip_args` in tests).
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,15 @@ TAIL_CHARS = 1500
 # or `ssh` on a redirect or in a submodule.
 _SITES = "import site,json;print(json.dumps(site.getsitepackages()))"
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "GIT_ASKPASS": "true"}
+
+# Run as the build's user with the base interpreter: a file written, the layer archived to stdout.
+_WRITE = "import pathlib,sys;pathlib.Path(sys.argv[1]).write_text(sys.argv[2])"
+_TAR = (
+    "import os,sys,tarfile\n"
+    "with tarfile.open(fileobj=sys.stdout.buffer, mode='w|gz') as tar:\n"
+    "    for part in ('custom_nodes', 'venv'):\n"
+    "        tar.add(os.path.join(sys.argv[1], part), arcname=part)\n"
+)
 
 # Loads each pack the way ComfyUI does (its folder's `__init__.py` as a module named by the
 # folder) and prints, per pack, an `/object_info`-shaped entry of each node type (what
@@ -144,34 +155,71 @@ class LayerBuilder:
     comfyui_dir: Path | None = None
     run: Runner = field(default=subprocess.run)
 
-    def build(self, packs: Sequence[str], layer: Path) -> BuiltLayer:
-        """The layer of `packs` (canonical `URL@COMMIT` texts) in the empty folder `layer`."""
+    def build(self, packs: Sequence[str], layer: Path, archive: Path | None = None) -> BuiltLayer:
+        """The layer of `packs` (canonical `URL@COMMIT` texts) in the new folder `layer`, its
+        archive written to `archive` (default: beside `layer`) by this process."""
         nodes_dir, venv = layer / "custom_nodes", layer / "venv"
-        nodes_dir.mkdir(parents=True)
         parsed = [GitPack.parse(p) for p in packs]
         folders = [p.folder for p in parsed]
         if len(set(folders)) != len(folders):
             raise BuildFailed(None, f"two packs share a folder name: {sorted(folders)}")
+        # Made by the build's user, so every later step (as that user) may write in it.
+        self._cmd(["mkdir", "-p", "--", str(nodes_dir)], None, "making the layer folder")
         self._venv(venv)
         constraints = layer / "base-constraints.txt"
-        constraints.write_text(self._base_pins())
+        self._cmd(
+            [str(self.base_python), "-c", _WRITE, str(constraints), self._base_pins()],
+            None,
+            "writing the base constraints",
+        )
         for pack in parsed:
             self._checkout(pack, nodes_dir / pack.folder)
             requirements = nodes_dir / pack.folder / "requirements.txt"
-            if requirements.is_file():
+            if self._is_file(requirements):
                 self._pip(pack, venv, requirements, constraints)
         infos = self._probe(venv, nodes_dir, {p.folder: p.text for p in parsed})
         node_types = {folder: sorted(entries) for folder, entries in infos.items()}
         for pack in parsed:
             if not node_types.get(pack.folder):
                 raise BuildFailed(pack.text, "the pack adds no node types (NODE_CLASS_MAPPINGS)")
-        archive = layer.parent / f"{layer.name}.tar.gz"
-        with tarfile.open(archive, "w:gz") as tar:
-            for part in ("custom_nodes", "venv"):
-                tar.add(layer / part, arcname=part)
+        archive = archive or layer.parent / f"{layer.name}.tar.gz"
+        self._archive(layer, archive)
         by_text = {p.text: node_types[p.folder] for p in parsed}
         object_info = {k: v for p in parsed for k, v in infos[p.folder].items()}
         return BuiltLayer(by_text, archive, object_info)
+
+    def remove(self, layer: Path) -> None:
+        """Deletes a layer folder as the build's user (its files are theirs); raises BuildFailed."""
+        # Not checked from here first: the worker may not even see into the build user's folder.
+        rm = ["rm", "-rf", "--", str(layer)]
+        try:
+            self._cmd(rm, None, "deleting the layer folder")
+        except BuildFailed:
+            # A folder the pack made unreadable stops rm; its owner may open it again.
+            self._cmd(["chmod", "-R", "u+rwX", "--", str(layer)], None, "opening the layer folder")
+            self._cmd(rm, None, "deleting the layer folder")
+
+    def _archive(self, layer: Path, archive: Path) -> None:
+        args = [*self.as_user, str(self.base_python), "-c", _TAR, str(layer)]
+        try:
+            with archive.open("wb") as out:
+                done = self.run(
+                    args,
+                    stdout=out,
+                    stderr=subprocess.PIPE,
+                    text=False,
+                    timeout=self.step_timeout_s,
+                    check=False,
+                )
+        except subprocess.TimeoutExpired:
+            raise BuildFailed(
+                None, f"archiving took longer than {self.step_timeout_s:.0f} s"
+            ) from None
+        if done.returncode != 0:
+            err = done.stderr.decode(errors="replace") if isinstance(done.stderr, bytes) else ""
+            raise BuildFailed(
+                None, f"archiving the layer failed (exit {done.returncode})", _tail(err)
+            )
 
     def _cmd(
         self, args: Sequence[str], pack: str | None, what: str, **kw: object
@@ -206,6 +254,11 @@ class LayerBuilder:
         )
         lines = "\n".join(json.loads(base_sites)) + "\n"
         self._cmd([str(venv / "bin" / "python"), "-c", link, lines], None, "venv link")
+
+    def _is_file(self, path: Path) -> bool:
+        # Asked as the build's user: the worker may not see into the layer folder at all.
+        done = self.run([*self.as_user, "test", "-f", str(path)], capture_output=True, check=False)
+        return done.returncode == 0
 
     def _py(self, python: Path, code: str) -> str:
         return self._cmd([str(python), "-c", code], None, "python").stdout.strip()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import shlex
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from comfyburst.schema import (
     JobError,
     WorkerTimings,
 )
-from comfyburst_worker.env_build import BuildFailed, LayerBuilder
+from comfyburst_worker.env_build import BuildFailed, BuiltLayer, LayerBuilder
 from comfyburst_worker.env_layers import archive_name, catalogue_name
 from comfyburst_worker.job_runner import RunResult
 
@@ -41,6 +40,11 @@ class EnvBuildResult(RunResult):
     """A build job's result: what it built, when it succeeded."""
 
     environment_built: EnvironmentBuilt | None = None
+
+
+def build_folder(layers_dir: Path, environment_id: str) -> Path:
+    """Where a build job builds: `builds/` is the build user's (the image makes it so)."""
+    return layers_dir / "builds" / environment_id
 
 
 class EnvBuildRunner:
@@ -65,11 +69,14 @@ class EnvBuildRunner:
         # Pack code never runs as the worker's own user (its token, its files) unless the
         # settings say so explicitly (the local cloud, where there is no second user).
         isolated = bool(as_user.strip()) or bool(getattr(settings, "env_build_unisolated", False))
+        pip = tuple(shlex.split(getattr(settings, "env_pip_command", "") or ""))
         builder = None
         if base is not None and isolated:
             builder = LayerBuilder(
                 base_python=Path(base),
                 pip_args=tuple(shlex.split(getattr(settings, "env_pip_args", "") or "")),
+                # A pip the build's user may run (the worker's own venv is closed to them).
+                pip_command=pip or LayerBuilder.pip_command,
                 as_user=tuple(shlex.split(as_user)),
                 comfyui_dir=getattr(settings, "env_comfyui_dir", None),
             )
@@ -105,27 +112,43 @@ class EnvBuildRunner:
             raise BuildFailed(None, "this VM cannot build environments (no base venv or bucket)")
         for text in spec.packs:
             self._check_pack(text)
-        layer = self.layers_dir / spec.environment_id
-        archive = layer.parent / f"{layer.name}.tar.gz"
-        shutil.rmtree(layer, ignore_errors=True)  # a crashed attempt's leftovers
+        # The layer folder is the build user's (`builds/`, see build_folder); the archive the
+        # worker's, beside it.
+        layer = build_folder(self.layers_dir, spec.environment_id)
+        archive = self.layers_dir / f"{spec.environment_id}.tar.gz"
+        self.builder.remove(layer)  # a crashed attempt's leftovers
+        self.layers_dir.mkdir(parents=True, exist_ok=True)
+        # The pack's code (a private one's too) leaves this VM's disk with the build: no later
+        # job's pack code, run as the same user, can read it. A folder left behind fails the job.
+        try:
+            built = self.builder.build(spec.packs, layer, archive)
+            stored = self._store(spec.environment_id, built)
+        except BaseException:
+            archive.unlink(missing_ok=True)
+            try:
+                self.builder.remove(layer)
+            except BuildFailed as exc:  # the build's own failure is the one to report
+                log.error("job %s: the build folder stays: %s", job.job_id, exc.text())
+            raise
         archive.unlink(missing_ok=True)
-        layer.parent.mkdir(parents=True, exist_ok=True)
-        built = self.builder.build(spec.packs, layer)
-        name = archive_name(spec.environment_id)
+        self.builder.remove(layer)
+        return stored
+
+    def _store(self, environment_id: str, built: BuiltLayer) -> EnvironmentBuilt:
+        name = archive_name(environment_id)
         self.blobs.upload_file(self.bucket, name, str(built.archive), "application/gzip")
-        catalogue = {"environment_id": spec.environment_id, "packs": built.node_types}
+        catalogue = {"environment_id": environment_id, "packs": built.node_types}
         self.blobs.write(
             self.bucket,
-            catalogue_name(spec.environment_id),
+            catalogue_name(environment_id),
             json.dumps(catalogue, sort_keys=True).encode(),
             "application/json",
         )
-        built.archive.unlink(missing_ok=True)
         object_info = json.dumps(built.object_info, sort_keys=True, separators=(",", ":"))
         if len(object_info.encode()) > MAX_ENV_OBJECT_INFO_BYTES:
             raise BuildFailed(None, "the packs' /object_info is larger than 512 KiB")
         return EnvironmentBuilt(
-            environment_id=spec.environment_id,
+            environment_id=environment_id,
             node_types=built.all_node_types,
             archive=f"gs://{self.bucket}/{name}",
             object_info_json=object_info,

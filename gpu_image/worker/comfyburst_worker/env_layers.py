@@ -4,7 +4,7 @@ safely, kept least-recently-used within a byte budget.
 A layer is `{env_layers_dir}/cache/{environment_id}/` holding `custom_nodes/` and the
 layer venv's `venv/lib/pythonX.Y/site-packages/` as the build made them (`env_build.py`), plus
 `.comfyburst-layer.json` (its size, its node types from `catalogue.json`; its mtime is the
-layer's last use). The folder beside `cache/` is the build jobs' (written as ComfyUI's user);
+layer's last use). `builds/` beside `cache/` is the build jobs' (written as ComfyUI's user);
 a cached layer is written only here, by the worker, and ComfyUI only reads it.
 
 Unpacking takes only `custom_nodes/` and `venv/lib/`, as regular files and folders: an absolute

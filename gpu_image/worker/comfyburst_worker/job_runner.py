@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 import uuid
@@ -34,26 +33,19 @@ from comfyburst_worker._download import Cancel
 from comfyburst_worker.claims import LeaseKeeper
 from comfyburst_worker.comfy_client import ComfyClient
 from comfyburst_worker.comfy_env import ComfyEnv, ready_for_job
-from comfyburst_worker.errors import (
-    ComfyUnavailable,
-    ExecutionFailed,
-    InputError,
-    PromptRejected,
-    WorkerError,
-)
+from comfyburst_worker.errors import ExecutionFailed, InputError, WorkerError
 from comfyburst_worker.model_cache import EnsureResult, ModelCache
 from comfyburst_worker.model_view import JobModelView
 from comfyburst_worker.outputs import OutputCollector
 from comfyburst_worker.previews import PreviewForwarder
 from comfyburst_worker.progress import ProgressWriter
+from comfyburst_worker.prompt_errors import execution_error, prompt_error
 from comfyburst_worker.run_tracker import Outcome, RunTracker
 from comfyburst_worker.settings import WorkerSettings
 from comfyburst_worker.workspace import ComfyFolders
 from comfyburst_worker.ws_follower import WsFollower
 
 log = logging.getLogger(__name__)
-
-_NODE_IN_DETAILS = re.compile(r"Node ID '#([^']+)'")
 
 
 @dataclass
@@ -161,7 +153,7 @@ class JobRunner:
 
     def _run(self, job: Job, stop: _Stop, timings: WorkerTimings, phases: JobPhases) -> RunResult:
         request = self._request(job)
-        self._environment(job, timings, phases)
+        self.ready_environment(job, timings, phases)
         if stop.check():
             return self._stopped(stop, timings)
         t0 = time.monotonic()
@@ -208,7 +200,7 @@ class JobRunner:
             return RunResult(DoneStatus.SUCCEEDED, outputs=outputs, timings=timings)
         _exec_times(tracker, timings)
         if tracker.outcome is Outcome.ERROR:
-            raise _execution_error(tracker.failure or {})
+            raise execution_error(tracker.failure or {})
         if stop.check():
             return self._stopped(stop, timings)
         raise ExecutionFailed("ComfyUI interrupted the run (not at our request)")
@@ -232,8 +224,9 @@ class JobRunner:
             errors = exc.error_count()
             raise InputError(f"request.json does not validate: {errors} errors") from None
 
-    def _environment(self, job: Job, timings: WorkerTimings, phases: JobPhases) -> None:
-        """ComfyUI runs the job's environment or the base, restarted if need be."""
+    def ready_environment(self, job: Job, timings: WorkerTimings, phases: JobPhases) -> None:
+        """ComfyUI runs the job's environment or the base (a build job's: the base), restarted
+        if need be; raises EnvironmentNotReady."""
         ready = ready_for_job(self.s.env, job, self.s.leases)
         if ready.restarted:
             # A fresh ComfyUI: no models loaded, and the websocket went with the old process.
@@ -317,7 +310,7 @@ class JobRunner:
         self.prompt_posted = True
         answer = self.s.comfy.post_prompt(workflow, follower.client_id, prompt_id)
         if answer.status != 200:
-            raise _prompt_error(answer.status, answer.body, workflow)
+            raise prompt_error(answer.status, answer.body, workflow)
         if answer.body.get("node_errors"):
             # ComfyUI accepted it and runs the outputs that validated, as pre-flight told the
             # caller at submit time (`preflight_node_errors` on the job).
@@ -359,47 +352,6 @@ def rewrite_inputs(workflow: dict[str, Any], refs: dict[str, str]) -> dict[str, 
             if isinstance(value, str) and value in refs:
                 inputs[key] = refs[value]
     return workflow
-
-
-def _prompt_error(status: int, body: dict[str, Any], workflow: dict[str, Any]) -> WorkerError:
-    if status >= 500 or not body:
-        return ComfyUnavailable(f"ComfyUI answered /prompt with HTTP {status}")
-    raw_error, raw_node_errors = body.get("error"), body.get("node_errors")
-    error: dict[str, Any] = raw_error if isinstance(raw_error, dict) else {}
-    node_errors: dict[str, Any] = raw_node_errors if isinstance(raw_node_errors, dict) else {}
-    for node_id, entry in sorted(node_errors.items()):
-        first = (entry.get("errors") or [{}])[0]
-        detail = first.get("details")
-        message = f"{first.get('message', 'invalid')}" + (f": {detail}" if detail else "")
-        return PromptRejected(
-            message,
-            node_id=str(node_id),
-            node_type=entry.get("class_type"),
-            details={"error": error, "node_errors": node_errors},
-        )
-    message = str(error.get("message") or "ComfyUI rejected the workflow")
-    if error.get("details"):
-        message = f"{message}: {error['details']}"
-    # `invalid_prompt` (unknown or missing class_type) names its node only in the details.
-    match = _NODE_IN_DETAILS.search(str(error.get("details") or ""))
-    named = match.group(1) if match else None
-    node_type = None
-    if named is not None and isinstance(workflow.get(named), dict):
-        node_type = workflow[named].get("class_type")
-    return PromptRejected(message, node_id=named, node_type=node_type, details={"error": error})
-
-
-def _execution_error(data: dict[str, Any]) -> ExecutionFailed:
-    # The traceback stays in the agent's log; the job gets the node and the message.
-    traceback = "".join(data.get("traceback") or [])
-    log.error("execution_error in node %s: %s", data.get("node_id"), traceback)
-    message = f"{data.get('exception_type', 'Error')}: {data.get('exception_message', '')}".strip()
-    return ExecutionFailed(
-        message,
-        node_id=str(data["node_id"]) if data.get("node_id") is not None else None,
-        node_type=data.get("node_type"),
-        details={"executed": data.get("executed"), "exception_type": data.get("exception_type")},
-    )
 
 
 def _history_times(entry: dict[str, Any], tracker: RunTracker) -> None:

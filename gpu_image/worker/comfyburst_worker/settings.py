@@ -89,7 +89,8 @@ class WorkerSettings(BaseSettings):
     )
     env_layers_dir: Path = Field(
         default=Path("/var/lib/comfyburst/environments"),
-        description="Where environment layers are built (writable by env_build_as's user)",
+        description="The worker's layers folder: archives, `cache/`, and `builds/` (writable by "
+        "env_build_as's user), where build jobs build",
     )
     env_build_as: str = Field(
         default="", description="Command prefix running each build step as ComfyUI's user"
@@ -97,6 +98,11 @@ class WorkerSettings(BaseSettings):
     env_build_unisolated: bool = Field(
         default=False,
         description="Build without env_build_as, as the worker's own user (local cloud only)",
+    )
+    env_pip_command: str = Field(
+        default="",
+        description="The pip builds run as env_build_as's user (shlex argv; needs --python, pip "
+        ">= 22.3); empty: this interpreter's `-m pip`",
     )
     env_pip_args: str = Field(
         default="", description="Extra pip arguments of builds (tests: a local find-links)"
