@@ -122,7 +122,7 @@ class EnvBuildRunner:
         # job's pack code, run as the same user, can read it. A folder left behind fails the job.
         try:
             built = self.builder.build(spec.packs, layer, archive)
-            stored = self._store(spec.environment_id, built)
+            stored = self._store(self.bucket, spec.environment_id, built)
         except BaseException:
             archive.unlink(missing_ok=True)
             try:
@@ -134,12 +134,12 @@ class EnvBuildRunner:
         self.builder.remove(layer)
         return stored
 
-    def _store(self, environment_id: str, built: BuiltLayer) -> EnvironmentBuilt:
+    def _store(self, bucket: str, environment_id: str, built: BuiltLayer) -> EnvironmentBuilt:
         name = archive_name(environment_id)
-        self.blobs.upload_file(self.bucket, name, str(built.archive), "application/gzip")
+        self.blobs.upload_file(bucket, name, str(built.archive), "application/gzip")
         catalogue = {"environment_id": environment_id, "packs": built.node_types}
         self.blobs.write(
-            self.bucket,
+            bucket,
             catalogue_name(environment_id),
             json.dumps(catalogue, sort_keys=True).encode(),
             "application/json",
@@ -150,7 +150,7 @@ class EnvBuildRunner:
         return EnvironmentBuilt(
             environment_id=environment_id,
             node_types=built.all_node_types,
-            archive=f"gs://{self.bucket}/{name}",
+            archive=f"gs://{bucket}/{name}",
             object_info_json=object_info,
         )
 
