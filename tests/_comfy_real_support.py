@@ -206,13 +206,18 @@ def comfy_stack(request: pytest.FixtureRequest, front_end_root: str = "") -> Com
     return _stacks_by_frontend[front_end_root]
 
 
-def start_stack(root: Path, add_cleanup: Callable[[Callable[[], None]], None]) -> ComfyStack:
-    """A local cloud (VMs run the ComfyUI stand-in) and COMFYUI_DIR's ComfyUI sending jobs to
-    it, under `root`; `add_cleanup` gets what stops each (tools/screenshots.py uses it too)."""
+def start_stack(
+    root: Path,
+    add_cleanup: Callable[[Callable[[], None]], None],
+    settings_env: dict[str, str] | None = None,
+) -> ComfyStack:
+    """A local cloud (VMs run the ComfyUI stand-in; `settings_env` on top of its settings) and
+    COMFYUI_DIR's ComfyUI sending jobs to it, under `root`; `add_cleanup` gets what stops each
+    (tools/screenshots.py uses it too)."""
     from localcloud.cloud import LocalCloud
     from localcloud.scenarios.harness import arm_standin_faults, cloud_config, vm_names, warm_up
 
-    config = cloud_config(root / "cloud", pool_size=2)
+    config = cloud_config(root / "cloud", pool_size=2, settings_env=settings_env)
     # The VMs must run the ComfyUI stand-in, whatever COMFYUI_URL this shell has exported.
     config = replace(config, guest_env={**config.guest_env, "COMFYUI_URL": ""})
     arm_standin_faults(config.state_dir, vm_names(config), STANDIN_FAULTS)

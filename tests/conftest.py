@@ -181,3 +181,31 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     run = session.config.stash.get(CHAOS_KEY, None)
     if run is not None:
         run.stop()
+
+
+# --- Parallel runs (`pytest -n 2 --dist loadgroup`, as `make test` does) -----------------------
+
+
+def _cloud_group(item: pytest.Item) -> str:
+    """Which xdist group a test belongs to: the tests of one local cloud stay on one worker, so
+    no cloud starts twice. The session cloud (conftest's localcloud_env, and the autouse wipe of
+    emulator/e2e tests), the shared e2e cloud (tests/_e2e_support.e2e_env), else the module
+    (a module's own cloud, or none)."""
+    module = getattr(item, "module", None)
+    if module is not None and "e2e_env" in vars(module):
+        return "cloud-e2e"
+    defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    chain = defs.get("localcloud_env")
+    own = chain is not None and chain[-1].baseid not in ("", "tests")
+    if own:
+        return f"module-{item.nodeid.split('::')[0]}"
+    if chain is not None or item.get_closest_marker("emulator") or item.get_closest_marker("e2e"):
+        return "cloud-session"
+    return f"module-{item.nodeid.split('::')[0]}"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Under xdist, every test gets its group (before xdist reads the groups)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        item.add_marker(pytest.mark.xdist_group(_cloud_group(item)))

@@ -19,10 +19,12 @@ from comfy_sdk.exceptions import to_sdk_error
 from comfy_sdk.jobs import Job as SdkJob
 from comfy_sdk.jobs import JobSummary
 
+from comfyburst.api._v2_events import OPEN_STREAMS
 from comfyburst.domain.jobs import transition
 from comfyburst.domain.previews import preview_object
 from comfyburst.states import JobState
 from tests._api_support import ckpt_body
+from tests._poll import poll_until
 from tests.test_api_emulator import Cloud, settings, standin  # noqa: F401  (module fixtures)
 from tests.test_api_v2 import (  # noqa: F401  (fixture)
     KEYS,
@@ -228,3 +230,7 @@ def test_the_sdk_client_labels_lists_and_streams_previews(
     assert len(previews) == 1 and previews[0].data == frame
     assert previews[0].to_pil().getpixel((0, 0)) == (9, 99, 199)
     events.close()
+    # The server's side of the stream ends at the terminal status and gives its slot back
+    # (slots are per process: a leftover would count against later tests' streams).
+    cloud.store.update_job(labelled.id, lambda j: transition(j, JobState.CANCELLED, j.created_at))
+    poll_until(lambda: OPEN_STREAMS.open_count("ana") == 0, "the stream's slot back", timeout_s=30)

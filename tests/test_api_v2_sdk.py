@@ -34,6 +34,8 @@ UI_EXPORT = {"last_node_id": 1, "last_link_id": 0, "nodes": [{"id": 1}], "links"
 
 @pytest.fixture(scope="module")
 def cloud_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Its own cloud: api_key auth with the SDK callers' keys (the shared e2e cloud runs
+    without auth, and the auth mode is read when the functions start)."""
     import hashlib
 
     hashes = ",".join(f"{w}={hashlib.sha256(k.encode()).hexdigest()}" for w, k in KEYS.items())

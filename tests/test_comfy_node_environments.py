@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -299,3 +300,34 @@ def test_a_failed_build_or_cancel_submits_no_job(
     with pytest.raises(RemoteJobError, match="failed to build: ComfyUI-Invert: ImportError"):
         run_job(client, request, is_image=lambda name: True)
     assert all(job.environment_build is not None for job in cloud.jobs())
+
+
+# --- the run node's input and its status line to the browser (no API) ----------------------
+
+
+def test_the_run_node_names_the_environment_it_is_given() -> None:
+    from comfy_node.nodes import ComfyBurstRunWorkflow
+
+    node = ComfyBurstRunWorkflow()
+    assert "environment" in node.INPUT_TYPES()["optional"]
+    env_id = "env-" + "a" * 64
+    request = node.build_request(json.dumps(graph()), environment=f" {env_id} ")
+    assert request["options"]["environment"] == env_id
+    assert "environment" not in node.build_request(json.dumps(graph()))["options"]
+
+
+def test_status_lines_go_to_the_browser_that_queued_the_prompt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent: list[tuple[str, Any, Any]] = []
+    server = SimpleNamespace(
+        client_id=None, send_sync=lambda event, data, sid: sent.append((event, data, sid))
+    )
+    monkeypatch.setattr(_comfy, "prompt_server", lambda: server)
+    report = _comfy.status_reporter()
+    report("not sent: no browser queued this prompt")
+    server.client_id = "browser-1"
+    report(f"{BUILDING}: ComfyUI-Invert")
+    assert sent == [(_comfy.STATUS_EVENT, {"message": f"{BUILDING}: ComfyUI-Invert"}, "browser-1")]
+    monkeypatch.setattr(_comfy, "prompt_server", lambda: None)
+    _comfy.status_reporter()("outside ComfyUI: nowhere to send")

@@ -33,6 +33,8 @@ CHECKPOINT = "tiny.safetensors"
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
+    """Its own cloud: its model server's loopback host:port must be an allowed model host
+    when the functions and workers start, and that port is only known once the server runs."""
     state = tmp_path_factory.mktemp("ckpt-cloud")
     model = state / "model.safetensors"
     model.write_bytes(os.urandom(512 * 1024))

@@ -21,7 +21,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """One Spot template pool for this module's tests (one cloud start, not one per test)."""
+    """Its own cloud: a Spot template pool (no VMs at the start, created on demand) instead of the
+    shared clouds' fixed VMs; one start for the module's tests."""
     from localcloud.scenarios.harness import cloud_config, warm_up
 
     config = replace(

@@ -140,6 +140,8 @@ class Rig:
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    """Its own cloud: environments open to its git server's loopback host (known once it runs)
+    and the VM building from the base venv and wheels made here, all read at start."""
     root = tmp_path_factory.mktemp("env-run")
     wheels = make_wheelhouse(root / "wheels")
     saved = os.environ.get("PIP_CONFIG_FILE")

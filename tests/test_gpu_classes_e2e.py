@@ -26,6 +26,8 @@ STANDARD = LocalGpuClass("l4", ("us-east4-a",), price_per_hour=0.8536)
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Its own cloud: two GPU classes (a Spot one and a standard fallback) instead of the one
+    pool, as Compute's stand-in and the functions are configured at start."""
     from localcloud.scenarios.harness import cloud_config, running_cloud
 
     base = cloud_config(

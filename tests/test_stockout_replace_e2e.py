@@ -23,7 +23,7 @@ US_A, EAST = "us-central1-a", "us-east4-a"
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """A template pool of at most one VM (stopped ones count) in two regions."""
+    """Its own cloud: a template pool of at most one VM (stopped ones count) in two regions."""
     from localcloud.scenarios.harness import cloud_config, warm_up
 
     config = replace(

@@ -52,6 +52,8 @@ class Tenancy:
 
 @pytest.fixture(scope="module")
 def tenancy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tenancy]:
+    """Its own cloud: api_key auth with two tenants' keys and its model server as an allowed
+    host (both read when the functions and workers start)."""
     src = tmp_path_factory.mktemp("models")
     files = {
         "/a": os.urandom(300_000),

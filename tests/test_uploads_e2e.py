@@ -49,6 +49,8 @@ class Env:
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    """Its own cloud: api_key auth, and model uploads open to one key only (settings read
+    when the functions start)."""
     hashes = ",".join(f"{w}={hashlib.sha256(k.encode()).hexdigest()}" for w, k in KEYS.items())
     settings_env = {
         "COMFYBURST_AUTH_MODE": "api_key",

@@ -33,6 +33,8 @@ VM_NAME = "comfyburst-gpu-0"
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
+    """Its own cloud: one VM with fast heartbeats, short drain grace and its model server as
+    an allowed host (settings read when the functions and workers start)."""
     from google.cloud import firestore, storage
 
     from localcloud.cloud import LocalCloud

@@ -3,7 +3,7 @@ node loaded, in headless Chromium, sending jobs to a local cloud (its VMs run th
 stand-in).
 
     COMFYUI_DIR=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/venv/bin/python \\
-        .venv/bin/python -m tools.screenshots [--out docs/img]
+        .venv/bin/python -m tools.screenshots [--out docs/img] [--environments]
 
 COMFYUI_DIR is set up as for the `real_comfyui` tests (tests/_comfy_real_support.py: the node
 linked into its custom_nodes/, `pip install ./functions/core` with its Python); Chromium from
@@ -123,9 +123,14 @@ def _dialog(browser: Browser) -> dict[str, float]:
     """The open dialog's rectangle, once its opening animation has ended."""
     browser.wait_for("!!document.querySelector('[role=dialog]')", 60)
     browser.wait_for("document.querySelector('[role=dialog]').innerText.length > 0", 10)
+    return _settled(browser, "[role=dialog]")
+
+
+def _settled(browser: Browser, selector: str) -> dict[str, float]:
+    """The element's rectangle once its animation has ended: the same rectangle twice."""
     previous: dict[str, float] = {}
-    while True:  # the animation's last frame: the same rectangle twice
-        box = _element_box(browser, "[role=dialog]")
+    while True:
+        box = _element_box(browser, selector)
         if box == previous:
             return box
         previous = box
@@ -205,10 +210,46 @@ SCENES: list[Callable[[Browser, ComfyStack, Path], None]] = [
     preflight_error,
 ]
 
+# Environments open to the local pack's owner (its remote is never fetched: the local cloud's
+# VMs have no base venv, so each build is refused before any clone, and fails).
+ENVIRONMENT_SETTINGS = {"COMFYBURST_CUSTOM_NODE_SOURCES": "github.com/example-org"}
+TOAST = ".p-toast-message"
+
+
+def _pack_graph() -> dict[str, Any]:
+    graph = remote_invert(COLOUR, size=256)
+    graph["5"] = {"class_type": LOCAL_PACK_TYPE, "inputs": {"image": ["2", 0], "radius": 2}}
+    graph["3"]["inputs"]["images"] = ["5", 0]
+    return graph
+
+
+def building_environment(browser: Browser, stack: ComfyStack, out: Path) -> None:
+    """A node type from a local pack: the GPU environment of that pack is asked for, and the
+    page says it is being built; then the build's failure, on the run node."""
+    _load(browser, _pack_graph())
+    _click_button(browser)
+    toasts = f"[...document.querySelectorAll('{TOAST}')]"
+    browser.wait_for(f"{toasts}.some(t => /building the GPU/.test(t.innerText))", 60)
+    toast = _settled(browser, TOAST)
+    _save(browser, _union(toast, _element_box(browser, BUTTON)), out / "building-environment.png")
+    browser.evaluate(f"{APP}.extensionManager?.toast?.removeAll?.()")
+    # A VM starts, claims the build, refuses it; the run node sees it failed within its poll.
+    browser.wait_for("!!document.querySelector('[role=dialog]')", 300)
+    _save(browser, _dialog(browser), out / "environment-failed.png")
+    _dismiss(browser)
+
+
+ENVIRONMENT_SCENES: list[Callable[[Browser, ComfyStack, Path], None]] = [building_environment]
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tools.screenshots", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("docs/img"))
+    parser.add_argument(
+        "--environments",
+        action="store_true",
+        help="the custom-node environment pictures (a cloud with environments open) instead",
+    )
     args = parser.parse_args(argv)
     reason = skip_reason()
     if reason is not None:
@@ -222,13 +263,14 @@ def main(argv: list[str] | None = None) -> int:
     cleanups: list[Callable[[], None]] = []
     with tempfile.TemporaryDirectory(prefix="comfyburst-shots-") as tmp:
         try:
-            stack = start_stack(Path(tmp), cleanups.append)
+            settings = ENVIRONMENT_SETTINGS if args.environments else None
+            stack = start_stack(Path(tmp), cleanups.append, settings)
             (Path(tmp) / "profile").mkdir()
             browser = Browser(binary, Path(tmp) / "profile")
             cleanups.append(browser.close)
             browser.send("Page.navigate", url=stack.url)
             browser.wait_for(f"!!document.querySelector('{BUTTON}') && !!{APP}?.graph", 120)
-            for scene in SCENES:
+            for scene in ENVIRONMENT_SCENES if args.environments else SCENES:
                 scene(browser, stack, args.out)
         finally:
             for cleanup in reversed(cleanups):

@@ -68,6 +68,10 @@ class _OpenStreams:
                 raise TooManyStreams()
             self._open[key] = self._open.get(key, 0) + 1
 
+    def open_count(self, caller: str | None) -> int:
+        with self._lock:
+            return self._open.get(caller or "", 0)
+
     def release(self, caller: str | None) -> None:
         key = caller or ""
         with self._lock:
