@@ -8,8 +8,12 @@ CHECKOV_VERSION := 3.3.30
 # deploy-tools installs first so none of them is skipped.
 # (venv and lint first; pytest's exit 5, "no tests collected", fails the target too.)
 # --durations: the 15 slowest tests at the end, so the next slow one is seen when it lands.
+# Two workers (pytest-xdist), each test module on the worker of its local cloud (the groups:
+# tests/conftest.py cloud_groups), so no cloud starts twice and the waits of one worker's
+# end-to-end tests overlap the other's work. TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
 test: venv lint deploy-tools node-install-tools browser-tools
-	.venv/bin/pytest --durations=15
+	.venv/bin/pytest -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
 # Before every commit (target: 90 s in all): lint, then every test that needs no emulator, local
 # cloud, browser or real ComfyUI, chosen by marker, less the offline deploy checks (their tools

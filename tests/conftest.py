@@ -153,13 +153,6 @@ def standin(tmp_path: Path) -> Iterator[str]:
 CHAOS_MODULE = "tests/test_chaos.py"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The chaos test waits for its background run: it goes last, so the rest runs meanwhile."""
-    chaos = [item for item in items if item.nodeid.startswith(CHAOS_MODULE)]
-    if chaos:
-        items[:] = [item for item in items if not item.nodeid.startswith(CHAOS_MODULE)] + chaos
-
-
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Start the chaos run once the session is known to include its test (after deselection)."""
     config = session.config
@@ -186,26 +179,44 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 # --- Parallel runs (`pytest -n 2 --dist loadgroup`, as `make test` does) -----------------------
 
 
-def _cloud_group(item: pytest.Item) -> str:
-    """Which xdist group a test belongs to: the tests of one local cloud stay on one worker, so
-    no cloud starts twice. The session cloud (conftest's localcloud_env, and the autouse wipe of
-    emulator/e2e tests), the shared e2e cloud (tests/_e2e_support.e2e_env), else the module
-    (a module's own cloud, or none)."""
-    module = getattr(item, "module", None)
-    if module is not None and "e2e_env" in vars(module):
-        return "cloud-e2e"
-    defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
-    chain = defs.get("localcloud_env")
-    own = chain is not None and chain[-1].baseid not in ("", "tests")
-    if own:
-        return f"module-{item.nodeid.split('::')[0]}"
-    if chain is not None or item.get_closest_marker("emulator") or item.get_closest_marker("e2e"):
-        return "cloud-session"
-    return f"module-{item.nodeid.split('::')[0]}"
+def _uses_session_cloud(item: pytest.Item) -> bool:
+    """The test needs conftest's session cloud (directly, or through the autouse wipe)."""
+    marked = item.get_closest_marker("emulator") or item.get_closest_marker("e2e")
+    return bool(marked) or "localcloud_env" in getattr(item, "fixturenames", ())
+
+
+def cloud_groups(items: list[pytest.Item]) -> dict[str, str]:
+    """Each test module's xdist group, so the tests of one local cloud stay on one worker and
+    no cloud starts twice: the shared e2e cloud (modules using tests/_e2e_support.e2e_env),
+    a module's own cloud (it defines `localcloud_env`), conftest's session cloud (any other
+    module with a test that needs it), else the module alone (no cloud)."""
+    groups: dict[str, str] = {}
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        module = vars(getattr(item, "module", None) or object)
+        if "e2e_env" in module:
+            groups[path] = "cloud-e2e"
+        elif "localcloud_env" in module:
+            groups[path] = f"own-{path}"
+        elif _uses_session_cloud(item):
+            groups[path] = "cloud-session"
+        else:
+            groups.setdefault(path, f"own-{path}")
+    return groups
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_itemcollected(item: pytest.Item) -> None:
-    """Under xdist, every test gets its group (before xdist reads the groups)."""
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        item.add_marker(pytest.mark.xdist_group(_cloud_group(item)))
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The chaos test waits for its background run, so it goes last; under xdist (where it runs
+    in its worker, not beside the session) it goes first, so its worker is the one that waits
+    while the other takes the rest. Under xdist every test gets its module's cloud group
+    (before xdist reads the groups)."""
+    chaos = [item for item in items if item.nodeid.startswith(CHAOS_MODULE)]
+    rest = [item for item in items if not item.nodeid.startswith(CHAOS_MODULE)]
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        items[:] = rest + chaos
+        return
+    items[:] = chaos + rest
+    groups = cloud_groups(items)
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(groups[item.nodeid.split("::")[0]]))
