@@ -12,7 +12,7 @@ CHECKOV_VERSION := 3.3.30
 # tests/conftest.py cloud_groups), so no cloud starts twice and the waits of one worker's
 # end-to-end tests overlap the other's work. TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 2
-test: venv lint deploy-tools node-install-tools browser-tools
+test: venv lint deploy-tools node-install-tools browser-tools published-spec
 	.venv/bin/pytest -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
 # Before every commit (target: 90 s in all): lint, then every test that needs no emulator, local
@@ -202,3 +202,19 @@ schema-check: venv
 # prebuilt provider packages with pip).
 provider-schema: venv
 	.venv/bin/python -m tests.deploy.extract_provider_schema
+
+# --- The published Comfy API v2 contract (tests/test_api_v2_published.py) --------------------
+
+.PHONY: published-spec
+
+# spec/openapi.yaml ships only in the source distribution of the pinned comfy-sdk: pip fetches
+# that pin, the file is extracted to .published-spec/ (ignored); nothing of it is committed.
+COMFY_SDK_PIN = $(shell grep -E '^comfy-sdk==' requirements-dev.txt)
+published-spec: .published-spec/openapi.yaml
+
+.published-spec/openapi.yaml: requirements-dev.txt
+	rm -rf .published-spec && mkdir -p .published-spec
+	.venv/bin/pip download --quiet --no-deps --no-binary :all: -d .published-spec $(COMFY_SDK_PIN)
+	tar -xmzf .published-spec/comfy_sdk-*.tar.gz -C .published-spec --strip-components=2 \
+		--wildcards '*/spec/openapi.yaml'
+	test -s $@

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._vendor.comfyburst_core.client import ApiClient, ApiError
-from ._vendor.comfyburst_core.custom_nodes import Pack, PackError, https_remote
+from ._vendor.comfyburst_core.custom_nodes import Pack, PackDirty, PackError, pack_source
 from .missing_nodes import BAKE_ADVICE
 
 BUILDING = "building the GPU environment (first time)"
@@ -28,23 +28,20 @@ class EnvironmentWaitCancelled(RuntimeError):
 
 
 def pack_text(pack: Pack) -> str:
-    """`URL@COMMIT` of a local pack as an environment names it; refused with the reason."""
-    if pack.remote is None or pack.commit is None:
+    """`URL@COMMIT` of a local pack as an environment names it (the core's rule, local
+    changes refused); refused with the reason and what to do."""
+    try:
+        return pack_source(pack)
+    except PackDirty as exc:
+        raise EnvironmentRefused(
+            f"{exc}. Commit and push them (or undo them), then queue again."
+        ) from None
+    except PackError:
         raise EnvironmentRefused(
             f"{pack.name} ({pack.folder}) is not a git checkout with a remote (origin) and a "
             "commit: the GPU builds a pack from its git repository. Install it with "
             "`git clone`, or add it to the GPU image's bake list."
-        )
-    if pack.dirty:
-        raise EnvironmentRefused(
-            f"{pack.describe()}: changes not in commit {pack.commit[:12]} would not be on the "
-            "GPU. Commit and push them (or undo them), then queue again."
-        )
-    try:
-        remote = https_remote(pack.remote)
-    except PackError:
-        remote = pack.remote  # the API's URL rule has the last word and names what is wrong
-    return f"{remote.rstrip('/')}@{pack.commit}"
+        ) from None
 
 
 def packs_for(missing: list[str], pack_of: Callable[[str], Pack | None]) -> list[str]:

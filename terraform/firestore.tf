@@ -190,3 +190,24 @@ resource "google_firestore_index" "environment_access_caller_asked_at" {
 
   depends_on = [google_firestore_database.default]
 }
+
+# GET /usage and the monthly budget check (adapters/firestore_usage.py): a caller's terminal
+# jobs finished in a range (`caller ==`, a `finished_at` range ordered by it, then the document
+# id ascending, which Firestore appends itself). Everyone's (an admin's) needs only the
+# automatic single-field index on finished_at.
+resource "google_firestore_index" "jobs_usage" {
+  project    = var.project_id
+  database   = "(default)"
+  collection = "jobs"
+
+  fields {
+    field_path = "caller"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "finished_at"
+    order      = "ASCENDING"
+  }
+
+  depends_on = [google_firestore_database.default]
+}

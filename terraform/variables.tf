@@ -153,17 +153,19 @@ variable "api_max_instances" {
 variable "caller_limits" {
   type = object({
     default = optional(object({
-      max_queued  = optional(number)
-      max_running = optional(number)
-      gpu_classes = optional(list(string))
+      max_queued         = optional(number)
+      max_running        = optional(number)
+      gpu_classes        = optional(list(string))
+      monthly_budget_usd = optional(number)
     }), {})
     callers = optional(map(object({
-      max_queued  = optional(number)
-      max_running = optional(number)
-      gpu_classes = optional(list(string))
+      max_queued         = optional(number)
+      max_running        = optional(number)
+      gpu_classes        = optional(list(string))
+      monthly_budget_usd = optional(number)
     })), {})
   })
-  description = "Per-caller limits (docs/DEPLOY.md): default = {max_queued, max_running, gpu_classes} for every caller, callers = {principal (key:NAME or an ID token's email) => the same fields}; a field a caller leaves out (null) is the default's; null in the default: no limit, every class. Beyond max_queued a submit answers 429 queue_full; at max_running (jobs starting or running at once) the caller's further jobs wait queued while other callers' start."
+  description = "Per-caller limits (docs/DEPLOY.md): default = {max_queued, max_running, gpu_classes, monthly_budget_usd} for every caller, callers = {principal (key:NAME or an ID token's email) => the same fields}; a field a caller leaves out (null) is the default's; null in the default: no limit, every class. Beyond max_queued a submit answers 429 queue_full; at max_running (jobs starting or running at once) the caller's further jobs wait queued while other callers' start; once the caller's receipts this month (UTC) reach monthly_budget_usd its submits answer 403 budget_exceeded (running jobs go on)."
   default     = {}
 
   validation {
@@ -180,6 +182,23 @@ variable "caller_limits" {
       coalesce(entry.max_running, 1) >= 1 && floor(coalesce(entry.max_running, 1)) == coalesce(entry.max_running, 1)
     ])
     error_message = "caller_limits: max_running must be a whole number >= 1."
+  }
+
+  validation {
+    condition = alltrue([
+      for entry in concat([var.caller_limits.default], values(var.caller_limits.callers)) :
+      coalesce(entry.monthly_budget_usd, 0) >= 0
+    ])
+    error_message = "caller_limits: monthly_budget_usd must be a number of USD >= 0."
+  }
+
+  validation {
+    # A budget sums the month's job documents: they must outlive a month (31 days + a run).
+    condition = alltrue([
+      for entry in concat([var.caller_limits.default], values(var.caller_limits.callers)) :
+      entry.monthly_budget_usd == null || var.job_ttl_days >= 32
+    ])
+    error_message = "caller_limits: monthly_budget_usd needs job_ttl_days >= 32, so a whole month of job documents (whose receipts the budget sums) is kept."
   }
 
   validation {

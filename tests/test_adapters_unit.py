@@ -10,7 +10,7 @@ import pytest
 from google.api_core import exceptions as gexc
 from google.cloud import compute_v1
 
-from comfyburst.adapters import compute, firestore_store
+from comfyburst.adapters import _firestore_docs, compute
 from comfyburst.adapters.clock import SystemClock
 from comfyburst.adapters.gcs import IamUrlSigner
 from comfyburst.adapters.pubsub import PubSubPublisher
@@ -30,7 +30,7 @@ def test_converter_turns_models_enums_and_timestamps_into_firestore_values() -> 
         "naive": datetime(2026, 1, 2, 3, 4, 5),
         "items": [JobError(type="t", message="m")],
     }
-    converted = firestore_store._convert(value)
+    converted = _firestore_docs.convert(value)
     assert converted["state"] == "running"
     assert type(converted["at"]) is datetime
     assert converted["at"] == datetime(2026, 1, 2, 3, 4, 5, 999999, tzinfo=UTC)
@@ -45,7 +45,7 @@ def test_vm_record_round_trips_through_the_converter() -> None:
         lease=Lease(job_id="j", expires_at=datetime(2026, 1, 1, tzinfo=UTC)),
         models_cached=["checkpoints/a.safetensors"],
     )
-    assert firestore_store._from_doc(VmRecord, firestore_store._to_doc(vm)) == vm
+    assert _firestore_docs.from_doc(VmRecord, _firestore_docs.to_doc(vm)) == vm
 
 
 @pytest.mark.parametrize(
@@ -53,10 +53,10 @@ def test_vm_record_round_trips_through_the_converter() -> None:
     [("order-42", False), ("a/b", True), ("..", True), ("__x__", True), ("x" * 201, True)],
 )
 def test_idempotency_doc_ids_are_valid(key: str, hashed: bool) -> None:
-    doc_id = firestore_store.idempotency_doc_id(key)
+    doc_id = _firestore_docs.idempotency_doc_id(key)
     assert doc_id.startswith("sha256-") is hashed
     assert "/" not in doc_id
-    assert firestore_store.idempotency_doc_id(key) == doc_id
+    assert _firestore_docs.idempotency_doc_id(key) == doc_id
 
 
 def _api_error(cls: type[gexc.GoogleAPICallError], reason: str, **kw: Any) -> Any:

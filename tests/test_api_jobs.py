@@ -236,6 +236,7 @@ def test_openapi_describes_every_route_and_healthz_answers() -> None:
         "/jobs/{job_id}/preview",
         "/uploads",
         "/gpu-classes",
+        "/usage",
         "/environments",
         "/environments/{environment_id}",
         "/healthz",

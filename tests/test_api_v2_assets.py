@@ -184,7 +184,7 @@ def test_a_part_without_a_name_is_an_unknown_field(cloud: Cloud) -> None:  # noq
 
 def test_not_multipart_too_large_and_no_credentials_are_refused(cloud: Cloud) -> None:  # noqa: F811
     as_json = cloud.client.post("/api/v2/assets", headers=_as("ana"), json={"file": "x"})
-    _error(as_json, 415, "invalid_request")
+    _error(as_json, 422, "invalid_request")
     big = b"\0" * (cloud.settings.max_input_bytes + 1)
     _error(
         cloud.client.post("/api/v2/assets", headers=_as("ana"), **_multipart({}, big)),

@@ -13,7 +13,16 @@ from comfy_node import _comfy
 from comfy_node._vendor.comfyburst_core.client import ApiClient, ClientSettings  # the node's own
 from comfy_node.missing_nodes import as_comfy_rejection, missing_node_types, unknown_node_id
 from comfy_node.remote import RemoteJobError, run_job
-from comfyburst.custom_nodes import PackError, https_remote, local_packs, public_remote, read_pack
+from comfyburst.custom_nodes import (
+    Pack,
+    PackDirty,
+    PackError,
+    https_remote,
+    local_packs,
+    pack_source,
+    public_remote,
+    read_pack,
+)
 from comfyburst_cli.main import app
 
 REMOTE = "https://github.com/example-org/ComfyUI-Example.git"
@@ -74,6 +83,24 @@ def test_read_pack_gives_remote_commit_and_changes(tmp_path: Path) -> None:
     assert pack.line() == f"ComfyUI-Example {REMOTE} {commit}"
     (tmp_path / "ComfyUI-Example" / "__init__.py").write_text("changed = True\n")
     assert read_pack(tmp_path / "ComfyUI-Example").dirty
+
+
+def test_pack_source_is_the_one_url_at_commit_rule(tmp_path: Path) -> None:
+    commit = "a" * 40
+    ssh = Pack("p", tmp_path, "git@github.com:example-org/ComfyUI-Example.git", commit)
+    assert pack_source(ssh) == f"{REMOTE}@{commit}"
+    # A remote the image would not clone stays as it is: the API's URL rule names the problem.
+    assert pack_source(Pack("p", tmp_path, "http://host.example/x/", commit)) == (
+        f"http://host.example/x@{commit}"
+    )
+    with pytest.raises(PackError, match="not a git checkout with a remote"):
+        pack_source(Pack("p", tmp_path, None, commit))
+    with pytest.raises(PackError, match="no git commit checked out"):
+        pack_source(Pack("p", tmp_path, REMOTE, None))
+    dirty = Pack("p", tmp_path, REMOTE, commit, dirty=True)
+    with pytest.raises(PackDirty, match="would not be on the GPU"):
+        pack_source(dirty)  # the node refuses local changes
+    assert pack_source(dirty, allow_dirty=True) == f"{REMOTE}@{commit}"  # the CLI warns
 
 
 def test_local_packs_skip_disabled_and_hidden(tmp_path: Path) -> None:

@@ -267,3 +267,45 @@ def test_an_agent_without_a_restart_command_fails_a_job_naming_an_environment(
     assert done.error.type == "environment_unsupported"
     assert "no restart command" in done.error.message
     assert not (tmp_path / "layer.json").exists()
+
+
+def test_a_base_job_after_an_environment_job_shows_the_restart_on_its_receipt(
+    rig: Any, tmp_path: Path
+) -> None:
+    env, restarts, _, blobs = rig
+    store_, config = InMemoryJobStore(), local_config()
+    settings = local_settings(
+        restarts.url,
+        tmp_path / "m",
+        env_layers_dir=tmp_path / "cache",
+        comfyui_layer_file=env.layer_file,
+    )
+    agent = make_agent(settings, config, store_, blobs, AGENT_VM)
+    agent.s.env = env  # the rig's switcher: its restart command restarts the stand-in
+
+    def run(environment: str | None) -> DoneManifest:
+        request = make_request(invert_workflow())
+        request.options.environment = environment
+        job = put_job(store_, blobs, config, request, AGENT_VM)
+        agent.run(job.job_id)
+        raw = blobs.read("signals", f"jobs/{job.job_id}/done.json")
+        assert raw is not None
+        done = DoneManifest.model_validate_json(raw)
+        assert done.status is DoneStatus.SUCCEEDED, done.error
+        return done
+
+    into_e = run(E)
+    assert into_e.timings.environment_downloaded is True
+    # No environment, but ComfyUI restarted back to the base: those seconds are on its receipt.
+    back = run(None)
+    assert len(restarts.calls) == 2
+    assert back.timings.environment_s is not None and back.timings.environment_s > 0
+    assert back.timings.environment_downloaded is False
+    assert back.phases is not None and back.phases.environment_ready_at is not None
+    assert back.phases.claimed_at is not None
+    assert back.phases.claimed_at <= back.phases.environment_ready_at
+    # The base again: no restart, nothing to show (as before environments).
+    again = run(None)
+    assert len(restarts.calls) == 2
+    assert again.timings.environment_s is None and again.timings.environment_downloaded is None
+    assert again.phases is not None and again.phases.environment_ready_at is None

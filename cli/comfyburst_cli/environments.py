@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from comfyburst.client import ApiError
-from comfyburst.custom_nodes import Pack, PackError, https_remote, local_packs
+from comfyburst.custom_nodes import PackError, local_packs, pack_source
 from comfyburst_cli._api import api_client as _client
 from comfyburst_cli._errors import CliError, cli_errors, describe_api_error, errors
 from comfyburst_cli.image_nodes import _is_own_node
@@ -41,20 +41,12 @@ PACK_HELP = escape(
 # fails its environment: a margin over that.
 DEFAULT_WAIT_S = 4200.0
 
-
-def pack_text(pack: Pack) -> str:
-    """A local pack's `URL@COMMIT`: its remote in the https form the image clones (SSH remotes
-    converted), or as it is where there is none (the API's URL rule has the last word and names
-    what is wrong); PackError when it is not a git checkout with a remote and a commit."""
-    if pack.remote is None:
-        raise PackError(f"{pack.name}: not a git checkout with a remote (origin)")
-    if pack.commit is None:
-        raise PackError(f"{pack.name}: no git commit checked out")
-    try:
-        remote = https_remote(pack.remote)
-    except PackError:
-        remote = pack.remote
-    return f"{remote.rstrip('/')}@{pack.commit}"
+# The options `env create` and `env show` share (and `env list` its --json).
+_Wait = Annotated[bool, typer.Option(help="Wait until it is built (ready or failed)")]
+_TimeoutS = Annotated[
+    float, typer.Option(help="With --wait: give up after this many seconds", min=1)
+]
+_AsJson = Annotated[bool, typer.Option("--json", help="The API's answer as JSON")]
 
 
 def packs_of_comfyui(comfyui: Path, skip: list[str]) -> list[tuple[str, str]]:
@@ -71,7 +63,7 @@ def packs_of_comfyui(comfyui: Path, skip: list[str]) -> list[tuple[str, str]]:
         if pack.name in skip or _is_own_node(pack):
             continue
         try:
-            found.append((pack.name, pack_text(pack)))
+            found.append((pack.name, pack_source(pack, allow_dirty=True)))
         except PackError as exc:
             problems.append(str(exc))
             continue
@@ -128,6 +120,22 @@ def _create(client: ApiClient, packs: list[tuple[str, str]]) -> dict[str, Any]:
         raise CliError(f"{describe_api_error(exc)}\n  that is {name}: {text}") from exc
 
 
+def _answer(
+    client: ApiClient, env: dict[str, Any], wait: bool, timeout_s: float, as_json: bool
+) -> None:
+    """`env create`'s and `env show`'s end: wait for the build if asked, print the environment,
+    exit 1 when a wait ended short of ready."""
+    if wait and env.get("state") == "building":
+        with cli_errors():
+            env = _wait(client, env, timeout_s)
+    if as_json:
+        typer.echo(json.dumps(env))
+    else:
+        _show(env)
+    if wait and env.get("state") != "ready":
+        raise typer.Exit(1)
+
+
 def _wait(client: ApiClient, env: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     began = time.monotonic()
     with console.status(f"{env['id'][:16]}… {env.get('state')}") as status:
@@ -149,11 +157,9 @@ def create(
     skip: Annotated[
         list[str], typer.Option(help="With --from-comfyui: a pack folder to leave out")
     ] = [],  # noqa: B006
-    wait: Annotated[bool, typer.Option(help="Wait until it is built (ready or failed)")] = False,
-    timeout_s: Annotated[
-        float, typer.Option(help="With --wait: give up after this many seconds", min=1)
-    ] = DEFAULT_WAIT_S,
-    as_json: Annotated[bool, typer.Option("--json", help="The API's answer as JSON")] = False,
+    wait: _Wait = False,
+    timeout_s: _TimeoutS = DEFAULT_WAIT_S,
+    as_json: _AsJson = False,
 ) -> None:
     """Ask for the environment of these packs (the same set is the same environment)."""
     with cli_errors():
@@ -164,19 +170,12 @@ def create(
             raise CliError("give --pack URL@COMMIT (repeatable) or --from-comfyui DIR")
         client = _client()
         env = _create(client, packs)
-        if wait and env.get("state") == "building":
-            env = _wait(client, env, timeout_s)
-    if as_json:
-        typer.echo(json.dumps(env))
-    else:
-        _show(env)
-    if wait and env.get("state") != "ready":
-        raise typer.Exit(1)
+    _answer(client, env, wait, timeout_s, as_json)
 
 
 @env_app.command("list")
 def list_environments(
-    as_json: Annotated[bool, typer.Option("--json", help="The API's answer as JSON")] = False,
+    as_json: _AsJson = False,
 ) -> None:
     """List your environments, most recently asked for first."""
     with cli_errors():
@@ -200,22 +199,13 @@ def list_environments(
 @env_app.command("show")
 def show(
     environment_id: Annotated[str, typer.Argument(help="env- and 64 hex digits")],
-    wait: Annotated[bool, typer.Option(help="Wait until it is built (ready or failed)")] = False,
-    timeout_s: Annotated[
-        float, typer.Option(help="With --wait: give up after this many seconds", min=1)
-    ] = DEFAULT_WAIT_S,
-    as_json: Annotated[bool, typer.Option("--json", help="The API's answer as JSON")] = False,
+    wait: _Wait = False,
+    timeout_s: _TimeoutS = DEFAULT_WAIT_S,
+    as_json: _AsJson = False,
 ) -> None:
     """Show an environment (and wait for its build with --wait)."""
     with cli_errors():
         _check_id(environment_id)
         client = _client()
         env = client.get_environment(environment_id)
-        if wait and env.get("state") == "building":
-            env = _wait(client, env, timeout_s)
-    if as_json:
-        typer.echo(json.dumps(env))
-    else:
-        _show(env)
-    if wait and env.get("state") != "ready":
-        raise typer.Exit(1)
+    _answer(client, env, wait, timeout_s, as_json)

@@ -24,6 +24,7 @@ from comfyburst_cli._errors import CliError, cli_errors
 from comfyburst_cli.environments import env_app
 from comfyburst_cli.image_nodes import image_app
 from comfyburst_cli.requests_builder import load_request
+from comfyburst_cli.usage import usage
 
 app = typer.Typer(
     help="ComfyBurst: render ComfyUI workflows on GPUs that exist only while there is work."
@@ -32,6 +33,7 @@ local_app = typer.Typer(help="The local cloud: emulators, Compute stand-in, func
 app.add_typer(local_app, name="local")
 app.add_typer(image_app, name="image")
 app.add_typer(env_app, name="env")
+app.command("usage")(usage)
 console = Console()
 # Help texts are Rich markup: anything with brackets in it goes through `escape`.
 MODEL_HELP = "A model the job needs: KIND[/FILENAME]=URL[#sha256=HEX] (repeatable)"

@@ -205,6 +205,14 @@ class ApiClient:
         """GET /gpu-classes: the classes a job may ask for (`gpu_classes`, `default`)."""
         return self._call("GET", "/gpu-classes")
 
+    def usage(
+        self, *, start: str | None = None, end: str | None = None, group_by: str | None = None
+    ) -> dict[str, Any]:
+        """GET /usage: receipts summed per caller, class or day (`rows`, `total`); the
+        caller's own, every caller's for an admin. Times are RFC 3339 with a zone."""
+        given = {"from": start, "to": end, "group_by": group_by}
+        return self._call("GET", "/usage", params={k: v for k, v in given.items() if v})
+
     def list_jobs(
         self,
         *,

@@ -27,6 +27,10 @@ class PackError(ValueError):
     """A local pack that cannot be listed for the GPU image; the message says why."""
 
 
+class PackDirty(PackError):
+    """A pack whose checkout has changes its commit does not hold (the GPU would not get them)."""
+
+
 @dataclass(frozen=True)
 class Pack:
     """One custom-node pack: its folder name, where its code comes from and which commit."""
@@ -88,6 +92,27 @@ def https_remote(url: str) -> str:
     if "." not in parts.hostname:
         raise PackError(f"remote {url!r}: {parts.hostname!r} is not a public host name")
     return urlunsplit(("https", parts.hostname, parts.path, "", ""))
+
+
+def pack_source(pack: Pack, *, allow_dirty: bool = False) -> str:
+    """A local pack's `URL@COMMIT` as an environment names it (the CLI's and the node's one
+    rule): its remote in the https form the image clones (SSH remotes converted), or as it is
+    where there is none (the API's URL rule has the last word and names what is wrong).
+    PackError when it is not a git checkout with a remote and a commit; PackDirty when it has
+    local changes, unless `allow_dirty` (the caller warns instead)."""
+    if pack.remote is None:
+        raise PackError(f"{pack.name}: not a git checkout with a remote (origin)")
+    if pack.commit is None:
+        raise PackError(f"{pack.name}: no git commit checked out")
+    if pack.dirty and not allow_dirty:
+        raise PackDirty(
+            f"{pack.describe()}: changes not in commit {pack.commit[:12]} would not be on the GPU"
+        )
+    try:
+        remote = https_remote(pack.remote)
+    except PackError:
+        remote = pack.remote
+    return f"{remote.rstrip('/')}@{pack.commit}"
 
 
 def _git(folder: Path, *args: str) -> str | None:

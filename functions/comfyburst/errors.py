@@ -102,6 +102,26 @@ class QueueFull(ComfyBurstError):
         self.retry_after_s = retry_after_s
 
 
+class BudgetExceeded(Forbidden):
+    """The caller's month-to-date usage reached its monthly budget; nothing was written.
+
+    403, not 402: RFC 9110 reserves 402 with no defined meaning, while 403 is a refusal the
+    server understood and that repeating will not change (here: until the month turns or the
+    deployer raises the budget)."""
+
+    code = "budget_exceeded"
+
+    def __init__(self, message: str, *, budget_usd: float, spent_usd: float, resets_at: Any):
+        super().__init__(
+            message,
+            details={
+                "monthly_budget_usd": budget_usd,
+                "spent_usd": spent_usd,
+                "resets_at": resets_at.isoformat(),
+            },
+        )
+
+
 class NotFound(ComfyBurstError):
     code = "not_found"
     http_status = 404

@@ -443,12 +443,13 @@ class WorkerTimings(_Strict):
     environment_s: float | None = Field(
         default=None,
         description="Readying the job's environment: layer download, unpack and ComfyUI "
-        "restart (0 when it was loaded already); None for a job without one.",
+        "restart (0 when it was loaded already); for a job without one, the restart back to "
+        "the base when its run needed one, else None.",
     )
     environment_downloaded: bool | None = Field(
         default=None,
         description="The environment's layer was downloaded for this job (not on disk "
-        "already); None for a job without one.",
+        "already); False for a job without one whose run restarted ComfyUI, else None.",
     )
 
 
@@ -475,7 +476,8 @@ class JobPhases(_Strict):
     )
     environment_ready_at: datetime | None = Field(
         default=None,
-        description="ComfyUI answered in the job's environment (a job naming one only).",
+        description="ComfyUI answered in the job's environment (a job naming one), or back "
+        "on the base (a job without one whose run restarted ComfyUI).",
     )
     models_ready_at: datetime | None = Field(
         default=None, description="The job's models were in its model view."

@@ -47,6 +47,14 @@ done
 printf '%s\n' 'APT::Periodic::Update-Package-Lists "0";' 'APT::Periodic::Unattended-Upgrade "0";' \
   >"${APT_PERIODIC_CONF}"
 
+# Pack code runs as ComfyUI's user and must not outlive its process: a crontab or at job would
+# run on outside comfyui.service (a restart kills only its cgroup) into other callers' jobs.
+# Debian's and Ubuntu's cron and at let every user schedule unless an allow file exists.
+for allow in /etc/cron.allow /etc/at.allow; do
+  printf 'root\n' >"${allow}"
+  chmod 0644 "${allow}"
+done
+
 systemctl daemon-reload
 systemctl enable "${UNITS[@]}"
 echo "units installed and enabled"

@@ -128,6 +128,7 @@ def provision(root: Path, log: Path) -> dict[str, str]:
         if code != 0:
             raise RehearsalFailed(f"{script} exited with {code}")
     check_no_periodic_apt(root)
+    check_no_user_schedules(root)
     return env
 
 
@@ -155,6 +156,17 @@ def check_no_periodic_apt(root: Path) -> None:
             raise RehearsalFailed(f"{conf.group(1)} does not set {key} to 0")
     shipped = [u for u in units if (root / "usr" / "lib" / "systemd" / "system" / u).exists()]
     print(f"=== periodic apt masked: {units} (the root's apt ships {shipped})", flush=True)
+
+
+def check_no_user_schedules(root: Path) -> None:
+    """Only root may use cron and at in the image (05-systemd.sh): ComfyUI's user (pack code)
+    cannot schedule what outlives comfyui.service's restarts."""
+    for name in ("cron.allow", "at.allow"):
+        path = root / "etc" / name
+        users = path.read_text(encoding="utf-8").split() if path.is_file() else None
+        if users != ["root"]:
+            raise RehearsalFailed(f"/etc/{name} must list root only, not {users}")
+    print("=== cron and at: root only", flush=True)
 
 
 def _end_netns() -> None:

@@ -209,7 +209,7 @@ def _summary(rows: list[dict[str, Any]], pool_size: int) -> dict[str, Any]:
         meta["first_job_extra_wall_s_vs_baseline"] = _extra([r["wall_s"] for r in firsts], base)
         meta["loaded_job_extra_wall_s_vs_baseline"] = _extra([r["wall_s"] for r in loaded], base)
         # A job without an environment after one: ComfyUI restarts to the base, which its
-        # receipt does not count as environment_s (None for a job without one).
+        # receipt counts as environment_s (environment_downloaded false).
         meta["no_env_after_env_extra_wall_s_vs_baseline"] = _extra(
             [r["wall_s"] for r in after], base
         )

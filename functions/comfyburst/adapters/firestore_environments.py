@@ -12,7 +12,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from comfyburst.adapters.firestore_store import _convert, _from_doc, _to_doc
+from comfyburst.adapters._firestore_docs import convert, from_doc, to_doc
 from comfyburst.domain.environments import Environment
 
 
@@ -41,13 +41,13 @@ class FirestoreEnvironmentStore:
     def create(self, env: Environment, caller: str | None) -> tuple[Environment, bool]:
         ref = self._envs.document(env.environment_id)
         access = self._access.document(access_doc_id(caller, env.environment_id))
-        record = _convert(
+        record = convert(
             {"caller": caller, "environment_id": env.environment_id, "asked_at": env.created_at}
         )
         # The document and the caller's record in one commit; when the environment exists
         # the whole batch is refused, and the record alone is written (idempotent).
         batch = self._client.batch()
-        batch.create(ref, _to_doc(env))
+        batch.create(ref, to_doc(env))
         batch.set(access, record)
         try:
             batch.commit()
@@ -61,7 +61,7 @@ class FirestoreEnvironmentStore:
 
     def get(self, environment_id: str) -> Environment | None:
         snap = self._envs.document(environment_id).get()
-        return _from_doc(Environment, snap.to_dict()) if snap.exists else None
+        return from_doc(Environment, snap.to_dict()) if snap.exists else None
 
     def list_for(self, caller: str | None, limit: int) -> list[Environment]:
         # Served by the (caller, asked_at desc) index in terraform/firestore.tf.
@@ -76,7 +76,7 @@ class FirestoreEnvironmentStore:
         found: dict[str, Environment] = {}
         for snap in self._client.get_all([self._envs.document(i) for i in ids]):
             if snap.exists:
-                env = _from_doc(Environment, snap.to_dict())
+                env = from_doc(Environment, snap.to_dict())
                 found[env.environment_id] = env
         return [found[i] for i in ids if i in found]
 
@@ -90,11 +90,11 @@ class FirestoreEnvironmentStore:
             snap = ref.get(transaction=transaction)
             if not snap.exists:
                 return None
-            current = _from_doc(Environment, snap.to_dict())
+            current = from_doc(Environment, snap.to_dict())
             updated = mutate(current)
             if updated is None:
                 return current
-            transaction.set(ref, _to_doc(updated))
+            transaction.set(ref, to_doc(updated))
             return updated
 
         result: Environment | None = run(self._client.transaction())

@@ -3,30 +3,31 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from enum import Enum
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import tenacity
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.field_path import FieldPath
-from pydantic import BaseModel
 
+from comfyburst.adapters._firestore_docs import (
+    convert,
+    from_doc,
+    idempotency_doc_id,
+    to_doc,
+)
+from comfyburst.adapters._firestore_docs import (
+    job_doc as job_doc,  # tests and tools seed jobs with it
+)
 from comfyburst.domain import scheduling
 from comfyburst.errors import Contended, JobExists, NotFound, PreconditionFailed
 from comfyburst.ports import JobMutation, JobWrite, LeaseRead, LeaseWrite, SlotRequest
 from comfyburst.schema import Job, VmRecord
 from comfyburst.states import JobState
 
-M = TypeVar("M", bound=BaseModel)
-
-# Document ids cannot contain '/', be '.' or '..', or look like '__x__'; such keys are hashed.
 # A job document has a few writers at most (API cancel, worker, trigger, reaper, duplicate done
 # events). The client retries an aborted commit at once, and an aborted read in the transaction
 # not at all; under contention every writer then retries in lock step and some give up (the
@@ -36,45 +37,6 @@ TRANSACTION_MAX_ATTEMPTS = 5
 CONTENDED_RUNS = 12
 CONTENDED_BACKOFF_MAX_S = 2.0
 LIST_PAGE_SIZE = 300
-_SAFE_ID = re.compile(r"^(?!__.*__$)(?!\.{1,2}$)[A-Za-z0-9._:\-]{1,200}$")
-
-
-def _convert(value: Any) -> Any:
-    """The one converter between pydantic data and Firestore values, used both ways.
-
-    Models are dumped, enums become their values, datetimes become plain aware UTC datetimes
-    (Firestore stores them as timestamps and returns DatetimeWithNanoseconds; naive ones are
-    taken as UTC). Containers are converted recursively.
-    """
-    if isinstance(value, BaseModel):
-        return _convert(value.model_dump(mode="python"))
-    if isinstance(value, datetime):
-        utc = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-        # DatetimeWithNanoseconds is a datetime subclass; rebuild a plain one for pydantic.
-        return datetime(*utc.timetuple()[:6], utc.microsecond, tzinfo=UTC)
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, dict):
-        return {k: _convert(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_convert(v) for v in value]
-    return value
-
-
-def _to_doc(model: BaseModel) -> dict[str, Any]:
-    doc: dict[str, Any] = _convert(model)
-    return doc
-
-
-def _from_doc(cls: type[M], data: dict[str, Any] | None) -> M:
-    return cls.model_validate(_convert(data or {}))
-
-
-def idempotency_doc_id(key: str) -> str:
-    """The idempotency document id for a caller's key (hashed when not a safe id)."""
-    if _SAFE_ID.match(key):
-        return key
-    return "sha256-" + hashlib.sha256(key.encode()).hexdigest()
 
 
 class CollectionNames(Protocol):
@@ -131,7 +93,7 @@ class FirestoreJobStore:
         if job.idempotency_key is not None:
             key_ref = self._idempotency.document(idempotency_doc_id(job.idempotency_key))
             batch.create(key_ref, {"job_id": job.job_id, "created_at": job.created_at})
-        batch.create(self._jobs.document(job.job_id), _to_doc(job))
+        batch.create(self._jobs.document(job.job_id), to_doc(job))
         try:
             batch.commit()
         except gexc.AlreadyExists:
@@ -152,7 +114,7 @@ class FirestoreJobStore:
 
     def get_job(self, job_id: str) -> Job | None:
         snap = self._jobs.document(job_id).get()
-        return _from_doc(Job, snap.to_dict()) if snap.exists else None
+        return from_doc(Job, snap.to_dict()) if snap.exists else None
 
     def update_job(self, job_id: str, mutate: JobMutation) -> Job:
         ref = self._jobs.document(job_id)
@@ -162,13 +124,13 @@ class FirestoreJobStore:
             snap = ref.get(transaction=transaction)
             if not snap.exists:
                 raise NotFound(f"job {job_id} not found")
-            current = _from_doc(Job, snap.to_dict())
+            current = from_doc(Job, snap.to_dict())
             updated = mutate(current)
             if updated is None:
                 return current
             if updated.job_id != job_id:
                 raise ValueError("a mutation must not change the job id")
-            transaction.set(ref, _to_doc(updated))
+            transaction.set(ref, to_doc(updated))
             return updated
 
         try:
@@ -187,7 +149,7 @@ class FirestoreJobStore:
         if any(path == "state" or path.startswith("state.") for path in fields):
             raise ValueError("patch_job never changes the state; use update_job")
         try:
-            self._jobs.document(job_id).update(_convert(fields))
+            self._jobs.document(job_id).update(convert(fields))
         except gexc.NotFound:
             raise NotFound(f"job {job_id} not found") from None
 
@@ -212,7 +174,7 @@ class FirestoreJobStore:
             )
             query = base.limit(page) if cursor is None else base.start_after(cursor).limit(page)
             snaps = list(query.stream())
-            found.extend(_from_doc(Job, snap.to_dict()) for snap in snaps)
+            found.extend(from_doc(Job, snap.to_dict()) for snap in snaps)
             if len(snaps) < page:
                 break
             cursor = snaps[-1]
@@ -233,7 +195,7 @@ class FirestoreJobStore:
             snaps = list(query.order_by("caller").order_by("created_at").limit(1).stream())
             if not snaps:
                 break
-            head = _from_doc(Job, snaps[0].to_dict())
+            head = from_doc(Job, snaps[0].to_dict())
             heads.append(head)
             after = (">", head.caller or "")
         return heads
@@ -247,7 +209,7 @@ class FirestoreJobStore:
             .where(filter=FieldFilter("result_published_at", "==", None))
             .limit(limit)
         )
-        return [_from_doc(Job, snap.to_dict()) for snap in query.stream()]
+        return [from_doc(Job, snap.to_dict()) for snap in query.stream()]
 
     # --- VM leases ----------------------------------------------------------------------
 
@@ -255,14 +217,14 @@ class FirestoreJobStore:
         snap = self._vms.document(name).get()
         if not snap.exists:
             return None, None
-        return _from_doc(VmRecord, snap.to_dict()), snap.update_time
+        return from_doc(VmRecord, snap.to_dict()), snap.update_time
 
     def list_vms(self) -> list[VmRecord]:
-        return [_from_doc(VmRecord, snap.to_dict()) for snap in self._vms.stream()]
+        return [from_doc(VmRecord, snap.to_dict()) for snap in self._vms.stream()]
 
     def put_vm(self, vm: VmRecord, expected_version: object | None) -> object:
         ref = self._vms.document(vm.name)
-        doc = _to_doc(vm)
+        doc = to_doc(vm)
         try:
             if expected_version is None:
                 result = ref.create(doc)
@@ -320,8 +282,8 @@ class FirestoreJobStore:
         vm_ref, job_ref = self._vms.document(vm_name), self._jobs.document(job_id)
         snaps = {snap.reference.path: snap for snap in self._client.get_all([vm_ref, job_ref])}
         vm_snap, job_snap = snaps.get(vm_ref.path), snaps.get(job_ref.path)
-        record = _from_doc(VmRecord, vm_snap.to_dict()) if vm_snap and vm_snap.exists else None
-        job = _from_doc(Job, job_snap.to_dict()) if job_snap and job_snap.exists else None
+        record = from_doc(VmRecord, vm_snap.to_dict()) if vm_snap and vm_snap.exists else None
+        job = from_doc(Job, job_snap.to_dict()) if job_snap and job_snap.exists else None
         return LeaseRead(
             record,
             vm_snap.update_time if record is not None and vm_snap else None,
@@ -334,7 +296,7 @@ class FirestoreJobStore:
     ) -> tuple[list[object], object | None]:
         batch = self._client.batch()
         for write in vms:
-            ref, doc = self._vms.document(write.record.name), _to_doc(write.record)
+            ref, doc = self._vms.document(write.record.name), to_doc(write.record)
             if write.version is None:
                 batch.create(ref, doc)
             else:
@@ -349,10 +311,10 @@ class FirestoreJobStore:
                     key_ref = self._idempotency.document(idempotency_doc_id(key))
                     key_doc = {"job_id": job.job.job_id, "created_at": job.job.created_at}
                     batch.create(key_ref, key_doc)
-                batch.create(ref, _to_doc(job.job))
+                batch.create(ref, to_doc(job.job))
             else:
                 option = self._client.write_option(last_update_time=job.version)
-                batch.update(ref, _to_doc(job.job), option=option)
+                batch.update(ref, to_doc(job.job), option=option)
         try:
             results = batch.commit()
         except (gexc.AlreadyExists, gexc.FailedPrecondition, gexc.NotFound) as exc:
@@ -394,8 +356,3 @@ def _contended(exc: BaseException) -> bool:
     if isinstance(exc, (gexc.Aborted, _LostRace)):
         return True
     return isinstance(exc, ValueError) and isinstance(exc.__cause__, gexc.Aborted)
-
-
-def job_doc(job: Job) -> dict[str, Any]:
-    """The Firestore document of a job (for tests and tools that seed data)."""
-    return _to_doc(job)

@@ -11,15 +11,18 @@ list reads at most the caller's jobs carrying the first pair.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import closing
+from datetime import datetime
 from typing import Any
 
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from comfyburst.adapters.firestore_store import _from_doc
+from comfyburst.adapters._firestore_docs import from_doc
+from comfyburst.adapters.firestore_usage import finished_entries
 from comfyburst.domain.job_query import JobQuery
+from comfyburst.domain.usage import UsageEntry
 from comfyburst.schema import Job
 from comfyburst.states import JobState
 
@@ -54,12 +57,12 @@ class FirestoreJobViews:
                 }
             )
         if len(query.labels) <= 1:
-            return [_from_doc(Job, snap.to_dict()) for snap in q.limit(limit).stream()]
+            return [from_doc(Job, snap.to_dict()) for snap in q.limit(limit).stream()]
         wanted = set(query.labels[1:])
         jobs: list[Job] = []
         with closing(q.stream()) as stream:  # closing it ends the read early
             for snap in stream:
-                job = _from_doc(Job, snap.to_dict())
+                job = from_doc(Job, snap.to_dict())
                 if wanted.issubset(job.label_pairs):
                     jobs.append(job)
                     if len(jobs) >= limit:
@@ -75,6 +78,12 @@ class FirestoreJobViews:
         result = q.count(alias="n").get()
         return int(result[0][0].value)
 
+    def usage_entries(
+        self, caller: str | None, start: datetime, end: datetime, *, all_callers: bool = False
+    ) -> Iterator[UsageEntry]:
+        """The receipts of terminal jobs finished in [start, end) (adapters/firestore_usage.py)."""
+        return finished_entries(self._jobs, caller, start, end, all_callers=all_callers)
+
     def wait_for(self, job_id: str, changed: Callable[[Job], bool], timeout_s: float) -> Job | None:
         done = threading.Event()
         latest: list[Job] = []
@@ -83,7 +92,7 @@ class FirestoreJobViews:
             for snap in snapshots:
                 if not snap.exists:
                     continue
-                job = _from_doc(Job, snap.to_dict())
+                job = from_doc(Job, snap.to_dict())
                 latest[:] = [job]
                 if changed(job):
                     done.set()

@@ -38,7 +38,7 @@ from comfyburst.domain.environments import EnvironmentNotFound
 from comfyburst.domain.json_safety import bounded_mapping
 from comfyburst.domain.request_policy import RequestPolicy
 from comfyburst.errors import PayloadTooLarge
-from comfyburst.services import cancel, environments, preview, status, submit, uploads
+from comfyburst.services import cancel, environments, preview, status, submit, uploads, usage
 from comfyburst.services.job_wait import parse_wait_s
 from comfyburst.settings import AuthMode
 
@@ -127,6 +127,21 @@ def _route(request: flask.Request, path: str, deps: Callable[[], ApiDeps]) -> fl
         api = deps()
         authenticate(request.headers, api.settings)
         return _model(200, gpu_classes.for_settings(api.settings).listing())
+    if path == "/usage":
+        _allow(method, "GET")
+        api = deps()
+        caller = authenticate(request.headers, api.settings)
+        _needs_views(api)
+        answer = usage.get_usage(
+            api.views,
+            request.args.to_dict(flat=False),
+            api.clock.now(),
+            caller=caller,
+            admins=admin_principals(api.settings),
+        )
+        return flask.Response(
+            answer.model_dump_json(by_alias=True), 200, mimetype="application/json"
+        )
     if path == "/environments" or path.startswith("/environments/"):
         return _environments(request, path, deps())
     if (found := _PREVIEW_PATH.match(path)) is not None:

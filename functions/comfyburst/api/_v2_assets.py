@@ -135,7 +135,8 @@ def upload(request: flask.Request, api: Any, caller: str | None) -> flask.Respon
     """`POST /api/v2/assets`: keep the file part's bytes; 201 new, 200 already held."""
     limit = max_upload_bytes(api.settings)
     if request.mimetype != "multipart/form-data":
-        raise V2Error("invalid_request", 415, "send the file as multipart/form-data")
+        # The published contract's answer for a validation failure here (it documents no 415).
+        raise V2Error("invalid_request", 422, "send the file as multipart/form-data")
     if request.content_length is None:
         raise V2Error("length_required", 411, "a Content-Length is required")
     if request.content_length > limit + _FORM_OVERHEAD_BYTES:

@@ -4,7 +4,8 @@ Our errors keep their meaning; only the code (and for a few the status) follow t
 unauthenticated -> 401 `unauthorized`, any refusal of who calls -> 403 `forbidden`, an unknown
 or another caller's resource -> 404 `not_found`, a full per-caller queue -> 429 `queue_full`
 (Retry-After from error_headers), pre-flight's verdict -> 422 `invalid_workflow` with the node
-errors in `details`, a reused Idempotency-Key -> 422 `idempotency_key_reuse`, and any 5xx ->
+errors in `details`, a reused Idempotency-Key -> 422 `idempotency_key_reuse`, a body that is
+not JSON -> 400 `invalid_request` (`details.reason` `invalid_json`), and any 5xx ->
 `upstream_error` with a generic message (the log keeps the traceback).
 """
 
@@ -18,6 +19,7 @@ from comfyburst.errors import (
     ComfyBurstError,
     Forbidden,
     IdempotencyConflict,
+    InvalidJson,
     InvalidRequest,
     NotFound,
     PreflightRejected,
@@ -81,6 +83,9 @@ def _code_of(exc: ComfyBurstError, status: int) -> tuple[str, int]:
         return "idempotency_key_reuse", 422
     if isinstance(exc, InvalidRequest) and (exc.field or "").startswith("workflow"):
         return "invalid_workflow", 422
+    if isinstance(exc, InvalidJson):
+        # The contract has no `invalid_json`: its code for a body it cannot take is this one.
+        return "invalid_request", 400
     return exc.code, status
 
 

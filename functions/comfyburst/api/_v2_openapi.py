@@ -50,7 +50,6 @@ _ERROR_TEXTS = {
     "`environment_building` (comfyburst.environment is not built yet)",
     411: "`length_required`: the upload has no Content-Length",
     413: "Request too large",
-    415: "The upload is not multipart/form-data",
     422: "`invalid_workflow` (details.node_errors), `workflow_format_ui`, `missing_asset`, "
     "`idempotency_key_reuse`, `metadata_invalid`, `invalid_metadata_filter`, `invalid_request`",
     429: "`queue_full` or `too_many_streams`; retry after Retry-After seconds",
@@ -121,7 +120,7 @@ def _operations() -> list[_Op]:
          job_id, None, {200: "V2Workflow"}, (404,)),
         ("post", "/assets", "uploadAsset", "Upload bytes (multipart); blake3 computed on arrival",
          [_IDEMPOTENCY], ("multipart", "V2AssetUpload"), {200: "V2Asset", 201: "V2Asset"},
-         (400, 409, 411, 413, 415, 422)),
+         (400, 409, 411, 413, 422)),
         ("post", "/assets/from-hash", "assetFromHash", "The caller's asset of bytes it holds",
          [], ("json", "V2FromHashBody"), {200: "V2Asset"}, (400, 404, 422)),
         ("head", "/assets/by-hash/{hash}", "headAssetByHash",

@@ -9,6 +9,8 @@ from pydantic.json_schema import models_json_schema
 
 from comfyburst.api._openapi_environments import MODELS as ENVIRONMENT_MODELS
 from comfyburst.api._openapi_environments import environment_paths
+from comfyburst.api._openapi_usage import MODELS as USAGE_MODELS
+from comfyburst.api._openapi_usage import query, usage_paths
 from comfyburst.api.views import ErrorBody, Health, JobList, JobView, ValidateResponse
 from comfyburst.domain.previews import PREVIEW_CONTENT_TYPES
 from comfyburst.schema import GpuClassList, JobRequest
@@ -52,7 +54,9 @@ def _limit_errors(refs: dict[str, Any]) -> dict[str, Any]:
     forbidden = (
         "Credentials not accepted; or code `gpu_class_forbidden`: the deployer's limits do not "
         "let this caller use the GPU class (error.details.gpu_class names it, .allowed the "
-        "classes it may use); nothing was written"
+        "classes it may use); or code `budget_exceeded`: the caller's receipts this month reach "
+        "its monthly budget (error.details: monthly_budget_usd, spent_usd, resets_at); nothing "
+        "was written"
     )
     full = (
         "Code `queue_full`: the caller has as many jobs queued as the deployer allows "
@@ -78,15 +82,6 @@ _WAIT_S = {
 
 
 def _list_parameters() -> list[dict[str, Any]]:
-    def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-        return {
-            "name": name,
-            "in": "query",
-            "required": False,
-            "description": description,
-            "schema": schema,
-        }
-
     time = {"type": "string", "format": "date-time"}
     return [
         {
@@ -128,6 +123,7 @@ def openapi_document(auth_mode: AuthMode = AuthMode.IAM) -> dict[str, Any]:
             (UploadAnswer, "serialization"),
             (GpuClassList, "serialization"),
             *ENVIRONMENT_MODELS,
+            *USAGE_MODELS,
         ],
         ref_template=_REF,
     )
@@ -249,6 +245,7 @@ def openapi_document(auth_mode: AuthMode = AuthMode.IAM) -> dict[str, Any]:
             }
         },
         **environment_paths(refs, _json, _errors),
+        **usage_paths(refs, _json, _errors),
         "/healthz": {
             "get": {
                 "operationId": "health",

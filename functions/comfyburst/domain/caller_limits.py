@@ -1,5 +1,5 @@
 """Per-caller limits the deployer sets: most jobs queued, most running at once, which GPU
-classes a caller may use.
+classes a caller may use, a monthly budget in USD.
 
 Set in `COMFYBURST_CALLER_LIMITS` (terraform: `caller_limits`) as one JSON object, a default
 and per-principal overrides (a principal as the API names callers: `key:NAME` or an ID
@@ -14,6 +14,8 @@ default is no limit (every class). To lift a caller above the default, give a la
 or more classes. Pure rules, no I/O: the submit use case counts the caller's queued jobs.
 `max_running` never refuses a submit: a caller at it has its queued jobs wait while others'
 start (domain/fair_share.py, applied by the dispatcher and the draining worker's claim).
+`monthly_budget_usd` refuses a submit (403 `budget_exceeded`) once the caller's receipts this
+month reach it (domain/usage.py); it never stops a job that was admitted.
 """
 
 from __future__ import annotations
@@ -42,6 +44,13 @@ class Limits(BaseModel):
     )
     gpu_classes: list[str] | None = Field(
         default=None, description="The GPU classes the caller may use; null: every class"
+    )
+    monthly_budget_usd: float | None = Field(
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="USD of receipts a caller may reach in a calendar month (UTC) before its "
+        "submits are refused (domain/usage.py); running jobs are never stopped for it",
     )
 
 

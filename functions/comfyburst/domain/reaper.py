@@ -15,12 +15,20 @@ flag, again with the attempts it read.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from comfyburst.domain import dispatch_rule, fair_share
-from comfyburst.domain.caller_limits import CallerLimits
-from comfyburst.domain.gpu_classes import GpuClasses, build
+from comfyburst.domain._reaper_dispatch import Fleet, dispatches_of
+from comfyburst.domain._reaper_policy import (
+    BOOTING_STATUSES,
+    DOWN_STATUSES,
+    DRAIN_LEASE_PREFIX,
+    START_TAKES_S,
+    STOCKOUT_CODES,
+    UP_STATUSES,
+    ReaperPolicy,
+    age_s,
+    is_drain_lease,
+)
 from comfyburst.domain.jobs import attempts_counted
 from comfyburst.domain.reaper_actions import (
     Action,
@@ -36,13 +44,17 @@ from comfyburst.domain.reaper_actions import (
     TimeOutJob,
     VmAction,
 )
-from comfyburst.domain.reaper_room import create_room
-from comfyburst.domain.scheduling import STOCKOUT_REASONS, is_free
 from comfyburst.ports import VmStatus
 from comfyburst.schema import Job, Lease, VmRecord
 from comfyburst.states import JobState
 
 __all__ = [
+    "BOOTING_STATUSES",
+    "DOWN_STATUSES",
+    "DRAIN_LEASE_PREFIX",
+    "START_TAKES_S",
+    "STOCKOUT_CODES",
+    "UP_STATUSES",
     "Action",
     "CancelJob",
     "CompleteFromDoneFlag",
@@ -61,51 +73,6 @@ __all__ = [
     "plan",
 ]
 
-# Start-operation errors after which the VM's zone has no capacity for a while.
-STOCKOUT_CODES = STOCKOUT_REASONS
-# Statuses in which a VM bills (or is about to) and can be stopped.
-UP_STATUSES = frozenset({"PROVISIONING", "STAGING", "RUNNING"})
-# Statuses of a VM on its way up; one that stays in them past the boot timeout is hung.
-BOOTING_STATUSES = frozenset({"PROVISIONING", "STAGING"})
-# Statuses in which no worker runs on the VM.
-DOWN_STATUSES = frozenset({"TERMINATED", "STOPPED", "SUSPENDED", "SUSPENDING", "STOPPING"})
-# A worker that drains after its job holds its VM's lease as `drain:{vm_name}` (no job has
-# that id); the lease is live until it expires, never a lease to a missing job.
-DRAIN_LEASE_PREFIX = "drain:"
-# A VM whose start Compute accepted leaves TERMINATED within seconds; one still TERMINATED
-# this long after its job was dispatched did not start.
-START_TAKES_S = 60.0
-# Without the deployment's classes (older callers, tests): every VM and job in one class.
-_ONE_CLASS = build([], None, None)
-
-
-def is_drain_lease(job_id: str) -> bool:
-    """The lease is a draining worker's hold on its VM, not a job's."""
-    return job_id.startswith(DRAIN_LEASE_PREFIX)
-
-
-@dataclass(frozen=True)
-class ReaperPolicy:
-    """Thresholds, in seconds, from the deployment's settings."""
-
-    boot_timeout_s: float
-    heartbeat_timeout_s: float
-    max_attempts: int
-    stockout_cooldown_s: float = 300.0
-    drain_grace_s: float = 30.0
-    # A queued job younger than this (since it entered `queued`) is left to whoever queued it
-    # (a draining worker polls the queue far more often); the reaper starting a VM for it too
-    # would lease and start a second VM only to stop it again.
-    dispatch_grace_s: float = 10.0
-    # How long a lease lasts when written; with it the planner knows when a lease was taken.
-    lease_ttl_s: float = 900.0
-    # The deployment's GPU classes: queued jobs of a class that may create a VM (or replace a
-    # stopped one in a stocked-out zone) are dispatched beyond the free VMs. None: free only.
-    classes: GpuClasses | None = None
-    # Per-caller limits: a caller at its `max_running` has its queued jobs wait. None: none.
-    caller_limits: CallerLimits | None = None
-
-
 # Only a job a worker may have run can have a done flag for its current attempt.
 _MAY_HAVE_RUN = (JobState.STARTING, JobState.RUNNING)
 
@@ -118,10 +85,6 @@ def done_flag_candidates(actions: Iterable[Action]) -> list[str]:
         if isinstance(a, RequeueJob | FailJob | TimeOutJob | CancelJob)
         and a.seen_state in _MAY_HAVE_RUN
     ]
-
-
-def _age_s(since: datetime | None, now: datetime) -> float | None:
-    return None if since is None else (now - since).total_seconds()
 
 
 class _Planner:
@@ -268,7 +231,7 @@ class _Planner:
                     self.cooling.add(job.vm.name)
                 self._fault(job, f"start of VM {job.vm.name if job.vm else '?'} failed: {code}")
                 return
-            age = _age_s(job.dispatched_at or job.state_changed_at, self.now)
+            age = age_s(job.dispatched_at or job.state_changed_at, self.now)
             if vm_status == "TERMINATED" and age is not None and age >= START_TAKES_S:
                 # The dispatcher commits the job `starting` before it requests the start, and
                 # stores no operation: a VM still down this long after did not start (refused
@@ -290,7 +253,7 @@ class _Planner:
         if vm_status in DOWN_STATUSES:
             self._fault(job, f"VM {job.vm.name if job.vm else '?'} is {vm_status}")
             return
-        age = _age_s(job.heartbeat_at or job.started_at or job.state_changed_at, self.now)
+        age = age_s(job.heartbeat_at or job.started_at or job.state_changed_at, self.now)
         if age is not None and age >= self.policy.heartbeat_timeout_s:
             self._fault(job, f"no heartbeat for {age:.0f} s")
 
@@ -354,7 +317,7 @@ class _Planner:
         starts = [t for t in (status.last_start_at, _leased_at(lease, self.policy)) if t]
         if not starts:
             return None if lease is not None else f"{status.status} with no lease and no start"
-        age = _age_s(max(starts), self.now) or 0.0
+        age = age_s(max(starts), self.now) or 0.0
         if age < self.policy.boot_timeout_s:
             return None
         return f"{status.status} for {age:.0f} s (boot timeout {self.policy.boot_timeout_s:g} s)"
@@ -372,7 +335,7 @@ class _Planner:
             if job is not None and not job.state.terminal and job.job_id not in self.ending:
                 return None  # leased to a job being dispatched
         if record and record.last_seen:
-            seen_age = _age_s(record.last_seen, self.now) or 0.0
+            seen_age = age_s(record.last_seen, self.now) or 0.0
             if seen_age < self.policy.drain_grace_s:
                 return None  # a draining worker looks for its next job, then shuts down
         if lease is None:
@@ -386,41 +349,14 @@ class _Planner:
 
     def dispatches(self) -> list[DispatchJob]:
         requeued = {a.job_id for a in self.job_actions if isinstance(a, RequeueJob)}
-        grace = self.policy.dispatch_grace_s
-        queued = [
-            j
-            for j in self.jobs
-            if (
-                j.state is JobState.QUEUED
-                and not j.cancel_requested
-                and j.job_id not in self.ending
-                and (_age_s(j.state_changed_at, self.now) or 0.0) >= grace
-            )
-            or j.job_id in requeued  # retried at once, on another VM, if one is free
-        ]
-        free = [
-            status.labels
-            for name, status in self.fleet.items()
-            if name not in self.cooling and is_free(status, self._after_release(name), self.now)
-        ]
-        # A free VM goes to a job of its own class (domain/dispatch_rule.py), as placement does.
-        classes = self.policy.classes or _ONE_CLASS
-        room: dict[str, int] = {}
-        if self.policy.classes is not None:
-            room = create_room(classes, list(self.fleet.values()), self.records, self.now)
-        per_class = dispatch_rule.free_by_class(classes, free)
-        # Fair share between callers (domain/fair_share.py): who runs fewest goes first.
-        running = fair_share.running_by_caller(j for j in self.jobs if j.job_id not in self.ending)
-        limits = self.policy.caller_limits
-        max_running = limits.max_running if limits is not None else fair_share.no_limit
-        picked = dispatch_rule.pick(queued, per_class, room, classes, running, max_running)
-        return [DispatchJob(j.job_id) for j in picked]
-
-    def _after_release(self, name: str) -> VmRecord | None:
-        record = self.records.get(name)
-        if record is not None and name in self.releasing:
-            return record.model_copy(update={"lease": None})
-        return record
+        return dispatches_of(
+            self.jobs,
+            requeued,
+            self.ending,
+            Fleet(self.fleet, self.records, self.cooling, self.releasing),
+            self.now,
+            self.policy,
+        )
 
 
 def _leased_at(lease: Lease | None, policy: ReaperPolicy) -> datetime | None:

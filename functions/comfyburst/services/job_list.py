@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from comfyburst.domain.job_query import DEFAULT_PAGE_SIZE, Cursor, JobQuery
+from comfyburst.domain.query_args import single_arg
 from comfyburst.errors import InvalidRequest
 from comfyburst.schema import Job
 from comfyburst.states import JobState
@@ -138,7 +139,7 @@ def parse_query(
         page_size=_page_size(args),
         labels=labels,
     )
-    token = _single(args, "page_token")
+    token = single_arg(args, "page_token")
     if token is not None:
         query = JobQuery(**{**query.__dict__, "after": decode_token(token, query, token_key)})
     return query
@@ -152,15 +153,8 @@ def list_jobs(lister: JobLister, query: JobQuery, token_key: bytes) -> JobPage:
     return JobPage(jobs, token)
 
 
-def _single(args: Mapping[str, Sequence[str]], name: str) -> str | None:
-    values = list(args.get(name, []))
-    if len(values) > 1:
-        raise InvalidRequest(f"{name} may be given once", field=name)
-    return values[0] if values else None
-
-
 def _time(args: Mapping[str, Sequence[str]], name: str) -> datetime | None:
-    value = _single(args, name)
+    value = single_arg(args, name)
     if value is None:
         return None
     try:
@@ -178,7 +172,7 @@ def _time(args: Mapping[str, Sequence[str]], name: str) -> datetime | None:
 
 
 def _page_size(args: Mapping[str, Sequence[str]]) -> int:
-    value = _single(args, "page_size")
+    value = single_arg(args, "page_size")
     if value is None:
         return DEFAULT_PAGE_SIZE
     # ASCII digits only, few of them: str.isdigit() admits "²", which int() refuses.

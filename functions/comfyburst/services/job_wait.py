@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from comfyburst.domain.query_args import single_arg
 from comfyburst.errors import InvalidRequest
 from comfyburst.schema import Job
 
@@ -32,13 +33,11 @@ def observed(job: Job) -> tuple[Any, ...]:
 
 def parse_wait_s(args: Mapping[str, Sequence[str]]) -> float | None:
     """`wait_s` of a GET /jobs/{id}: None when absent; 0 to 60 seconds, else 400."""
-    values = list(args.get("wait_s", []))
-    if not values:
+    value = single_arg(args, "wait_s")
+    if value is None:
         return None
-    if len(values) > 1:
-        raise InvalidRequest("wait_s may be given once", field="wait_s")
     try:
-        wait_s = float(values[0])
+        wait_s = float(value)
     except ValueError:
         wait_s = -1.0
     if not 0.0 <= wait_s <= MAX_WAIT_S:  # also refuses NaN

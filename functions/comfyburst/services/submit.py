@@ -39,6 +39,7 @@ from comfyburst.domain.json_safety import (
 from comfyburst.domain.labels import label_pairs
 from comfyburst.domain.uploads import check_uploaded_models
 from comfyburst.errors import (
+    BudgetExceeded,
     IdempotencyConflict,
     InvalidRequest,
     JobExists,
@@ -54,6 +55,7 @@ from comfyburst.services._job_leases import JobGone
 from comfyburst.services.dispatch import Dispatcher
 from comfyburst.services.environments import check_job_environment, with_environment
 from comfyburst.services.uploads import stored_sizes
+from comfyburst.services.usage import check_monthly_budget
 from comfyburst.states import JobState
 
 logger = logging.getLogger(__name__)
@@ -193,14 +195,17 @@ def submit_job(
             "label_pairs": label_pairs(labels or {}),
         }
     )
-    # The deployer's limits, before anything is written: the class (403), then the queue (429).
+    # The deployer's limits, before anything is written: the class (403), the budget (403),
+    # then the queue (429).
     limits = _limits_of(deps.settings).for_caller(caller)
     assert job.gpu_class is not None
     check_class(limits, job.gpu_class)
     try:
+        # The month's receipts against the caller's budget (403), before the queue's count.
+        check_monthly_budget(deps.counts, deps.store, caller, limits, now)
         with ADMISSION.queue_slot(caller, limits, lambda: _queued_of(deps, caller)):
             return _store_and_place(deps, job, request, request_json, caller)
-    except QueueFull:
+    except (QueueFull, BudgetExceeded):
         if scoped_key is None or deps.store.get_job(job_id) is None:
             raise
     # A retried submit whose job exists: answered as ever (its job, or 409), nothing new.

@@ -12,6 +12,7 @@ import uuid
 from comfyburst.ports import BlobStore, Clock, JobStore
 from comfyburst.schema import DeploymentConfig, VmRef
 from comfyburst_worker._download import HttpDownloader
+from comfyburst_worker._drain_wait import QueueSignal
 from comfyburst_worker._hosts import HostPolicy
 from comfyburst_worker._secrets import CIVITAI_HOST, HUGGINGFACE_HOST, load_auth_headers
 from comfyburst_worker.agent import Agent, poweroff
@@ -100,6 +101,17 @@ def _cloud_adapters(config: DeploymentConfig) -> tuple[JobStore, BlobStore, Cloc
     return store, blobs, SystemClock()
 
 
+def _queue_watch(config: DeploymentConfig, gpu_class: str) -> QueueSignal:
+    """The listen on this VM's class's queue that wakes the draining agent (started now, so
+    it is answering by the time the first job ends)."""
+    from google.cloud import firestore  # type: ignore[attr-defined,unused-ignore]
+
+    from comfyburst.adapters.firestore_queue_watch import FirestoreQueueWatch
+
+    client = firestore.Client(project=config.project_id)
+    return FirestoreQueueWatch(client, config.jobs_collection, gpu_class).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     booted_at = time.monotonic()
     logging.basicConfig(
@@ -139,7 +151,12 @@ def main(argv: list[str] | None = None) -> int:
             probe,
         )
         gpu_class = metadata.gpu_class()
-        Agent(services, vm, booted_at, preemption, phases, gpu_class).run(boot_job)
+        queue = (
+            _queue_watch(config, gpu_class or config.default_gpu_class)
+            if settings.drain_listen
+            else None
+        )
+        Agent(services, vm, booted_at, preemption, phases, gpu_class, queue).run(boot_job)
         log.info("no more work; powering off (%s)", settings.poweroff_command)
     except Exception:
         # Powering off beats a restart loop: systemd would bring the agent back into the

@@ -6,8 +6,9 @@ this VM's lease (re-pointed to the next job). Only when none was waiting does th
 out without it; the lease is first re-pointed to `drain:{vm_name}` (until the grace plus a
 margin), so neither the trigger (which releases only the manifest's job's lease) nor the reaper
 (which stops a RUNNING VM without a live lease) takes the VM from under the draining agent. It
-then polls for `drain_grace_s` (jobs the dispatcher gave this VM, then queued jobs, those whose
-models are cached first) before releasing the lease and powering off.
+then looks for `drain_grace_s` (jobs the dispatcher gave this VM, then queued jobs, those whose
+models are cached first) before releasing the lease and powering off: woken at once by a listen
+on its class's queue (_drain_wait.py), else polling.
 
 Isolation: ComfyUI's input, output and temp folders and the job model view are emptied when
 the agent starts and after every job, however it ended (a stopped run is first waited out),
@@ -26,6 +27,8 @@ from comfyburst.errors import PreconditionFailed
 from comfyburst.ports import Clock, JobStore
 from comfyburst.schema import DoneManifest, DoneStatus, Job, JobPhases, VmRef, WorkerTimings
 from comfyburst.states import JobState
+from comfyburst_worker._drain_wait import DrainWait, QueueSignal
+from comfyburst_worker._queue_pick import CANDIDATES, ranked_queued
 from comfyburst_worker.claims import (
     TAKEN,
     ClaimRule,
@@ -33,9 +36,6 @@ from comfyburst_worker.claims import (
     VmClass,
     claim_starting,
     queued_claim,
-    queued_heads,
-    rank_queued,
-    share_of,
 )
 from comfyburst_worker.env_job import EnvBuildRunner
 from comfyburst_worker.env_layers import EnvironmentNotReady
@@ -46,7 +46,6 @@ from comfyburst_worker.preemption import PreemptionWatch
 
 log = logging.getLogger(__name__)
 
-_CANDIDATES = 20
 _CLAIM_TRIES = 3
 # Past the drain grace, so a slow last claim attempt and the power-off stay covered; short,
 # so a crashed draining agent's VM is stopped by the reaper soon after.
@@ -62,6 +61,7 @@ class Agent:
         preemption: PreemptionWatch | None = None,
         phases: PhaseLog | None = None,
         gpu_class: str | None = None,
+        queue: QueueSignal | None = None,
     ) -> None:
         self.s, self.vm = services, vm
         # The VM's GPU class (its metadata attribute; none: the default): it drains only
@@ -83,6 +83,11 @@ class Agent:
         # Set when the folders could not be emptied: no other job may run on what is left.
         self.tainted = False
         self._env_runner: EnvBuildRunner | None = None
+        # A listen on this class's queue (started by the caller): wakes the drain at once.
+        settings = services.settings
+        self.waiter = DrainWait(
+            queue, settings.drain_poll_interval_s, settings.drain_listen_poll_interval_s
+        )
 
     def run(self, boot_job_id: str | None) -> None:
         """Claim, run and drain until no work is left; the caller powers off."""
@@ -120,6 +125,8 @@ class Agent:
         self.s.leases.release([self.holder, self.drain_id, *self.finished])
         self.s.cache.wait_for_mirrors()
         self.s.follower.close()
+        if self.waiter.signal is not None:
+            self.waiter.signal.stop()
 
     def _hold_for_drain(self, from_job: str | None) -> None:
         """Lease the VM to the drain marker for the grace period (plus a margin)."""
@@ -184,7 +191,9 @@ class Agent:
             return None, 0.0
         self.phases.done(phases, self.runner.comfy_seen_at)
         t1 = time.monotonic()
-        next_job = self._claim_next(job.job_id)
+        # A live listen that says this class's queue is empty spares the look before the flag
+        # (no job can be starting here: this VM's lease names this job).
+        next_job = None if self.waiter.listening() else self._claim_next(job.job_id)
         next_claim_s = time.monotonic() - t1
         if next_job is None:
             # Before the done flag: the trigger releases only a lease that names this job.
@@ -283,13 +292,13 @@ class Agent:
             return None, 0.0
         deadline = time.monotonic() + self.s.config.drain_grace_s
         while True:
+            self.waiter.arm()
             t0 = time.monotonic()
             job = self._claim_next(self.holder)
             if job is not None:
                 return job, time.monotonic() - t0
-            if time.monotonic() + self.s.settings.drain_poll_interval_s > deadline:
+            if not self.waiter.wait(deadline - time.monotonic()):
                 return None, 0.0
-            time.sleep(self.s.settings.drain_poll_interval_s)
 
     def _claim_next(self, previous: str | None) -> Job | None:
         """A job the dispatcher gave this VM, else the best queued one; None if none."""
@@ -298,7 +307,7 @@ class Agent:
         store, clock = self.s.store, self.s.clock
         # One query for both on the hot path; queued alone if starting jobs filled it.
         try:
-            listed = store.list_jobs([JobState.STARTING, JobState.QUEUED], limit=2 * _CANDIDATES)
+            listed = store.list_jobs([JobState.STARTING, JobState.QUEUED], limit=2 * CANDIDATES)
         except Exception as exc:  # a store hiccup: no next job this time, not a dead agent
             log.warning("listing the queue failed: %s", exc)
             return None
@@ -309,52 +318,9 @@ class Agent:
                 if claimed is not None:
                     return claimed
 
-        def claimable(jobs: list[Job]) -> list[Job]:
-            now = clock.now()
-            return [
-                j
-                for j in jobs
-                if j.state is JobState.QUEUED
-                and not j.cancel_requested
-                and j.deadline_at > now
-                and self.vm_class.takes(j)
-            ]
-
-        queued = claimable(listed)
-        if not queued and len(listed) >= 2 * _CANDIDATES:
-            # The oldest live jobs are all starting or of other classes: this class's own queue
-            # (jobs record their class at submit), so a busy class never starves this one.
-            try:
-                queued = claimable(
-                    store.list_jobs([JobState.QUEUED], _CANDIDATES, gpu_class=self.vm_class.name)
-                )
-            except Exception as exc:
-                log.warning("listing the queue failed: %s", exc)
-                return None
-        if len(listed) >= 2 * _CANDIDATES:
-            # A backlog past the listing: each caller's oldest queued job of this class too, so
-            # fair share sees a caller whose jobs all queued after the listed ones.
-            seen = {j.job_id for j in queued}
-            heads = claimable(queued_heads(store, self.vm_class.name))
-            queued += [j for j in heads if j.job_id not in seen]
-        if not queued:
+        ranked = ranked_queued(self.s, self.vm, self.vm_class, listed)
+        if not ranked:
             return None
-        # The VM's cached models matter only when a candidate brings models.
-        needs_models = any(j.request.models for j in queued)
-        cached = self.s.leases.models_cached() if needs_models else set()
-        # Fair share between callers, and each caller's max_running (domain/fair_share.py).
-        share = share_of(store, queued, self.s.config.running_limits)
-        if share is None:
-            return None
-        running, max_running = share
-        ranked = rank_queued(
-            queued,
-            cached,
-            self.vm.name,
-            vm_class=self.vm_class,
-            running=running,
-            max_running=max_running,
-        )
         rule = queued_claim(self.vm, clock, self.vm_class)
         for job in ranked[:_CLAIM_TRIES]:
             taken = self._take(job.job_id, previous, rule)

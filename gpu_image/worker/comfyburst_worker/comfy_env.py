@@ -7,7 +7,10 @@ Isolation: a private environment's ComfyUI process never runs another caller's j
 restarted into is deleted (`layers_to_delete`; so a layer ComfyUI leaves is gone before any
 later pack code runs, and so are those a reboot left). An environment ComfyUI was running
 before this agent started (the file says so) is of an unknown owner: the first job restarts
-ComfyUI, and that layer is deleted as a private one would be.
+ComfyUI, and that layer is deleted as a private one would be; so is one the file marks as a
+switch the agent did not see through (it may have died before the old process stopped).
+Another caller's private layer is never downloaded while such a process runs (back to the base
+first), and an agent that starts on the base deletes the private layers a reboot left.
 """
 
 from __future__ import annotations
@@ -92,15 +95,21 @@ class Ready:
     restarted: bool = False
 
 
-def write_layer_file(path: Path, layer: Layer | None) -> None:
-    """The active layer file, replaced atomically (a reader sees the old or the new one)."""
+def write_layer_file(path: Path, layer: Layer | None, switching: bool = False) -> None:
+    """The active layer file, replaced atomically (a reader sees the old or the new one).
+
+    `switching`: written before the restart, until ComfyUI is proven to serve the layer; an
+    agent that starts on such a file does not know what ComfyUI loaded (the old process may
+    still run) and treats it as of unknown owner."""
     site = layer.site_packages if layer is not None else None
-    body = {
+    body: dict[str, object] = {
         "environment_id": layer.environment_id if layer is not None else None,
         # Absolute: ComfyUI's start (another working directory) refuses relative ones.
         "custom_nodes": str(layer.custom_nodes.absolute()) if layer is not None else None,
         "site_packages": str(site.absolute()) if site is not None else None,
     }
+    if switching:
+        body["switching"] = True
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
     tmp.write_text(json.dumps(body, sort_keys=True))
@@ -116,7 +125,9 @@ def read_layer_file(path: Path) -> str | None:
         return None
     except (OSError, ValueError):
         return UNKNOWN_OWNER
-    value = body.get("environment_id") if isinstance(body, dict) else UNKNOWN_OWNER
+    if not isinstance(body, dict) or body.get("switching"):
+        return UNKNOWN_OWNER  # a switch the agent did not see through
+    value = body.get("environment_id")
     return str(value) if value is not None else None
 
 
@@ -159,6 +170,11 @@ class ComfyEnv:
         self.layers.clear_partials()
         running = read_layer_file(self.layer_file)
         self.loaded = Loaded(running, UNKNOWN_OWNER) if running is not None else Loaded()
+        if running is None:
+            # The base runs, and a build's pack code may run beside it before any restart:
+            # no private layer a reboot left stays on disk until then.
+            for doomed in self.layers.private():
+                self.layers.remove(doomed)
 
     def prepare(self, environment_id: str | None, private: bool, caller: str | None) -> Ready:
         """Make ComfyUI run `environment_id` (None: the base) for `caller`'s job."""
@@ -173,13 +189,23 @@ class ComfyEnv:
             )
         t0 = time.monotonic()
         previous = self.loaded
+        if (
+            private
+            and environment_id is not None
+            and previous.owner not in (None, caller)
+            and self.layers.get(environment_id) is None
+        ):
+            # Another caller's private pack code (or code of unknown history) runs: back to the
+            # base first, so this caller's private layer never lands on disk beside it.
+            self.prepare(None, False, caller)
+            previous = self.loaded
         layer = None
         if environment_id is not None:
             layer = self.layers.ensure(environment_id, [previous.environment_id], private)
         wanted = set(layer.node_types) if layer is not None else set()
         old = self._layer_of(previous.environment_id)
         gone = set(old.node_types) - wanted if old is not None else set()
-        write_layer_file(self.layer_file, layer)
+        write_layer_file(self.layer_file, layer, switching=True)
         # Until proven otherwise, the process is of unknown history.
         self.loaded = Loaded(UNKNOWN_OWNER, UNKNOWN_OWNER)
         # Before the restart: the next ComfyUI's pack code never sees another's private layer.
@@ -187,6 +213,7 @@ class ComfyEnv:
             self.layers.remove(doomed)
         self._restart()
         self._check(wanted, gone)
+        write_layer_file(self.layer_file, layer)
         self.loaded = Loaded(environment_id, caller if private else None)
         return Ready(
             round(time.monotonic() - t0, 4),

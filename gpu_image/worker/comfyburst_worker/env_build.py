@@ -37,11 +37,20 @@ TAIL_CHARS = 1500
 # or `ssh` on a redirect or in a submodule.
 _SITES = "import site,json;print(json.dumps(site.getsitepackages()))"
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "GIT_ASKPASS": "true"}
+_XDG = {"CONFIG": ".config", "CACHE": ".cache", "DATA": ".local/share", "STATE": ".local/state"}
 
-# Run as the build's user with the base interpreter: a file written, the layer archived to stdout.
+# Run as the build's user with the base interpreter: a file written, the layer archived to stdout
+# (refused when what a VM takes of it holds a link: env_layers.unpack would refuse each job).
 _WRITE = "import pathlib,sys;pathlib.Path(sys.argv[1]).write_text(sys.argv[2])"
 _TAR = (
     "import os,sys,tarfile\n"
+    "for part in ('custom_nodes', 'venv/lib'):\n"
+    "    for top, dirs, files in os.walk(os.path.join(sys.argv[1], part)):\n"
+    "        for name in sorted(dirs + files):\n"
+    "            path = os.path.join(top, name)\n"
+    "            if os.path.islink(path):\n"
+    "                sys.exit('a pack holds a link, which no VM unpacks: '\n"
+    "                         + os.path.relpath(path, sys.argv[1]))\n"
     "with tarfile.open(fileobj=sys.stdout.buffer, mode='w|gz') as tar:\n"
     "    for part in ('custom_nodes', 'venv'):\n"
     "        tar.add(os.path.join(sys.argv[1], part), arcname=part)\n"
@@ -154,6 +163,8 @@ class LayerBuilder:
     step_timeout_s: float = 900.0
     comfyui_dir: Path | None = None
     run: Runner = field(default=subprocess.run)
+    # The build's own empty home (in its folder): see _fresh_home.
+    _home: Path | None = field(default=None, init=False, repr=False)
 
     def build(self, packs: Sequence[str], layer: Path, archive: Path | None = None) -> BuiltLayer:
         """The layer of `packs` (canonical `URL@COMMIT` texts) in the new folder `layer`, its
@@ -165,6 +176,7 @@ class LayerBuilder:
             raise BuildFailed(None, f"two packs share a folder name: {sorted(folders)}")
         # Made by the build's user, so every later step (as that user) may write in it.
         self._cmd(["mkdir", "-p", "--", str(nodes_dir)], None, "making the layer folder")
+        self._home = layer / "home"
         self._venv(venv)
         constraints = layer / "base-constraints.txt"
         self._cmd(
@@ -255,6 +267,17 @@ class LayerBuilder:
         lines = "\n".join(json.loads(base_sites)) + "\n"
         self._cmd([str(venv / "bin" / "python"), "-c", link, lines], None, "venv link")
 
+    def _fresh_home(self, args: Sequence[str]) -> list[str]:
+        """`args` with HOME (and XDG's folders) in the build's folder: git, pip and the probe
+        read configuration, hooks and caches from there. The build user's own home is where
+        every earlier job's pack code (a private environment's too) could write, and what a
+        build makes is stored once and run by every caller of a shared environment."""
+        if self._home is None:
+            return list(args)
+        home = str(self._home)
+        xdg = [f"XDG_{k}_HOME={home}/{v}" for k, v in _XDG.items()]
+        return ["env", f"HOME={home}", *xdg, *args]
+
     def _is_file(self, path: Path) -> bool:
         # Asked as the build's user: the worker may not see into the layer folder at all.
         done = self.run([*self.as_user, "test", "-f", str(path)], capture_output=True, check=False)
@@ -274,8 +297,10 @@ class LayerBuilder:
     def _checkout(self, pack: GitPack, target: Path) -> None:
         scheme = urlsplit(pack.url).scheme
         env = {"GIT_ALLOW_PROTOCOL": scheme}
-        self._cmd(["git", "init", "-q", str(target)], pack.text, "git init", env=env)
-        git = ["git", "-C", str(target)]
+        self._cmd(
+            self._fresh_home(["git", "init", "-q", str(target)]), pack.text, "git init", env=env
+        )
+        git = self._fresh_home(["git", "-C", str(target)])
         self._cmd([*git, "remote", "add", "origin", pack.url], pack.text, "git remote", env=env)
         fetch = [*git, "fetch", "-q", "origin", pack.commit]
         try:
@@ -293,20 +318,22 @@ class LayerBuilder:
             ) from None
 
     def _pip(self, pack: GitPack, venv: Path, requirements: Path, constraints: Path) -> None:
-        args = [
-            *self.pip_command,
-            "--python",
-            str(venv / "bin" / "python"),
-            "install",
-            "--no-input",
-            "--disable-pip-version-check",
-            "--only-binary=:all:",
-            "-r",
-            str(requirements),
-            "-c",
-            str(constraints),
-            *self.pip_args,
-        ]
+        args = self._fresh_home(
+            [
+                *self.pip_command,
+                "--python",
+                str(venv / "bin" / "python"),
+                "install",
+                "--no-input",
+                "--disable-pip-version-check",
+                "--only-binary=:all:",
+                "-r",
+                str(requirements),
+                "-c",
+                str(constraints),
+                *self.pip_args,
+            ]
+        )
         try:
             self._cmd(args, pack.text, "installing its requirements")
         except BuildFailed as exc:
@@ -320,7 +347,7 @@ class LayerBuilder:
     ) -> dict[str, dict[str, Any]]:
         cwd = str(self.comfyui_dir) if self.comfyui_dir else None
         env = {"PYTHONPATH": cwd} if cwd else {}
-        args = [str(venv / "bin" / "python"), "-c", _PROBE, str(nodes_dir)]
+        args = self._fresh_home([str(venv / "bin" / "python"), "-c", _PROBE, str(nodes_dir)])
         done = self.run(
             [*self.as_user, *args],
             capture_output=True,

@@ -42,7 +42,7 @@ from comfyburst_worker.progress import ProgressWriter
 from comfyburst_worker.prompt_errors import execution_error, prompt_error
 from comfyburst_worker.run_tracker import Outcome, RunTracker
 from comfyburst_worker.settings import WorkerSettings
-from comfyburst_worker.workspace import ComfyFolders
+from comfyburst_worker.workspace import ComfyFolders, place_input
 from comfyburst_worker.ws_follower import WsFollower
 
 log = logging.getLogger(__name__)
@@ -226,13 +226,15 @@ class JobRunner:
 
     def ready_environment(self, job: Job, timings: WorkerTimings, phases: JobPhases) -> None:
         """ComfyUI runs the job's environment or the base (a build job's: the base), restarted
-        if need be; raises EnvironmentNotReady."""
+        if need be; raises EnvironmentNotReady. The receipt shows the readying for a job naming
+        an environment and for any job whose run restarted ComfyUI (back to the base after
+        another's environment: those seconds are this job's too)."""
         ready = ready_for_job(self.s.env, job, self.s.leases)
         if ready.restarted:
             # A fresh ComfyUI: no models loaded, and the websocket went with the old process.
             self._comfy_ready, self._free_before_prompt = True, False
             self.s.follower.close()
-        if job.options.environment is not None:
+        if job.options.environment is not None or ready.restarted:
             timings.environment_s, timings.environment_downloaded = ready.seconds, ready.downloaded
             phases.environment_ready_at = self.s.clock.now()
 
@@ -294,9 +296,7 @@ class JobRunner:
 
     def _place_input(self, name: str, data: bytes, subfolder: str) -> str:
         # Straight into ComfyUI's input folder, which the agent empties between jobs.
-        target = Path(self.s.folders.input) / subfolder / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+        place_input(Path(self.s.folders.input), subfolder, name, data)
         return f"{subfolder}/{name}"
 
     def _execute(

@@ -58,7 +58,20 @@ class WorkerSettings(BaseSettings):
         description="Least time between two progress writes to the job", default=1.0, ge=0
     )
     drain_poll_interval_s: float = Field(
-        description="How often an idle worker looks for a queued job", default=0.5, gt=0
+        description="How often an idle worker looks for a queued job without a live queue listen",
+        default=0.5,
+        gt=0,
+    )
+    drain_listen: bool = Field(
+        default=True,
+        description="Listen to this class's queue (Firestore on_snapshot) while draining; off: "
+        "poll only",
+    )
+    drain_listen_poll_interval_s: float = Field(
+        description="How often an idle worker whose queue listen says the queue is empty looks "
+        "anyway (a safety net; the listen wakes it at once for a new job)",
+        default=5.0,
+        gt=0,
     )
     comfyui_ready_timeout_s: float = Field(
         description="How long to wait for ComfyUI to answer at boot", default=300.0, gt=0

@@ -1,0 +1,65 @@
+"""Usage's read (domain/usage.py): the terminal job documents finished in a time range.
+
+One query, `finished_at >= start`, `finished_at < end` (and `caller ==` unless an admin asks
+for everyone), ordered by `finished_at` then document id, read in pages of `PAGE_SIZE` with a
+cursor and only the four fields usage needs (a projection: smaller answers; still one
+document read each). A caller's query is served by the composite index `jobs_usage`
+(terraform/firestore.tf); everyone's by the automatic single-field index on `finished_at`.
+`finished_at` is set only on a job's terminal transition, so the range holds terminal jobs
+only; jobs without a receipt are skipped here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from comfyburst.adapters._firestore_docs import convert
+from comfyburst.domain.usage import UsageEntry
+from comfyburst.schema import Receipt
+
+PAGE_SIZE = 1000
+_FIELDS = ["caller", "finished_at", "receipt", "idle_after_s"]
+
+
+def finished_entries(
+    jobs: Any, caller: str | None, start: datetime, end: datetime, *, all_callers: bool = False
+) -> Iterator[UsageEntry]:
+    """The receipts of jobs finished in [start, end), oldest first, read a page at a time."""
+    q: Any = jobs
+    if not all_callers:
+        q = q.where(filter=FieldFilter("caller", "==", caller))
+    q = (
+        q.where(filter=FieldFilter("finished_at", ">=", start))
+        .where(filter=FieldFilter("finished_at", "<", end))
+        .order_by("finished_at", direction=firestore.Query.ASCENDING)
+        .order_by("__name__", direction=firestore.Query.ASCENDING)
+        .select(_FIELDS)
+    )
+    last = None
+    while True:
+        page = q.start_after(last) if last is not None else q
+        snaps = list(page.limit(PAGE_SIZE).stream())
+        for snap in snaps:
+            entry = _entry(snap.to_dict() or {})
+            if entry is not None:
+                yield entry
+        if len(snaps) < PAGE_SIZE:
+            return
+        last = snaps[-1]
+
+
+def _entry(data: dict[str, Any]) -> UsageEntry | None:
+    fields = convert(data)
+    if not fields.get("receipt") or fields.get("finished_at") is None:
+        return None
+    return UsageEntry(
+        caller=fields.get("caller"),
+        finished_at=fields["finished_at"],
+        receipt=Receipt.model_validate(fields["receipt"]),
+        idle_after_s=fields.get("idle_after_s"),
+    )
