@@ -216,7 +216,32 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         items[:] = rest + chaos
         return
-    items[:] = chaos + rest
     groups = cloud_groups(items)
+    items[:] = chaos + heaviest_first(rest, groups)
     for item in items:
         item.add_marker(pytest.mark.xdist_group(groups[item.nodeid.split("::")[0]]))
+
+
+# Rough seconds a test costs, by marker (from `make test --durations`), and a cloud's start: only
+# to hand the heaviest groups out first, so no worker is left with one long group at the end.
+_COST_S = {"e2e": 8.0, "slow": 8.0, "browser": 5.0, "emulator": 1.0}
+_CLOUD_START_S = 15.0
+
+
+def heaviest_first(items: list[pytest.Item], groups: dict[str, str]) -> list[pytest.Item]:
+    """The items regrouped, the groups in order of their estimated cost (largest first); each
+    group's own items keep their order."""
+    by_group: dict[str, list[pytest.Item]] = {}
+    cost: dict[str, float] = {}
+    for item in items:
+        group = groups[item.nodeid.split("::")[0]]
+        by_group.setdefault(group, []).append(item)
+        marks = [_COST_S[m.name] for m in item.iter_markers() if m.name in _COST_S]
+        cost[group] = cost.get(group, 0.0) + (max(marks) if marks else 0.05)
+    for group in cost:
+        if group.startswith("cloud-") or any(
+            m.name == "e2e" for i in by_group[group][:1] for m in i.iter_markers()
+        ):
+            cost[group] += _CLOUD_START_S
+    order = sorted(by_group, key=lambda g: -cost[g])
+    return [item for group in order for item in by_group[group]]
