@@ -157,6 +157,8 @@ def _build_reaper_deps() -> tuple[ReaperDeps, ReaperPolicy]:
         outputs_bucket=settings.outputs_bucket,
         price_of=job_pricer(settings.gpu_class_set(), settings.pool_price_per_hour),
         environments=wiring.environment_store(settings),
+        # What a VM the reaper starts for a warm schedule must read first (services/_warm_vms.py).
+        deployment_config=settings.deployment_config().model_dump_json(),
     )
     if any(c.creates for c in settings.gpu_class_set().classes):  # the reaper deletes idle VMs
         from comfyburst.services.prune import prune_pool

@@ -17,8 +17,18 @@ variable "gpu_classes" {
     price_per_hour    = number
     max_vms           = optional(number, 8)
     max_vms_per_zone  = optional(number, 4)
+    # Windows with VMs kept running and idle (functions/comfyburst/domain/warm.py): on `days`
+    # (mon-fri, sat,sun, daily), from `from` to `to` (HH:MM local time in time_zone; `to` not
+    # after `from`: overnight), `vms` of this class stay up.
+    warm = optional(list(object({
+      days      = string
+      from      = string
+      to        = string
+      time_zone = optional(string, "UTC")
+      vms       = number
+    })), [])
   }))
-  description = "GPU classes by name: machine_type, accelerator_type/_count, disk_size_gb, disk_type, spot, zones (any regions, most preferred first), price_per_hour (USD per VM hour, for receipts), max_vms, max_vms_per_zone. null: one class \"default\" from the gpu_* variables."
+  description = "GPU classes by name: machine_type, accelerator_type/_count, disk_size_gb, disk_type, spot, zones (any regions, most preferred first), price_per_hour (USD per VM hour, for receipts), max_vms, max_vms_per_zone, warm (a schedule of VMs kept running and idle: [{days, from, to, time_zone, vms}]). null: one class \"default\" from the gpu_* variables."
   default     = null
 
   validation {
@@ -79,6 +89,24 @@ variable "gpu_classes" {
       c.accelerator_count == 0 || c.accelerator_type != ""
     ])
     error_message = "A class with accelerator_count > 0 needs its accelerator_type."
+  }
+
+  validation {
+    # The rules of WarmWindow (functions/comfyburst/domain/warm.py); an unknown time zone name
+    # passes here and stops the functions at load with its name.
+    condition = alltrue(flatten([
+      for c in values(var.gpu_classes == null ? {} : var.gpu_classes) : [
+        for w in c.warm : alltrue([
+          can(regex("^(daily|weekdays|weekends|(mon|tue|wed|thu|fri|sat|sun)(-(mon|tue|wed|thu|fri|sat|sun))?(,(mon|tue|wed|thu|fri|sat|sun)(-(mon|tue|wed|thu|fri|sat|sun))?)*)$", w.days)),
+          can(regex("^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$", w.from)),
+          can(regex("^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$", w.to)),
+          w.from != w.to,
+          can(regex("^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$", w.time_zone)),
+          w.vms >= 1 && floor(w.vms) == w.vms && w.vms <= c.max_vms,
+        ])
+      ]
+    ]))
+    error_message = "Every gpu_classes warm window needs days (mon-fri, sat,sun, daily; lowercase), from and to as HH:MM (00:00-24:00, not equal), an IANA time_zone, and vms a whole number from 1 to the class's max_vms."
   }
 }
 
@@ -163,6 +191,7 @@ locals {
       price_per_hour    = var.gpu_price_per_hour
       max_vms           = var.gpu_max_vms
       max_vms_per_zone  = var.gpu_max_vms_per_zone
+      warm              = []
     }
   }
 
@@ -217,6 +246,7 @@ locals {
       price_per_hour    = c.price_per_hour
       max_vms           = c.max_vms
       max_vms_per_zone  = c.max_vms_per_zone
+      warm              = c.warm
     }
   ]
 }

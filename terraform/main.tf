@@ -55,6 +55,7 @@ locals {
     "iap.googleapis.com", # the image build's SSH tunnel and allow_iap_ssh
     "iamcredentials.googleapis.com",
     "logging.googleapis.com",
+    "monitoring.googleapis.com", # monitoring.tf: dashboard and alert policies
     "pubsub.googleapis.com",
     "run.googleapis.com",
     "secretmanager.googleapis.com",

@@ -157,15 +157,17 @@ variable "caller_limits" {
       max_running        = optional(number)
       gpu_classes        = optional(list(string))
       monthly_budget_usd = optional(number)
+      max_environments   = optional(number)
     }), {})
     callers = optional(map(object({
       max_queued         = optional(number)
       max_running        = optional(number)
       gpu_classes        = optional(list(string))
       monthly_budget_usd = optional(number)
+      max_environments   = optional(number)
     })), {})
   })
-  description = "Per-caller limits (docs/DEPLOY.md): default = {max_queued, max_running, gpu_classes, monthly_budget_usd} for every caller, callers = {principal (key:NAME or an ID token's email) => the same fields}; a field a caller leaves out (null) is the default's; null in the default: no limit, every class. Beyond max_queued a submit answers 429 queue_full; at max_running (jobs starting or running at once) the caller's further jobs wait queued while other callers' start; once the caller's receipts this month (UTC) reach monthly_budget_usd its submits answer 403 budget_exceeded (running jobs go on)."
+  description = "Per-caller limits (docs/DEPLOY.md): default = {max_queued, max_running, gpu_classes, monthly_budget_usd, max_environments} for every caller, callers = {principal (key:NAME or an ID token's email) => the same fields}; a field a caller leaves out (null) is the default's; null in the default: no limit, every class. Beyond max_queued a submit answers 429 queue_full; at max_running (jobs starting or running at once) the caller's further jobs wait queued while other callers' start; once the caller's receipts this month (UTC) reach monthly_budget_usd its submits answer 403 budget_exceeded (running jobs go on); once it has asked for max_environments environments of custom-node packs, asking for a new one answers 403 environment_limit_reached (its own ones still answer)."
   default     = {}
 
   validation {
@@ -182,6 +184,14 @@ variable "caller_limits" {
       coalesce(entry.max_running, 1) >= 1 && floor(coalesce(entry.max_running, 1)) == coalesce(entry.max_running, 1)
     ])
     error_message = "caller_limits: max_running must be a whole number >= 1."
+  }
+
+  validation {
+    condition = alltrue([
+      for entry in concat([var.caller_limits.default], values(var.caller_limits.callers)) :
+      coalesce(entry.max_environments, 0) >= 0 && floor(coalesce(entry.max_environments, 0)) == coalesce(entry.max_environments, 0)
+    ])
+    error_message = "caller_limits: max_environments must be a whole number >= 0."
   }
 
   validation {
@@ -489,4 +499,22 @@ variable "api_concurrency" {
   type        = number
   description = "Requests one API instance serves at once (waiting GET /jobs/{id}?wait_s requests mostly idle)."
   default     = 80
+}
+
+variable "alert_notification_channels" {
+  type        = list(string)
+  description = "Notification channel ids (projects/P/notificationChannels/N) the monitoring alert policies notify; empty: incidents only show in the console."
+  default     = []
+}
+
+variable "stuck_job_alert_after_s" {
+  type        = number
+  description = "Seconds a job must stay live past its deadline before the stuck-job alert opens."
+  default     = 600
+}
+
+variable "idle_vm_alert_after_s" {
+  type        = number
+  description = "Seconds a pool VM must run with no job or draining worker holding it before the alert opens."
+  default     = 900
 }

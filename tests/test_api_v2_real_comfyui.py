@@ -1,7 +1,7 @@
 """Comfy API v2 with a REAL ComfyUI on the local cloud's VM (COMFYUI_DIR, a checkout the cloud
 starts; or COMFYUI_URL, one the user runs on the cloud's folders): comfy-sdk (pinned,
-unmodified) runs an image, an animated (SaveWEBM) and an audio workflow, and each output comes
-back typed `image` / `video` / `audio` with its bytes."""
+unmodified) runs an image, two animated (SaveWEBM, SaveAnimatedWEBP) and an audio workflow, and
+each output comes back typed `image` / `video` / `audio` with its bytes."""
 
 from __future__ import annotations
 
@@ -105,6 +105,17 @@ def test_an_animation_saved_as_webm_is_typed_video(client: Comfy) -> None:
     output, data = _only_output(client.run(client.workflows.from_json(workflow), timeout=600))
     assert (output.type, output.content_type) == ("video", "video/webm")
     assert data[:4] == b"\x1a\x45\xdf\xa3"  # EBML, the Matroska/WebM header
+
+
+def test_an_animated_webp_is_typed_video(client: Comfy) -> None:
+    """SaveAnimatedWEBP writes `image/webp`; ComfyUI's `animated` flag makes it a video."""
+    save = {"images": ["1", 0], "filename_prefix": "v2webp", "fps": 6.0, "lossless": True}
+    workflow = _frames(
+        {"class_type": "SaveAnimatedWEBP", "inputs": {**save, "quality": 80, "method": "default"}}
+    )
+    output, data = _only_output(client.run(client.workflows.from_json(workflow), timeout=600))
+    assert (output.type, output.content_type) == ("video", "image/webp")
+    assert data[:4] == b"RIFF" and data[8:12] == b"WEBP"
 
 
 def test_saved_audio_is_typed_audio(client: Comfy) -> None:

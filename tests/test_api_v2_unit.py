@@ -90,6 +90,21 @@ def test_a_succeeded_job_reads_as_the_sdk_model_with_its_output_as_an_asset() ->
     assert parse_asset_id("out-x-j1") is None and parse_asset_id("../j1") is None
 
 
+def test_an_animated_webp_from_a_second_output_node_is_a_video_of_that_node() -> None:
+    """ComfyUI's `animated` flag, kept per output by the worker, types an image/webp `video`."""
+    common = {"size_bytes": 12, "sha256": "0" * 64, "signed_url": "http://127.0.0.1:1/o?s=1"}
+    still = OutputFile(name="a.png", content_type="image/png", node_id="3", **common)
+    anim = OutputFile(
+        name="b.webp", content_type="image/webp", node_id="4", animated=True, **common
+    )
+    old = OutputFile(name="c.webp", content_type="image/webp", **common)  # before the flag
+    job = _job_in(JobState.RUNNING, accepted_outputs=["3", "4"])
+    job = transition(job, JobState.SUCCEEDED, NOW, outputs=[still, anim, old])
+    parsed = SdkJob.model_validate(job_body(job))
+    got = [(o.node_id, o.type.value) for o in parsed.outputs]
+    assert got == [("3", "image"), ("4", "video"), ("", "image")]
+
+
 @pytest.mark.parametrize(
     ("exc", "status", "code"),
     [

@@ -15,9 +15,10 @@ from comfyburst.domain.caller_limits import (
     CallerLimits,
     Limits,
     check_class,
+    check_environments,
     check_queue,
 )
-from comfyburst.errors import GpuClassForbidden, QueueFull
+from comfyburst.errors import EnvironmentLimitReached, GpuClassForbidden, QueueFull
 from comfyburst.services._admission import Admission
 from tests._api_support import make_settings
 
@@ -72,6 +73,23 @@ def test_queue_rule_refuses_at_the_limit_with_a_retry_after() -> None:
     assert refused.value.http_status == 429
     assert refused.value.retry_after_s == QUEUE_FULL_RETRY_AFTER_S
     assert refused.value.to_body()["error"]["details"] == {"max_queued": 2}
+
+
+def test_environment_rule_refuses_at_the_limit_with_403_and_its_own_code() -> None:
+    limits = CallerLimits.model_validate(
+        {"default": {"max_environments": 2}, "callers": {"key:lab": {"max_environments": 0}}}
+    )
+    check_environments(limits.for_caller("key:any"), 1)
+    check_environments(Limits(), 10_000)
+    with pytest.raises(EnvironmentLimitReached) as refused:
+        check_environments(limits.for_caller("key:any"), 2)
+    body = refused.value.to_body()["error"]
+    assert (refused.value.http_status, body["code"]) == (403, "environment_limit_reached")
+    assert body["details"] == {"max_environments": 2, "environments": 2}
+    with pytest.raises(EnvironmentLimitReached):
+        check_environments(limits.for_caller("key:lab"), 0)  # 0: none at all
+    with pytest.raises(ValidationError):
+        CallerLimits.model_validate({"default": {"max_environments": -1}})
 
 
 def test_settings_read_the_json_and_refuse_a_class_the_deployment_lacks(

@@ -97,7 +97,7 @@ def test_a_default_and_overrides_reach_the_settings(
         "caller_limits": {
             "default": {"max_queued": 20, "gpu_classes": ["t4"]},
             "callers": {
-                "key:farm": {"max_queued": 500, "max_running": 8},
+                "key:farm": {"max_queued": 500, "max_running": 8, "max_environments": 3},
                 "ops@example.com": {"gpu_classes": ["t4", "h100"]},
             },
         },
@@ -113,7 +113,7 @@ def test_a_default_and_overrides_reach_the_settings(
     assert limits.for_caller("key:someone") == Limits(max_queued=20, gpu_classes=["t4"])
     # terraform passes an unset optional attribute as null: the default's value holds.
     assert limits.for_caller("key:farm") == Limits(
-        max_queued=500, max_running=8, gpu_classes=["t4"]
+        max_queued=500, max_running=8, gpu_classes=["t4"], max_environments=3
     )
     assert limits.for_caller("ops@example.com") == Limits(max_queued=20, gpu_classes=["t4", "h100"])
 
@@ -126,9 +126,17 @@ def test_a_default_and_overrides_reach_the_settings(
         ({"callers": {"key:a": {"max_queued": 2.5}}}, "max_queued must be a whole number >= 0"),
         ({"callers": {"": {"max_queued": 1}}}, "each principal in callers"),
         ({"default": {"max_running": 0}}, "max_running must be a whole number >= 1"),
+        ({"callers": {"key:a": {"max_environments": 1.5}}}, "max_environments must be a whole"),
         ({"default": {"gpu_classes": ["a100"]}}, "may name only declared GPU classes"),
     ],
-    ids=["negative", "fraction", "empty-principal", "running-zero", "unknown-class"],
+    ids=[
+        "negative",
+        "fraction",
+        "empty-principal",
+        "running-zero",
+        "env-fraction",
+        "unknown-class",
+    ],
 )
 def test_a_wrong_value_fails_the_plan_with_its_reason(
     tmp_path: Path, caller_limits: dict[str, Any], message: str

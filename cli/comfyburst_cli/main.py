@@ -106,10 +106,14 @@ def submit(
     gpu_class: Annotated[
         str | None, typer.Option(help="The GPU class to run on (see `comfyburst gpu-classes`)")
     ] = None,
+    environment: Annotated[
+        str | None,
+        typer.Option(help="Run in this environment of custom-node packs (`comfyburst env list`)"),
+    ] = None,
 ) -> None:
     """Submit a workflow."""
     with cli_errors():
-        request = load_request(workflow, model, input, timeout_s, gpu_class)
+        request = load_request(workflow, model, input, timeout_s, gpu_class, environment)
         client = _client()
         job = client.submit(request, idempotency_key)
         if wait:
@@ -119,6 +123,18 @@ def submit(
     _show(job)
     if wait and job.get("state") != "succeeded":
         raise typer.Exit(1)
+
+
+def warm_line(cls: dict[str, Any]) -> str:
+    """A class's warm schedule and what it costs a week (the API's `warm_cost_per_week`)."""
+    windows = cls.get("warm") or []
+    if not windows:
+        return "-"
+    parts = [
+        f"{w.get('days')} {w.get('from')}-{w.get('to')} {w.get('time_zone', 'UTC')} x{w.get('vms')}"
+        for w in windows
+    ]
+    return f"{'; '.join(parts)}: ${float(cls.get('warm_cost_per_week') or 0):.2f}/week"
 
 
 @app.command("gpu-classes")
@@ -131,7 +147,7 @@ def gpu_classes(
     if as_json:
         typer.echo(json.dumps(answer))
         return
-    table = Table("name", "accelerator", "spot", "price/hour", "regions", "")
+    table = Table("name", "accelerator", "spot", "price/hour", "regions", "warm", "")
     for cls in answer.get("gpu_classes") or []:
         accelerator = f"{cls.get('accelerator_count', 0)} x {cls.get('accelerator_type') or '?'}"
         marks = [m for m, on in (("default", cls.get("default")),) if on]
@@ -143,6 +159,7 @@ def gpu_classes(
             "yes" if cls.get("spot") else "no",
             f"${float(cls.get('price_per_hour') or 0):.4f}",
             escape(", ".join(cls.get("regions") or [])),
+            escape(warm_line(cls)),
             ", ".join(marks),
         )
     console.print(table)

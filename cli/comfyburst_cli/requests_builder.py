@@ -43,6 +43,7 @@ def load_request(
     inputs: list[Path],
     timeout_s: int | None,
     gpu_class: str | None = None,
+    environment: str | None = None,
 ) -> dict[str, Any]:
     """Build and validate the request; the file is an API-format workflow or a whole request."""
     try:
@@ -67,6 +68,8 @@ def load_request(
         request.setdefault("options", {})["timeout_s"] = timeout_s
     if gpu_class is not None:
         request.setdefault("options", {})["gpu_class"] = gpu_class
+    if environment is not None:
+        request.setdefault("options", {})["environment"] = environment
     try:
         JobRequest.model_validate(request)
     except ValueError as exc:

@@ -122,6 +122,19 @@ class BudgetExceeded(Forbidden):
         )
 
 
+class EnvironmentLimitReached(Forbidden):
+    """The caller asked for as many environments as its `max_environments` lets it; nothing was
+    written. 403, not 429: environments are not deleted, so waiting does not free one."""
+
+    code = "environment_limit_reached"
+
+    def __init__(self, message: str, *, max_environments: int, environments: int) -> None:
+        super().__init__(
+            message,
+            details={"max_environments": max_environments, "environments": environments},
+        )
+
+
 class NotFound(ComfyBurstError):
     code = "not_found"
     http_status = 404

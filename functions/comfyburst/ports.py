@@ -152,6 +152,14 @@ class EnvironmentStore(Protocol):
         """The environments `caller` asked for, most recently asked first."""
         ...
 
+    def asked_by(self, caller: str | None, environment_id: str) -> bool:
+        """Whether `caller` has asked for this environment before (its access record)."""
+        ...
+
+    def count_for(self, caller: str | None) -> int:
+        """How many environments `caller` has asked for (its access records)."""
+        ...
+
     def update(
         self, environment_id: str, mutate: Callable[[Environment], Environment | None]
     ) -> Environment | None:

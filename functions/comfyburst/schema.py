@@ -192,6 +192,13 @@ class GpuClassInfo(_Strict):
     price_per_hour: float = Field(default=0.0, description="USD per VM hour, as receipts use.")
     regions: list[str] = Field(default_factory=list)
     default: bool = False
+    warm: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Warm schedule: windows {days, from, to, time_zone, vms} with VMs kept up.",
+    )
+    warm_cost_per_week: float = Field(
+        default=0.0, description="USD a week the warm schedule's idle VMs cost at price_per_hour."
+    )
 
 
 class GpuClassList(_Strict):
@@ -291,6 +298,13 @@ class OutputFile(_Strict):
     gs_uri: str | None = None
     signed_url: str | None = None
     signed_url_expires_at: datetime | None = None
+    node_id: str | None = Field(
+        default=None, description="The ComfyUI node whose outputs listed the file, when known."
+    )
+    animated: bool = Field(
+        default=False,
+        description="ComfyUI flagged the node's images `animated` (SaveAnimatedWEBP/PNG, videos).",
+    )
 
     @field_validator("name")
     @classmethod
@@ -644,6 +658,11 @@ class DeploymentConfig(_Strict):
         default_factory=dict,
         description="Most jobs starting or running at once per caller (`*`: everyone the map "
         "does not name); no entry: no limit. The draining worker's claim keeps to it.",
+    )
+    warm_schedule: dict[str, list[dict[str, Any]]] = Field(
+        default_factory=dict,
+        description="GPU class -> warm windows {days, from, to, time_zone, vms}: inside one, "
+        "a draining worker of that class stays up (domain/warm.py).",
     )
 
 

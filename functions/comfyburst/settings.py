@@ -16,6 +16,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from comfyburst.domain import gpu_classes as _classes
+from comfyburst.domain import warm as _warm
 from comfyburst.domain.caller_limits import CallerLimits
 from comfyburst.domain.custom_node_sources import PackInvalid, SourcePolicy
 from comfyburst.domain.gpu_classes import GpuClass, GpuClasses
@@ -360,6 +361,9 @@ class FunctionSettings(BaseSettings):
             civitai_token_secret=self.civitai_token_secret,
             huggingface_token_secret=self.huggingface_token_secret,
             running_limits=self.caller_limits.running_limits(),
+            warm_schedule={
+                c.name: _warm.dump_windows(c.warm) for c in self.gpu_class_set().classes if c.warm
+            },
         )
 
     def all_model_buckets(self) -> list[str]:

@@ -143,6 +143,7 @@ def _save_batch(
     ctx: NodeContext, images: Any, base: Path, prefix: str, folder_type: str
 ) -> dict[str, Any]:
     """Write each frame as `{name}_{counter:05}_.png` under `base`; the UI dict lists them."""
+    # Inline, not _save_folder: the error's traceback has as many frames as ComfyUI's.
     subfolder, name = os.path.split(os.path.normpath(prefix))
     folder = (base / subfolder).resolve()
     if os.path.commonpath([base, folder]) != str(base):
@@ -161,6 +162,21 @@ def _save_batch(
         saved.append({"filename": filename, "subfolder": sub, "type": folder_type})
         counter += 1
     return {"images": saved}
+
+
+def _save_folder(base: Path, prefix: str) -> tuple[Path, str, str]:
+    """(the folder, its subfolder as given, the file name stem) of a `filename_prefix`, made;
+    SaveOutsideOutputError when it leaves `base`."""
+    subfolder, name = os.path.split(os.path.normpath(prefix))
+    folder = (base / subfolder).resolve()
+    if os.path.commonpath([base, folder]) != str(base):
+        raise SaveOutsideOutputError(
+            "Saving image outside the output folder is not allowed.\n"
+            f" full_output_folder: {folder}\n output_dir: {base}\n"
+            f" commonpath: {os.path.commonpath([base, folder])}"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder, subfolder, name
 
 
 def _next_counter(folder: Path, name: str) -> int:
@@ -192,6 +208,37 @@ def preview_image(ctx: NodeContext, images: Any) -> NodeResult:
     return NodeResult((), ui)
 
 
+_WEBP_METHODS = {"fastest": 0, "default": 4, "slowest": 6}
+
+
+def save_animated_webp(
+    ctx: NodeContext,
+    images: Any,
+    filename_prefix: Any = "ComfyUI",
+    fps: Any = 6.0,
+    lossless: Any = True,
+    quality: Any = 80,
+    method: Any = "default",
+) -> NodeResult:
+    """The whole batch as the frames of one WEBP; `animated` says whether it has several."""
+    folder, subfolder, name = _save_folder(ctx.dirs.output, str(filename_prefix))
+    filename = f"{name}_{_next_counter(folder, name):05}_.webp"
+    first, *rest = [to_pil(frame) for frame in images]
+    first.save(
+        folder / filename,
+        save_all=True,
+        append_images=rest,
+        duration=round(1000.0 / float(fps)),
+        lossless=bool(lossless),
+        quality=int(quality),
+        method=_WEBP_METHODS[str(method)],
+    )
+    sub = "" if subfolder in ("", ".") else Path(subfolder).as_posix()
+    saved = [{"filename": filename, "subfolder": sub, "type": "output"}]
+    # ComfyUI's shape: a per-node list of flags beside the `images` it describes.
+    return NodeResult((), {"images": saved, "animated": [bool(rest)]})
+
+
 NodeFunction = Callable[..., NodeResult]
 
 NODE_FUNCTIONS: dict[str, NodeFunction] = {
@@ -202,4 +249,5 @@ NODE_FUNCTIONS: dict[str, NodeFunction] = {
     "ImageBlur": image_blur,
     "SaveImage": save_image,
     "PreviewImage": preview_image,
+    "SaveAnimatedWEBP": save_animated_webp,
 }

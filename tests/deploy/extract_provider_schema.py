@@ -55,6 +55,8 @@ FAMILIES = (
     "google_compute_",
     "google_eventarc_",
     "google_firestore_",
+    "google_logging_metric",
+    "google_monitoring_",
     "google_project",
     "google_pubsub_",
     "google_secret_manager_",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
@@ -79,6 +79,15 @@ class FirestoreEnvironmentStore:
                 env = from_doc(Environment, snap.to_dict())
                 found[env.environment_id] = env
         return [found[i] for i in ids if i in found]
+
+    def asked_by(self, caller: str | None, environment_id: str) -> bool:
+        return bool(self._access.document(access_doc_id(caller, environment_id)).get().exists)
+
+    def count_for(self, caller: str | None) -> int:
+        """One aggregation query over the caller's access records (equality filter only)."""
+        query: Any = self._access.where(filter=FieldFilter("caller", "==", caller))
+        result = query.count(alias="n").get()
+        return int(result[0][0].value)
 
     def update(
         self, environment_id: str, mutate: Callable[[Environment], Environment | None]

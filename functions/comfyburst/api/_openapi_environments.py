@@ -39,8 +39,11 @@ def environment_paths(
             "post": {
                 "operationId": "createEnvironment",
                 "summary": "Ask for the environment of a set of pinned custom-node packs; the "
-                "same set answers the same environment. A new one is `building`: this release "
-                "stores it but builds nothing yet, so no job can run in it yet." + _OFF,
+                "same set answers the same environment. A new one is `building`: a build job "
+                "on a VM of the default class makes its layer; jobs may name it once it is "
+                "`ready`. A caller at its `max_environments` (caller_limits) asking for one "
+                "new to it answers 403 `environment_limit_reached` (error.details: "
+                "max_environments, environments); nothing is written." + _OFF,
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": refs["EnvironmentRequest"]}},

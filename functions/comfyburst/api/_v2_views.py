@@ -60,8 +60,10 @@ def parse_asset_id(value: str) -> tuple[str, int] | None:
     return found["job_id"], int(found["index"])
 
 
-def output_type(content_type: str) -> OutputType:
-    """v2's normalized kind of an output, from its content type."""
+def output_type(content_type: str, animated: bool = False) -> OutputType:
+    """v2's normalized kind of an output: ComfyUI's `animated` flag, else its content type."""
+    if animated:
+        return "video"  # an animated WEBP/PNG is `image/*` by type, frames of a video by intent
     major = content_type.split("/", 1)[0].lower()
     kinds: dict[str, OutputType] = {"image": "image", "video": "video", "audio": "audio"}
     return kinds.get(major, "text" if major == "text" else "file")
@@ -125,13 +127,13 @@ def expires_at(job: Job) -> datetime:
 
 
 def _output(job: Job, index: int, output: OutputFile) -> V2Output:
-    # We do not record which node wrote a file; with one output node it is that node.
+    # Outputs stored before the worker recorded the node: with one output node it is that node.
     outputs = job.accepted_outputs
-    node_id = outputs[0] if len(outputs) == 1 else ""
+    node_id = output.node_id or (outputs[0] if len(outputs) == 1 else "")
     return V2Output(
         node_id=node_id,
         name=output.name,
-        type=output_type(output.content_type),
+        type=output_type(output.content_type, output.animated),
         content_type=output.content_type,
         size_bytes=output.size_bytes,
         id=asset_id(job.job_id, index),

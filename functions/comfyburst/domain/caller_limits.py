@@ -16,13 +16,16 @@ or more classes. Pure rules, no I/O: the submit use case counts the caller's que
 start (domain/fair_share.py, applied by the dispatcher and the draining worker's claim).
 `monthly_budget_usd` refuses a submit (403 `budget_exceeded`) once the caller's receipts this
 month reach it (domain/usage.py); it never stops a job that was admitted.
+`max_environments` refuses `POST /environments` for an environment the caller has not asked for
+before (403 `environment_limit_reached`) once it asked for that many; asking again for one of
+its own always answers.
 """
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from comfyburst.errors import GpuClassForbidden, QueueFull
+from comfyburst.errors import EnvironmentLimitReached, GpuClassForbidden, QueueFull
 
 # What a refused submit's Retry-After says: about one reaper period, in which queued jobs
 # usually start and leave the queue.
@@ -51,6 +54,12 @@ class Limits(BaseModel):
         allow_inf_nan=False,
         description="USD of receipts a caller may reach in a calendar month (UTC) before its "
         "submits are refused (domain/usage.py); running jobs are never stopped for it",
+    )
+    max_environments: int | None = Field(
+        default=None,
+        ge=0,
+        description="Most environments of custom-node packs the caller may ask for "
+        "(POST /environments); asking again for one it has is always answered",
     )
 
 
@@ -117,6 +126,18 @@ def check_queue(limits: Limits, queued: int) -> None:
             "retry once some have started",
             max_queued=limits.max_queued,
             retry_after_s=QUEUE_FULL_RETRY_AFTER_S,
+        )
+
+
+def check_environments(limits: Limits, asked: int) -> None:
+    """403 `environment_limit_reached` when the caller asked for `asked` environments already
+    and may ask for no more (call it only for an environment new to the caller)."""
+    if limits.max_environments is not None and asked >= limits.max_environments:
+        raise EnvironmentLimitReached(
+            f"this caller has asked for {asked} environments, the most it may have is "
+            f"{limits.max_environments}; reuse one of them (`GET /environments`)",
+            max_environments=limits.max_environments,
+            environments=asked,
         )
 
 

@@ -17,8 +17,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from comfyburst.domain.warm import WarmWindow, dump_windows, weekly_cost_usd
 from comfyburst.errors import InvalidRequest
 from comfyburst.schema import GPU_CLASS_NAME_PATTERN, GpuClassInfo, GpuClassList
 
@@ -47,6 +48,19 @@ class GpuClass(BaseModel):
     )
     max_vms: int = Field(default=8, ge=0, description="Most VMs of this class, stopped included")
     max_vms_per_zone: int = Field(default=4, ge=0)
+    warm: list[WarmWindow] = Field(
+        default_factory=list, description="Windows with VMs kept running and idle (domain/warm.py)"
+    )
+
+    @model_validator(mode="after")
+    def _warm_fits(self) -> GpuClass:
+        too_many = [w.vms for w in self.warm if w.vms > self.max_vms]
+        if too_many:
+            raise ValueError(
+                f"class {self.name!r}: a warm window keeps {max(too_many)} VMs up, "
+                f"beyond its max_vms {self.max_vms}"
+            )
+        return self
 
     def template_for(self, zone: str) -> str | None:
         """The instance template of `zone`'s region; None: this class creates nothing there."""
@@ -68,6 +82,8 @@ class GpuClass(BaseModel):
             price_per_hour=self.price_per_hour,
             regions=sorted({region_of(z) for z in self.zones}),
             default=default,
+            warm=dump_windows(self.warm),
+            warm_cost_per_week=weekly_cost_usd(self.warm, self.price_per_hour),
         )
 
 

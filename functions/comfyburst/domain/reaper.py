@@ -29,6 +29,7 @@ from comfyburst.domain._reaper_policy import (
     age_s,
     is_drain_lease,
 )
+from comfyburst.domain._reaper_warm import is_warm_lease, warm_lease_id, warm_step
 from comfyburst.domain.jobs import attempts_counted
 from comfyburst.domain.reaper_actions import (
     Action,
@@ -70,7 +71,9 @@ __all__ = [
     "VmAction",
     "done_flag_candidates",
     "is_drain_lease",
+    "is_warm_lease",
     "plan",
+    "warm_lease_id",
 ]
 
 # Only a job a worker may have run can have a done flag for its current attempt.
@@ -390,4 +393,9 @@ def plan(
     planner.stop_vms_of_ended_jobs()
     planner.vm_policies()
     dispatches = planner.dispatches()
-    return [*planner.job_actions, *planner.vm_actions, *dispatches]
+    # Warm schedules (domain/_reaper_warm.py): last, so it sees what the rest stops and starts.
+    p = planner
+    warm = warm_step(
+        p.jobs, p.ending, p.fleet, p.records, p.stopping, p.cooling, dispatches, now, policy
+    )
+    return [*planner.job_actions, *planner.vm_actions, *warm, *dispatches]

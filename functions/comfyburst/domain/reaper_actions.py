@@ -86,6 +86,29 @@ class DispatchJob:
     job_id: str
 
 
+@dataclass(frozen=True)
+class StartWarmVm:
+    """Start a stopped VM to keep warm: its lease goes to the drain marker until `lease_until`
+    (so the booting VM is no one's to take), then Compute starts it."""
+
+    name: str
+    zone: str
+    lease_until: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
+class StopWarmVm:
+    """Stop an idle warm VM: only while its lease is still `warm_lease` (its worker took no job
+    meanwhile), which is first swapped for a stop marker its worker cannot claim past."""
+
+    name: str
+    zone: str
+    warm_lease: str
+    reason: str
+
+
 JobAction = RequeueJob | FailJob | TimeOutJob | CancelJob
 VmAction = StopVm | ReleaseLease | CooldownVm
-Action = JobAction | CompleteFromDoneFlag | VmAction | DispatchJob
+WarmAction = StartWarmVm | StopWarmVm
+Action = JobAction | CompleteFromDoneFlag | VmAction | DispatchJob | WarmAction

@@ -8,6 +8,7 @@ instead of a workflow, and its id is derived from the environment's, so asking a
 queues a second one. Its end marks the environment (`record_build`); a build job that ended
 without reporting (the reaper's timeout, its attempts used up) is noticed when the environment
 is read or asked for again. The archive cache on other VMs and routing are the next layers.
+A caller's `max_environments` (domain/caller_limits.py) bounds the environments it asks for.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from comfyburst.domain import gpu_classes
+from comfyburst.domain.caller_limits import CallerLimits, check_environments
 from comfyburst.domain.custom_node_sources import SourcePolicy
 from comfyburst.domain.environments import (
     MAX_PACKS,
@@ -111,6 +113,7 @@ def create_environment(
         caller=caller,
         test_hostports=policy.test_hostports,
     )
+    _check_environment_limit(store, settings, planned.environment_id, caller)
     env, created = store.create(planned.new_document(clock.now()), caller)
     if builds is None:
         return env, created
@@ -119,6 +122,18 @@ def create_environment(
     if queued is not None:
         env = store.update(env.environment_id, lambda e: _with_job(e, queued.job_id)) or env
     return env, created
+
+
+def _check_environment_limit(
+    store: EnvironmentStore, settings: Any, environment_id: str, caller: str | None
+) -> None:
+    """403 `environment_limit_reached` for an environment new to a caller at its
+    `max_environments`. Two concurrent asks of one caller may both pass at the limit minus one
+    (a soft bound, counted from the access records; the cap is against runaway scripts)."""
+    limits = (getattr(settings, "caller_limits", None) or CallerLimits()).for_caller(caller)
+    if limits.max_environments is None or store.asked_by(caller, environment_id):
+        return
+    check_environments(limits, store.count_for(caller))
 
 
 def _with_job(env: Environment, job_id: str) -> Environment | None:

@@ -23,10 +23,13 @@ from typing import Any
 from comfyburst.domain import gpu_classes, reaper
 from comfyburst.domain.jobs import requeue
 from comfyburst.domain.manifest import declared_attempt
+from comfyburst.domain.reaper_actions import StartWarmVm, StopWarmVm
 from comfyburst.errors import NotFound, PreconditionFailed
 from comfyburst.ports import BlobStore, Clock, Fleet, JobStore, Publisher, UrlSigner, VmStatus
 from comfyburst.schema import Job, JobError, VmRecord
 from comfyburst.services._leases import release_lease
+from comfyburst.services._ops_log import log_pool_gauges
+from comfyburst.services._warm_vms import WarmSkipped, apply_warm
 from comfyburst.services.complete import CompletionDeps, StorageObject, handle_done_flag
 from comfyburst.services.results import finish, publish_result
 from comfyburst.states import JobState
@@ -71,6 +74,8 @@ class ReaperDeps:
     price_of: Callable[[Job], tuple[str, float]] | None = None
     # A build job completed from its flag marks its environment (CompletionDeps.environments).
     environments: Any = None
+    # The deployment config (JSON) a VM started for a warm schedule gets first (_warm_vms.py).
+    deployment_config: str = ""
 
     def completion(self) -> CompletionDeps | None:
         """The done-flag use case's deps, sharing this reaper's store, publisher and clock."""
@@ -167,6 +172,7 @@ def run_reaper(
     """One reaper period; returns a JSON-able summary of every action and its outcome."""
     now = now or deps.clock.now()
     snapshot = take_snapshot(deps)
+    log_pool_gauges(snapshot.jobs, snapshot.vms, snapshot.fleet, now, policy.classes)
     args = (snapshot.jobs, snapshot.vms, snapshot.fleet, now, policy, snapshot.start_errors)
     actions = reaper.plan(*args)
     done_flags = read_done_flags(deps, reaper.done_flag_candidates(actions))
@@ -237,6 +243,16 @@ class _Executor:
         if isinstance(action, reaper.CooldownVm):
             self._cooldown(action)
             return None
+        if isinstance(action, StartWarmVm | StopWarmVm):
+            verb = "warm-start" if isinstance(action, StartWarmVm) else "warm-stop"
+            request_id = self._request_id(verb, action.name)
+            try:
+                config = self.deps.deployment_config
+                return apply_warm(
+                    self.deps.store, self.deps.fleet, action, self.now, request_id, config
+                )
+            except WarmSkipped as exc:
+                raise _Skipped(str(exc)) from None
         raise TypeError(f"unknown action {action!r}")
 
     def _change_job(self, action: reaper.JobAction, change: Callable[[Job], Job]) -> Job:

@@ -16,6 +16,7 @@ from typing import Any
 from comfyburst.domain.jobs import result_timings, transition
 from comfyburst.ports import JobStore, Publisher, UrlSigner
 from comfyburst.schema import Job, ResultMessage, ResultOutput
+from comfyburst.services._ops_log import log_job_ended
 from comfyburst.states import JobState
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ def publish_result(store: JobStore, publisher: Publisher, job: Job, now: datetim
     if job.result is None:
         fields["result"] = message.model_dump(mode="json")
     store.patch_job(job.job_id, fields)
+    log_job_ended(job)
     return job.model_copy(
         update={"result": message, "result_sha256": digest, "result_published_at": now}
     )

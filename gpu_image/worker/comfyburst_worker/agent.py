@@ -8,7 +8,10 @@ margin), so neither the trigger (which releases only the manifest's job's lease)
 (which stops a RUNNING VM without a live lease) takes the VM from under the draining agent. It
 then looks for `drain_grace_s` (jobs the dispatcher gave this VM, then queued jobs, those whose
 models are cached first) before releasing the lease and powering off: woken at once by a listen
-on its class's queue (_drain_wait.py), else polling.
+on its class's queue (_drain_wait.py), else polling. Inside a warm window of its class
+(`warm_schedule`, domain/warm.py) it keeps draining instead, its lease re-pointed to
+`drain:warm:{vm_name}`; the reaper stops the warm VMs beyond the class's count by swapping that
+lease for a stop marker, after which this agent claims nothing and powers off.
 
 Isolation: ComfyUI's input, output and temp folders and the job model view are emptied when
 the agent starts and after every job, however it ended (a stopped run is first waited out),
@@ -22,7 +25,8 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from comfyburst.domain.reaper import DRAIN_LEASE_PREFIX
+from comfyburst.domain.reaper import DRAIN_LEASE_PREFIX, warm_lease_id
+from comfyburst.domain.warm import parse_schedule, stays_warm
 from comfyburst.errors import PreconditionFailed
 from comfyburst.ports import Clock, JobStore
 from comfyburst.schema import DoneManifest, DoneStatus, Job, JobPhases, VmRef, WorkerTimings
@@ -77,6 +81,13 @@ class Agent:
         )
         self.finished: list[str] = []
         self.drain_id = f"{DRAIN_LEASE_PREFIX}{vm.name}"
+        self.warm_id = warm_lease_id(vm.name)
+        # Checked where the deployment's settings load; a VM given a bad one just never stays.
+        try:
+            self.warm = parse_schedule(services.config.warm_schedule)
+        except ValueError as exc:
+            log.warning("warm schedule ignored: %s", exc)
+            self.warm = {}
         self.drain_until: datetime | None = None
         # The job id this VM's lease names, as far as this agent knows.
         self.holder: str | None = None
@@ -122,7 +133,7 @@ class Agent:
             job, claim_s = self._run_one(job, claim_s, since, phases)
             since = time.monotonic()
         self._record_idle_after()
-        self.s.leases.release([self.holder, self.drain_id, *self.finished])
+        self.s.leases.release([self.holder, self.drain_id, self.warm_id, *self.finished])
         self.s.cache.wait_for_mirrors()
         self.s.follower.close()
         if self.waiter.signal is not None:
@@ -298,7 +309,23 @@ class Agent:
             if job is not None:
                 return job, time.monotonic() - t0
             if not self.waiter.wait(deadline - time.monotonic()):
-                return None, 0.0
+                if not self._stay_warm():
+                    return None, 0.0
+                deadline = time.monotonic() + self.s.config.drain_grace_s
+
+    def _stay_warm(self) -> bool:
+        """At the end of a drain grace: inside its class's warm window the VM stays up for
+        another grace, holding the warm lease (False once the reaper took that lease)."""
+        now = self.s.clock.now()
+        preempted = self.preemption is not None and self.preemption.preempted.is_set()
+        if self.tainted or preempted or not stays_warm(self.warm, self.vm_class.name, now):
+            return False
+        until = now + timedelta(seconds=self.s.config.drain_grace_s + _DRAIN_MARGIN_S)
+        if not self.s.leases.repoint(self.holder, self.warm_id, until):
+            log.info("warm lease of %s taken (the reaper stops it); powering off", self.vm.name)
+            return False
+        self.holder, self.drain_until = self.warm_id, until
+        return True
 
     def _claim_next(self, previous: str | None) -> Job | None:
         """A job the dispatcher gave this VM, else the best queued one; None if none."""

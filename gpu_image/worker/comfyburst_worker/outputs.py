@@ -31,6 +31,8 @@ class OutputRef:
     filename: str
     subfolder: str
     folder_type: str
+    # ComfyUI marks a node's `images` as frames of one animation with `animated: [true]`.
+    animated: bool = False
 
 
 def output_refs(outputs: dict[str, Any]) -> list[OutputRef]:
@@ -40,7 +42,8 @@ def output_refs(outputs: dict[str, Any]) -> list[OutputRef]:
     for node_id, node_out in outputs.items():
         if not isinstance(node_out, dict):
             continue
-        for items in node_out.values():
+        animated = _animated(node_out)
+        for output_key, items in node_out.items():
             if not isinstance(items, list):
                 continue
             for item in items:
@@ -52,8 +55,15 @@ def output_refs(outputs: dict[str, Any]) -> list[OutputRef]:
                 key = (item["filename"], str(item.get("subfolder") or ""), folder_type)
                 if key not in seen:
                     seen.add(key)
-                    refs.append(OutputRef(str(node_id), *key))
+                    frames = animated and output_key == "images"
+                    refs.append(OutputRef(str(node_id), *key, animated=frames))
     return refs
+
+
+def _animated(node_out: dict[str, Any]) -> bool:
+    """ComfyUI's per-node flag: `animated` is a list of booleans beside `images`."""
+    flags = node_out.get("animated")
+    return isinstance(flags, list) and any(flag is True for flag in flags)
 
 
 def _object_names(refs: list[OutputRef]) -> list[str]:
@@ -104,8 +114,11 @@ class OutputCollector:
 
     def _one(self, job_id: str, ref: OutputRef, name: str, fmt: OutputFormat) -> OutputFile:
         data, content_type = self.comfy.view(ref.filename, ref.subfolder, ref.folder_type)
+        # Re-encoding would keep one frame of an animation: animated files pass unchanged.
         try:
-            data, name, converted_type = convert(data, name, fmt)
+            data, name, converted_type = convert(
+                data, name, OutputFormat.ORIGINAL if ref.animated else fmt
+            )
         except Exception as exc:
             message = f"output {ref.filename} could not be converted to {fmt.value}: {exc}"
             raise OutputError(message) from None
@@ -126,6 +139,8 @@ class OutputCollector:
             sha256=hashlib.sha256(data).hexdigest(),
             content_type=content_type,
             gs_uri=f"gs://{self.bucket}/{object_name}",
+            node_id=ref.node_id,
+            animated=ref.animated,
         )
 
 
