@@ -167,6 +167,21 @@ def test_an_answer_slower_than_the_timeout_ends_the_attempt_at_the_timeout(
     assert len(receiver.requests) == 1
 
 
+def test_the_sockets_own_timeout_ending_the_wait_first_is_the_same_timeout(
+    receivers: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The socket's timeout (the time left at connect) and the watchdog's timer end a silent
+    receiver's wait at the same moment; whichever is first, the answer is the timeout's."""
+    from comfyburst.adapters import webhook_http
+
+    monkeypatch.setattr(webhook_http._Watchdog, "_fire", lambda self: None)  # never first
+    receiver = receivers(silent)
+    answer, took_s = _post(receiver.url)
+    assert isinstance(answer, DeliveryFailed), answer
+    assert "within 2.0 s" in answer.message
+    assert TIMEOUT_S - 0.1 <= took_s <= TIMEOUT_S + SLACK_S, took_s
+
+
 def _unresolved(host: str, port: int) -> list[str]:
     raise UrlRefused(f"{host} does not resolve: [Errno -3] Temporary failure in name resolution")
 

@@ -115,8 +115,10 @@ def _attempt(
         if watchdog.fired:  # the shutdown ended the headers early: not an answer
             raise _TimedOut
         return int(response.status)
-    except (OSError, http.client.HTTPException):
-        if watchdog.fired:
+    except (OSError, http.client.HTTPException) as exc:
+        # The socket's own timeout is the time left at connect: when it ends a read first
+        # (the watchdog's timer is a hair later), the deadline has passed just the same.
+        if watchdog.fired or isinstance(exc, TimeoutError):
             raise _TimedOut from None
         raise
     finally:
