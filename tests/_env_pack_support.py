@@ -151,3 +151,40 @@ def serve_pack(served: Path, hostport: str, work: Path, name: str, **kw: str) ->
     )
     subprocess.run(["git", "-C", str(bare), "update-server-info"], check=True, env=env)
     return f"http://{hostport}/owner/{name}@{commit}"
+
+
+def double_and_show_pack(node: str, show: str) -> str:
+    """A pack's `__init__.py`: `node` doubles an INT by the requirement's FACTOR (so the layer's
+    site-packages must load), `show` is an output node showing it."""
+    return f"""from cbenvdep import FACTOR
+
+
+class Double:
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+    CATEGORY = "test"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {{"required": {{"value": ("INT", {{"default": 1}})}}}}
+
+    def run(self, value):
+        return (value * FACTOR,)
+
+
+class Show:
+    RETURN_TYPES = ()
+    FUNCTION = "show"
+    OUTPUT_NODE = True
+    CATEGORY = "test"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {{"required": {{"value": ("INT", {{"forceInput": True}})}}}}
+
+    def show(self, value):
+        return {{"ui": {{"text": [str(value)]}}, "result": ()}}
+
+
+NODE_CLASS_MAPPINGS = {{"{node}": Double, "{show}": Show}}
+"""

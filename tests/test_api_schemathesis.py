@@ -14,31 +14,14 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    ignored_auth,
-    negative_data_rejection,
-    response_schema_conformance,
-    status_code_conformance,
-    unsupported_method,
-)
 
+from tests._schemathesis_checks import CHECKS
 from tests.test_api_emulator import Cloud, settings, standin  # noqa: F401  (module fixtures)
 
 # Eight operations plus the local cloud's start outlast the default 120 s on a loaded machine.
 pytestmark = [pytest.mark.emulator, pytest.mark.timeout(300)]
 
 API_KEY = "schemathesis-key"
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_schema_conformance,
-    negative_data_rejection,
-    unsupported_method,
-    ignored_auth,
-]
 
 
 @pytest.fixture

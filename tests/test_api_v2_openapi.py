@@ -14,31 +14,14 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    ignored_auth,
-    negative_data_rejection,
-    response_schema_conformance,
-    status_code_conformance,
-    unsupported_method,
-)
 
 from comfyburst.api._v2_openapi import openapi_document
+from tests._schemathesis_checks import CHECKS
 from tests.test_api_emulator import Cloud, settings, standin  # noqa: F401  (module fixtures)
 from tests.test_api_v2 import KEYS, cloud  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.emulator, pytest.mark.timeout(300)]
 
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_schema_conformance,
-    negative_data_rejection,
-    unsupported_method,
-    ignored_auth,
-]
 # Every (method, path) comfy_low.transport.ComfyLow sends to /api/v2 (0.5.0, read from it).
 SDK_CALLS = {
     ("post", "/api/v2/jobs"),

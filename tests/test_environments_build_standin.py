@@ -14,6 +14,7 @@ from comfyburst_worker.env_build import LayerBuilder
 from localcloud.comfyui_standin import StandinServer
 from tests._env_pack_support import (
     NODE_TYPE,
+    double_and_show_pack,
     make_base_venv,
     make_pack_repo,
     make_wheelhouse,
@@ -24,38 +25,7 @@ from tests._poll import poll_until
 pytestmark = pytest.mark.slow
 
 SHOW = "CbEnvTestShow"
-PACK = f"""from cbenvdep import FACTOR
-
-
-class Double:
-    RETURN_TYPES = ("INT",)
-    FUNCTION = "run"
-    CATEGORY = "test"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {{"required": {{"value": ("INT", {{"default": 1}})}}}}
-
-    def run(self, value):
-        return (value * FACTOR,)
-
-
-class Show:
-    RETURN_TYPES = ()
-    FUNCTION = "show"
-    OUTPUT_NODE = True
-    CATEGORY = "test"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {{"required": {{"value": ("INT", {{"forceInput": True}})}}}}
-
-    def show(self, value):
-        return {{"ui": {{"text": [str(value)]}}, "result": ()}}
-
-
-NODE_CLASS_MAPPINGS = {{"{NODE_TYPE}": Double, "{SHOW}": Show}}
-"""
+PACK = double_and_show_pack(NODE_TYPE, SHOW)
 
 
 def test_the_standin_runs_a_built_layers_node(

@@ -31,6 +31,7 @@ from comfyburst.services.environments import build_job_id
 from localcloud.scenarios.chaos import workflow
 from localcloud.scenarios.harness import Observer, cloud_config, running_cloud
 from tests._env_pack_support import (
+    double_and_show_pack,
     git_http_server,
     make_base_venv,
     make_wheelhouse,
@@ -40,38 +41,7 @@ from tests._env_pack_support import (
 from tests.bench._report import write_report
 
 NODE, SHOW = "CbBenchDouble", "CbBenchShow"
-PACK = f"""from cbenvdep import FACTOR
-
-
-class Double:
-    RETURN_TYPES = ("INT",)
-    FUNCTION = "run"
-    CATEGORY = "bench"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {{"required": {{"value": ("INT", {{"default": 1}})}}}}
-
-    def run(self, value):
-        return (value * FACTOR,)
-
-
-class Show:
-    RETURN_TYPES = ()
-    FUNCTION = "show"
-    OUTPUT_NODE = True
-    CATEGORY = "bench"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {{"required": {{"value": ("INT", {{"forceInput": True}})}}}}
-
-    def show(self, value):
-        return {{"ui": {{"text": [str(value)]}}, "result": ()}}
-
-
-NODE_CLASS_MAPPINGS = {{"{NODE}": Double, "{SHOW}": Show}}
-"""
+PACK = double_and_show_pack(NODE, SHOW)
 JOB_TIMEOUT_S = 300
 BUILD_TIMEOUT_S = 600
 
