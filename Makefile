@@ -99,6 +99,13 @@ demo: venv
 chaos: venv
 	.venv/bin/python -m localcloud.scenarios.chaos $(CHAOS_ARGS)
 
+# Three callers (one queues 10x the others) on two GPU classes, one full: per caller and class
+# the wait to start (max, p50, p95) and lost jobs, under fair share and under the old FIFO order,
+# side by side; table + .bench/fair_pool.json. FAIR_POOL_ARGS="--heavy-jobs 40 --work-s 1".
+.PHONY: fair-pool
+fair-pool: venv
+	.venv/bin/python -m localcloud.scenarios.fair_pool $(FAIR_POOL_ARGS)
+
 # --- The node in a browser (tests/test_comfy_node_browser.py, tools/screenshots.py) ----------
 
 .PHONY: browser-tools

@@ -71,6 +71,11 @@ def _refusal(exc: ApiError, packs: list[str]) -> EnvironmentRefused:
             f"The deployment does not allow this pack: {exc.message}. Ask its deployer to add "
             f"its source to custom_node_sources, or: {BAKE_ADVICE}"
         )
+    if exc.code == "registry_not_configured":
+        return EnvironmentRefused(
+            f"The deployment fetches no Comfy registry packs: {exc.message}. Ask its deployer "
+            f"to set custom_node_registry_url, or: {BAKE_ADVICE}"
+        )
     listed = ", ".join(packs)
     return EnvironmentRefused(
         f"ComfyBurst refused the environment of {listed} ({exc.status} {exc.code}): {exc.message}"

@@ -66,6 +66,36 @@ resource "google_firestore_index" "jobs_queue" {
   depends_on = [google_firestore_database.default]
 }
 
+# FirestoreJobStore.last_started (fair share's "served least recently": a caller's latest
+# started job of a class): `caller ==`, `gpu_class ==`, ordered by started_at descending, one
+# document per waiting caller. Equality filters with a sort on another field need a composite
+# index, the sort's direction included.
+resource "google_firestore_index" "jobs_served" {
+  project    = var.project_id
+  database   = "(default)"
+  collection = "jobs"
+
+  fields {
+    field_path = "caller"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "gpu_class"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "started_at"
+    order      = "DESCENDING"
+  }
+  # What Firestore appends to a composite index anyway (the last field's direction).
+  fields {
+    field_path = "__name__"
+    order      = "DESCENDING"
+  }
+
+  depends_on = [google_firestore_database.default]
+}
+
 # The index deployments before GPU classes made, kept (not rebuilt) under its new address.
 moved {
   from = google_firestore_index.jobs_state_created_at

@@ -28,15 +28,20 @@ locals {
       COMFYBURST_HUGGINGFACE_TOKEN_SECRET = local.huggingface_token_secret
       COMFYBURST_WEBHOOK_TIMEOUT_S        = tostring(var.webhook_timeout_s)
       COMFYBURST_CALLER_LIMITS            = jsonencode(var.caller_limits)
+      COMFYBURST_DISPATCH_ORDER           = var.dispatch_order
       # Python functions serve concurrent requests on threads: one per request an instance
       # may hold (the API's waiters; the other functions take one request at a time).
       THREADS = tostring(var.api_concurrency)
     },
     {
       # Environments of custom-node packs (docs/DEPLOY.md): off while the sources are empty.
-      COMFYBURST_CUSTOM_NODE_SOURCES         = join(",", var.custom_node_sources)
-      COMFYBURST_TRUSTED_CUSTOM_NODE_SOURCES = join(",", var.trusted_custom_node_sources)
+      COMFYBURST_CUSTOM_NODE_SOURCES                 = join(",", var.custom_node_sources)
+      COMFYBURST_TRUSTED_CUSTOM_NODE_SOURCES         = join(",", var.trusted_custom_node_sources)
+      COMFYBURST_CUSTOM_NODE_REGISTRY_DOWNLOAD_HOSTS = join(",", var.custom_node_registry_download_hosts)
     },
+    var.custom_node_registry_url != null ? {
+      COMFYBURST_CUSTOM_NODE_REGISTRY_URL = var.custom_node_registry_url
+    } : {},
     var.create_models_bucket ? { COMFYBURST_MODELS_BUCKET = local.models_bucket } : {},
     var.preemption_fallback_class != null ? {
       COMFYBURST_PREEMPTION_FALLBACK_CLASS = var.preemption_fallback_class

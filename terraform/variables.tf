@@ -231,6 +231,17 @@ variable "caller_limits" {
   }
 }
 
+variable "dispatch_order" {
+  type        = string
+  description = "Which queued job of a GPU class starts next: \"fair\" (fair share between callers: the caller with the fewest jobs running goes first) or \"fifo\" (the oldest job, whoever's; kept to compare the two). The reaper and the draining workers both follow it."
+  default     = "fair"
+
+  validation {
+    condition     = contains(["fair", "fifo"], var.dispatch_order)
+    error_message = "dispatch_order must be \"fair\" or \"fifo\"."
+  }
+}
+
 variable "api_invoker_members" {
   type        = list(string)
   description = "IAM members allowed to call the API in iam auth mode, e.g. [\"user:me@example.com\"]."
@@ -449,6 +460,23 @@ variable "trusted_custom_node_sources" {
     ])
     error_message = "Each entry is HOST, HOST/OWNER, HOST/OWNER/REPO (no https://), registry:ID or registry:*."
   }
+}
+
+variable "custom_node_registry_url" {
+  type        = string
+  description = "Base URL of the Comfy registry's API that registry packs (ID@VERSION) are fetched from (null: registry packs are refused)."
+  default     = null
+
+  validation {
+    condition     = var.custom_node_registry_url == null || can(regex("^https://[A-Za-z0-9.-]+(/[^?#]*)?$", var.custom_node_registry_url))
+    error_message = "custom_node_registry_url is an https:// URL without port, query or fragment."
+  }
+}
+
+variable "custom_node_registry_download_hosts" {
+  type        = list(string)
+  description = "Hosts (and subdomains) the registry's pack archives may be downloaded from over https, redirects included."
+  default     = []
 }
 
 # --- Webhooks (webhooks.tf) --------------------------------------------------------------------

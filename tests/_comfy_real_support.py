@@ -200,7 +200,7 @@ def comfy_stack(request: pytest.FixtureRequest, front_end_root: str = "") -> Com
         return _stack
     if front_end_root not in _stacks_by_frontend:
         root = request.config._tmp_path_factory.mktemp("comfy-real-frontend")  # type: ignore[attr-defined]
-        _stacks_by_frontend[front_end_root] = _start_comfyui(
+        _stacks_by_frontend[front_end_root] = start_comfyui(
             request.config.add_cleanup, root, _stack.cloud_env, front_end_root
         )
     return _stacks_by_frontend[front_end_root]
@@ -210,10 +210,11 @@ def start_stack(
     root: Path,
     add_cleanup: Callable[[Callable[[], None]], None],
     settings_env: dict[str, str] | None = None,
+    front_end_root: str = "",
 ) -> ComfyStack:
     """A local cloud (VMs run the ComfyUI stand-in; `settings_env` on top of its settings) and
-    COMFYUI_DIR's ComfyUI sending jobs to it, under `root`; `add_cleanup` gets what stops each
-    (tools/screenshots.py uses it too)."""
+    COMFYUI_DIR's ComfyUI sending jobs to it (serving `front_end_root`'s frontend if given),
+    under `root`; `add_cleanup` gets what stops each (tools/screenshots.py uses it too)."""
     from localcloud.cloud import LocalCloud
     from localcloud.scenarios.harness import arm_standin_faults, cloud_config, vm_names, warm_up
 
@@ -229,15 +230,18 @@ def start_stack(
     add_cleanup(stop_cloud)
     cloud.start()
     warm_up(cloud.env)
-    return _start_comfyui(add_cleanup, root, dict(cloud.env))
+    return start_comfyui(add_cleanup, root, dict(cloud.env), front_end_root)
 
 
-def _start_comfyui(
+def start_comfyui(
     add_cleanup: Callable[[Callable[[], None]], None],
     root: Path,
     cloud_env: dict,
     front_end_root: str = "",
+    extra_custom_nodes: Path | None = None,
 ) -> ComfyStack:
+    """COMFYUI_DIR's ComfyUI under `root` sending jobs to the cloud of `cloud_env`; its custom
+    nodes: the local pack, and `extra_custom_nodes` (another custom_nodes folder) if given."""
     comfy_dir = Path(COMFYUI_DIR)
     python = _python(comfy_dir)
     assert python is not None
@@ -256,6 +260,11 @@ def _start_comfyui(
     extra_paths = root / "extra_model_paths.yaml"
     extra_paths.write_text(
         f"comfyburst_test:\n  base_path: {root / 'packs'}\n  custom_nodes: custom_nodes/\n"
+        + (
+            f"comfyburst_more:\n  custom_nodes: {extra_custom_nodes}\n"
+            if extra_custom_nodes
+            else ""
+        )
     )
     port = _free_port()
     argv = [

@@ -16,9 +16,13 @@ import sys
 import threading
 import zipfile
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from comfyburst.schema import Job
 
 NODE_TYPE = "CbEnvTestDouble"
 GIT_ENV = {
@@ -93,24 +97,28 @@ def tree_hash(folder: Path) -> str:
     return digest.hexdigest()
 
 
+# The default pack's `__init__.py`: NODE_TYPE doubles an INT by its requirement's FACTOR.
+DOUBLE_PACK = (
+    "from cbenvdep import FACTOR\n\n\n"
+    "class Double:\n"
+    "    RETURN_TYPES = ('INT',)\n"
+    "    FUNCTION = 'run'\n"
+    "    CATEGORY = 'test'\n\n"
+    "    @classmethod\n"
+    "    def INPUT_TYPES(cls):\n"
+    "        return {'required': {'value': ('INT', {'default': 1})}}\n\n"
+    "    def run(self, value):\n"
+    "        return (value * FACTOR,)\n\n\n"
+    f"NODE_CLASS_MAPPINGS = {{'{NODE_TYPE}': Double}}\n"
+)
+
+
 def make_pack_repo(
     folder: Path, *, requirements: str = "cbenvdep==1.0\n", init_text: str | None = None
 ) -> str:
     """A custom-node pack as a git repository with one commit; returns the commit."""
     folder.mkdir(parents=True)
-    text = init_text or (
-        "from cbenvdep import FACTOR\n\n\n"
-        "class Double:\n"
-        "    RETURN_TYPES = ('INT',)\n"
-        "    FUNCTION = 'run'\n"
-        "    CATEGORY = 'test'\n\n"
-        "    @classmethod\n"
-        "    def INPUT_TYPES(cls):\n"
-        "        return {'required': {'value': ('INT', {'default': 1})}}\n\n"
-        "    def run(self, value):\n"
-        "        return (value * FACTOR,)\n\n\n"
-        f"NODE_CLASS_MAPPINGS = {{'{NODE_TYPE}': Double}}\n"
-    )
+    text = init_text or DOUBLE_PACK
     (folder / "__init__.py").write_text(text)
     (folder / "requirements.txt").write_text(requirements)
     env = {**os.environ, **GIT_ENV}
@@ -188,3 +196,21 @@ class Show:
 
 NODE_CLASS_MAPPINGS = {{"{node}": Double, "{show}": Show}}
 """
+
+
+def build_job(environment_id: str, packs: list[str], job_id: str = "b" * 32) -> Job:
+    """A build job as the API makes it (`environment_build`, no workflow), created now."""
+    from comfyburst.schema import EnvironmentBuild, Job, RequestSummary
+
+    now = datetime.now(UTC)
+    summary = RequestSummary(
+        node_count=0, class_types=[], models=[], input_names=[], workflow_bytes=0
+    )
+    return Job(
+        job_id=job_id,
+        request=summary,
+        created_at=now,
+        deadline_at=now + timedelta(hours=1),
+        state_changed_at=now,
+        environment_build=EnvironmentBuild(environment_id=environment_id, packs=packs),
+    )

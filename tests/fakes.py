@@ -57,6 +57,13 @@ class InMemoryJobStore:
             job = self.jobs.get(job_id)
             return job.model_copy(deep=True) if job else None
 
+    def read_job(self, job_id: str) -> tuple[Job | None, object | None]:
+        with self._lock:
+            job = self.get_job(job_id)
+            if job is None:
+                return None, None
+            return job, self.job_versions.setdefault(job_id, next(self._versions))
+
     def update_job(self, job_id: str, mutate: JobMutation) -> Job:
         with self._lock:
             current = self.jobs.get(job_id)

@@ -146,6 +146,11 @@ def test_a_full_queue_answers_queue_full_with_retry_after(cloud: Cloud) -> None:
     _error(full, 429, "queue_full")
     assert full.headers["Retry-After"] == str(QUEUE_FULL_RETRY_AFTER_S)
     assert sorted(j.job_id for j in cloud.jobs()) == before
+    # The refusal released the key: once a slot is free, its retry is accepted.
+    freed = cloud.client.post(f"/api/v2/jobs/{before[0]}/cancel", headers=_as("ana"))
+    assert freed.get_json()["status"] == "canceled"
+    retried = _submit(cloud, {"workflow": _workflow()}, **_as("ana", **{"Idempotency-Key": "q2"}))
+    assert retried.status_code == 201, retried.get_json()
 
 
 def test_another_caller_gets_not_found_and_an_empty_list(cloud: Cloud) -> None:
@@ -185,6 +190,20 @@ def test_logs_204_workflow_and_unknown_routes_404(cloud: Cloud) -> None:
     for tail in ("/logs", "/workflow", "/events"):
         _error(cloud.client.get(base + tail, headers=_as("bo")), 404, "not_found")
     _error(cloud.client.get("/api/v2/nothing", headers=_as("ana")), 404, "not_found")
+
+
+def test_a_failing_dependency_answers_a_generic_upstream_error(
+    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = _submit(cloud, {"workflow": _workflow()}, **_as("ana")).get_json()
+
+    def broken(bucket: str, name: str) -> bytes:
+        raise RuntimeError(f"gs://{bucket}/{name}: connection reset")
+
+    monkeypatch.setattr(cloud.deps.blobs, "read", broken)
+    answer = cloud.client.get(f"{job['urls']['self']}/workflow", headers=_as("ana"))
+    error = _error(answer, 500, "upstream_error")
+    assert error == {"code": "upstream_error", "message": "the request could not be completed"}
 
 
 def test_the_list_pages_with_limit_and_cursor(cloud: Cloud) -> None:

@@ -33,6 +33,22 @@ def load_invert_save(image: Any) -> dict[str, Any]:
     }
 
 
+def store_output(cloud: Cloud, job_id: str, data: bytes, name: str = "v_00001_.png") -> str:  # noqa: F811
+    """`data` as the job's one output (a PNG), as the worker leaves it; its object name."""
+    bucket = cloud.settings.outputs_bucket
+    stored = f"jobs/{job_id}/outputs/{name}"
+    cloud.blobs.write(bucket, stored, data, "image/png")
+    output = OutputFile(
+        name=name,
+        content_type="image/png",
+        size_bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        gs_uri=f"gs://{bucket}/{stored}",
+    )
+    cloud.store.patch_job(job_id, {"outputs": [output.model_dump(mode="json")]})
+    return stored
+
+
 def test_a_reference_to_the_callers_upload_is_staged_as_the_jobs_input(
     cloud: Cloud,  # noqa: F811
     lows: dict[str, ComfyLow],  # noqa: F811
@@ -100,16 +116,7 @@ def test_an_output_asset_of_the_callers_job_can_be_an_input(
         AssetFactory(lows["ana"]).from_bytes(png_bytes(), filename="a.png").as_reference()
     ))  # fmt: skip
     out_bytes = png_bytes((5, 6, 7))
-    bucket = cloud.settings.outputs_bucket
-    cloud.blobs.write(bucket, f"jobs/{first.id}/outputs/v_00001_.png", out_bytes, "image/png")
-    output = OutputFile(
-        name="v_00001_.png",
-        content_type="image/png",
-        size_bytes=len(out_bytes),
-        sha256=hashlib.sha256(out_bytes).hexdigest(),
-        gs_uri=f"gs://{bucket}/jobs/{first.id}/outputs/v_00001_.png",
-    )
-    cloud.store.patch_job(first.id, {"outputs": [output.model_dump(mode="json")]})
+    store_output(cloud, first.id, out_bytes)
     reference = {"__type": "core/ASSET", "info": {"id": f"out-0-{first.id}"}}
     second = lows["ana"].post_jobs(load_invert_save(reference))
     prefix = jobs_prefix(second.id)

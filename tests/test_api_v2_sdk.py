@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 from comfy_low.errors import ApiError
 from comfy_low.transport import ComfyLow
 from comfy_sdk import (
@@ -23,7 +24,7 @@ from comfy_sdk.exceptions import to_sdk_error
 from PIL import Image
 
 from localcloud.scenarios.harness import cloud_config, running_cloud
-from tests._e2e_support import STANDIN_FAULTS, invert_workflow, with_node
+from tests._e2e_support import ERROR_MESSAGE, STANDIN_FAULTS, invert_workflow, with_node
 from tests._poll import poll_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -192,3 +193,32 @@ def test_an_uploaded_input_is_inverted_and_stays_its_uploaders(
 
 def _code(error: Any) -> str:
     return str(error.code)
+
+
+def test_a_jobs_logs_hold_what_comfyui_printed_during_it_only(
+    clients: dict[str, Comfy], cloud_env: dict[str, str]
+) -> None:
+    """`/logs` (not in the SDK): the stand-in's lines of that job, none of the job before."""
+    ana = clients["ana"]
+    scale = {"upscale_method": "nearest-exact", "width": 64, "height": 64, "crop": "disabled"}
+    failing = ana.submit(
+        ana.workflows.from_json(with_node(invert_workflow(), "ImageScale", **scale))
+    )
+    assert failing.wait(timeout=240).status == "failed"
+    ok = ana.run(ana.workflows.from_json(invert_workflow()), timeout=240)
+    assert ok.status == "succeeded"
+
+    def logs(job_id: str, who: str = "ana") -> requests.Response:
+        url = f"{cloud_env['COMFYBURST_API_URL']}/api/v2/jobs/{job_id}/logs"
+        headers = {"Authorization": f"Bearer {KEYS[who]}"}
+        return requests.get(url, headers=headers, timeout=60)
+
+    failed_log, ok_log = logs(failing.id), logs(ok.id)
+    assert failed_log.status_code == ok_log.status_code == 200
+    assert failed_log.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert f"!!! Exception during processing !!! {ERROR_MESSAGE}" in failed_log.text.splitlines()
+    lines = ok_log.text.splitlines()
+    assert lines[0] == "got prompt" and lines.count("got prompt") == 1
+    assert lines[-1].startswith("Prompt executed in ")
+    assert ERROR_MESSAGE not in ok_log.text and "Traceback" not in ok_log.text
+    assert logs(ok.id, "bo").status_code == 404

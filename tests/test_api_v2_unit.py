@@ -10,10 +10,12 @@ from comfy_low.models import ErrorEnvelope
 from comfy_low.models import Job as SdkJob
 
 from comfyburst.api._v2_errors import error_answer
+from comfyburst.api._v2_models import V2Job
 from comfyburst.api._v2_views import asset_id, job_body, parse_asset_id, v2_status
 from comfyburst.domain.job_query import JobQuery
 from comfyburst.domain.jobs import new_job, transition
 from comfyburst.domain.labels import LabelError, check_filters, check_labels, label_pairs
+from comfyburst.domain.ops_metrics import PHASES
 from comfyburst.errors import (
     Forbidden,
     GpuClassForbidden,
@@ -24,7 +26,7 @@ from comfyburst.errors import (
     QueueFull,
     Unauthenticated,
 )
-from comfyburst.schema import Job, JobRequest, OutputFile
+from comfyburst.schema import Job, JobPhases, JobRequest, OutputFile
 from comfyburst.services import job_list
 from comfyburst.states import JobState
 from tests._api_support import WORKFLOW
@@ -103,6 +105,32 @@ def test_an_animated_webp_from_a_second_output_node_is_a_video_of_that_node() ->
     parsed = SdkJob.model_validate(job_body(job))
     got = [(o.node_id, o.type.value) for o in parsed.outputs]
     assert got == [("3", "image"), ("4", "video"), ("", "image")]
+
+
+def test_metrics_carry_queue_execution_and_each_cold_start_phase() -> None:
+    at = {
+        "requested_at": 0, "running_at": 20, "guest_booted_at": 25, "agent_up_at": 30,
+        "claimed_at": 31, "comfyui_ready_at": 40, "models_ready_at": 41.5,
+        "first_step_at": 42, "done_at": 50,
+    }  # fmt: skip
+    phases = JobPhases(**{k: NOW + timedelta(seconds=s) for k, s in at.items()})
+    job = _job_in(JobState.RUNNING, phases=phases, dispatched_at=NOW + timedelta(seconds=1))
+    job = transition(job, JobState.SUCCEEDED, NOW + timedelta(seconds=51))
+    metrics = SdkJob.model_validate(job_body(job)).metrics
+    assert metrics is not None
+    assert (metrics["queue_ms"], metrics["execution_ms"]) == (1000, 46000)
+    assert {name: metrics[f"{name}_ms"] for name in PHASES} == {
+        "vm_start": 20000, "guest_boot": 5000, "agent_start": 5000, "claim": 1000,
+        "comfyui_start": 9000, "environment": None, "models": 1500, "first_step": 500,
+        "run": 8000,
+    }  # fmt: skip
+    # A queued job: every key there, each null until known; the served schema names each.
+    queued = job_body(_job_in(JobState.QUEUED))["metrics"]
+    assert queued == {"queue_ms": None, "boot_ms": None, "execution_ms": None} | {
+        f"{name}_ms": None for name in PHASES
+    }
+    described = V2Job.model_fields["metrics"].description or ""
+    assert all(f"{name}_ms" in described for name in PHASES)
 
 
 @pytest.mark.parametrize(

@@ -47,7 +47,7 @@ def test_drop_ins_add_environment_and_replace_scalars(unit_dir: Path) -> None:
     )
     unit = sc.load_unit("comfyui.service", unit_dir)
     env = sc.environment(unit["Environment"])
-    assert env["EXTRA"] == "1" and env["HOME"] == "/var/lib/comfyui"
+    assert env["EXTRA"] == "1" and env["HOME"] == "/var/tmp/comfyui-home"
     assert unit["UMask"] == ["0077"]
 
 

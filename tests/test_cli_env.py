@@ -33,6 +33,7 @@ from tests.test_environments_api import (  # noqa: F401
     settings,
     standin,
 )
+from tests.test_registry_packs import _registry_install
 
 WIDE = {"COLUMNS": "250"}
 
@@ -286,3 +287,18 @@ def test_wait_gives_up_at_its_deadline(api: Served) -> None:
     result = _run("env", "create", "--pack", TRUSTED, "--wait", "--timeout-s", "1")
     assert result.exit_code == 2, result.output
     assert "still building after 1 s" in result.output
+
+
+@pytest.mark.emulator
+def test_from_comfyui_asks_for_a_registry_install_as_its_id_at_its_version(
+    api: Served, no_settings: Path
+) -> None:
+    nodes = no_settings / "ComfyUI" / "custom_nodes"
+    _registry_install(nodes / "comfyui-kjnodes")  # ComfyUI-Manager's: .tracking, no .git
+    commit = _checkout(nodes / "pack-a", "https://github.com/someone/pack-a.git")
+    result = _run("env", "create", "--from-comfyui", str(nodes.parent), "--json")
+    assert result.exit_code == 0, result.output
+    env = json.loads(result.output.splitlines()[-1])
+    assert env["packs"] == sorted(
+        ["comfyui-kjnodes@1.0.5", f"https://github.com/someone/pack-a@{commit}"]
+    )

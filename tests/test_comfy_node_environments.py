@@ -40,6 +40,7 @@ from tests.test_environments_api import (  # noqa: F401  (fixtures)
     cloud,
     off_cloud,
 )
+from tests.test_registry_packs import _registry_install
 
 PACK_TYPE = "CbPackInvert"
 ALLOWED = "https://github.com/someone/ComfyUI-Invert"  # the cloud fixture allows github.com
@@ -97,6 +98,12 @@ def test_a_pack_is_named_by_its_https_remote_and_commit(tmp_path: Path) -> None:
     pack = read_pack(tmp_path / "https")
     # Two node types of one pack: the pack once.
     assert packs_for(["A", "B"], lambda t: pack) == [f"{ALLOWED}@{commit}"]
+
+
+def test_a_registry_install_is_named_by_its_id_and_version(tmp_path: Path) -> None:
+    # What ComfyUI-Manager leaves for a registry pack: no .git, `.tracking`, pyproject.toml.
+    pack = _registry_install(tmp_path / "comfyui-kjnodes")
+    assert pack_text(read_pack(pack)) == "comfyui-kjnodes@1.0.5"
 
 
 def test_a_pack_the_gpu_could_not_build_is_refused_with_the_reason(tmp_path: Path) -> None:

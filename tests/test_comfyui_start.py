@@ -32,6 +32,7 @@ def _start(tmp_path: Path, *args: str, main: str = "main.py") -> subprocess.Comp
         "COMFYBURST_COMFYUI_LAYER_FILE": str(tmp_path / "run" / "comfyui-layer.json"),
         "COMFYBURST_COMFYUI_LAYER_PATHS": str(tmp_path / "layer-paths.yaml"),
         "PYTHONPATH": "/somewhere/stale",
+        "HOME": str(tmp_path / "home"),  # the unit's, in its private /var/tmp
     }
     argv = [sys.executable, "-I", str(START), *args, main, *BASE_ARGS]
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60, check=False)
@@ -115,6 +116,17 @@ def test_the_start_replaces_itself_with_comfyui(tmp_path: Path) -> None:
     assert ran["path"] == str(folders["site_packages"])
     assert str(folders["site_packages"]) in ran["site"]  # importable by the packs
     assert "comfyui-start: environment env-1" in done.stderr
+    # ComfyUI's home is made at each start, closed to others (systemd removes it at each stop).
+    assert (tmp_path / "home").stat().st_mode & 0o7777 == 0o700
+
+
+def test_a_home_that_is_not_a_folder_of_comfyuis_stops_the_start(tmp_path: Path) -> None:
+    """A link where the home goes (planted in a shared /var/tmp) is never followed."""
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "home").symlink_to(tmp_path / "elsewhere")
+    done = _start(tmp_path, main=str(tmp_path / "main.py"))
+    assert done.returncode == 2
+    assert "is not a folder of this user's" in done.stderr
 
 
 @pytest.mark.parametrize(
@@ -199,24 +211,25 @@ def test_worker_builds_and_keeps_layers_where_the_image_made_them() -> None:
     assert worker["COMFYBURST_WORKER_ENV_BASE_PYTHON"] == "/opt/comfyui/.venv/bin/python"
     assert worker["COMFYBURST_WORKER_ENV_COMFYUI_DIR"] == _common("COMFYUI_DIR")
     assert shlex.split(worker["COMFYBURST_WORKER_ENV_BUILD_AS"]) == [
-        "sudo", "-n", "-u", "comfyui", "--"
+        "sudo", "-n", "-u", _common("BUILD_USER"), "--"
     ]  # fmt: skip
+    assert worker["COMFYBURST_WORKER_ENV_BUILD_USER"] == _common("BUILD_USER")
 
 
-def test_builds_run_a_pip_and_a_folder_that_comfyuis_user_may_use() -> None:
-    """The worker's own venv is closed to ComfyUI's user: builds run the tools venv's pip,
-    pinned new enough for `--python`, in `builds/`, made ComfyUI's own by the image."""
+def test_builds_run_a_pip_and_a_folder_that_the_build_user_may_use() -> None:
+    """The worker's own venv is closed to the build user: builds run the tools venv's pip,
+    pinned new enough for `--python`, in `builds/`, made the build user's own by the image."""
     worker = _env("comfyburst-worker.service")
     assert worker["COMFYBURST_WORKER_ENV_PIP_COMMAND"] == f"{_common('TOOLS_DIR')}/bin/pip"
     comfyui = (SCRIPTS / "02-comfyui.sh").read_text()
     assert '"${TOOLS_DIR}/bin/pip" install --quiet "pip==${PIP_VERSION}"' in comfyui
     assert tuple(int(x) for x in _common("PIP_VERSION").split(".")[:2]) >= (22, 3)
     worker_sh = (SCRIPTS / "04-worker.sh").read_text()
-    made = 'install -d -o "${COMFYUI_USER}" -g "${COMFYUI_USER}" -m 0700 "${ENV_LAYERS_DIR}/builds"'
+    made = 'install -d -o "${BUILD_USER}" -g "${BUILD_USER}" -m 0700 "${ENV_LAYERS_DIR}/builds"'
     assert made in worker_sh
 
 
-def test_sudoers_allows_exactly_the_restart_and_builds_as_comfyui() -> None:
+def test_sudoers_allows_exactly_the_restart_and_builds_as_the_build_user() -> None:
     worker = _env("comfyburst-worker.service")
     restart = shlex.split(worker["COMFYBURST_WORKER_COMFYUI_RESTART_COMMAND"])
     assert restart[:2] == ["sudo", "-n"]
@@ -227,7 +240,7 @@ def test_sudoers_allows_exactly_the_restart_and_builds_as_comfyui() -> None:
     ]
     assert rules == [
         f"comfyburst ALL=(root) NOPASSWD: {' '.join(restart[2:])}",
-        "comfyburst ALL=(comfyui) NOPASSWD: ALL",
+        f"comfyburst ALL=({_common('BUILD_USER')}) NOPASSWD: ALL",
     ]
     # sudo skips sudoers.d files whose names hold a '.': the installed name has none.
     text = (SCRIPTS / "05-systemd.sh").read_text()

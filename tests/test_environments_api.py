@@ -57,6 +57,7 @@ def cloud(settings: Any, standin: Any, blob_store: Any, signer: Any, publisher: 
         publisher,
         custom_node_sources=["github.com", "registry:*"],
         trusted_custom_node_sources=["github.com/Comfy-Org", "registry:kjnodes"],
+        custom_node_registry_url="https://registry.example.com",
     )
 
 

@@ -232,7 +232,7 @@ def test_the_agent_runs_a_build_job_and_its_done_flag_reports_what_it_built(
 
 
 def test_pack_code_never_runs_as_the_workers_user_unless_said(tmp_path: Path) -> None:
-    """A base venv alone is not enough: without env_build_as (ComfyUI's user) the VM refuses."""
+    """A base venv alone is not enough: without env_build_as (its own user) the VM refuses."""
     settings = local_settings(
         "http://127.0.0.1:9", tmp_path / "models", env_base_python=Path("/usr/bin/python3")
     )
@@ -244,7 +244,9 @@ def test_pack_code_never_runs_as_the_workers_user_unless_said(tmp_path: Path) ->
         "http://127.0.0.1:9",
         tmp_path / "models",
         env_base_python=Path("/usr/bin/python3"),
-        env_build_as="sudo -n -u comfyui --",
+        env_build_as="sudo -n -u comfyburst-build --",
+        env_build_user="comfyburst-build",
     )
     builder = EnvBuildRunner.of_settings(isolated, InMemoryBlobStore(), local_config()).builder
-    assert builder is not None and builder.as_user == ("sudo", "-n", "-u", "comfyui", "--")
+    assert builder is not None
+    assert builder.as_user == ("sudo", "-n", "-u", "comfyburst-build", "--")

@@ -82,9 +82,11 @@ def cloud(
     )
 
 
-def _build_and_complete(cloud: Any, material: dict[str, Path], env_id: str, hostport: str) -> Any:
+def _build_and_complete(
+    cloud: Any, material: dict[str, Path], env_id: str, hostport: str, registry: Any = None
+) -> Any:
     """What a VM does with the build job (claim, run the build, write the done flag) and what
-    the done trigger does with the flag."""
+    the done trigger does with the flag; `registry`: the builder's (registry packs)."""
     job_id = build_job_id(env_id)
     vm = VmRef(name="apitest-a1", zone="zone-a")
 
@@ -96,7 +98,11 @@ def _build_and_complete(cloud: Any, material: dict[str, Path], env_id: str, host
         cloud.blobs,
         cloud.settings.outputs_bucket,
         material["root"] / "layers",
-        LayerBuilder(base_python=material["base_python"], pip_args=pip_args(material["wheels"])),
+        LayerBuilder(
+            base_python=material["base_python"],
+            pip_args=pip_args(material["wheels"]),
+            registry=registry,
+        ),
         test_hostports=(hostport,),
     )
     result = runner.run(job)

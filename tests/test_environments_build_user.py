@@ -147,7 +147,8 @@ def test_the_pip_command_is_a_setting(tmp_path: Path) -> None:
         "http://127.0.0.1:9",
         tmp_path / "models",
         env_base_python=Path("/usr/bin/python3"),
-        env_build_as="sudo -n -u comfyui --",
+        env_build_as="sudo -n -u comfyburst-build --",
+        env_build_user="comfyburst-build",
         env_pip_command="/opt/comfyburst/tools/bin/pip",
     )
     builder = EnvBuildRunner.of_settings(settings, InMemoryBlobStore(), local_config()).builder
@@ -156,7 +157,8 @@ def test_the_pip_command_is_a_setting(tmp_path: Path) -> None:
         "http://127.0.0.1:9",
         tmp_path / "models",
         env_base_python=Path("/usr/bin/python3"),
-        env_build_as="sudo -n -u comfyui --",
+        env_build_as="sudo -n -u comfyburst-build --",
+        env_build_user="comfyburst-build",
     )
     builder = EnvBuildRunner.of_settings(default, InMemoryBlobStore(), local_config()).builder
     assert builder is not None and builder.pip_command == (sys.executable, "-m", "pip")

@@ -53,12 +53,12 @@ def ids(jobs: list[J]) -> list[str]:
         ((("A", 3), ("B", 2)), {}, {}, ["A-0", "B-0", "A-1", "B-1", "A-2"]),
         # Equal running counts: the oldest queued job first.
         ((("B", 2), ("A", 2)), {"A": 1, "B": 1}, {}, ["B-0", "A-0", "B-1", "A-1"]),
-        # B runs 3, A 1: A catches up first; at 3 each the older job (A's) breaks the tie.
+        # B runs 3, A 1: A catches up first; at 3 each B goes, A having just been served.
         (
             (("A", 4), ("B", 2)),
             {"A": 1, "B": 3},
             {},
-            ["A-0", "A-1", "A-2", "B-0", "A-3", "B-1"],
+            ["A-0", "A-1", "B-0", "A-2", "B-1", "A-3"],
         ),
         # A at its running limit: skipped, its jobs wait; B's start.
         ((("A", 3), ("B", 2)), {"A": 2}, {"A": 2}, ["B-0", "B-1"]),
@@ -177,3 +177,101 @@ def test_pick_passes_over_a_job_whose_class_is_full_to_the_callers_next() -> Non
     # l4 has no VM: A's oldest waits; its t4 job and B's take t4's two.
     assert ids(dispatch_rule.pick(jobs, {"t4": 2}, {}, classes)) == ["a-t4", "b-t4"]
     assert ids(dispatch_rule.pick(jobs, {"t4": 1}, {}, classes)) == ["a-t4"]
+
+
+# --- dispatch_order: fifo (the order before fair share, kept for comparison) ----------------
+
+
+def test_fifo_orders_the_oldest_first_whoever_runs_what() -> None:
+    jobs = queue(("A", 500), ("B", 1))
+    fifo = fair_share.DispatchOrder.FIFO
+    # The case fair share exists for: B's one job waits behind all of A's backlog.
+    assert fair_share.order(jobs, {"A": 2}, dispatch_order=fifo) == jobs
+    assert ids(fair_share.order(jobs, {"A": 2}))[0] == "B-0"  # fair (the default): B first
+
+
+def test_fifo_still_keeps_each_callers_max_running() -> None:
+    jobs = queue(("A", 3), ("B", 2))
+    fifo = fair_share.DispatchOrder.FIFO
+    ranked = fair_share.order(jobs, {"A": 1}, lambda c: 2 if c == "A" else None, fifo)
+    assert ids(ranked) == ["A-0", "B-0", "B-1"]  # A reaches 2 after its oldest; then only B's
+
+
+def test_fifo_pick_fills_each_class_with_its_oldest_jobs() -> None:
+    classes = build([T4, L4], "t4", None)
+    a = [J(f"A-{i}", "A", T0 + timedelta(seconds=i), "t4") for i in range(10)]
+    b = [J("B-l4", "B", T0 + timedelta(seconds=20), "l4")]
+    b += [J("B-t4", "B", T0 + timedelta(seconds=21), "t4")]
+    fifo = fair_share.DispatchOrder.FIFO
+    picked = dispatch_rule.pick(
+        a + b, {"t4": 2, "l4": 1}, {}, classes, {"A": 2}, dispatch_order=fifo
+    )
+    # Per class still: l4's VM goes to B's l4 job; t4's two to A's two oldest, B's t4 waits.
+    assert ids(picked) == ["A-0", "A-1", "B-l4"]
+
+
+def test_the_draining_worker_ranks_fifo_when_told() -> None:
+    a = [_worker_job(f"a-{i}", "key:a", i) for i in range(30)]
+    b = _worker_job("b-0", "key:b", 100)
+    ranked = rank_queued(
+        [*a, b], set(), "gpu-0", running={"key:a": 2}, dispatch_order=fair_share.DispatchOrder.FIFO
+    )
+    assert ranked[-1].job_id == "b-0" and len(ranked) == 31
+
+
+def test_dispatch_order_setting_reaches_the_reaper_and_the_vms(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pydantic import ValidationError
+
+    from comfyburst.services.reap import policy_from
+    from comfyburst.settings import FunctionSettings
+
+    for name in ("PROJECT_ID", "JOBS_BUCKET", "OUTPUTS_BUCKET", "SIGNALS_BUCKET", "RESULTS_TOPIC"):
+        monkeypatch.setenv(f"COMFYBURST_{name}", "x")
+    default = FunctionSettings()
+    assert policy_from(default).dispatch_order is fair_share.DispatchOrder.FAIR
+    assert default.deployment_config().dispatch_order is fair_share.DispatchOrder.FAIR
+    monkeypatch.setenv("COMFYBURST_DISPATCH_ORDER", "fifo")
+    fifo = FunctionSettings()
+    assert policy_from(fifo).dispatch_order is fair_share.DispatchOrder.FIFO
+    config = fifo.deployment_config()
+    assert config.dispatch_order is fair_share.DispatchOrder.FIFO
+    assert type(config).model_validate_json(config.model_dump_json()) == config  # as a VM reads
+    monkeypatch.setenv("COMFYBURST_DISPATCH_ORDER", "lifo")
+    with pytest.raises(ValidationError, match="dispatch_order"):
+        FunctionSettings()
+
+
+def reaper_dispatches(
+    live: list[Any], order: str = "fair", served: dict[Any, datetime] | None = None
+) -> list[str]:
+    """What the reaper's plan dispatches onto one free t4 VM when caller A queued three jobs,
+    then B one, beside the `live` jobs; `served`: the plan's "last served" per (caller, class)."""
+    from comfyburst.domain.gpu_classes import CLASS_LABEL
+    from comfyburst.domain.reaper import DispatchJob, ReaperPolicy, plan
+    from comfyburst.ports import VmStatus
+
+    jobs = [_worker_job(f"a-{i}", "key:a", i) for i in range(3)]
+    jobs.append(_worker_job("b-0", "key:b", 10))
+    jobs = [j.model_copy(update={"gpu_class": "t4"}) for j in jobs]
+    vm = VmStatus(name="t4-vm", zone="zone-a", status="TERMINATED", labels={CLASS_LABEL: "t4"})
+    policy = ReaperPolicy(
+        boot_timeout_s=600,
+        heartbeat_timeout_s=600,
+        max_attempts=3,
+        dispatch_grace_s=0,
+        classes=build([T4.model_copy(update={"max_vms": 1})], "t4", None),
+        dispatch_order=fair_share.DispatchOrder(order),
+    )
+    now = T0 + timedelta(minutes=5)
+    actions = plan([*live, *jobs], [], [vm], now, policy, served=served)
+    return [a.job_id for a in actions if isinstance(a, DispatchJob)]
+
+
+def test_the_reapers_plan_dispatches_in_the_policys_order() -> None:
+    running = _worker_job("a-run", "key:a", -60).model_copy(
+        update={"state": JobState.RUNNING, "gpu_class": "t4", "vm": None}
+    )
+    assert reaper_dispatches([running]) == ["b-0"]  # fair: B runs none, A one
+    assert reaper_dispatches([running], "fifo") == ["a-0"]

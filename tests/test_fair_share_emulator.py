@@ -108,3 +108,22 @@ def test_a_caller_at_max_running_waits_and_others_start(
     assert _state(pool, b_job.job_id) is JobState.STARTING
     for job in a_jobs[2:]:
         assert _state(pool, job.job_id) is JobState.QUEUED
+
+
+def test_with_nobody_running_the_free_vm_goes_to_the_caller_served_least_recently(
+    make_pool: Callable[..., Pool], publisher: Any
+) -> None:
+    from tests._completion_helpers import make_job
+
+    pool = make_pool([], settings={"gpu_classes": [_class(1)]}, instances=_vms(1))
+    # H's last job ran a moment ago and ended; H queued 3 before L's one. Nobody runs now.
+    done = make_job("h-done", pool.clock.now() - timedelta(seconds=30), JobState.SUCCEEDED)
+    pool.store.create_job(done.model_copy(update={"caller": "key:h", "gpu_class": "t4"}))
+    h_jobs = [_job(pool, f"h-{i}", "key:h", i) for i in range(3)]
+    l_job = _job(pool, "l-0", "key:l", 20)
+
+    # Oldest first (and the tie on running alone) would give the one VM to h-0.
+    assert _reap(pool, publisher) == [("l-0", "applied")]
+    assert _state(pool, l_job.job_id) is JobState.STARTING
+    for job in h_jobs:
+        assert _state(pool, job.job_id) is JobState.QUEUED

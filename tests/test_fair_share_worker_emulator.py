@@ -111,3 +111,50 @@ def test_a_caller_behind_a_backlog_longer_than_the_listing_is_still_seen(
     other_vm = VmRef(name="cb-drain-1", zone="zone-a")
     second = _agent(store, tmp_path / "2", other_vm)._claim_next(None)
     assert second is not None and second.job_id == "b-0"
+
+
+def test_a_draining_vm_after_the_heavy_callers_job_takes_the_light_callers_next(
+    store: Any, tmp_path: Path
+) -> None:
+    # One VM in the class: it just ran H's job, which is already `succeeded` when it looks
+    # for the next, so nobody runs anything. H queued 5 first, L one after: L's goes next.
+    _put(store, "h-done", "key:h", 0, JobState.SUCCEEDED)
+    h_queued = [_put(store, f"h-{i}", "key:h", 10 + i, JobState.QUEUED) for i in range(5)]
+    _put(store, "l-0", "key:l", 30, JobState.QUEUED)
+
+    agent = _agent(store, tmp_path)
+    claimed = agent._claim_next("h-done")
+    assert claimed is not None and claimed.job_id == "l-0"  # FIFO (and the old tie) took h-0
+    assert all(_state(store, j.job_id) is JobState.QUEUED for j in h_queued)
+
+
+def test_a_draining_vm_takes_the_caller_served_longest_ago_even_with_younger_jobs(
+    store: Any, tmp_path: Path
+) -> None:
+    # H's last job started before L's; L's queued job is the oldest: H's goes next all the same.
+    _put(store, "h-done", "key:h", 0, JobState.SUCCEEDED)
+    _put(store, "l-done", "key:l", 5, JobState.SUCCEEDED)
+    _put(store, "l-0", "key:l", 8, JobState.QUEUED)
+    for i in range(3):
+        _put(store, f"h-{i}", "key:h", 10 + i, JobState.QUEUED)
+
+    claimed = _agent(store, tmp_path)._claim_next("l-done")
+    assert claimed is not None and claimed.caller == "key:h"  # oldest first would take l-0
+    assert _state(store, "l-0") is JobState.QUEUED
+
+
+def test_last_started_answers_each_callers_latest_start_in_the_class(store: Any) -> None:
+    _put(store, "a-old", "key:a", 0, JobState.SUCCEEDED)
+    newest = _put(store, "a-new", "key:a", 5, JobState.RUNNING)
+    _put(store, "a-queued", "key:a", 9, JobState.QUEUED)  # never started: null started_at
+    other = make_job("a-other", SystemClock().now(), JobState.SUCCEEDED, vm="cb-x")
+    store.create_job(other.model_copy(update={"caller": "key:a", "gpu_class": "l4"}))
+    _put(store, "b-queued", "key:b", 7, JobState.QUEUED)
+
+    found = store.last_started("default", ["key:a", "key:b", "key:none"])
+    assert found == {"key:a": newest.started_at}  # not l4's later start; B never served
+    assert store.last_started("l4", ["key:a"]) == {"key:a": other.started_at}
+    # Jobs of an API without auth have no caller: `caller == null` finds them too.
+    anon = make_job("n-done", SystemClock().now(), JobState.SUCCEEDED, vm="cb-y")
+    store.create_job(anon.model_copy(update={"gpu_class": "default"}))
+    assert store.last_started("default", [None]) == {None: anon.started_at}

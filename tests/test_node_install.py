@@ -166,13 +166,46 @@ def test_core_imports_nothing_of_the_cloud_side_and_parses_as_python_310() -> No
 )
 def test_node_and_core_need_nothing_newer_than_python_310(path: Path) -> None:
     tree = ast.parse(path.read_text(), feature_version=(3, 10))
+    guarded = _guarded_imports(tree)
     for node in ast.walk(tree):
+        if node in guarded:  # `try: import x / except ImportError:` has its 3.10 path
+            continue
         if isinstance(node, ast.ImportFrom):
             for alias in node.names:
                 assert (node.module, alias.name) not in PY311_ONLY, f"{node.module}.{alias.name}"
         if isinstance(node, ast.Import):
             for alias in node.names:
                 assert (alias.name, None) not in PY311_ONLY, alias.name
+
+
+def _guarded_imports(tree: ast.AST) -> set[ast.AST]:
+    """Imports in the body of a `try` one of whose handlers catches ImportError."""
+    guarded: set[ast.AST] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Try):
+            continue
+        caught = {
+            name.id
+            for handler in node.handlers
+            for name in ast.walk(handler.type)
+            if handler.type is not None
+            if isinstance(name, ast.Name)
+        }
+        if caught & {"ImportError", "ModuleNotFoundError"}:
+            guarded.update(
+                n
+                for stmt in node.body
+                for n in ast.walk(stmt)
+                if isinstance(n, (ast.Import, ast.ImportFrom))
+            )
+    return guarded
+
+
+def test_an_import_guarded_for_python_310_is_allowed_and_a_bare_one_is_not() -> None:
+    guarded = ast.parse("try:\n    import tomllib\nexcept ImportError:\n    tomllib = None\n")
+    bare = ast.parse("import tomllib\n")
+    assert len(_guarded_imports(guarded)) == 1
+    assert _guarded_imports(bare) == set()
 
 
 def _documented_rewrite(line: str) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from comfyburst.domain.job_logs import job_log_object
 from comfyburst.schema import DoneManifest, DoneStatus, ModelKind, ModelSpec, VmRef
 from comfyburst_worker import prompt_scope
 from tests._model_server import ModelServer
@@ -219,7 +220,8 @@ def test_a_run_reporting_outputs_beyond_the_accepted_ones_fails_and_uploads_noth
     done = _done(blobs, job.job_id)
     assert done.status is DoneStatus.FAILED and done.error is not None
     assert "did not accept: 9" in done.error.message
-    assert blobs.list("outputs", f"jobs/{job.job_id}/") == []
+    # Nothing but the job's log (what ComfyUI printed during the run).
+    assert blobs.list("outputs", f"jobs/{job.job_id}/") == [job_log_object(job.job_id)]
     assert _entries(tmp_path) == []
 
 

@@ -19,6 +19,7 @@ import pytest
 import requests
 from PIL import Image
 
+from comfyburst.domain.job_logs import job_log_object
 from comfyburst.schema import DoneManifest, DoneStatus, VmRef
 from comfyburst_worker import prompt_scope
 from tests._worker_support import (
@@ -144,7 +145,14 @@ def test_execution_error_fails_with_the_node_id(tmp_path):
     assert done.status is DoneStatus.FAILED and done.error is not None
     assert done.error.type == "execution_error"
     assert done.error.node_id == "3" and done.error.node_type == "SaveImage"
-    assert done.outputs == [] and not blobs.list("outputs", f"jobs/{job_id}/")
+    # Nothing uploaded but the job's log: ComfyUI's own lines of this run.
+    assert done.outputs == [] and blobs.list("outputs", f"jobs/{job_id}/") == [
+        job_log_object(job_id)
+    ]
+    log = (blobs.read("outputs", job_log_object(job_id)) or b"").decode().splitlines()
+    assert "got prompt" in log and log.count("got prompt") == 1
+    assert any(line.startswith("!!! Exception during processing !!! ") for line in log)
+    assert log[-1].startswith("Prompt executed in ")
 
 
 def _slow_workflow(blurs: int) -> dict[str, Any]:

@@ -115,8 +115,14 @@ def _dismiss(browser: Browser) -> None:
 
 
 def _click_button(browser: Browser) -> None:
-    box = _element_box(browser, BUTTON, margin=0)
-    browser.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    """Click the button's centre once it has stopped moving and nothing covers it (a newer
+    frontend lays its action bar out again after a graph loads: a click too early is Run's)."""
+    box = _settled(browser, BUTTON)
+    at = {"x": box["x"] + box["width"] / 2, "y": box["y"] + box["height"] / 2}
+    browser.wait_for(
+        f"document.elementFromPoint({at['x']}, {at['y']})?.closest('{BUTTON}') ? 1 : 0", 30
+    )
+    browser.click(at["x"], at["y"])
 
 
 def _dialog(browser: Browser) -> dict[str, float]:
@@ -213,7 +219,8 @@ SCENES: list[Callable[[Browser, ComfyStack, Path], None]] = [
 # Environments open to the local pack's owner (its remote is never fetched: the local cloud's
 # VMs have no base venv, so each build is refused before any clone, and fails).
 ENVIRONMENT_SETTINGS = {"COMFYBURST_CUSTOM_NODE_SOURCES": "github.com/example-org"}
-TOAST = ".p-toast-message"
+# A toast of the frontend's service: PrimeVue's (older frontends), its own store's (1.58).
+TOAST = ".p-toast-message, [data-testid=toast]"
 
 
 def _pack_graph() -> dict[str, Any]:
@@ -223,20 +230,34 @@ def _pack_graph() -> dict[str, Any]:
     return graph
 
 
+def _building_toast(browser: Browser, path: Path) -> None:
+    """Queue the graph of a local pack; the toast that says its environment is being built."""
+    _load(browser, _pack_graph())
+    _click_button(browser)
+    found = (
+        f"[...document.querySelectorAll('{TOAST}')].find(t => /building the GPU/.test(t.innerText))"
+    )
+    browser.wait_for(f"!!{found}", 60)
+    browser.evaluate(f"{found}.dataset.comfyburstShot = '1'")
+    toast = _settled(browser, "[data-comfyburst-shot]")
+    _save(browser, _union(toast, _element_box(browser, BUTTON)), path)
+
+
 def building_environment(browser: Browser, stack: ComfyStack, out: Path) -> None:
     """A node type from a local pack: the GPU environment of that pack is asked for, and the
     page says it is being built; then the build's failure, on the run node."""
-    _load(browser, _pack_graph())
-    _click_button(browser)
-    toasts = f"[...document.querySelectorAll('{TOAST}')]"
-    browser.wait_for(f"{toasts}.some(t => /building the GPU/.test(t.innerText))", 60)
-    toast = _settled(browser, TOAST)
-    _save(browser, _union(toast, _element_box(browser, BUTTON)), out / "building-environment.png")
+    _building_toast(browser, out / "building-environment.png")
     browser.evaluate(f"{APP}.extensionManager?.toast?.removeAll?.()")
     # A VM starts, claims the build, refuses it; the run node sees it failed within its poll.
     browser.wait_for("!!document.querySelector('[role=dialog]')", 300)
     _save(browser, _dialog(browser), out / "environment-failed.png")
     _dismiss(browser)
+
+
+def building_environment_other_frontend(browser: Browser, stack: ComfyStack, out: Path) -> None:
+    """The same notice on another frontend (--front-end-root), named with its version."""
+    version = browser.evaluate("window.__COMFYUI_FRONTEND_VERSION__")
+    _building_toast(browser, out / f"building-environment-frontend-{version}.png")
 
 
 ENVIRONMENT_SCENES: list[Callable[[Browser, ComfyStack, Path], None]] = [building_environment]
@@ -249,6 +270,11 @@ def main(argv: list[str] | None = None) -> int:
         "--environments",
         action="store_true",
         help="the custom-node environment pictures (a cloud with environments open) instead",
+    )
+    parser.add_argument(
+        "--front-end-root",
+        default="",
+        help="another frontend's static folder: only its environment notice is taken",
     )
     args = parser.parse_args(argv)
     reason = skip_reason()
@@ -263,14 +289,16 @@ def main(argv: list[str] | None = None) -> int:
     cleanups: list[Callable[[], None]] = []
     with tempfile.TemporaryDirectory(prefix="comfyburst-shots-") as tmp:
         try:
-            settings = ENVIRONMENT_SETTINGS if args.environments else None
-            stack = start_stack(Path(tmp), cleanups.append, settings)
+            other = bool(args.front_end_root)
+            settings = ENVIRONMENT_SETTINGS if args.environments or other else None
+            stack = start_stack(Path(tmp), cleanups.append, settings, args.front_end_root)
             (Path(tmp) / "profile").mkdir()
             browser = Browser(binary, Path(tmp) / "profile")
             cleanups.append(browser.close)
             browser.send("Page.navigate", url=stack.url)
             browser.wait_for(f"!!document.querySelector('{BUTTON}') && !!{APP}?.graph", 120)
-            for scene in ENVIRONMENT_SCENES if args.environments else SCENES:
+            scenes = ENVIRONMENT_SCENES if args.environments else SCENES
+            for scene in [building_environment_other_frontend] if other else scenes:
                 scene(browser, stack, args.out)
         finally:
             for cleanup in reversed(cleanups):

@@ -2,7 +2,8 @@
 
 `env create` asks for the environment of pinned packs, given as `--pack URL@COMMIT` or read from
 a local ComfyUI's `custom_nodes/` with the rule the node uses for a missing node type's pack
-(`comfyburst.custom_nodes.read_pack`: the folder's git remote `origin` and its HEAD commit).
+(`comfyburst.custom_nodes.read_pack`: the folder's git remote `origin` and its HEAD commit; a
+registry install without git, its `ID@VERSION`).
 Whether a pack may be built, and its canonical form, is the API's decision; this checks only
 what it must to send a request.
 """

@@ -1,6 +1,11 @@
 """Local custom-node packs as the GPU image lists them: a folder under ComfyUI's
 `custom_nodes/`, its git remote and commit, and the `gpu_image/custom_nodes.txt` line.
 
+A folder without `.git` that ComfyUI-Manager installed from the Comfy registry (it leaves a
+`.tracking` file beside the pack's `pyproject.toml`, whose `[project]` `name` and `version` are
+the registry's id, lower-cased as the Manager does, and version) is the registry pack
+`ID@VERSION`.
+
 One rule for what a pack line may hold, used by the node (to name a pack the GPU lacks) and by
 `comfyburst image nodes` (to write the list); the image build checks the same shape.
 """
@@ -40,9 +45,13 @@ class Pack:
     remote: str | None
     commit: str | None
     dirty: bool = False
+    # A registry install's id and version (no git): see the module docstring.
+    registry: tuple[str, str] | None = None
 
     def describe(self) -> str:
         """`NAME (REMOTE @ COMMIT)` for messages; says what is unknown."""
+        if self.remote is None and self.registry is not None:
+            return f"{self.name} (registry {self.registry[0]} @ {self.registry[1]})"
         where = self.remote or "no git remote"
         at = self.commit[:12] if self.commit else "no commit"
         changed = ", local changes" if self.dirty else ""
@@ -99,7 +108,10 @@ def pack_source(pack: Pack, *, allow_dirty: bool = False) -> str:
     rule): its remote in the https form the image clones (SSH remotes converted), or as it is
     where there is none (the API's URL rule has the last word and names what is wrong).
     PackError when it is not a git checkout with a remote and a commit; PackDirty when it has
-    local changes, unless `allow_dirty` (the caller warns instead)."""
+    local changes, unless `allow_dirty` (the caller warns instead). A registry install without
+    git is its `ID@VERSION`."""
+    if pack.remote is None and pack.registry is not None:
+        return f"{pack.registry[0]}@{pack.registry[1]}"
     if pack.remote is None:
         raise PackError(f"{pack.name}: not a git checkout with a remote (origin)")
     if pack.commit is None:
@@ -140,7 +152,53 @@ def read_pack(folder: Path) -> Pack:
         remote=public_remote(remote) if remote else None,
         commit=commit if commit and COMMIT_PATTERN.match(commit) else None,
         dirty=bool(status),
+        registry=None if is_repo else registry_install(folder),
     )
+
+
+def registry_install(folder: Path) -> tuple[str, str] | None:
+    """(id, version) of a pack ComfyUI-Manager installed from the registry, else None."""
+    if not (folder / ".tracking").is_file():
+        return None
+    try:
+        text = (folder / "pyproject.toml").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    name, version = _project_name_version(text)
+    if not name or not version:
+        return None
+    return name.strip().lower(), version.strip()
+
+
+def _project_name_version(text: str) -> tuple[str | None, str | None]:
+    """`[project]` `name` and `version` of a pyproject.toml (tomllib where Python has it)."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10 (ComfyUI's floor): the two plain string keys
+        return _plain_project_keys(text)
+    try:
+        project = tomllib.loads(text).get("project") or {}
+    except tomllib.TOMLDecodeError:
+        return None, None
+    name, version = project.get("name"), project.get("version")
+    return (
+        name if isinstance(name, str) else None,
+        version if isinstance(version, str) else None,
+    )
+
+
+def _plain_project_keys(text: str) -> tuple[str | None, str | None]:
+    found: dict[str, str] = {}
+    section = ""
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line.startswith("["):
+            section = line.strip("[] ")
+            continue
+        key, eq, value = line.partition("=")
+        if section == "project" and eq and key.strip() in ("name", "version"):
+            found.setdefault(key.strip(), value.strip().strip("\"'"))
+    return found.get("name"), found.get("version")
 
 
 def local_packs(custom_nodes: Path) -> list[Pack]:

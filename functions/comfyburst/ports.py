@@ -75,6 +75,10 @@ class JobStore(Protocol):
 
     def get_job(self, job_id: str) -> Job | None: ...
 
+    def read_job(self, job_id: str) -> tuple[Job | None, object | None]:
+        """The job and an opaque version token for a conditional write (`commit`)."""
+        ...
+
     def update_job(self, job_id: str, mutate: JobMutation) -> Job:
         """Read the job, apply `mutate`, write the result, all in one transaction.
 

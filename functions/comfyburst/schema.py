@@ -615,6 +615,14 @@ class VmRecord(_Strict):
         return self.lease is not None and self.lease.expires_at > now
 
 
+class DispatchOrder(str, Enum):
+    """Which queued job of a class starts next (the deployer's `dispatch_order`; the rule is
+    domain/fair_share.py)."""
+
+    FAIR = "fair"  # the caller with the fewest jobs running first: fair share between callers
+    FIFO = "fifo"  # the oldest queued job first, whoever's: kept to compare with the above
+
+
 class DeploymentConfig(_Strict):
     """The deployment's non-secret settings, given to each VM in its metadata."""
 
@@ -644,6 +652,12 @@ class DeploymentConfig(_Strict):
         default_factory=list, description="host:port allowed over plain http (local tests only)"
     )
     gs_model_buckets: list[str] = Field(default_factory=list)
+    custom_node_registry_url: str | None = Field(
+        default=None, description="The Comfy registry's API that registry packs are fetched from"
+    )
+    custom_node_registry_download_hosts: list[str] = Field(
+        default_factory=list, description="Hosts the registry's pack archives may come from"
+    )
     civitai_token_secret: str | None = Field(default=None, description="Secret Manager name")
     huggingface_token_secret: str | None = Field(default=None, description="Secret Manager name")
     civitai_token_scope: list[str] = Field(
@@ -658,6 +672,11 @@ class DeploymentConfig(_Strict):
         default_factory=dict,
         description="Most jobs starting or running at once per caller (`*`: everyone the map "
         "does not name); no entry: no limit. The draining worker's claim keeps to it.",
+    )
+    dispatch_order: DispatchOrder = Field(
+        default=DispatchOrder.FAIR,
+        description="Which queued job of its class a draining worker claims first: fair share "
+        "between callers, or fifo (the oldest); the reaper dispatches in the same order.",
     )
     warm_schedule: dict[str, list[dict[str, Any]]] = Field(
         default_factory=dict,

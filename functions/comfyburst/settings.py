@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import (
     BeforeValidator,
@@ -20,7 +21,8 @@ from comfyburst.domain import warm as _warm
 from comfyburst.domain.caller_limits import CallerLimits
 from comfyburst.domain.custom_node_sources import PackInvalid, SourcePolicy
 from comfyburst.domain.gpu_classes import GpuClass, GpuClasses
-from comfyburst.schema import DeploymentConfig
+from comfyburst.domain.urls import UrlRefused, UrlRule, check_url
+from comfyburst.schema import DeploymentConfig, DispatchOrder
 
 # The ComfyUI commit gpu_image/variables.pkr.hcl bakes by default (a test holds them equal).
 IMAGE_COMFYUI_COMMIT = "a125cd84b054a57729b5eecab930ca9408719832"
@@ -198,6 +200,11 @@ class FunctionSettings(BaseSettings):
         "max_queued, max_running and gpu_classes (domain/caller_limits.py, docs/DEPLOY.md); "
         "{}: none",
     )
+    dispatch_order: DispatchOrder = Field(
+        default=DispatchOrder.FAIR,
+        description="Which queued job of a class starts next: fair (fair share between "
+        "callers) or fifo (the oldest, whoever's; for comparison); domain/fair_share.py",
+    )
     model_upload_principals: CsvList = Field(
         default_factory=list,
         description="Callers who may upload their own model files (POST /uploads): key:NAME, "
@@ -230,6 +237,16 @@ class FunctionSettings(BaseSettings):
         default_factory=list,
         description="Sources whose packs make shared environments; any other pack makes an "
         "environment private to its creator (same entry forms)",
+    )
+    custom_node_registry_url: str | None = Field(
+        default=None,
+        description="Base URL of the Comfy registry's API that registry packs (ID@VERSION) are "
+        "fetched from; none: registry packs are refused (registry_not_configured)",
+    )
+    custom_node_registry_download_hosts: CsvList = Field(
+        default_factory=list,
+        description="Hosts (and subdomains) the registry's pack archives may be downloaded "
+        "from over https, redirects included",
     )
     environments_collection: str = Field(
         default="environments", description="Firestore collection of environment documents"
@@ -283,6 +300,22 @@ class FunctionSettings(BaseSettings):
         except PackInvalid as exc:
             raise ValueError(str(exc)) from None
         return value
+
+    @field_validator("custom_node_registry_url")
+    @classmethod
+    def _check_registry(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # The one outbound URL rule with its own host allowed (a test host:port in the local
+        # cloud), so a wrong URL fails the deploy, not each build.
+        if value is None or not value.strip():
+            return None
+        tests = tuple(h.strip().lower() for h in info.data.get("http_model_hosts") or ())
+        try:
+            check_url(value, UrlRule.of([urlsplit(value).hostname or ""], (), tests))
+        except UrlRefused as exc:
+            raise ValueError(f"custom_node_registry_url {exc}") from None
+        if urlsplit(value).query or urlsplit(value).fragment:
+            raise ValueError("custom_node_registry_url must not have a query or fragment")
+        return value.rstrip("/")
 
     @field_validator("preemption_fallback_class")
     @classmethod
@@ -356,11 +389,14 @@ class FunctionSettings(BaseSettings):
             model_redirect_hosts=self.model_redirect_hosts,
             http_model_hosts=self.http_model_hosts,
             gs_model_buckets=self.all_model_buckets(),
+            custom_node_registry_url=self.custom_node_registry_url,
+            custom_node_registry_download_hosts=self.custom_node_registry_download_hosts,
             civitai_token_scope=self.civitai_token_scope,
             huggingface_token_scope=self.huggingface_token_scope,
             civitai_token_secret=self.civitai_token_secret,
             huggingface_token_secret=self.huggingface_token_secret,
             running_limits=self.caller_limits.running_limits(),
+            dispatch_order=self.dispatch_order,
             warm_schedule={
                 c.name: _warm.dump_windows(c.warm) for c in self.gpu_class_set().classes if c.warm
             },

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The two service users, uv and the image's Python, ComfyUI at a pinned commit with CUDA PyTorch
+# The service users and the build user, uv and the image's Python, ComfyUI at a pinned commit with CUDA PyTorch
 # and its requirements (held to comfyui-constraints.txt) in its own virtualenv.
 set -euo pipefail
 
@@ -18,13 +18,18 @@ readonly CONSTRAINTS="${COMFYBURST_SRC}/comfyui-constraints.txt"
 apt_get update
 apt_get install -y git python3-venv curl jq nftables sudo
 
-# ComfyUI's user owns only ComfyUI's working folders; the worker joins its group.
+# ComfyUI's user owns only ComfyUI's working folders; the worker joins its group. Neither it
+# nor the build user has a home on disk where pack code could leave files for later code.
 if ! getent group "${COMFYUI_USER}" >/dev/null; then
   groupadd --system "${COMFYUI_USER}"
 fi
 if ! id "${COMFYUI_USER}" >/dev/null 2>&1; then
-  useradd --system --gid "${COMFYUI_USER}" --create-home --home-dir "${COMFYUI_HOME}" \
+  useradd --system --gid "${COMFYUI_USER}" --no-create-home --home-dir "${NO_HOME}" \
     --shell /usr/sbin/nologin "${COMFYUI_USER}"
+fi
+if ! id "${BUILD_USER}" >/dev/null 2>&1; then
+  useradd --system --user-group --no-create-home --home-dir "${NO_HOME}" \
+    --shell /usr/sbin/nologin "${BUILD_USER}"
 fi
 if ! id "${WORKER_USER}" >/dev/null 2>&1; then
   useradd --system --user-group --groups "${COMFYUI_USER}" --create-home --home-dir "${WORKER_HOME}" \
@@ -32,7 +37,6 @@ if ! id "${WORKER_USER}" >/dev/null 2>&1; then
 fi
 usermod --append --groups "${COMFYUI_USER}" "${WORKER_USER}"
 chmod 0700 "${WORKER_HOME}"
-chmod 0750 "${COMFYUI_HOME}"
 
 # uv provides a Python the image's OS may lack (the agent needs >= 3.11) and fast installs.
 /usr/bin/python3 -m venv "${TOOLS_DIR}"

@@ -17,14 +17,16 @@ chown -R "root:${WORKER_USER}" "${WORKER_VENV}"
 chmod -R u=rwX,g=rX,o= "${WORKER_VENV}"
 
 # Environment layers: written by the worker only, read by ComfyUI's group (a custom node cannot
-# change another environment's code); the worker unit's COMFYBURST_WORKER_ENV_LAYERS_DIR.
-for dir in "${ENV_LAYERS_DIR}" "${ENV_LAYERS_DIR}/cache"; do
-  install -d -o "${WORKER_USER}" -g "${COMFYUI_USER}" -m 2750 "${dir}"
-done
+# change another environment's code); the worker unit's COMFYBURST_WORKER_ENV_LAYERS_DIR. The
+# layers folder may be crossed (not listed) by others: the build user reaches `builds/` only.
+install -d -o "${WORKER_USER}" -g "${COMFYUI_USER}" -m 2751 "${ENV_LAYERS_DIR}"
+install -d -o "${WORKER_USER}" -g "${COMFYUI_USER}" -m 2750 "${ENV_LAYERS_DIR}/cache"
 
-# Build jobs build in `builds/` as ComfyUI's user (env_build_as), who also deletes what it built;
-# the worker only writes the archive the build streams out, beside it.
-install -d -o "${COMFYUI_USER}" -g "${COMFYUI_USER}" -m 0700 "${ENV_LAYERS_DIR}/builds"
+# Build jobs build in `builds/` as the build user (env_build_as), who also deletes what it built;
+# the worker only writes the archive the build streams out, beside it. Neither ComfyUI's user
+# nor the worker can enter it.
+install -d -o "${BUILD_USER}" -g "${BUILD_USER}" -m 0700 "${ENV_LAYERS_DIR}/builds"
+chmod g-s "${ENV_LAYERS_DIR}/builds" # a new folder takes the layers folder's setgid bit
 
 # As the user the unit runs it as: the interpreter the venv points at must be theirs to run.
 as_user "${WORKER_USER}" "${WORKER_VENV}/bin/python" -c "import comfyburst, comfyburst_worker.settings"

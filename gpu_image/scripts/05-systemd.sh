@@ -24,7 +24,7 @@ visudo -cf /etc/sudoers.d/comfyburst-poweroff
 
 # Environments: ComfyUI's start reads the worker's active layer file (comfyui_start.py); the
 # runtime folders are made at every boot (tmpfiles.d); the worker may restart comfyui.service
-# and run builds as ComfyUI's user, nothing more (the sudoers drop-in).
+# and run builds as the build user, nothing more (the sudoers drop-in).
 install -d -m 0755 "$(dirname "${COMFYUI_START}")" /etc/tmpfiles.d
 install -m 0644 "${COMFYBURST_SRC}/systemd/comfyui_start.py" "${COMFYUI_START}"
 install -m 0644 "${COMFYBURST_SRC}/systemd/comfyburst.tmpfiles.conf" /etc/tmpfiles.d/comfyburst.conf
@@ -47,8 +47,9 @@ done
 printf '%s\n' 'APT::Periodic::Update-Package-Lists "0";' 'APT::Periodic::Unattended-Upgrade "0";' \
   >"${APT_PERIODIC_CONF}"
 
-# Pack code runs as ComfyUI's user and must not outlive its process: a crontab or at job would
-# run on outside comfyui.service (a restart kills only its cgroup) into other callers' jobs.
+# Pack code runs as ComfyUI's user or the build user and must not outlive its process: a crontab
+# or at job would run on outside comfyui.service (a restart kills only its cgroup) and after the
+# build (whose user's processes the worker kills) into other callers' jobs and builds.
 # Debian's and Ubuntu's cron and at let every user schedule unless an allow file exists.
 for allow in /etc/cron.allow /etc/at.allow; do
   printf 'root\n' >"${allow}"

@@ -12,9 +12,13 @@ readonly TOOLS_DIR=/opt/comfyburst/tools
 # ComfyUI and its custom nodes run as COMFYUI_USER; the worker agent as WORKER_USER, which is
 # also in COMFYUI_USER's group (never the reverse): it writes ComfyUI's input folder and reads
 # and empties its output and temp folders; ComfyUI reads the models the worker fetched.
+# COMFYUI_USER has no home on disk: comfyui.service gives it one that is emptied at every stop.
 readonly COMFYUI_USER=comfyui
-readonly COMFYUI_HOME=/var/lib/comfyui
 readonly WORKER_USER=comfyburst
+# Environment builds (git, pip, the import probe: pack code) run as BUILD_USER, in no service
+# group and with no home; the worker ends every process of it around each build (env_reap.py).
+readonly BUILD_USER=comfyburst-build
+readonly NO_HOME=/nonexistent
 readonly WORKER_HOME=/var/lib/comfyburst
 # Written by the worker only (owner WORKER_USER, group COMFYUI_USER, setgid, no group write).
 readonly MODELS_ROOT=/var/lib/comfyburst-models

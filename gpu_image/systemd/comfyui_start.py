@@ -8,13 +8,16 @@ base environment) and replaces itself with `python MAIN_PY ARGS...`; with a laye
 0.3.64 adds every key of such a file as a folder path, and loads custom nodes from every
 `custom_nodes` path) and puts the layer's site-packages on PYTHONPATH.
 
-A layer file that is not what the worker writes stops the start (exit 2): ComfyUI never runs in
-an environment other than the one the worker asked for. `--print` prints the command instead of
+It also makes ComfyUI's home (HOME, mode 0700: the unit puts it in its private /var/tmp, which
+systemd removes at every stop). A layer file that is not what the worker writes, or a HOME that
+is not a folder of this user's, stops the start (exit 2): ComfyUI never runs in an environment
+other than the one the worker asked for. `--print` prints the command instead of
 running it (the bake rehearsal and the tests).
 """
 
 import json
 import os
+import stat
 import sys
 
 LAYER_FILE = os.environ.get("COMFYBURST_COMFYUI_LAYER_FILE", "/run/comfyburst/comfyui-layer.json")
@@ -58,6 +61,16 @@ def read_layer(path: str) -> dict[str, str] | None:
     return folders
 
 
+def make_home(home: str | None) -> None:
+    """HOME as this user's own folder (0700), made if absent; LayerRefused if it is not."""
+    if not home or not os.path.isabs(home):
+        raise LayerRefused(f"HOME must be an absolute path, not {home!r}")
+    os.makedirs(home, mode=0o700, exist_ok=True)
+    st = os.lstat(home)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        raise LayerRefused(f"HOME {home} is not a folder of this user's")
+
+
 def write_paths(custom_nodes: str, path: str) -> None:
     """The extra model paths YAML naming the layer's custom_nodes folder (atomically)."""
     # A JSON string is a YAML double-quoted scalar: any path, quoted exactly.
@@ -87,6 +100,8 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         layer = read_layer(LAYER_FILE)
+        if not dry_run:
+            make_home(os.environ.get("HOME"))
     except (LayerRefused, OSError) as exc:
         print(f"comfyui-start: refusing to start ComfyUI: {exc}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from ._custom_nodes import CustomNodes
+from ._logs import LogBuffer
 from ._paths import Dirs, loadable_names, top_level_inputs
 from ._validation import Validator, Verdict
 from .executor import Executor
@@ -50,6 +51,7 @@ class Standin:
         self.hub = WsHub(lambda: self.queue.remaining(), lambda: self.faults)
         self.queue = PromptQueue(on_change=self.broadcast_status)
         self.history = History()
+        self.logs = LogBuffer()
         self.executor = Executor(
             self.queue,
             self.history,
@@ -59,6 +61,7 @@ class Standin:
             lambda: self.faults,
             preview_method,
             custom.functions,
+            self.logs,
         )
 
     def boot(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._graph import execution_order, is_link, signatures
+from ._logs import LogBuffer, executed_line
 from ._paths import Dirs, UnsafePathError, resolve_annotated
 from .faults import Faults, InjectedFault
 from .history import History
@@ -54,8 +55,10 @@ class Executor:
         faults: Callable[[], Faults],
         preview_method: str = "none",
         functions: dict[str, NodeFunction] | None = None,
+        logs: LogBuffer | None = None,
     ) -> None:
         self._queue, self._history, self._hub, self._dirs = queue, history, hub, dirs
+        self.logs = logs or LogBuffer()  # what it prints, as the real server does (_logs.py)
         # The core nodes and those of custom-node packs (_custom_nodes.py).
         self._functions = {**NODE_FUNCTIONS, **(functions or {})}
         self._object_info, self._faults = object_info, faults
@@ -121,6 +124,7 @@ class _Run:
         self.emit("progress_state", {"prompt_id": self.prompt_id, "nodes": nodes})
 
     async def execute(self) -> None:
+        started = time.perf_counter()
         self.ex._interrupt.clear()
         self.emit("execution_start", {"prompt_id": self.prompt_id, "timestamp": _now_ms()}, True)
         sigs = signatures(self.prompt, self._volatile_key)
@@ -133,9 +137,11 @@ class _Run:
                 await self._node(node_id, sigs.get(node_id), node_id in cached)
         except _Interrupted as stop:
             status_str = "error"
+            self.ex.logs.line("Processing interrupted")
             self.emit("execution_interrupted", self._stop_data(stop.node_id), True)
         except _NodeFailed as failure:
             status_str = "error"
+            self._print_failure(failure.cause)
             self.emit("execution_error", self._error_data(failure), True)
         else:
             self.emit(
@@ -148,6 +154,13 @@ class _Run:
         self.ex._history.record(self.item, self.ui_outputs, self.meta, status_str, self.messages)
         self.ex._queue.task_done()
         self.emit("executing", {"node": None, "prompt_id": self.prompt_id})
+        self.ex.logs.line(executed_line(time.perf_counter() - started))
+
+    def _print_failure(self, cause: BaseException) -> None:
+        """The real server's two writes for a node that raised: the message, the traceback."""
+        self.ex.logs.line(f"!!! Exception during processing !!! {cause}")
+        trace = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__))
+        self.ex.logs.line(trace)
 
     async def _node(self, node_id: str, sig: str | None, is_cached: bool) -> None:
         if is_cached and sig is not None:

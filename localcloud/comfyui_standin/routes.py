@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import _admin, _files
+from . import _admin, _files, _logs
 from ._graph import coerce_numbers
 from ._state import STANDIN_KEY, Standin
 from .prompt_queue import QueueItem
@@ -101,6 +101,7 @@ async def get_prompt(request: web.Request) -> web.Response:
 async def post_prompt(request: web.Request) -> web.Response:
     """Validate and enqueue a prompt."""
     standin = _standin(request)
+    standin.logs.line("got prompt")  # first, as the real server prints it for every POST
     body = await _json_body(request)
     if not isinstance(body, dict):
         return web.Response(status=500, text=_SERVER_ERROR_TEXT)
@@ -225,3 +226,4 @@ def add_routes(app: web.Application, standin: Standin) -> None:
         for method, path, handler in table:
             app.router.add_route(method, prefix + path, handler)
     _admin.add_routes(app)
+    _logs.add_routes(app, standin.logs)

@@ -1,9 +1,10 @@
 """Phase 2 of the bake rehearsal, after the job: the environment layers' rights in the booted
 root. The sudoers drop-in lets the worker restart exactly comfyui.service and run commands as
-ComfyUI's user (its git/probe variables kept, never as root); the folders the worker writes
-(the active layer file's, the layers) are ComfyUI's to read only; ComfyUI's start, as ComfyUI's
-user with its unit's command line, gives the base command line without a layer file and the
-layer's extra paths file and site-packages with one.
+the build user (its git/probe variables kept, never as root or ComfyUI's user); the folders the
+worker writes (the active layer file's, the layers) are ComfyUI's to read only, and the build
+user reaches `builds/` only; neither ComfyUI's user nor the build user has a home on disk;
+ComfyUI's start, as ComfyUI's user with its unit's command line, gives the base command line
+without a layer file and the layer's extra paths file and site-packages with one.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ LAYERS = "/var/lib/comfyburst-environments"
 LAYER_FILE = "/run/comfyburst/comfyui-layer.json"
 LAYER = f"{LAYERS}/cache/env-rehearsal"
 RESTART = "/usr/bin/systemctl restart comfyui.service"
+BUILD = "comfyburst-build"
 # (user, what, command, must succeed)
 RIGHTS: list[tuple[str, str, str, bool]] = [
     ("comfyburst", "sudo: restart comfyui", f"sudo -n -l {RESTART}", True),
@@ -37,7 +39,14 @@ RIGHTS: list[tuple[str, str, str, bool]] = [
         False,
     ),
     ("comfyburst", "sudo: a shell as root", "sudo -n -l /bin/sh", False),
-    ("comfyburst", "sudo: id as comfyui", "sudo -n -u comfyui -- id -un", True),
+    ("comfyburst", "sudo: id as comfyui", "sudo -n -u comfyui -- id -un", False),
+    ("comfyburst", "sudo: id as the build user", f"sudo -n -u {BUILD} -- id -un", True),
+    (BUILD, "sudo: restart comfyui", f"sudo -n -l {RESTART}", False),
+    (BUILD, "list the layers", f"ls {LAYERS}", False),
+    (BUILD, "read the layers cache", f"ls {LAYERS}/cache", False),
+    (BUILD, "write its builds folder", f"test -w {LAYERS}/builds", True),
+    (BUILD, "read ComfyUI's input", "ls /opt/comfyui/input", False),
+    ("comfyui", "enter the builds folder", f"ls {LAYERS}/builds", False),
     ("comfyui", "sudo: restart comfyui", f"sudo -n -l {RESTART}", False),
     ("comfyui", "write the layer file", f"touch {LAYER_FILE}", False),
     ("comfyui", "write the layers", f"touch {LAYERS}/cache/planted", False),
@@ -46,7 +55,8 @@ RIGHTS: list[tuple[str, str, str, bool]] = [
 FOLDERS = {
     "/run/comfyburst": ("comfyburst", "comfyui", 0o2750),
     "/run/comfyui": ("comfyui", "comfyui", 0o700),
-    LAYERS: ("comfyburst", "comfyui", 0o2750),
+    LAYERS: ("comfyburst", "comfyui", 0o2751),
+    f"{LAYERS}/builds": (BUILD, BUILD, 0o700),
     f"{LAYERS}/cache": ("comfyburst", "comfyui", 0o2750),
 }
 
@@ -89,8 +99,8 @@ def prove_layer_rights(root: Path) -> None:
     for user, what, command, must in RIGHTS:
         done = as_user(root, user, *shlex.split(command))
         ok = done.returncode == 0
-        if what == "sudo: id as comfyui":
-            ok = ok and done.stdout.strip() == "comfyui"
+        if what == "sudo: id as the build user":
+            ok = ok and done.stdout.strip() == BUILD
         _check(failures, ok == must, f"{user}: {what} {'allowed' if ok else 'refused'}")
     passed = as_user(
         root,
@@ -101,7 +111,7 @@ def prove_layer_rights(root: Path) -> None:
         "sudo",
         "-n",
         "-u",
-        "comfyui",
+        BUILD,
         "--",
         "sh",
         "-c",
@@ -110,10 +120,20 @@ def prove_layer_rights(root: Path) -> None:
     seen = passed.stdout.strip()
     _check(
         failures,
-        seen == "comfyui file /opt/comfyui /var/lib/comfyui",
-        "build as comfyui keeps git/probe variables",
+        seen == f"{BUILD} file /opt/comfyui /nonexistent",
+        "build as its user keeps git/probe variables",
         repr(seen or passed.stderr.strip()[-200:]),
     )
+    for user in ("comfyui", BUILD):
+        home = next(
+            row.split(":")[5]
+            for row in (root / "etc" / "passwd").read_text().splitlines()
+            if row.split(":")[0] == user
+        )
+        gone = home == "/nonexistent" and not (root / home.lstrip("/")).exists()
+        _check(failures, gone, f"{user} has no home on disk", home)
+    old = (root / "var/lib/comfyui").exists()
+    _check(failures, not old, "no /var/lib/comfyui")
     base = _start_print(root)
     is_base = base["environment_id"] is None and base["pythonpath"] is None
     _check(failures, is_base, "start: base", str(base))

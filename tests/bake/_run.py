@@ -18,7 +18,7 @@ from tests.bake._forward import METADATA_IP, Forwarder
 from tests.bake._root import WORKFLOW, RehearsalFailed, work_dir
 
 STATE = "run/comfyburst-rehearsal"
-AS_COMFYUI = ["sudo", "-n", "-u", "comfyui", "--"]  # the image's env_build_as
+AS_BUILD = ["sudo", "-n", "-u", "comfyburst-build", "--"]  # the image's env_build_as
 TOKEN_URL = (
     "http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/token"
 )
@@ -39,8 +39,9 @@ def prove_user_split(root: Path) -> list[str]:
     checks: list[tuple[str, str, list[str], bool]] = [
         ("comfyburst", "token endpoint", token, True),
         ("comfyui", "token endpoint", token, False),
-        # An environment build's pack code: the worker runs it as comfyui through sudo.
-        ("comfyburst", "token endpoint as build", [*AS_COMFYUI, *token], False),
+        # An environment build's pack code: the worker runs it as the build user through sudo.
+        ("comfyburst", "token endpoint as build", [*AS_BUILD, *token], False),
+        ("comfyburst-build", "token endpoint", token, False),
         ("comfyburst", "worker home", ["ls", "/var/lib/comfyburst"], True),
         ("comfyui", "worker home", ["ls", "/var/lib/comfyburst"], False),
         ("comfyburst", "worker venv", ["cat", "/opt/comfyburst/venv/pyvenv.cfg"], True),

@@ -68,10 +68,17 @@ function toast(summary, detail, severity = "error") {
 
 // The status of the GPU environment being built for a queued graph: one notice, replaced by
 // each update (a toast where the frontend has its service, else a small banner of our own).
+// Frontends whose toasts are kept by id (1.58's toast store: `info(title, {id})` replaces the
+// toast of that id; their `add` returns nothing to remove) get one toast of our own id; older
+// ones (PrimeVue's service) remove the message they were given before adding the next.
 let statusToast = null;
 function showStatus(text) {
   if (!text) return;
   const service = app.extensionManager?.toast;
+  if (typeof service?.info === "function" && typeof service?.dismiss === "function") {
+    service.info("ComfyBurst", { id: STATUS_ID, description: text, duration: NOTICE_LIFE_MS });
+    return;
+  }
   if (statusToast && typeof service?.remove === "function") service.remove(statusToast);
   statusToast = toast("ComfyBurst", text, "info");
   if (statusToast) return;

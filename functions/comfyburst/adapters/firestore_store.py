@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 import tenacity
@@ -116,6 +117,12 @@ class FirestoreJobStore:
         snap = self._jobs.document(job_id).get()
         return from_doc(Job, snap.to_dict()) if snap.exists else None
 
+    def read_job(self, job_id: str) -> tuple[Job | None, object | None]:
+        snap = self._jobs.document(job_id).get()
+        if not snap.exists:
+            return None, None
+        return from_doc(Job, snap.to_dict()), snap.update_time
+
     def update_job(self, job_id: str, mutate: JobMutation) -> Job:
         ref = self._jobs.document(job_id)
 
@@ -199,6 +206,28 @@ class FirestoreJobStore:
             heads.append(head)
             after = (">", head.caller or "")
         return heads
+
+    def last_started(
+        self, gpu_class: str, callers: Iterable[str | None]
+    ) -> dict[str | None, datetime]:
+        """{caller: when its latest job of `gpu_class` started}, for fair share's "served least
+        recently": one query of one document per caller (`caller ==`, `gpu_class ==`, ordered
+        by started_at descending, only that field read; index jobs_served). A caller whose
+        jobs of the class never started is absent (its null `started_at` sorts last)."""
+        found: dict[str | None, datetime] = {}
+        for caller in dict.fromkeys(callers):
+            query = (
+                self._jobs.where(filter=FieldFilter("caller", "==", caller))
+                .where(filter=FieldFilter("gpu_class", "==", gpu_class))
+                .order_by("started_at", direction=firestore.Query.DESCENDING)
+                .select(["started_at"])
+                .limit(1)
+            )
+            for snap in query.stream():
+                at = (snap.to_dict() or {}).get("started_at")
+                if isinstance(at, datetime):
+                    found[caller] = at
+        return found
 
     def list_unpublished_results(self, limit: int = 100) -> list[Job]:
         # Equality filters only (`== None` is IS_NULL): served by single-field indexes, no

@@ -43,7 +43,9 @@ def environment_paths(
                 "on a VM of the default class makes its layer; jobs may name it once it is "
                 "`ready`. A caller at its `max_environments` (caller_limits) asking for one "
                 "new to it answers 403 `environment_limit_reached` (error.details: "
-                "max_environments, environments); nothing is written." + _OFF,
+                "max_environments, environments); a registry pack (`ID@VERSION`) where the "
+                "deployment names no registry (custom_node_registry_url) answers 403 "
+                "`registry_not_configured`; nothing is written." + _OFF,
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": refs["EnvironmentRequest"]}},

@@ -5,12 +5,12 @@ One job model, one tenancy rule, one pre-flight: a v2 submit becomes our job req
 `job_list` and `cancel`. `Authorization: Bearer <key>` is an API key in `api_key` mode (an ID
 token in `iam` mode, as for our own routes).
 
-`Idempotency-Key` is single-use here, as the contract says: the key (scoped to the caller,
-namespaced apart from our own API's keys) derives the job id, so the job document in
-Firestore is the durable claim. The first request with a key creates the job; any later one,
-same body or not, answers 422 `idempotency_key_reuse`. A submit refused before its job is
-written (bad workflow, full queue, pre-flight) leaves no claim, so a retry may use the key
-again. Unlike the contract's 24 h, a key stays claimed as long as its job is kept.
+`Idempotency-Key` is single-use here for 24 h, as the contract says: the key (scoped to the
+caller, namespaced apart from our own API's keys, joined with its 24-hour window) derives the
+job id, so the job document in Firestore is the durable claim (api/_v2_submit.py). The first
+request with a key creates the job; any later one within 24 h, same body or not, answers 422
+`idempotency_key_reuse`. A submit refused before its job is written (bad workflow, full queue,
+pre-flight) leaves no claim, so a retry may use the key again.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from comfyburst.api._v2_views import (
     parse_asset_id,
 )
 from comfyburst.domain import tenancy
+from comfyburst.domain.job_logs import LOG_CONTENT_TYPE, bound_log, job_log_object
 from comfyburst.domain.labels import LabelError, check_filters
 from comfyburst.errors import InvalidRequest, JobFinished, NotFound, PayloadTooLarge
 from comfyburst.services import cancel, job_list, status, submit
@@ -93,8 +94,7 @@ def route(
                 raise NotImplementedHere("live event streams are not configured here; poll")
             return event_stream(api, job, caller)
         if action == "/logs":
-            # The contract's answer for a job with no captured log; we capture none yet.
-            return flask.Response(status=204)
+            return _job_log(api, job_id)
         if action == "/workflow":
             return _json(200, {"workflow": _workflow_of(api, job_id), "format": "api"})
         return _json(200, job_body(job))
@@ -137,13 +137,9 @@ def _caller(request: flask.Request, settings: Any) -> str | None:
 def _submit(
     request: flask.Request, api: ApiDeps, caller: str | None, read_body: ReadBody
 ) -> flask.Response:
-    job, created = submit_v2(
+    job = submit_v2(
         api, read_body(request, api.settings), caller, request.headers.get("Idempotency-Key")
     )
-    if not created:
-        raise V2Error(
-            "idempotency_key_reuse", 422, "this Idempotency-Key was used before (single-use)"
-        )
     response = _json(201, job_body(job))
     response.headers["Location"] = f"{PREFIX}/jobs/{job.job_id}"
     return response
@@ -210,6 +206,19 @@ def _workflow_of(api: ApiDeps, job_id: str) -> dict[str, Any]:
         raise status.job_not_found(job_id)
     workflow: dict[str, Any] = json.loads(stored)["workflow"]
     return workflow
+
+
+def _job_log(api: ApiDeps, job_id: str) -> flask.Response:
+    """What ComfyUI printed while the job ran, as the worker stored it (bounded again here);
+    204 while there is none (before its run ends, or nothing was printed or stored)."""
+    stored = api.blobs.read(api.settings.outputs_bucket, job_log_object(job_id))
+    text = bound_log(stored.decode(errors="replace")) if stored else ""
+    if not text.strip():
+        return flask.Response(status=204)
+    response = flask.Response(text, 200, content_type=LOG_CONTENT_TYPE)
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 def _cancel(api: ApiDeps, job_id: str, caller: str | None, admins: frozenset[str]) -> Any:

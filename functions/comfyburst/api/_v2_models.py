@@ -79,7 +79,9 @@ class V2Job(BaseModel):
     outputs: list[V2Output]
     error: V2JobError | None
     metrics: dict[str, int | None] = Field(
-        description="queue_ms, boot_ms (our VM start), execution_ms; null until known"
+        description="queue_ms, boot_ms (our VM start), execution_ms, then the run's cold-start "
+        "phases: vm_start_ms, guest_boot_ms, agent_start_ms, claim_ms, comfyui_start_ms, "
+        "environment_ms, models_ms, first_step_ms, run_ms; null until known or when skipped"
     )
     urls: V2JobUrls
     metadata: dict[str, str] = Field(description="The labels given at submit; {} when none")

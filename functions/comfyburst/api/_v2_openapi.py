@@ -23,7 +23,9 @@ from comfyburst.api._v2_models import (
     V2SubmitBody,
     V2Workflow,
 )
+from comfyburst.api._v2_submit import MAX_KEY_CHARS
 from comfyburst.api._v2_views import PREFIX
+from comfyburst.domain.job_logs import MAX_LOG_BYTES, MAX_LOG_LINES
 from comfyburst.domain.labels import MAX_FILTERS
 from comfyburst.services.job_list import MAX_PAGE_SIZE, MAX_TOKEN_CHARS
 
@@ -75,9 +77,15 @@ _IDEMPOTENCY = {
     "name": "Idempotency-Key",
     "in": "header",
     "required": False,
-    "description": "Single-use: a second request with the key answers 422 "
+    "description": "Single-use for 24 h: a second request with the key answers 422 "
     "`idempotency_key_reuse`; a refused request leaves the key unused",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[!-~]+$"},
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_CHARS, "pattern": "^[!-~]+$"},
+}
+# Uploads are content-addressed: a repeat is answered with the asset held, whatever its key.
+_UPLOAD_KEY = {
+    **_IDEMPOTENCY,
+    "description": "Accepted, not enforced: the same bytes again answer the asset held "
+    "(200, `created_new: false`)",
 }
 
 _METADATA_FILTER = {
@@ -114,12 +122,14 @@ def _operations() -> list[_Op]:
          "Server-Sent Events: status, progress, preview, output; ends after the terminal "
          "status",
          job_id, None, {200: "sse"}, (404, 429, 501)),
-        ("get", "/jobs/{job_id}/logs", "getJobLogs", "No log is captured: 204",
-         job_id, None, {204: None}, (404,)),
+        ("get", "/jobs/{job_id}/logs", "getJobLogs",
+         f"The tail of what ComfyUI printed while the job ran (text, at most {MAX_LOG_LINES} "
+         f"lines and {MAX_LOG_BYTES} bytes); 204 while there is none",
+         job_id, None, {200: "text", 204: None}, (404,)),
         ("get", "/jobs/{job_id}/workflow", "getJobWorkflow", "The API-format graph it ran",
          job_id, None, {200: "V2Workflow"}, (404,)),
         ("post", "/assets", "uploadAsset", "Upload bytes (multipart); blake3 computed on arrival",
-         [_IDEMPOTENCY], ("multipart", "V2AssetUpload"), {200: "V2Asset", 201: "V2Asset"},
+         [_UPLOAD_KEY], ("multipart", "V2AssetUpload"), {200: "V2Asset", 201: "V2Asset"},
          (400, 409, 411, 413, 422)),
         ("post", "/assets/from-hash", "assetFromHash", "The caller's asset of bytes it holds",
          [], ("json", "V2FromHashBody"), {200: "V2Asset"}, (400, 404, 422)),
@@ -138,6 +148,9 @@ def _operations() -> list[_Op]:
 def _answer(kind: Any, refs: dict[str, Any]) -> dict[str, Any]:
     if kind is None:
         return {"description": "No body"}
+    if kind == "text":
+        return {"description": "Plain text",
+                "content": {"text/plain": {"schema": {"type": "string"}}}}  # fmt: skip
     if kind == "sse":
         return {"description": "The event stream",
                 "content": {"text/event-stream": {"schema": {"type": "string"}}}}  # fmt: skip

@@ -12,6 +12,7 @@ as the caller wrote it (`comfyburst.timeout_s`). Every check runs before anythin
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 from comfyburst.api._v2_errors import V2Error
@@ -26,15 +27,20 @@ from comfyburst.services import submit
 _BODY_KEYS = frozenset({"workflow", "extra_data", "metadata", EXTENSION_KEY})
 # Keeps v2's single-use keys apart from our own API's replaying ones.
 KEY_NAMESPACE = "v2:"
+# A key's claim lasts this long (the contract's 24 h). Keys are claimed per window of this
+# length (UTC epoch multiples): the window joins the key that derives the job id, and a claim
+# of the window before that is younger than this still refuses the key.
+KEY_TTL = timedelta(hours=24)
+# The served document's bound; with the namespace and window within our own API's.
+MAX_KEY_CHARS = 200
 # Where each extension field goes in our request, and back (for naming refused fields).
 _OPTIONS = ("gpu_class", "environment", "timeout_s")
 _TOP = ("models", "webhook_url")
 
 
-def submit_v2(
-    api: Any, body: bytes, caller: str | None, idempotency_key: str | None
-) -> tuple[Job, bool]:
-    """The job a v2 body makes (created: False when the key was used before)."""
+def submit_v2(api: Any, body: bytes, caller: str | None, idempotency_key: str | None) -> Job:
+    """The job a v2 body makes; 422 `idempotency_key_reuse` when the key was used before."""
+    claim = None if idempotency_key is None else _claim(api, caller, idempotency_key)
     data = parse_json_body(body)
     if not isinstance(data, dict) or not isinstance(data.get("workflow"), dict):
         raise V2Error(
@@ -70,13 +76,43 @@ def submit_v2(
         result = submit.submit_job(
             api.submit_deps(),
             json.dumps(ours, separators=(",", ":")).encode(),
-            idempotency_key=None if idempotency_key is None else KEY_NAMESPACE + idempotency_key,
+            idempotency_key=claim,
             caller=caller,
             labels=labels,
         )
     except InvalidRequest as exc:
         raise _as_written(exc) from None
-    return result.job, result.created
+    if not result.created:
+        raise _reused()
+    return result.job
+
+
+def _claim(api: Any, caller: str | None, key: str) -> str:
+    """Our key for a v2 key: in this window, unless the window before claimed it < 24 h ago."""
+    if not key or len(key) > MAX_KEY_CHARS or not key.isprintable() or not key.isascii():
+        raise InvalidRequest(
+            f"Idempotency-Key must be 1 to {MAX_KEY_CHARS} printable ASCII characters",
+            field="Idempotency-Key",
+        )
+    now = api.clock.now()
+    window = int(now.timestamp() // KEY_TTL.total_seconds())
+    # Any body, valid or not, with a claimed key is refused as such (a claim made meanwhile is
+    # found by the submit itself: created False).
+    for earlier in (window, window - 1):
+        job = api.store.get_job(submit.keyed_job_id(caller, _windowed(key, earlier)))
+        if job is not None and now - job.created_at < KEY_TTL:
+            raise _reused()
+    return _windowed(key, window)
+
+
+def _windowed(key: str, window: int) -> str:
+    return f"{KEY_NAMESPACE}{window}:{key}"
+
+
+def _reused() -> V2Error:
+    return V2Error(
+        "idempotency_key_reuse", 422, "this Idempotency-Key was used in the last 24 h (single-use)"
+    )
 
 
 def _labels(raw: Any) -> dict[str, str]:

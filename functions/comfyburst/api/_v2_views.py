@@ -24,6 +24,7 @@ from comfyburst.api._v2_models import (
     V2Progress,
     V2Status,
 )
+from comfyburst.domain.ops_metrics import PHASES, phase_seconds
 from comfyburst.schema import Job, OutputFile
 from comfyburst.states import JobState
 
@@ -172,12 +173,20 @@ def _error(job: Job) -> V2JobError | None:
 
 
 def _metrics(job: Job) -> dict[str, int | None]:
+    """Queue, boot and execution, then each cold-start phase of the run (`<phase>_ms`, null
+    for a phase the run skipped or before the job ends; domain/ops_metrics.py names them)."""
     started = job.started_at
+    spans = phase_seconds(job.phases)
     return {
         "queue_ms": _ms(job.created_at, job.dispatched_at or started),
         "boot_ms": _ms(job.dispatched_at, started),
         "execution_ms": _ms(started, job.finished_at),
+        **{f"{name}_ms": _phase_ms(spans.get(name)) for name in PHASES},
     }
+
+
+def _phase_ms(seconds: float | None) -> int | None:
+    return None if seconds is None else round(seconds * 1000)
 
 
 def _ms(start: datetime | None, end: datetime | None) -> int | None:

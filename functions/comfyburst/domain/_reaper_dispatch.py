@@ -52,8 +52,11 @@ def dispatches_of(
     fleet: Fleet,
     now: datetime,
     policy: ReaperPolicy,
+    served: fair_share.ServedByClass | None = None,
 ) -> list[DispatchJob]:
-    """The queued jobs (past the dispatch grace, or requeued this period) to dispatch."""
+    """The queued jobs (past the dispatch grace, or requeued this period) to dispatch;
+    `served`: when each waiting caller's latest job of a class started (fair share's
+    tie-break, looked up by services/_fair_served.py)."""
     grace = policy.dispatch_grace_s
     queued = [
         j
@@ -72,9 +75,12 @@ def dispatches_of(
     if policy.classes is not None:
         room = create_room(classes, list(fleet.statuses.values()), fleet.records, now)
     per_class = dispatch_rule.free_by_class(classes, fleet.free_labels(now))
-    # Fair share between callers (domain/fair_share.py): who runs fewest goes first.
+    # Fair share between callers (domain/fair_share.py): who runs fewest goes first, then
+    # who was served least recently in the class.
     running = fair_share.running_by_caller(j for j in jobs if j.job_id not in ending)
     limits = policy.caller_limits
     max_running = limits.max_running if limits is not None else fair_share.no_limit
-    picked = dispatch_rule.pick(queued, per_class, room, classes, running, max_running)
+    picked = dispatch_rule.pick(
+        queued, per_class, room, classes, running, max_running, policy.dispatch_order, served
+    )
     return [DispatchJob(j.job_id) for j in picked]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from comfyburst.domain.caller_limits import CallerLimits
+from comfyburst.domain.fair_share import DispatchOrder
 from comfyburst.domain.gpu_classes import GpuClasses
 from comfyburst.domain.scheduling import STOCKOUT_REASONS
 
@@ -52,6 +53,8 @@ class ReaperPolicy:
     classes: GpuClasses | None = None
     # Per-caller limits: a caller at its `max_running` has its queued jobs wait. None: none.
     caller_limits: CallerLimits | None = None
+    # Which queued job of a class goes first (domain/fair_share.py): fair share, or fifo.
+    dispatch_order: DispatchOrder = DispatchOrder.FAIR
 
 
 def age_s(since: datetime | None, now: datetime) -> float | None:

@@ -2,7 +2,8 @@
 
 A pack is pinned: `https://HOST/OWNER/REPO@COMMIT` (a git repository over https, checked with
 the one outbound URL rule, `domain/urls.py`, at a 40-hex commit) or `ID@VERSION` (a pack of the
-Comfy registry at a released version). Its canonical text is what an environment's id hashes.
+Comfy registry at a released version; `registry:ID@VERSION` is read as the same). Its canonical
+text is what an environment's id hashes.
 
 The deployer's lists (`custom_node_sources`, `trusted_custom_node_sources`) hold entries:
 `HOST` (every repository on that host; the host itself, not its subdomains), `HOST/OWNER`,
@@ -28,6 +29,7 @@ MAX_PACK_CHARS = 600
 MAX_PATH_SEGMENTS = 8
 REGISTRY_PREFIX = "registry:"
 PACK_FORMS = "`https://HOST/OWNER/REPO@COMMIT` (40 hex digits) or `REGISTRY_ID@VERSION`"
+_REGISTRY_HINT = "; a registry pack is `ID@VERSION` (or `registry:ID@VERSION`)"
 
 
 class PackInvalid(ValueError):
@@ -71,8 +73,15 @@ def parse_pack(text: str, *, test_hostports: tuple[str, ...] = ()) -> Pack:
         raise PackInvalid(f"a pack is pinned: {PACK_FORMS}")
     if "://" in source:
         return Pack("git", _git_source(source, test_hostports), _commit(ref))
-    if not _REGISTRY_ID.match(source) or not _VERSION.match(ref):
-        raise PackInvalid(f"a pack is {PACK_FORMS}")
+    # `registry:` (the source entries' prefix) may name a registry pack too; the canonical
+    # text is without it.
+    source = source.removeprefix(REGISTRY_PREFIX)
+    if not _REGISTRY_ID.match(source):
+        raise PackInvalid(f"a pack is {PACK_FORMS}: {source!r} is not a registry id")
+    if not _VERSION.match(ref):
+        raise PackInvalid(
+            f"a pack is {PACK_FORMS}: {ref!r} is not a released version (N.N.N){_REGISTRY_HINT}"
+        )
     return Pack("registry", source, ref)
 
 

@@ -7,9 +7,9 @@ class with no free VM does not hold back a newer job of a class whose VM sits st
 `pick` is the reaper's side: given the queued jobs, how many free VMs each class has and how
 many more jobs each class may dispatch by creating (or replacing) a VM, the jobs to dispatch
 this period, in the fair-share order between callers (domain/fair_share.py: the caller with
-the fewest jobs running first, each caller's oldest job first; one at its `max_running`
-waits). Placement (services/_placement.py) tries only VMs that `serves` the job, so the two
-agree on every VM.
+the fewest jobs running first, then the one served least recently in the class, each caller's
+oldest job first; one at its `max_running` waits). Placement (services/_placement.py) tries
+only VMs that `serves` the job, so the two agree on every VM.
 """
 
 from __future__ import annotations
@@ -64,11 +64,20 @@ def pick(
     classes: GpuClasses,
     running: Mapping[str | None, int] | None = None,
     max_running: fair_share.MaxRunning = fair_share.no_limit,
+    dispatch_order: fair_share.DispatchOrder = fair_share.DispatchOrder.FAIR,
+    served: fair_share.ServedByClass | None = None,
 ) -> list[J]:
-    """The jobs to dispatch, in fair-share order: per class, as many as it has free VMs, then
-    as many more as it may create VMs for (`room`). `running`: {caller: jobs starting or
-    running now}; `max_running`: each caller's limit (None: none)."""
+    """The jobs to dispatch, in fair-share order (or the deployer's `dispatch_order`): per
+    class, as many as it has free VMs, then as many more as it may create VMs for (`room`).
+    `running`: {caller: jobs starting or running now}; `max_running`: each caller's limit
+    (None: none); `served`: {(caller, class): when its latest job of the class started}."""
     left = {name: free.get(name, 0) + room.get(name, 0) for name in {*free, *room}}
     return fair_share.pick(
-        queued, running or {}, left, lambda job: classes.of_job(job.gpu_class), max_running
+        queued,
+        running or {},
+        left,
+        lambda job: classes.of_job(job.gpu_class),
+        max_running,
+        dispatch_order,
+        served,
     )

@@ -54,6 +54,12 @@ class PackNotAllowed(Forbidden):
     code = "pack_not_allowed"
 
 
+class RegistryNotConfigured(Forbidden):
+    """A registry pack in a deployment that names no Comfy registry (custom_node_registry_url)."""
+
+    code = "registry_not_configured"
+
+
 class EnvironmentInvalid(InvalidRequest):
     """A malformed pack list: not pinned, not https, a repository at two commits, too many."""
 
@@ -177,15 +183,23 @@ def plan_environment(
     comfyui_commit: str,
     caller: str | None,
     test_hostports: tuple[str, ...] = (),
+    registry_configured: bool = True,
 ) -> PlannedEnvironment:
-    """Check a pack list against the deployer's policy and name its environment."""
+    """Check a pack list against the deployer's policy and name its environment;
+    `registry_configured` False refuses registry packs (the deployment names no registry)."""
     check_enabled(sources)
     packs = canonical_packs(texts, test_hostports)
     for pack in packs:
+        index = next(i for i, t in enumerate(texts) if _same(t, pack, test_hostports))
         if not sources.allows(pack):
-            index = next(i for i, t in enumerate(texts) if _same(t, pack, test_hostports))
             raise PackNotAllowed(
                 f"{pack.source} is not among this deployment's custom_node_sources",
+                field=f"packs.{index}",
+            )
+        if pack.kind == "registry" and not registry_configured:
+            raise RegistryNotConfigured(
+                f"{pack.text} is a registry pack and this deployment names no Comfy registry "
+                "(custom_node_registry_url)",
                 field=f"packs.{index}",
             )
     private = not all(trusted.allows(p) for p in packs)

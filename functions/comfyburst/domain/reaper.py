@@ -30,6 +30,7 @@ from comfyburst.domain._reaper_policy import (
     is_drain_lease,
 )
 from comfyburst.domain._reaper_warm import is_warm_lease, warm_lease_id, warm_step
+from comfyburst.domain.fair_share import ServedByClass
 from comfyburst.domain.jobs import attempts_counted
 from comfyburst.domain.reaper_actions import (
     Action,
@@ -100,6 +101,7 @@ class _Planner:
         policy: ReaperPolicy,
         start_errors: Mapping[str, str],
         done_flags: Mapping[str, int],
+        served: ServedByClass,
     ) -> None:
         self.jobs = sorted(jobs, key=lambda j: (j.created_at, j.job_id))
         self.by_id = {j.job_id: j for j in self.jobs}
@@ -109,6 +111,7 @@ class _Planner:
         self.policy = policy
         self.start_errors = start_errors
         self.done_flags = done_flags
+        self.served = served
         self.job_actions: list[JobAction | CompleteFromDoneFlag] = []
         self.vm_actions: list[VmAction] = []
         self.ending: set[str] = set()
@@ -359,6 +362,7 @@ class _Planner:
             Fleet(self.fleet, self.records, self.cooling, self.releasing),
             self.now,
             self.policy,
+            self.served,
         )
 
 
@@ -380,6 +384,7 @@ def plan(
     policy: ReaperPolicy,
     start_errors: Mapping[str, str] | None = None,
     done_flags: Mapping[str, int] | None = None,
+    served: ServedByClass | None = None,
 ) -> list[Action]:
     """The actions for one reaper period: job changes first, then VM changes, then dispatches.
 
@@ -387,8 +392,10 @@ def plan(
     absent is treated as pointing at a deleted job). `start_errors` maps a starting job's id
     to the error code of its failed start operation. `done_flags` maps a job id to the
     attempt its `jobs/{id}/done.json` declares (only jobs whose flag was looked at and found).
+    `served`: when waiting callers were last served per class (domain/fair_share.py).
     """
-    planner = _Planner(jobs, vms, fleet, now, policy, start_errors or {}, done_flags or {})
+    flags = done_flags or {}
+    planner = _Planner(jobs, vms, fleet, now, policy, start_errors or {}, flags, served or {})
     planner.job_policies()
     planner.stop_vms_of_ended_jobs()
     planner.vm_policies()

@@ -26,8 +26,17 @@ from comfyburst.domain.manifest import (
     stored_error,
 )
 from comfyburst.domain.receipts import merge_phases, receipt_of
-from comfyburst.errors import ManifestInvalid
-from comfyburst.ports import BlobStore, Clock, Fleet, JobStore, Publisher, UrlSigner
+from comfyburst.errors import ManifestInvalid, PreconditionFailed
+from comfyburst.ports import (
+    BlobStore,
+    Clock,
+    Fleet,
+    JobMutation,
+    JobStore,
+    JobWrite,
+    Publisher,
+    UrlSigner,
+)
 from comfyburst.schema import DoneManifest, Job, JobError, JobPhases, Receipt
 from comfyburst.services._leases import release_lease
 from comfyburst.services.environments import record_build
@@ -138,10 +147,10 @@ def handle_done_flag(deps: CompletionDeps, obj: StorageObject) -> dict[str, Any]
         return _outcome("ignored", obj, None)
     # Two independent reads on the latency path: run them side by side.
     if deps.reads is None:
-        job, raw = deps.store.get_job(job_id), deps.blobs.read(obj.bucket, obj.name)
+        (job, version), raw = deps.store.read_job(job_id), deps.blobs.read(obj.bucket, obj.name)
     else:
         raw_future = deps.reads.submit(deps.blobs.read, obj.bucket, obj.name)
-        job = deps.store.get_job(job_id)
+        job, version = deps.store.read_job(job_id)
         raw = raw_future.result()
     if job is None:
         return _outcome("unknown_job", obj, job_id)
@@ -157,11 +166,11 @@ def handle_done_flag(deps: CompletionDeps, obj: StorageObject) -> dict[str, Any]
         return _outcome("stale", obj, job_id, attempt=manifest.attempt, job_attempt=job.attempt)
     if job.state.terminal:
         return _republish(deps, obj, job, manifest)
-    return _complete(deps, obj, job, manifest)
+    return _complete(deps, obj, job, version, manifest)
 
 
 def _complete(
-    deps: CompletionDeps, obj: StorageObject, seen: Job, manifest: DoneManifest
+    deps: CompletionDeps, obj: StorageObject, seen: Job, version: object, manifest: DoneManifest
 ) -> dict[str, Any]:
     job_id = manifest.job_id
     now = deps.clock.now()
@@ -202,7 +211,7 @@ def _complete(
             receipt=receipt,
         )
 
-    ended = deps.store.update_job(job_id, mutate)
+    ended = _write(deps.store, seen, version, mutate)
     if not ended.state.terminal:
         return _outcome("not_live", obj, job_id, state=ended.state.value)
     if ended.attempt != manifest.attempt:
@@ -212,6 +221,20 @@ def _complete(
     published = publish_result(deps.store, deps.publisher, ended, deps.clock.now())
     released = _release(deps, manifest)
     return _outcome("completed", obj, job_id, state=published.state.value, released=released)
+
+
+def _write(store: JobStore, seen: Job, version: object, mutate: JobMutation) -> Job:
+    """The job as `mutate` leaves it: one commit under the version read with the flag (one
+    round trip, on the result's latency path); a job changed since that read goes through the
+    store's transaction, which reads and decides again."""
+    updated = mutate(seen.model_copy(deep=True)) if version is not None else None
+    if updated is not None:
+        try:
+            store.commit([], JobWrite(updated, version))
+            return updated
+        except PreconditionFailed:
+            log.info("job %s changed since the done flag's read; deciding again", seen.job_id)
+    return store.update_job(seen.job_id, mutate)
 
 
 def _running_at(deps: CompletionDeps, job: Job, manifest: DoneManifest) -> datetime | None:

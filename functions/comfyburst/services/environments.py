@@ -77,6 +77,7 @@ class EnvironmentPolicy:
         self.sources = SourcePolicy.of(settings.custom_node_sources, self.test_hostports)
         self.trusted = SourcePolicy.of(settings.trusted_custom_node_sources, self.test_hostports)
         self.comfyui_commit: str = settings.comfyui_commit
+        self.registry_configured = bool(getattr(settings, "custom_node_registry_url", None))
 
     def check_enabled(self) -> None:
         check_enabled(self.sources)
@@ -112,6 +113,7 @@ def create_environment(
         comfyui_commit=policy.comfyui_commit,
         caller=caller,
         test_hostports=policy.test_hostports,
+        registry_configured=policy.registry_configured,
     )
     _check_environment_limit(store, settings, planned.environment_id, caller)
     env, created = store.create(planned.new_document(clock.now()), caller)

@@ -21,12 +21,14 @@ from datetime import datetime
 from typing import Any
 
 from comfyburst.domain import gpu_classes, reaper
+from comfyburst.domain.fair_share import DispatchOrder
 from comfyburst.domain.jobs import requeue
 from comfyburst.domain.manifest import declared_attempt
 from comfyburst.domain.reaper_actions import StartWarmVm, StopWarmVm
 from comfyburst.errors import NotFound, PreconditionFailed
 from comfyburst.ports import BlobStore, Clock, Fleet, JobStore, Publisher, UrlSigner, VmStatus
 from comfyburst.schema import Job, JobError, VmRecord
+from comfyburst.services._fair_served import served_for
 from comfyburst.services._leases import release_lease
 from comfyburst.services._ops_log import log_pool_gauges
 from comfyburst.services._warm_vms import WarmSkipped, apply_warm
@@ -54,6 +56,7 @@ def policy_from(settings: Any) -> reaper.ReaperPolicy:
         lease_ttl_s=settings.lease_ttl_s,
         classes=gpu_classes.for_settings(settings),
         caller_limits=getattr(settings, "caller_limits", None),
+        dispatch_order=getattr(settings, "dispatch_order", DispatchOrder.FAIR),
     )
 
 
@@ -176,8 +179,10 @@ def run_reaper(
     args = (snapshot.jobs, snapshot.vms, snapshot.fleet, now, policy, snapshot.start_errors)
     actions = reaper.plan(*args)
     done_flags = read_done_flags(deps, reaper.done_flag_candidates(actions))
-    if done_flags:
-        actions = reaper.plan(*args, done_flags)
+    # Fair share's "served least recently", looked up only for the classes it dispatches to.
+    served = served_for(deps.store, snapshot.jobs, actions, policy, now)
+    if done_flags or served:
+        actions = reaper.plan(*args, done_flags, served)
     executor = _Executor(deps, now)
     results = [executor.apply(a) for a in actions if not isinstance(a, reaper.DispatchJob)]
     dispatches = [a for a in actions if isinstance(a, reaper.DispatchJob)]

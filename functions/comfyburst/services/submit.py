@@ -335,6 +335,11 @@ def _scoped_key(caller: str | None, key: str | None) -> str | None:
     return f"k-{digest}"
 
 
+def keyed_job_id(caller: str | None, key: str) -> str:
+    """The id of the job that `caller`'s Idempotency-Key `key` makes (or made)."""
+    return _job_id(_scoped_key(caller, key))
+
+
 def _job_id(scoped_key: str | None) -> str:
     if scoped_key is None:
         return uuid.uuid4().hex

@@ -75,7 +75,7 @@ def build_services(
     folders = ComfyFolders(
         settings.comfyui_input_dir, settings.comfyui_output_dir, settings.comfyui_temp_dir
     )
-    # Beside the build jobs' folder (written as ComfyUI's user): these only by the worker.
+    # Beside the build jobs' folder (written as the build user): these only by the worker.
     layers = LayerCache(
         settings.env_layers_dir / "cache",
         blobs,

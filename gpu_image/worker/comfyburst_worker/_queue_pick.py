@@ -5,7 +5,11 @@ caller's max_running); the agent claims the first few in that order."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from datetime import datetime
 
+from comfyburst.domain import fair_share
+from comfyburst.ports import JobStore
 from comfyburst.schema import Job, VmRef
 from comfyburst.states import JobState
 from comfyburst_worker.claims import VmClass, queued_heads, rank_queued, share_of
@@ -61,6 +65,41 @@ def ranked_queued(s: Services, vm: VmRef, vm_class: VmClass, listed: list[Job]) 
     if share is None:
         return []
     running, max_running = share
+    order = s.config.dispatch_order
+    served: dict[str | None, datetime] = {}
+    if order is fair_share.DispatchOrder.FAIR:
+        served = last_served(store, vm_class.name, queued, running, clock.now())
     return rank_queued(
-        queued, cached, vm.name, vm_class=vm_class, running=running, max_running=max_running
+        queued,
+        cached,
+        vm.name,
+        vm_class=vm_class,
+        running=running,
+        max_running=max_running,
+        dispatch_order=order,
+        served=served,
     )
+
+
+def last_served(
+    store: JobStore,
+    gpu_class: str,
+    queued: list[Job],
+    running: Mapping[str | None, int],
+    now: datetime,
+) -> dict[str | None, datetime]:
+    """When each waiting caller was last served in this class (fair share's tie-break after
+    the running count), looked up only when callers compete (FirestoreJobStore.last_started,
+    one one-document query each, for the SERVED_LOOKUPS likeliest next); those past them count
+    as served `now`. A failed lookup knows none: ties go by age alone."""
+    callers = fair_share.lookup_order(queued, running)
+    scan = getattr(store, "last_started", None)
+    if not callers or scan is None:
+        return {}
+    served = dict.fromkeys(callers[fair_share.SERVED_LOOKUPS :], now)
+    try:
+        served.update(scan(gpu_class, callers[: fair_share.SERVED_LOOKUPS]))
+    except Exception as exc:
+        log.warning("looking up when each caller was last served failed: %s", exc)
+        return {}
+    return served

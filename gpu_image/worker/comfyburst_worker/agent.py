@@ -183,28 +183,34 @@ class Agent:
         watch.start()
         if self.preemption is not None:
             self.preemption.bind(job, stop)
-        result: RunResult | None = None
         try:
-            if job.environment_build is not None:  # builds an environment, not a workflow
-                result = self._build(job, timings, phases)
-            else:
-                result = self.runner.run(job, stop, timings, phases)
-        finally:
-            if self.preemption is not None:
-                self.preemption.unbind()
-            watch.stop()
-            # A prompt that did not succeed may still run in ComfyUI (and write files).
-            ended = result is not None and result.status is DoneStatus.SUCCEEDED
-            self._reset_workspace(job.job_id, wait=self.runner.prompt_posted and not ended)
+            try:
+                if job.environment_build is not None:  # builds an environment, not a workflow
+                    result = self._build(job, timings, phases)
+                else:
+                    result = self.runner.run(job, stop, timings, phases)
+            finally:
+                if self.preemption is not None:
+                    self.preemption.unbind()
+                watch.stop()
+        except BaseException:
+            self._reset_workspace(job.job_id, wait=self.runner.prompt_posted)
+            raise
+        # A prompt that did not succeed may still run in ComfyUI (and write files).
+        wait = self.runner.prompt_posted and result.status is not DoneStatus.SUCCEEDED
+        # A live listen that says this class's queue is empty spares the look before the flag
+        # (no job can be starting here: this VM's lease names this job); the folders are then
+        # emptied after the flag (still before any claim), off the result's latency path.
+        flag_first = result.status is not None and self.waiter.listening()
+        if not flag_first:
+            self._reset_workspace(job.job_id, wait=wait)
         if result.status is None:
             log.warning("job %s: no longer ours; no done flag", job.job_id)
             self._hold_for_drain(job.job_id)
             return None, 0.0
         self.phases.done(phases, self.runner.comfy_seen_at)
         t1 = time.monotonic()
-        # A live listen that says this class's queue is empty spares the look before the flag
-        # (no job can be starting here: this VM's lease names this job).
-        next_job = None if self.waiter.listening() else self._claim_next(job.job_id)
+        next_job = None if flag_first else self._claim_next(job.job_id)
         next_claim_s = time.monotonic() - t1
         if next_job is None:
             # Before the done flag: the trigger releases only a lease that names this job.
@@ -224,14 +230,18 @@ class Agent:
             phases=phases,
             environment_built=getattr(result, "environment_built", None),
         )
-        self._write_done(manifest)
+        try:
+            self._write_done(manifest)
+        finally:
+            if flag_first:
+                self._reset_workspace(job.job_id, wait=wait)
         self.finished.append(job.job_id)
         log.info("job %s: %s; next %s", job.job_id, result.status.value, manifest.next_job_id)
         return next_job, next_claim_s
 
     def _build(self, job: Job, timings: WorkerTimings, phases: JobPhases) -> RunResult:
-        """A build job, ComfyUI first back on the base for its caller: the build's pack code runs
-        as ComfyUI's user, so never beside another environment's process or private layer."""
+        """A build job, ComfyUI first back on the base for its caller: the build's pack code never
+        runs beside another environment's process or private layer."""
         try:
             self.runner.ready_environment(job, timings, phases)
         except EnvironmentNotReady as exc:

@@ -104,12 +104,15 @@ def rank_queued(
     vm_class: VmClass | None = None,
     running: Mapping[str | None, int] | None = None,
     max_running: fair_share.MaxRunning = fair_share.no_limit,
+    dispatch_order: fair_share.DispatchOrder = fair_share.DispatchOrder.FAIR,
+    served: fair_share.Served | None = None,
 ) -> list[Job]:
     """Queued jobs of this VM's class (`vm_class`; None: every job) in the dispatcher's fair
     share order between callers (domain/fair_share.py: `running` counts each caller's jobs
-    starting or running; one at its `max_running` is left out). Each caller's own jobs: those
-    whose models are all on this VM first, then oldest first; within each group the oldest
-    `spread` in an order of their own per VM (`vm_name`)."""
+    starting or running, `served` says when each was last served in the class; one at its
+    `max_running` is left out; `dispatch_order` fifo: the oldest first, whoever's). Each
+    caller's own jobs: those whose models are all on this VM first, then oldest first; within
+    each group the oldest `spread` in an order of their own per VM (`vm_name`)."""
     mine = sorted(
         (j for j in jobs if vm_class is None or vm_class.takes(j)),
         key=lambda j: (j.created_at, j.job_id),
@@ -124,7 +127,7 @@ def rank_queued(
     # Each caller's k-th oldest job's place in the queue holds its k-th preferred job: the
     # rule's ties still go by age, and each caller's jobs come in this VM's preference.
     slotted = [next(preferred[job.caller]) for job in mine]
-    return fair_share.order(slotted, running or {}, max_running)
+    return fair_share.order(slotted, running or {}, max_running, dispatch_order, served)
 
 
 def _preferred(jobs: list[Job], models_cached: set[str], vm_name: str, spread: int) -> list[Job]:

@@ -1,7 +1,8 @@
 """Build an environment's layer once: packs checked out, their requirements installed on top of
 the image's ComfyUI venv (never into it), the node types they add read, the layer archived.
 
-The layer folder holds `custom_nodes/<pack>` (each a git checkout at its pinned commit) and
+The layer folder holds `custom_nodes/<pack>` (a git checkout at its pinned commit, or a registry
+pack's archive unpacked: `env_git`, `env_registry`) and
 `venv/`, a venv of the base interpreter whose site-packages sees the base venv's packages
 through a `.pth` file. pip installs into that venv only what the base does not already satisfy,
 with every base package pinned as a constraint: a pack that needs another torch (or another
@@ -15,7 +16,8 @@ Every command here runs as the caller's user (the worker runs it as ComfyUI's us
 image has one): that user makes the layer folder, writes everything in it, streams the archive
 out (the worker only writes that stream to a file of its own, so it never opens a path the pack
 code could swap for a link) and deletes the folder. Nothing here reaches a host other than the
-pack's (checked by the caller) and the deployment's package index (pip's own configuration, or
+pack's (checked by the caller), the deployment's registry and its archives' hosts (the worker
+itself, `env_registry`) and the deployment's package index (pip's own configuration, or
 `pip_args` in tests).
 """
 
@@ -25,16 +27,18 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-TAIL_LINES = 12
-TAIL_CHARS = 1500
-# Only the scheme the pack's URL was checked with: git never follows a URL to `ext::`, `file`
-# or `ssh` on a redirect or in a submodule.
+from comfyburst_worker import env_git
+from comfyburst_worker.env_build_errors import BuildFailed, tail, tail_of
+from comfyburst_worker.env_git import GitPack
+from comfyburst_worker.env_registry import UNZIP, RegistryFetcher, RegistryPack
+
+AnyPack = GitPack | RegistryPack
 _SITES = "import site,json;print(json.dumps(site.getsitepackages()))"
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "GIT_ASKPASS": "true"}
 _XDG = {"CONFIG": ".config", "CACHE": ".cache", "DATA": ".local/share", "STATE": ".local/state"}
@@ -101,40 +105,6 @@ print(json.dumps({"packs": found}, default=str))
 """
 
 
-class BuildFailed(Exception):
-    """The build failed at one pack (or before any); `tail` is the end of what failed."""
-
-    def __init__(self, pack: str | None, message: str, tail: str = "") -> None:
-        super().__init__(message)
-        self.pack, self.message, self.tail = pack, message, tail
-
-    def text(self) -> str:
-        """One bounded text for the environment's `error`."""
-        head = f"{self.pack}: {self.message}" if self.pack else self.message
-        return f"{head}\n{self.tail}".strip()[: TAIL_CHARS + 300]
-
-
-@dataclass(frozen=True)
-class GitPack:
-    """A pinned git pack: its URL, its commit, the folder it is checked out into."""
-
-    url: str
-    commit: str
-
-    @property
-    def text(self) -> str:
-        return f"{self.url}@{self.commit}"
-
-    @property
-    def folder(self) -> str:
-        return urlsplit(self.url).path.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
-
-    @classmethod
-    def parse(cls, text: str) -> GitPack:
-        url, _, commit = text.rpartition("@")
-        return cls(url, commit)
-
-
 @dataclass
 class BuiltLayer:
     """What a build produced: the node types per pack and the archive's path."""
@@ -163,14 +133,17 @@ class LayerBuilder:
     step_timeout_s: float = 900.0
     comfyui_dir: Path | None = None
     run: Runner = field(default=subprocess.run)
+    # The deployment's Comfy registry (None: registry packs fail their build).
+    registry: RegistryFetcher | None = None
     # The build's own empty home (in its folder): see _fresh_home.
     _home: Path | None = field(default=None, init=False, repr=False)
 
     def build(self, packs: Sequence[str], layer: Path, archive: Path | None = None) -> BuiltLayer:
-        """The layer of `packs` (canonical `URL@COMMIT` texts) in the new folder `layer`, its
-        archive written to `archive` (default: beside `layer`) by this process."""
+        """The layer of `packs` (canonical `URL@COMMIT` or `ID@VERSION` texts) in the new folder
+        `layer`, its archive written to `archive` (default: beside `layer`) by this process."""
         nodes_dir, venv = layer / "custom_nodes", layer / "venv"
-        parsed = [GitPack.parse(p) for p in packs]
+        archive = archive or layer.parent / f"{layer.name}.tar.gz"
+        parsed = [pack_of(p) for p in packs]
         folders = [p.folder for p in parsed]
         if len(set(folders)) != len(folders):
             raise BuildFailed(None, f"two packs share a folder name: {sorted(folders)}")
@@ -185,7 +158,7 @@ class LayerBuilder:
             "writing the base constraints",
         )
         for pack in parsed:
-            self._checkout(pack, nodes_dir / pack.folder)
+            self._fetch(pack, nodes_dir / pack.folder, archive.parent)
             requirements = nodes_dir / pack.folder / "requirements.txt"
             if self._is_file(requirements):
                 self._pip(pack, venv, requirements, constraints)
@@ -194,7 +167,6 @@ class LayerBuilder:
         for pack in parsed:
             if not node_types.get(pack.folder):
                 raise BuildFailed(pack.text, "the pack adds no node types (NODE_CLASS_MAPPINGS)")
-        archive = archive or layer.parent / f"{layer.name}.tar.gz"
         self._archive(layer, archive)
         by_text = {p.text: node_types[p.folder] for p in parsed}
         object_info = {k: v for p in parsed for k, v in infos[p.folder].items()}
@@ -230,7 +202,7 @@ class LayerBuilder:
         if done.returncode != 0:
             err = done.stderr.decode(errors="replace") if isinstance(done.stderr, bytes) else ""
             raise BuildFailed(
-                None, f"archiving the layer failed (exit {done.returncode})", _tail(err)
+                None, f"archiving the layer failed (exit {done.returncode})", tail(err)
             )
 
     def _cmd(
@@ -294,30 +266,31 @@ class LayerBuilder:
         )
         return self._py(self.base_python, code) + "\n"
 
-    def _checkout(self, pack: GitPack, target: Path) -> None:
-        scheme = urlsplit(pack.url).scheme
-        env = {"GIT_ALLOW_PROTOCOL": scheme}
-        self._cmd(
-            self._fresh_home(["git", "init", "-q", str(target)]), pack.text, "git init", env=env
-        )
-        git = self._fresh_home(["git", "-C", str(target)])
-        self._cmd([*git, "remote", "add", "origin", pack.url], pack.text, "git remote", env=env)
-        fetch = [*git, "fetch", "-q", "origin", pack.commit]
-        try:
-            self._cmd(fetch, pack.text, "git fetch of the commit", env=env)
-        except BuildFailed:
-            # Servers that do not serve a commit by id (dumb http, old ones): the whole history.
-            self._cmd([*git, "fetch", "-q", "origin"], pack.text, "git fetch", env=env)
-        try:
-            self._cmd(
-                [*git, "checkout", "-q", "--detach", pack.commit], pack.text, "checkout", env=env
-            )
-        except BuildFailed as exc:
-            raise BuildFailed(
-                pack.text, f"commit {pack.commit} does not exist in {pack.url}", exc.tail
-            ) from None
+    def fetch_pack(self, text: str, target: Path, scratch: Path | None = None) -> None:
+        """One pack's code into the new folder `target` (a checkout at its commit, or the
+        registry's archive unpacked); `scratch`: where the worker keeps a download meanwhile."""
+        self._fetch(pack_of(text), target, scratch)
 
-    def _pip(self, pack: GitPack, venv: Path, requirements: Path, constraints: Path) -> None:
+    def _fetch(self, pack: AnyPack, target: Path, scratch: Path | None) -> None:
+        if isinstance(pack, GitPack):
+            env_git.checkout(self._cmd, self._fresh_home, pack, target)
+            return
+        if self.registry is None:
+            raise BuildFailed(
+                pack.text, "this deployment names no Comfy registry (custom_node_registry_url)"
+            )
+        limits = [str(self.registry.max_archive_bytes), str(self.registry.max_unpacked_bytes)]
+        # The worker's own anonymous file: nothing the build's user runs can swap it.
+        with tempfile.TemporaryFile(dir=scratch) as download:
+            self.registry.download(pack, download)
+            self._cmd(
+                [str(self.base_python), "-c", UNZIP, str(target), *limits],
+                pack.text,
+                "unpacking its archive",
+                stdin=download,
+            )
+
+    def _pip(self, pack: AnyPack, venv: Path, requirements: Path, constraints: Path) -> None:
         args = self._fresh_home(
             [
                 *self.pip_command,
@@ -364,7 +337,7 @@ class LayerBuilder:
             answer = {}
         if "failed" in answer:
             pack = texts.get(answer["failed"], answer["failed"])
-            raise BuildFailed(pack, "importing the pack raised", _tail(answer.get("error", "")))
+            raise BuildFailed(pack, "importing the pack raised", tail(answer.get("error", "")))
         if done.returncode != 0 or "packs" not in answer:
             raise BuildFailed(
                 None, f"loading the packs failed (exit {done.returncode})", tail_of(done)
@@ -372,11 +345,10 @@ class LayerBuilder:
         return {str(k): dict(v) for k, v in answer["packs"].items()}
 
 
-def tail_of(done: subprocess.CompletedProcess[str]) -> str:
-    """The last lines of a command's output (stderr, then stdout)."""
-    return _tail((done.stdout or "") + "\n" + (done.stderr or ""))
-
-
-def _tail(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return "\n".join(lines[-TAIL_LINES:])[-TAIL_CHARS:]
+def pack_of(text: str) -> AnyPack:
+    """A canonical pack text as the build takes it: a git URL at a commit, or a registry id at
+    a version (the API's parse_pack checked which, and the worker again)."""
+    source, _, ref = text.rpartition("@")
+    if "://" in source:
+        return GitPack(source, ref)
+    return RegistryPack(source, ref)

@@ -28,6 +28,9 @@ from comfyburst.schema import (
 )
 from comfyburst_worker.env_build import BuildFailed, BuiltLayer, LayerBuilder
 from comfyburst_worker.env_layers import archive_name, catalogue_name
+from comfyburst_worker.env_reap import BuildReaper
+from comfyburst_worker.env_reap import of_settings as reaper_of_settings
+from comfyburst_worker.env_registry import registry_of
 from comfyburst_worker.job_runner import RunResult
 
 log = logging.getLogger(__name__)
@@ -57,18 +60,24 @@ class EnvBuildRunner:
         layers_dir: Path,
         builder: LayerBuilder | None,
         test_hostports: tuple[str, ...] = (),
+        reaper: BuildReaper | None = None,
     ) -> None:
         self.blobs, self.bucket, self.layers_dir = blobs, bucket, layers_dir
         self.builder, self.test_hostports = builder, test_hostports
+        # Ends the build user's processes around each build (None: builds have no own user).
+        self.reaper = reaper
 
     @classmethod
     def of_settings(cls, settings: object, blobs: BlobStore, config: object) -> EnvBuildRunner:
         """From WorkerSettings (`env_*`) and the deployment config (`models_bucket`)."""
         base = getattr(settings, "env_base_python", None)
         as_user = getattr(settings, "env_build_as", "") or ""
+        build_user = getattr(settings, "env_build_user", "") or ""
         # Pack code never runs as the worker's own user (its token, its files) unless the
-        # settings say so explicitly (the local cloud, where there is no second user).
-        isolated = bool(as_user.strip()) or bool(getattr(settings, "env_build_unisolated", False))
+        # settings say so explicitly (the local cloud, where there is no second user); with a
+        # prefix, only as a named build user whose every process is ended around each build.
+        prefixed = bool(as_user.strip()) and bool(build_user.strip())
+        isolated = prefixed or bool(getattr(settings, "env_build_unisolated", False))
         pip = tuple(shlex.split(getattr(settings, "env_pip_command", "") or ""))
         builder = None
         if base is not None and isolated:
@@ -79,13 +88,18 @@ class EnvBuildRunner:
                 pip_command=pip or LayerBuilder.pip_command,
                 as_user=tuple(shlex.split(as_user)),
                 comfyui_dir=getattr(settings, "env_comfyui_dir", None),
+                registry=registry_of(config),
             )
+        reaper = None
+        if prefixed and base is not None:
+            reaper = reaper_of_settings(build_user, shlex.split(as_user), Path(base))
         return cls(
             blobs,
             getattr(config, "models_bucket", None),
             Path(getattr(settings, "env_layers_dir", "/var/lib/comfyburst/environments")),
             builder,
             tuple(h.lower() for h in getattr(config, "http_model_hosts", []) or []),
+            reaper,
         )
 
     def run(self, job: Job) -> EnvBuildResult:
@@ -112,6 +126,10 @@ class EnvBuildRunner:
             raise BuildFailed(None, "this VM cannot build environments (no base venv or bucket)")
         for text in spec.packs:
             self._check_pack(text)
+        # A process an earlier build left (it failed to end after it) refuses this build: it
+        # could write into this build's folder, and so into a shared environment's layer.
+        if self.reaper is not None:
+            self.reaper.reap("before the build")
         # The layer folder is the build user's (`builds/`, see build_folder); the archive the
         # worker's, beside it.
         layer = build_folder(self.layers_dir, spec.environment_id)
@@ -121,7 +139,14 @@ class EnvBuildRunner:
         # The pack's code (a private one's too) leaves this VM's disk with the build: no later
         # job's pack code, run as the same user, can read it. A folder left behind fails the job.
         try:
-            built = self.builder.build(spec.packs, layer, archive)
+            try:
+                built = self.builder.build(spec.packs, layer, archive)
+            except BaseException:
+                self._reap_quietly(job.job_id)
+                raise
+            # Before anything is stored: a survivor fails the job (and refuses the next build).
+            if self.reaper is not None:
+                self.reaper.reap("after the build")
             stored = self._store(self.bucket, spec.environment_id, built)
         except BaseException:
             archive.unlink(missing_ok=True)
@@ -133,6 +158,15 @@ class EnvBuildRunner:
         archive.unlink(missing_ok=True)
         self.builder.remove(layer)
         return stored
+
+    def _reap_quietly(self, job_id: str) -> None:
+        """After a failed build: its own error is the one reported; a survivor refuses the next."""
+        if self.reaper is None:
+            return
+        try:
+            self.reaper.reap("after the build")
+        except BuildFailed as exc:
+            log.error("job %s: %s", job_id, exc.text())
 
     def _store(self, bucket: str, environment_id: str, built: BuiltLayer) -> EnvironmentBuilt:
         name = archive_name(environment_id)
@@ -159,7 +193,7 @@ class EnvBuildRunner:
         try:
             pack = parse_pack(text, test_hostports=self.test_hostports)
             if pack.kind != "git":
-                raise PackInvalid("registry packs are not built yet; pin a git commit")
+                return  # the registry's URLs are the deployer's, checked as they are fetched
             check_url(pack.source, UrlRule.of([pack.host], (), self.test_hostports))
         except (PackInvalid, UrlRefused) as exc:
             raise BuildFailed(text, f"refused: {exc}") from None

@@ -4,7 +4,7 @@ safely, kept least-recently-used within a byte budget.
 A layer is `{env_layers_dir}/cache/{environment_id}/` holding `custom_nodes/` and the
 layer venv's `venv/lib/pythonX.Y/site-packages/` as the build made them (`env_build.py`), plus
 `.comfyburst-layer.json` (its size, its node types from `catalogue.json`; its mtime is the
-layer's last use). `builds/` beside `cache/` is the build jobs' (written as ComfyUI's user);
+layer's last use). `builds/` beside `cache/` is the build jobs' (written as the build user);
 a cached layer is written only here, by the worker, and ComfyUI only reads it.
 
 Unpacking takes only `custom_nodes/` and `venv/lib/`, as regular files and folders: an absolute
@@ -266,11 +266,17 @@ def unpack(archive: Path, target: Path) -> None:
         raise LayerCorrupt(f"the layer archive cannot be read ({type(exc).__name__})") from None
 
 
+def unsafe_name(name: str) -> bool:
+    """An archive member's name no unpack may take: absolute, with `..`, or empty."""
+    parts = PurePosixPath(name).parts
+    return name.startswith("/") or ".." in parts or not parts
+
+
 def _taken(member: tarfile.TarInfo) -> bool:
     """Whether to extract a member; LayerUnsafe if the archive must be refused for it."""
     name = member.name
     parts = PurePosixPath(name).parts
-    if name.startswith("/") or ".." in parts or not parts:
+    if unsafe_name(name):
         raise LayerUnsafe(f"the layer archive holds an unsafe name: {name!r}")
     if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
         raise LayerUnsafe(f"the layer archive holds a device or fifo: {name!r}")

@@ -28,7 +28,7 @@ from comfyburst.schema import (
     Progress,
     WorkerTimings,
 )
-from comfyburst_worker import prompt_scope
+from comfyburst_worker import job_logs, prompt_scope
 from comfyburst_worker._download import Cancel
 from comfyburst_worker.claims import LeaseKeeper
 from comfyburst_worker.comfy_client import ComfyClient
@@ -121,6 +121,7 @@ class JobRunner:
         # ComfyUI outlives the agent: after a restart it may hold a previous job's models.
         self._free_before_prompt = True
 
+    @job_logs.stores_job_log
     def run(
         self, job: Job, stop: _Stop, timings: WorkerTimings, phases: JobPhases | None = None
     ) -> RunResult:
@@ -180,7 +181,25 @@ class JobRunner:
         )
         if stop.check():
             return self._stopped(stop, timings)
-        tracker = self._execute(job, workflow, stop, timings)
+        tracker, progress = self._execute(job, workflow, stop, timings)
+        try:
+            return self._ended(job, request, tracker, accepted, stop, timings, phases)
+        finally:
+            # A success's last progress write overlapped the output upload; it lands before
+            # the run's result, so before the done flag.
+            progress.join()
+
+    def _ended(
+        self,
+        job: Job,
+        request: JobRequest,
+        tracker: RunTracker,
+        accepted: list[str],
+        stop: _Stop,
+        timings: WorkerTimings,
+        phases: JobPhases,
+    ) -> RunResult:
+        """The result of a prompt ComfyUI ran: the outputs stored, or why not."""
         if tracker.first_step_s is not None:
             phases.first_step_at = datetime.fromtimestamp(tracker.first_step_s, UTC)
         if tracker.outcome is Outcome.SUCCESS and tracker.done:
@@ -301,7 +320,9 @@ class JobRunner:
 
     def _execute(
         self, job: Job, workflow: dict[str, Any], stop: _Stop, timings: WorkerTimings
-    ) -> RunTracker:
+    ) -> tuple[RunTracker, ProgressWriter[Progress]]:
+        """Post the prompt and follow it to its end; the progress writer comes back closed
+        (after a success its last write may still be in flight: join it)."""
         prompt_id = str(uuid.uuid4())
         tracker = RunTracker(prompt_id=prompt_id, node_count=len(workflow))
         follower = self.s.follower
@@ -324,14 +345,19 @@ class JobRunner:
         writer = ProgressWriter(self._progress_writer(job.job_id), interval_s)
         bucket = self.s.config.outputs_bucket
         previews = PreviewForwarder(self.s.blobs, bucket, job.job_id, prompt_id)
+        followed = False
         try:
             follower.follow(tracker, writer.submit, stop.check, on_binary=previews.offer)
+            followed = True
         finally:
-            writer.close(tracker.progress() if tracker.outcome is Outcome.SUCCESS else None)
+            final = tracker.progress() if tracker.outcome is Outcome.SUCCESS else None
+            # After a success the last write goes on the writer's thread, beside the output
+            # upload (`_run` joins it); otherwise it is made here.
+            writer.close(final, wait=not (followed and final is not None))
             previews.close()
         if tracker.start_ms is not None:
             timings.queue_wait_s = round(max(0.0, tracker.start_ms / 1000 - posted), 4)
-        return tracker
+        return tracker, writer
 
     def _progress_writer(self, job_id: str) -> Callable[[Progress], None]:
         store = self.s.store

@@ -21,6 +21,7 @@ from pathlib import Path
 from comfyburst.schema import ModelKind
 
 PREBAKED = "prebaked"  # what a name leads to when the view has no file of that name
+_KINDS = tuple(kind.value for kind in ModelKind)
 
 
 class JobModelView:
@@ -52,11 +53,13 @@ class JobModelView:
         self.root.mkdir(parents=True, exist_ok=True)
         for entry in self.root.iterdir():
             if entry.is_dir() and not entry.is_symlink():
+                if entry.name in _KINDS and not any(entry.iterdir()):
+                    continue  # already as it should be: no removal and re-creation per job
                 shutil.rmtree(entry)
             else:
                 entry.unlink()
-        for kind in ModelKind:
-            (self.root / kind.value).mkdir(exist_ok=True)
+        for kind in _KINDS:
+            (self.root / kind).mkdir(exist_ok=True)
 
 
 def changed_names(before: dict[str, str], after: dict[str, str]) -> set[str]:

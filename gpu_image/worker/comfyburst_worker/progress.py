@@ -66,6 +66,8 @@ class ProgressWriter(Generic[T]):
         self._throttle: ProgressThrottle[T] = ProgressThrottle(min_interval_s)
         self._cond = threading.Condition()
         self._closed = False
+        self._last: T | None = None  # what close() leaves for the thread's last write
+        self._handed = False  # closed with `wait` false: the thread makes the last write
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -74,18 +76,29 @@ class ProgressWriter(Generic[T]):
             self._throttle.offer(progress)
             self._cond.notify()
 
-    def close(self, final: T | None = None, flush: bool = True) -> None:
+    def close(self, final: T | None = None, flush: bool = True, *, wait: bool = True) -> None:
         """Stop the thread; write `final` (or the pending value) once more, synchronously,
-        unless `flush` is false (the pending value is then dropped)."""
+        unless `flush` is false (the pending value is then dropped). With `wait` false that
+        last write is the thread's, after any write in flight, and `join()` waits for it."""
         with self._cond:
             self._closed = True
             if final is not None:
                 self._throttle.offer(final)
             last = self._throttle.flush() if flush else None
+            self._last = None if wait else last
+            self._handed = not wait
             self._cond.notify()
+        if not wait:
+            return
         self._thread.join(timeout=5)
         if last is not None:
             self._safe_write(last)
+
+    def join(self) -> None:
+        """Wait until a writer closed with `wait` false made its last write (each write is
+        bounded by the store client's own timeout); else return at once."""
+        if self._handed:
+            self._thread.join()
 
     def _run(self) -> None:
         while True:
@@ -96,10 +109,13 @@ class ProgressWriter(Generic[T]):
                         break
                     self._cond.wait(wait)
                 if self._closed:
-                    return
+                    last = self._last
+                    break
                 value = self._throttle.due()
             if value is not None:
                 self._safe_write(value)
+        if last is not None:
+            self._safe_write(last)
 
     def _safe_write(self, value: T) -> None:
         try:

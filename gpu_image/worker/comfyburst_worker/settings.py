@@ -103,10 +103,16 @@ class WorkerSettings(BaseSettings):
     env_layers_dir: Path = Field(
         default=Path("/var/lib/comfyburst/environments"),
         description="The worker's layers folder: archives, `cache/`, and `builds/` (writable by "
-        "env_build_as's user), where build jobs build",
+        "env_build_user), where build jobs build",
     )
     env_build_as: str = Field(
-        default="", description="Command prefix running each build step as ComfyUI's user"
+        default="", description="Command prefix running each build step as the build's own user"
+    )
+    env_build_user: str = Field(
+        default="",
+        description="The user env_build_as runs builds as (never ComfyUI's): every process of "
+        "it is killed before and after each build, and a build is refused while one survives; "
+        "required with env_build_as",
     )
     env_build_unisolated: bool = Field(
         default=False,
