@@ -61,6 +61,9 @@ pytestmark = [
 ]
 
 PACK_TYPE = "CbEnvPassImage"
+# Seconds each import of the pack takes where its requirement is installed: the build (its
+# import probe) outlasts the run node's first look at the environment, however fast the VM.
+BUILD_IMPORT_S = 6
 # Loads in the local ComfyUI (which lacks the requirement: the node never runs there); on the
 # GPU its run imports the requirement from the environment's layer.
 PACK_CODE = f"""
@@ -81,6 +84,15 @@ class PassImage:
 
 
 NODE_CLASS_MAPPINGS = {{"{PACK_TYPE}": PassImage}}
+
+try:  # where the requirement is installed (the build's import probe, the GPU's ComfyUI)
+    import cbenvdep  # noqa: F401
+except ImportError:  # the local ComfyUI
+    pass
+else:  # a build that outlasts the run node's first look: it tells the wait, not the end
+    import time
+
+    time.sleep({BUILD_IMPORT_S})
 """
 # What any of our notices says while the build runs: the route's (at the click) and the run
 # node's (each poll, with the time waited so far).
