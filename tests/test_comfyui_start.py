@@ -26,7 +26,9 @@ START = SYSTEMD / "comfyui_start.py"
 BASE_ARGS = ["--listen", "127.0.0.1", "--port", "8188"]
 
 
-def _start(tmp_path: Path, *args: str, main: str = "main.py") -> subprocess.CompletedProcess[str]:
+def _start(
+    tmp_path: Path, *args: str, main: str = "main.py", extra: list[str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {
         "PATH": os.environ.get("PATH", ""),
         "COMFYBURST_COMFYUI_LAYER_FILE": str(tmp_path / "run" / "comfyui-layer.json"),
@@ -34,7 +36,7 @@ def _start(tmp_path: Path, *args: str, main: str = "main.py") -> subprocess.Comp
         "PYTHONPATH": "/somewhere/stale",
         "HOME": str(tmp_path / "home"),  # the unit's, in its private /var/tmp
     }
-    argv = [sys.executable, "-I", str(START), *args, main, *BASE_ARGS]
+    argv = [sys.executable, "-I", str(START), *args, main, *BASE_ARGS, *(extra or [])]
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60, check=False)
 
 
@@ -127,6 +129,47 @@ def test_a_home_that_is_not_a_folder_of_comfyuis_stops_the_start(tmp_path: Path)
     done = _start(tmp_path, main=str(tmp_path / "main.py"))
     assert done.returncode == 2
     assert "is not a folder of this user's" in done.stderr
+
+
+def test_the_start_makes_the_user_directory_the_unit_names_closed_to_others(
+    tmp_path: Path,
+) -> None:
+    """ComfyUI refuses a --user-directory that does not exist; the unit's lies in the home that
+    each stop removes, so the start makes it, each time."""
+    main = tmp_path / "main.py"
+    main.write_text("import json, sys\nprint(json.dumps(sys.argv[1:]))\n")
+    user_dir = tmp_path / "home" / "user"
+    done = _start(tmp_path, main=str(main), extra=["--user-directory", str(user_dir)])
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [*BASE_ARGS, "--user-directory", str(user_dir)]
+    assert user_dir.is_dir() and user_dir.stat().st_mode & 0o7777 == 0o700
+
+
+def test_a_user_directory_that_is_not_a_folder_of_comfyuis_stops_the_start(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "home").mkdir(mode=0o700)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "home" / "user").symlink_to(tmp_path / "elsewhere")
+    extra = ["--user-directory", str(tmp_path / "home" / "user")]
+    done = _start(tmp_path, main=str(tmp_path / "main.py"), extra=extra)
+    assert done.returncode == 2
+    assert "the user directory" in done.stderr and "is not a folder of this user's" in done.stderr
+
+
+def test_comfyuis_user_directory_and_database_go_with_every_stop() -> None:
+    """Pack code runs as ComfyUI's user: what it leaves in ComfyUI's settings, user files or
+    database must not reach the ComfyUI another caller's job gets after the restart."""
+    unit = _unit("comfyui.service")
+    argv = shlex.split(unit["ExecStart"][0])
+    home = _env("comfyui.service")["HOME"]
+    assert home.startswith("/var/tmp/") and unit["PrivateTmp"] == ["yes"]
+    user_dir = argv[argv.index("--user-directory") + 1]
+    database = argv[argv.index("--database-url") + 1]
+    assert user_dir.startswith(home + "/")
+    assert database.startswith(f"sqlite:///{home}/")
+    # The image makes no persistent user folder for it.
+    assert " user; do" not in (SCRIPTS / "02-comfyui.sh").read_text()
 
 
 @pytest.mark.parametrize(
@@ -297,18 +340,20 @@ def test_real_comfyui_loads_a_layers_node_through_the_start(tmp_path: Path) -> N
     (tmp_path / "run" / "comfyui-layer.json").write_text(json.dumps(body))
     port = _free_port()
     dirs = []
-    for name in ("output", "input", "temp", "user"):
+    for name in ("output", "input", "temp"):
         (tmp_path / name).mkdir()
         dirs += [f"--{name}-directory", str(tmp_path / name)]
+    # As the unit: the user directory inside a home neither exists yet (the start makes both).
+    dirs += ["--user-directory", str(tmp_path / "home" / "user")]
     env = {
         "PATH": os.environ.get("PATH", ""),
-        "HOME": str(tmp_path),
+        "HOME": str(tmp_path / "home"),
         "COMFYBURST_COMFYUI_LAYER_FILE": str(tmp_path / "run" / "comfyui-layer.json"),
         "COMFYBURST_COMFYUI_LAYER_PATHS": str(tmp_path / "layer-paths.yaml"),
     }
     argv = [str(python), "-I", str(START), "main.py", "--cpu", "--listen", "127.0.0.1"]
     argv += ["--port", str(port), "--disable-auto-launch", *dirs]
-    argv += ["--database-url", f"sqlite:///{tmp_path / 'comfyui.db'}"]
+    argv += ["--database-url", f"sqlite:///{tmp_path / 'home' / 'user' / 'comfyui.db'}"]
     log = (tmp_path / "comfyui.log").open("w")
     proc = subprocess.Popen(argv, cwd=comfy, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:

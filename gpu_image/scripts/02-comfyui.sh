@@ -67,9 +67,10 @@ VIRTUAL_ENV="${COMFYUI_DIR}/.venv" uv pip install -r "${COMFYUI_DIR}/requirement
 rm -f "${torch_pins}"
 
 # Code stays root's: a custom node cannot rewrite ComfyUI. Only the working folders are
-# ComfyUI's, group-writable and setgid so the worker (in the group) shares them.
+# ComfyUI's, group-writable and setgid so the worker (in the group) shares them. Its user
+# directory and database live in its private home (comfyui.service), not here.
 chown -R root:root "${COMFYUI_DIR}"
-for dir in input output temp user; do
+for dir in input output temp; do
   install -d -o "${COMFYUI_USER}" -g "${COMFYUI_USER}" -m 2770 "${COMFYUI_DIR}/${dir}"
 done
 

@@ -9,10 +9,12 @@ base environment) and replaces itself with `python MAIN_PY ARGS...`; with a laye
 `custom_nodes` path) and puts the layer's site-packages on PYTHONPATH.
 
 It also makes ComfyUI's home (HOME, mode 0700: the unit puts it in its private /var/tmp, which
-systemd removes at every stop). A layer file that is not what the worker writes, or a HOME that
-is not a folder of this user's, stops the start (exit 2): ComfyUI never runs in an environment
-other than the one the worker asked for. `--print` prints the command instead of
-running it (the bake rehearsal and the tests).
+systemd removes at every stop) and the `--user-directory` the unit names inside it (ComfyUI's
+settings, user files and database: what one environment's pack code writes there is gone at
+the restart before another caller's job). A layer file that is not what the worker writes, or a
+HOME or user directory that is not a folder of this user's, stops the start (exit 2): ComfyUI
+never runs in an environment other than the one the worker asked for. `--print` prints the
+command instead of running it (the bake rehearsal and the tests).
 """
 
 import json
@@ -61,14 +63,34 @@ def read_layer(path: str) -> dict[str, str] | None:
     return folders
 
 
-def make_home(home: str | None) -> None:
-    """HOME as this user's own folder (0700), made if absent; LayerRefused if it is not."""
-    if not home or not os.path.isabs(home):
-        raise LayerRefused(f"HOME must be an absolute path, not {home!r}")
-    os.makedirs(home, mode=0o700, exist_ok=True)
-    st = os.lstat(home)
+def make_private(path: str | None, what: str) -> None:
+    """`path` as this user's own folder (0700), made if absent; LayerRefused if it is not."""
+    if not path or not os.path.isabs(path):
+        raise LayerRefused(f"{what} must be an absolute path, not {path!r}")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-        raise LayerRefused(f"HOME {home} is not a folder of this user's")
+        raise LayerRefused(f"{what} {path} is not a folder of this user's")
+
+
+def user_directory(args: list[str]) -> str | None:
+    """The `--user-directory` the unit gives ComfyUI (its settings, user files and database),
+    or None. ComfyUI refuses one that does not exist, so the start makes it."""
+    for i, arg in enumerate(args):
+        if arg == "--user-directory" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--user-directory="):
+            return arg.partition("=")[2]
+    return None
+
+
+def make_folders(args: list[str]) -> None:
+    """HOME, then the user directory where the unit names one (inside HOME: both go with the
+    stop)."""
+    make_private(os.environ.get("HOME"), "HOME")
+    user_dir = user_directory(args)
+    if user_dir is not None:
+        make_private(user_dir, "the user directory")
 
 
 def write_paths(custom_nodes: str, path: str) -> None:
@@ -101,7 +123,7 @@ def main(argv: list[str]) -> int:
     try:
         layer = read_layer(LAYER_FILE)
         if not dry_run:
-            make_home(os.environ.get("HOME"))
+            make_folders(rest[1:])
     except (LayerRefused, OSError) as exc:
         print(f"comfyui-start: refusing to start ComfyUI: {exc}", file=sys.stderr)
         return 2

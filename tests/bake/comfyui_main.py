@@ -14,6 +14,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
+def _folder(path: str) -> str:
+    if not Path(path).is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is not a folder")
+    return path
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="main.py")
     parser.add_argument("--listen", default="127.0.0.1")
@@ -22,6 +28,8 @@ def main() -> int:
     parser.add_argument("--extra-model-paths-config", action="append", default=[])
     parser.add_argument("--cpu", action="store_true")
     parser.add_argument("--preview-method", default="none")  # comfyui.service passes auto
+    parser.add_argument("--user-directory", type=_folder)  # as ComfyUI: it must exist
+    parser.add_argument("--database-url")
     args = parser.parse_args()
     for config in args.extra_model_paths_config:
         if not Path(config).is_file():
