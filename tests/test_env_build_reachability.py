@@ -99,6 +99,20 @@ def test_a_tagged_only_commit_and_a_branch_commit_are_accepted(tmp_path: Path) -
     assert (tmp_path / "branch" / "__init__.py").is_file()
 
 
+def test_a_build_with_its_own_home_fetches_the_refs_filtered(tmp_path: Path) -> None:
+    """In a build git runs behind `env HOME=… XDG_…=…` (LayerBuilder._fresh_home): the refs'
+    fetch still takes `--filter=tree:0` where the server filters (a promisor remote after it),
+    not the unfiltered fallback that downloads every branch's and tag's trees."""
+    work, bare, _side = _served(tmp_path, "filter-pack")
+    _git(bare, "config", "uploadpack.allowFilter", "true")
+    builder = LayerBuilder(base_python=Path(sys.executable))
+    builder._home = tmp_path / "home"  # as build() sets it, in the layer's folder
+    builder._home.mkdir()
+    target = tmp_path / "out"
+    builder.fetch_pack(f"file://{bare}@{_git(work, 'rev-parse', 'HEAD')}", target)
+    assert _git(target, "config", "remote.origin.promisor") == "true"
+
+
 def test_over_dumb_http_a_pull_request_commit_is_refused(tmp_path: Path) -> None:
     # Dumb http fetches any object by id and takes no filter: the fallback paths.
     work, bare, side = _served(tmp_path, "http-pack")

@@ -190,22 +190,27 @@ def plan_environment(
     check_enabled(sources)
     packs = canonical_packs(texts, test_hostports)
     for pack in packs:
-        index = next(i for i, t in enumerate(texts) if _same(t, pack, test_hostports))
         if not sources.allows(pack):
             raise PackNotAllowed(
                 f"{pack.source} is not among this deployment's custom_node_sources",
-                field=f"packs.{index}",
+                field=_field(texts, pack, test_hostports),
             )
         if pack.kind == "registry" and not registry_configured:
             raise RegistryNotConfigured(
                 f"{pack.text} is a registry pack and this deployment names no Comfy registry "
                 "(custom_node_registry_url)",
-                field=f"packs.{index}",
+                field=_field(texts, pack, test_hostports),
             )
     private = not all(trusted.allows(p) for p in packs)
     owner = caller if private else None
     env_id = environment_id(packs, comfyui_commit, private=private, owner=owner)
     return PlannedEnvironment(env_id, packs, comfyui_commit, private, owner)
+
+
+def _field(texts: Sequence[str], pack: Pack, test_hostports: tuple[str, ...]) -> str:
+    """`packs.N` of the first request entry that names `pack` (for a refusal)."""
+    index = next(i for i, t in enumerate(texts) if _same(t, pack, test_hostports))
+    return f"packs.{index}"
 
 
 def _same(text: str, pack: Pack, test_hostports: tuple[str, ...] = ()) -> bool:

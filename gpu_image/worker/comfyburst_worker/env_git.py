@@ -43,11 +43,6 @@ class GitPack:
     def folder(self) -> str:
         return urlsplit(self.url).path.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
 
-    @classmethod
-    def parse(cls, text: str) -> GitPack:
-        url, _, commit = text.rpartition("@")
-        return cls(url, commit)
-
 
 def checkout(
     cmd: Command, home: Callable[[Sequence[str]], list[str]], pack: GitPack, target: Path
@@ -80,12 +75,12 @@ def checkout(
 
 
 def _check_reachable(cmd: Command, git: list[str], pack: GitPack, env: dict[str, str]) -> None:
-    refs = [*git, "fetch", "-q", "--no-tags", "origin", *_REFSPECS]
+    fetch, what = [*git, "fetch", "-q", "--no-tags"], "git fetch of the refs"
     try:
         # Commits only where the server filters (a server that does not ignores the filter).
-        cmd([*refs[:4], "--filter=tree:0", *refs[4:]], pack.text, "git fetch of the refs", env=env)
+        cmd([*fetch, "--filter=tree:0", "origin", *_REFSPECS], pack.text, what, env=env)
     except BuildFailed:
-        cmd(refs, pack.text, "git fetch of the refs", env=env)
+        cmd([*fetch, "origin", *_REFSPECS], pack.text, what, env=env)
     contains = [
         *git,
         "for-each-ref",

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from comfyburst_worker.env_build import BuildFailed, tail_of
+from comfyburst_worker.env_build_errors import BuildFailed, tail_of
 
 REAP_SCRIPT = r"""
 import ctypes, json, os, pwd, shutil, signal, sys, time
