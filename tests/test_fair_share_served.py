@@ -81,6 +81,72 @@ def test_lookup_order_is_fewest_running_then_oldest_job() -> None:
     assert fair_share.lookup_order(queue(("A", 3)), {}) == []  # one caller: nothing to ask
 
 
+def test_lookup_order_leaves_out_callers_at_their_limit() -> None:
+    jobs = queue(("A", 2), ("B", 1), ("C", 1))
+    at_one = lambda c: 1 if c == "A" else None  # noqa: E731
+    assert fair_share.lookup_order(jobs, {"A": 1}, at_one) == ["B", "C"]  # A cannot start
+    # Only B may start: nobody's service matters, nothing is asked.
+    assert fair_share.lookup_order(queue(("A", 2), ("B", 1)), {"A": 1}, at_one) == []
+
+
+class _Scan:
+    """FirestoreJobStore.last_started's shape, recording what it is asked."""
+
+    def __init__(self, found: dict[str | None, datetime]) -> None:
+        self.found = found
+        self.asked: list[tuple[str, list[str | None]]] = []
+
+    def __call__(self, gpu_class: str, callers: list[str | None]) -> dict[str | None, datetime]:
+        self.asked.append((gpu_class, list(callers)))
+        return {c: at for c, at in self.found.items() if c in callers}
+
+
+def test_last_served_asks_the_likeliest_callers_once_and_counts_the_rest_served_now() -> None:
+    callers = [f"c{i:02d}" for i in range(fair_share.SERVED_LOOKUPS + 2)]
+    jobs = queue(*((c, 1) for c in callers))
+    scan = _Scan({"c00": ago(5)})
+    served = fair_share.last_served(scan, "t4", jobs, {}, T0)
+    assert scan.asked == [("t4", callers[: fair_share.SERVED_LOOKUPS])]
+    assert served["c00"] == ago(5) and "c01" not in served  # never served: absent
+    assert all(served[c] == T0 for c in callers[fair_share.SERVED_LOOKUPS :])
+    one = _Scan({})
+    assert fair_share.last_served(one, "t4", queue(("A", 3)), {}, T0) == {} and not one.asked
+
+
+def test_the_reaper_looks_up_service_only_where_its_plan_leaves_jobs_queued() -> None:
+    from comfyburst.domain.gpu_classes import build as build_classes
+    from comfyburst.domain.reaper import DispatchJob, ReaperPolicy
+    from comfyburst.services._fair_served import served_for
+
+    jobs = [
+        _worker_job(job_id, caller, i).model_copy(update={"gpu_class": cls})
+        for i, (job_id, caller, cls) in enumerate(
+            [
+                ("a-0", "key:a", "t4"),
+                ("b-0", "key:b", "t4"),
+                ("c-0", "key:a", "l4"),
+                ("d-0", "key:b", "l4"),
+            ]
+        )
+    ]
+    policy = ReaperPolicy(
+        boot_timeout_s=600,
+        heartbeat_timeout_s=600,
+        max_attempts=3,
+        dispatch_grace_s=0,
+        classes=build_classes([T4, L4], "t4", None),
+    )
+
+    class Store:
+        last_started = _Scan({"key:a": ago(1)})
+
+    # t4: one of two dispatched (the order decides which); l4: both (it cannot matter).
+    actions = [DispatchJob("a-0"), DispatchJob("c-0"), DispatchJob("d-0")]
+    served = served_for(Store(), jobs, actions, policy, T0)  # type: ignore[arg-type]
+    assert [cls for cls, _ in Store.last_started.asked] == ["t4"]
+    assert served == {("key:a", "t4"): ago(1)}
+
+
 def test_the_draining_worker_ranks_by_the_same_served_rule() -> None:
     h = [_worker_job(f"h-{i}", "key:h", i) for i in range(20)]
     light = _worker_job("l-0", "key:l", 100)

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from comfyburst.schema import DoneManifest, DoneStatus, ModelKind, VmRef
+from comfyburst.schema import DoneManifest, DoneStatus, JobError, ModelKind, VmRef
+from comfyburst_worker.job_runner import RunResult
 from comfyburst_worker.model_view import JobModelView
 from comfyburst_worker.progress import ProgressWriter
 from comfyburst_worker.workspace import ComfyFolders
@@ -26,6 +27,8 @@ from tests.fakes import InMemoryBlobStore, InMemoryJobStore
 VM = VmRef(name="comfyburst-gpu-0", zone="us-central1-a")
 # Generous: a write held for the upload is released within milliseconds when they overlap.
 _HOLD_S = 5.0
+# How long the last progress write waits for the flag: the run's join waits this out.
+_LAST_HOLD_S = 1.0
 
 
 class _Events:
@@ -33,6 +36,7 @@ class _Events:
         self.lock = threading.Lock()
         self.log: list[tuple[str, float]] = []
         self.output_written = threading.Event()
+        self.flag_attempted = threading.Event()
 
     def add(self, what: str) -> None:
         with self.lock:
@@ -50,6 +54,11 @@ class _SlowProgressStore(InMemoryJobStore):
     def patch_job(self, job_id: str, fields: dict[str, object]) -> None:
         if "progress" in fields:
             self.released.append(self.events.output_written.wait(_HOLD_S))
+            progress = fields["progress"]
+            if isinstance(progress, dict) and progress.get("fraction") == 1.0:
+                # The last write lingers until the flag is attempted (or _LAST_HOLD_S): only
+                # the run's join on it keeps it ahead of the flag.
+                self.events.flag_attempted.wait(_LAST_HOLD_S)
             super().patch_job(job_id, fields)
             self.events.add("progress written")
             return
@@ -62,6 +71,8 @@ class _RecordingBlobs(InMemoryBlobStore):
         self.events = events
 
     def write(self, bucket: str, name: str, data: bytes, *args: Any, **kwargs: Any) -> int:
+        if name.endswith("/done.json"):
+            self.events.flag_attempted.set()
         generation = super().write(bucket, name, data, *args, **kwargs)
         if "/outputs/" in name:
             self.events.add("output written")
@@ -131,13 +142,26 @@ class _EmptyQueue:
         self.live = False
 
 
-def _order_after_one_job(tmp_path: Any, standin: str, queue: _EmptyQueue | None) -> list[str]:
+def _order_after_one_job(
+    tmp_path: Any, standin: str, queue: _EmptyQueue | None, fails: bool = False
+) -> list[str]:
+    """What happened after the agent's start, in order; `fails`: the run posted its prompt
+    and failed (a run ComfyUI may still be finishing)."""
     events = _Events()
     store, blobs = InMemoryJobStore(), _RecordingBlobs(events)
     config = local_config()
     job = put_job(store, blobs, config, make_request(invert_workflow()), VM)
     agent = make_agent(local_settings(standin, tmp_path / "models"), config, store, blobs, VM)
     agent.waiter.signal = queue
+    if fails:
+        runner = agent.runner
+
+        def failed(*args: Any, **kwargs: Any) -> RunResult:
+            runner.prompt_posted = True
+            error = JobError(type="execution_error", message="the node raised")
+            return RunResult(DoneStatus.FAILED, error=error)
+
+        runner.run = failed  # type: ignore[method-assign]
     folders = agent.s.folders
 
     class _Recorded(ComfyFolders):
@@ -162,6 +186,16 @@ def test_with_a_live_empty_queue_the_flag_goes_before_the_folders_are_emptied(tm
 
 def test_without_a_listen_the_folders_are_emptied_before_the_claim_and_the_flag(tmp_path, standin):
     assert _order_after_one_job(tmp_path, standin, None) == [
+        "folders emptied",
+        "done flag written",
+    ]
+
+
+def test_a_failed_run_is_waited_out_and_emptied_before_the_flag_even_with_a_live_listen(
+    tmp_path, standin
+):
+    # Its wait for ComfyUI to go idle must not come out of the drain lease taken before the flag.
+    assert _order_after_one_job(tmp_path, standin, _EmptyQueue(), fails=True) == [
         "folders emptied",
         "done flag written",
     ]

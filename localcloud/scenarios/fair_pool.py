@@ -36,7 +36,7 @@ from rich.table import Table
 from localcloud import _gpu_classes
 from localcloud.config import REPO_ROOT, LocalGpuClass
 from localcloud.scenarios import _chaos_guest
-from localcloud.scenarios._chaos_checks import TERMINAL, _epoch
+from localcloud.scenarios._chaos_checks import TERMINAL, _epoch, wait_terminal
 from localcloud.scenarios.chaos import workflow
 from localcloud.scenarios.harness import Observer, cloud_config, running_cloud
 
@@ -140,7 +140,7 @@ def run_order(cfg: FairPoolConfig, order: str, state_dir: Path | None = None) ->
                 submitted = pool.map(lambda i: clients[plan[i][0]].submit(bodies[i]), batch)
                 ids.update(zip(batch, (job["job_id"] for job in submitted), strict=True))
         observer = Observer(cloud.env)
-        docs = _wait_terminal(observer, list(ids.values()), cfg.job_timeout_s + 60)
+        docs = wait_terminal(observer, set(ids.values()), time.time() + cfg.job_timeout_s + 60)
         observer.close()
     out = []
     for i, (caller, gpu_class) in enumerate(plan):
@@ -158,17 +158,6 @@ def run_order(cfg: FairPoolConfig, order: str, state_dir: Path | None = None) ->
             }
         )
     return out
-
-
-def _wait_terminal(observer: Observer, ids: list[str], timeout_s: float) -> dict[str, dict]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        docs = observer.jobs()
-        if all(docs.get(j, {}).get("state") in TERMINAL for j in ids):
-            return docs
-        if time.monotonic() > deadline:
-            return docs
-        time.sleep(0.5)
 
 
 def _pct(values: list[float], p: float) -> float | None:

@@ -76,17 +76,49 @@ J = TypeVar("J", bound=FairJob)
 SERVED_LOOKUPS = 16
 
 
-def lookup_order(queued: Iterable[AgedJob], running: Mapping[str | None, int]) -> list[str | None]:
-    """One class's waiting callers, likeliest next first (fewest running, then the oldest
-    queued job): whose last service is worth looking up; [] when fewer than two wait (then
-    nobody's matters)."""
+def lookup_order(
+    queued: Iterable[AgedJob],
+    running: Mapping[str | None, int],
+    max_running: MaxRunning | None = None,
+) -> list[str | None]:
+    """One class's waiting callers that may start a job (below their `max_running`), likeliest
+    next first (fewest running, then the oldest queued job): whose last service is worth
+    looking up; [] when fewer than two may start (then nobody's matters)."""
+    limit = max_running or no_limit
     oldest: dict[str | None, datetime] = {}
     for job in queued:
+        cap = limit(job.caller)
+        if cap is not None and running.get(job.caller, 0) >= cap:
+            continue
         if job.caller not in oldest or job.created_at < oldest[job.caller]:
             oldest[job.caller] = job.created_at
     if len(oldest) < 2:
         return []
     return sorted(oldest, key=lambda c: (running.get(c, 0), oldest[c]))
+
+
+LastStarted = Callable[[str, list[str | None]], Mapping[str | None, datetime]]
+
+
+def last_served(
+    scan: LastStarted,
+    gpu_class: str,
+    queued: Iterable[AgedJob],
+    running: Mapping[str | None, int],
+    now: datetime,
+    max_running: MaxRunning | None = None,
+) -> dict[str | None, datetime]:
+    """When each waiting caller of `gpu_class` was last served (the tie-break after the running
+    count), asked of `scan` (FirestoreJobStore.last_started) only when two or more callers may
+    start, for the SERVED_LOOKUPS likeliest next; those past them count as served `now`, so
+    they never jump ahead of one looked up. Raises what `scan` raises (the callers then rank
+    by age alone)."""
+    callers = lookup_order(queued, running, max_running)
+    if not callers:
+        return {}
+    served = dict.fromkeys(callers[SERVED_LOOKUPS:], now)
+    served.update(scan(gpu_class, callers[:SERVED_LOOKUPS]))
+    return served
 
 
 def no_limit(caller: str | None) -> int | None:

@@ -4,6 +4,7 @@ tie-break after the running count), made only for the classes its plan dispatche
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -20,32 +21,32 @@ def served_for(
     store: JobStore, jobs: list[Job], actions: Iterable[object], policy: ReaperPolicy, now: datetime
 ) -> dict[tuple[str | None, str], datetime]:
     """{(caller, class): when its latest job of the class started} for the waiting callers of
-    each class the plan dispatches to where two or more callers wait: one one-document query
-    per caller (FirestoreJobStore.last_started), the SERVED_LOOKUPS likeliest next per class;
-    those past them count as served `now`. Empty under fifo, with nothing dispatched, or when
-    the store cannot say (ties then go by age alone, as placement's plan without it)."""
+    each class the plan dispatches to but not all of whose queued jobs it dispatches (where
+    all go, the order cannot change which), by `fair_share.last_served`. Empty under fifo,
+    with nothing dispatched, or when the store cannot say (ties then go by age alone, as
+    placement's plan without it)."""
     classes, scan = policy.classes, getattr(store, "last_started", None)
     fair = policy.dispatch_order is fair_share.DispatchOrder.FAIR
     if not fair or classes is None or scan is None:
         return {}
     by_id = {j.job_id: j for j in jobs}
-    targets = {
+    dispatched = Counter(
         classes.of_job(by_id[a.job_id].gpu_class)
         for a in actions
         if isinstance(a, DispatchJob) and a.job_id in by_id
-    }
+    )
     running = fair_share.running_by_caller(jobs)
+    limits = policy.caller_limits
+    max_running = limits.max_running if limits is not None else fair_share.no_limit
     served: dict[tuple[str | None, str], datetime] = {}
-    for name in sorted(targets):
+    for name in sorted(dispatched):
         queued = [
             j for j in jobs if j.state is JobState.QUEUED and classes.of_job(j.gpu_class) == name
         ]
-        callers = fair_share.lookup_order(queued, running)
-        if not callers:
+        if dispatched[name] >= len(queued):
             continue
-        served.update({(c, name): now for c in callers[fair_share.SERVED_LOOKUPS :]})
         try:
-            found = scan(name, callers[: fair_share.SERVED_LOOKUPS])
+            found = fair_share.last_served(scan, name, queued, running, now, max_running)
         except Exception as exc:
             log.warning("looking up when %s's callers were last served failed: %s", name, exc)
             return {}

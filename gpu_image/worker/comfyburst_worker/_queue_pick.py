@@ -68,7 +68,7 @@ def ranked_queued(s: Services, vm: VmRef, vm_class: VmClass, listed: list[Job]) 
     order = s.config.dispatch_order
     served: dict[str | None, datetime] = {}
     if order is fair_share.DispatchOrder.FAIR:
-        served = last_served(store, vm_class.name, queued, running, clock.now())
+        served = last_served(store, vm_class.name, queued, running, max_running, clock.now())
     return rank_queued(
         queued,
         cached,
@@ -86,20 +86,17 @@ def last_served(
     gpu_class: str,
     queued: list[Job],
     running: Mapping[str | None, int],
+    max_running: fair_share.MaxRunning,
     now: datetime,
 ) -> dict[str | None, datetime]:
-    """When each waiting caller was last served in this class (fair share's tie-break after
-    the running count), looked up only when callers compete (FirestoreJobStore.last_started,
-    one one-document query each, for the SERVED_LOOKUPS likeliest next); those past them count
-    as served `now`. A failed lookup knows none: ties go by age alone."""
-    callers = fair_share.lookup_order(queued, running)
+    """When each waiting caller was last served in this class (`fair_share.last_served` over
+    FirestoreJobStore.last_started); a store without it, or a failed lookup, knows none: ties
+    go by age alone."""
     scan = getattr(store, "last_started", None)
-    if not callers or scan is None:
+    if scan is None:
         return {}
-    served = dict.fromkeys(callers[fair_share.SERVED_LOOKUPS :], now)
     try:
-        served.update(scan(gpu_class, callers[: fair_share.SERVED_LOOKUPS]))
+        return fair_share.last_served(scan, gpu_class, queued, running, now, max_running)
     except Exception as exc:
         log.warning("looking up when each caller was last served failed: %s", exc)
         return {}
-    return served

@@ -201,7 +201,9 @@ class Agent:
         # A live listen that says this class's queue is empty spares the look before the flag
         # (no job can be starting here: this VM's lease names this job); the folders are then
         # emptied after the flag (still before any claim), off the result's latency path.
-        flag_first = result.status is not None and self.waiter.listening()
+        # Not for a run to wait out first: its wait would come out of the drain lease taken
+        # before the flag (the margin kept for the last claim and the power-off).
+        flag_first = not wait and result.status is not None and self.waiter.listening()
         if not flag_first:
             self._reset_workspace(job.job_id, wait=wait)
         if result.status is None:
