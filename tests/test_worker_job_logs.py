@@ -107,3 +107,12 @@ def test_only_a_run_still_ours_stores_its_log(standin, status: DoneStatus | None
     assert Runner().run(SimpleNamespace(job_id="j")).status is status
     # None: the job is no longer ours (a lost lease); its next attempt writes the log.
     assert blobs.list(BUCKET, "") == ([] if status is None else [job_log_object("j")])
+
+
+def test_comfyui_and_the_worker_run_in_utc_so_no_hour_of_their_log_repeats() -> None:
+    """Log entries and the run's window are naive local times: in a zone with daylight saving
+    the fall-back hour repeats, and another job's lines would fall in a later job's window."""
+    from tests.test_comfyui_start import _env
+
+    assert _env("comfyui.service")["TZ"] == "UTC"
+    assert _env("comfyburst-worker.service")["TZ"] == "UTC"

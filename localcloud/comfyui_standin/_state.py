@@ -61,7 +61,7 @@ class Standin:
             lambda: self.faults,
             preview_method,
             custom.functions,
-            self.logs,
+            logs=self.logs,
         )
 
     def boot(self) -> dict[str, Any]:

@@ -55,10 +55,11 @@ class Executor:
         faults: Callable[[], Faults],
         preview_method: str = "none",
         functions: dict[str, NodeFunction] | None = None,
-        logs: LogBuffer | None = None,
+        *,
+        logs: LogBuffer,
     ) -> None:
         self._queue, self._history, self._hub, self._dirs = queue, history, hub, dirs
-        self.logs = logs or LogBuffer()  # what it prints, as the real server does (_logs.py)
+        self.logs = logs  # what it prints, as the real server does (_logs.py)
         # The core nodes and those of custom-node packs (_custom_nodes.py).
         self._functions = {**NODE_FUNCTIONS, **(functions or {})}
         self._object_info, self._faults = object_info, faults

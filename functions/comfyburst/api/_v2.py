@@ -209,8 +209,9 @@ def _workflow_of(api: ApiDeps, job_id: str) -> dict[str, Any]:
 
 
 def _job_log(api: ApiDeps, job_id: str) -> flask.Response:
-    """What ComfyUI printed while the job ran, as the worker stored it (bounded again here);
-    204 while there is none (before its run ends, or nothing was printed or stored)."""
+    """What ComfyUI printed while the job ran, as the worker stored it; what is answered is
+    bounded again here, whatever the object holds. 204 while there is none (before its run
+    ends, or nothing was printed or stored)."""
     stored = api.blobs.read(api.settings.outputs_bucket, job_log_object(job_id))
     text = bound_log(stored.decode(errors="replace")) if stored else ""
     if not text.strip():

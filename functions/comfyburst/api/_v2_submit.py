@@ -89,11 +89,7 @@ def submit_v2(api: Any, body: bytes, caller: str | None, idempotency_key: str | 
 
 def _claim(api: Any, caller: str | None, key: str) -> str:
     """Our key for a v2 key: in this window, unless the window before claimed it < 24 h ago."""
-    if not key or len(key) > MAX_KEY_CHARS or not key.isprintable() or not key.isascii():
-        raise InvalidRequest(
-            f"Idempotency-Key must be 1 to {MAX_KEY_CHARS} printable ASCII characters",
-            field="Idempotency-Key",
-        )
+    submit.check_idempotency_key(key, MAX_KEY_CHARS)
     now = api.clock.now()
     window = int(now.timestamp() // KEY_TTL.total_seconds())
     # Any body, valid or not, with a claimed key is refused as such (a claim made meanwhile is

@@ -151,7 +151,7 @@ def submit_job(
     `labels` (Comfy API v2's job `metadata`) were checked by domain/labels.py.
     """
     if idempotency_key is not None:
-        _check_idempotency_key(idempotency_key)
+        check_idempotency_key(idempotency_key)
     checked = check_request(body, deps.settings, deps.catalogue())
     # Before pre-flight's verdict: the image's catalogue lacks an environment's node types.
     env = check_job_environment(
@@ -314,15 +314,11 @@ def _same_request_or_conflict(deps: SubmitDeps, job_id: str, request_json: bytes
         raise IdempotencyConflict("this Idempotency-Key was used for a different request")
 
 
-def _check_idempotency_key(key: str) -> None:
-    if (
-        not key
-        or len(key) > MAX_IDEMPOTENCY_KEY_CHARS
-        or not key.isprintable()
-        or not key.isascii()
-    ):
+def check_idempotency_key(key: str, max_chars: int = MAX_IDEMPOTENCY_KEY_CHARS) -> None:
+    """An Idempotency-Key header's value: 1 to `max_chars` printable ASCII characters."""
+    if not key or len(key) > max_chars or not key.isprintable() or not key.isascii():
         raise InvalidRequest(
-            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters",
+            f"Idempotency-Key must be 1 to {max_chars} printable ASCII characters",
             field="Idempotency-Key",
         )
 

@@ -4,7 +4,9 @@ ComfyUI keeps its recent output in memory (the last few hundred writes to stdout
 serves it at `GET /internal/logs/raw` as `{"entries": [{"t", "m"}], "size": {...}}`, each `t`
 the naive local ISO time of one write, each `m` the text written (part of a line, a line, or
 several; see tests/test_data/comfyui_logs/). ComfyUI runs one prompt at a time and the agent
-runs one job at a time, so the writes stamped within a run's window are that job's only.
+runs one job at a time, so the writes stamped within a run's window are that job's only. Both
+units run with TZ=UTC (comfyui.service, comfyburst-worker.service): local time is UTC, which
+never repeats an hour as a daylight-saving zone does.
 
 Nothing here fails a job: a log that cannot be read or stored is a warning.
 """
