@@ -28,8 +28,8 @@ class EnvironmentWaitCancelled(RuntimeError):
 
 
 def pack_text(pack: Pack) -> str:
-    """`URL@COMMIT` of a local pack as an environment names it (the core's rule, local
-    changes refused); refused with the reason and what to do."""
+    """`URL@COMMIT` (a registry install: `ID@VERSION`) of a local pack as an environment names
+    it (the core's rule, local changes refused); refused with the reason and what to do."""
     try:
         return pack_source(pack)
     except PackDirty as exc:

@@ -215,6 +215,16 @@ def start_stack(
     """A local cloud (VMs run the ComfyUI stand-in; `settings_env` on top of its settings) and
     COMFYUI_DIR's ComfyUI sending jobs to it (serving `front_end_root`'s frontend if given),
     under `root`; `add_cleanup` gets what stops each (tools/screenshots.py uses it too)."""
+    cloud_env = start_cloud(root, add_cleanup, settings_env)
+    return start_comfyui(add_cleanup, root, cloud_env, front_end_root)
+
+
+def start_cloud(
+    root: Path,
+    add_cleanup: Callable[[Callable[[], None]], None],
+    settings_env: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """The local cloud of `start_stack` alone, warmed up; its environment."""
     from localcloud.cloud import LocalCloud
     from localcloud.scenarios.harness import arm_standin_faults, cloud_config, vm_names, warm_up
 
@@ -230,7 +240,7 @@ def start_stack(
     add_cleanup(stop_cloud)
     cloud.start()
     warm_up(cloud.env)
-    return start_comfyui(add_cleanup, root, dict(cloud.env), front_end_root)
+    return dict(cloud.env)
 
 
 def start_comfyui(

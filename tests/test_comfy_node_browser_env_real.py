@@ -29,8 +29,8 @@ from tests._comfy_real_support import (
     random_colour,
     remote_invert,
     skip_reason,
+    start_cloud,
     start_comfyui,
-    start_stack,
 )
 from tests._env_pack_support import (
     GIT_ENV,
@@ -105,10 +105,8 @@ WAITED = "; the job starts once it is built"
 class Rig:
     """The module's cloud (environments open to its git server) and what makes packs."""
 
-    root: Path
     cloud_env: dict[str, str]
     new_pack: Callable[[str], tuple[Path, str]]  # name → the custom_nodes folder, pack text
-    add_cleanup: Callable[[Callable[[], None]], None]
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +116,6 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         pytest.skip(f"real ComfyUI frontend: {reason}")
     root = tmp_path_factory.mktemp("env-browser")
     wheels = make_wheelhouse(root / "wheels")
-    saved = os.environ.get("PIP_CONFIG_FILE")
-    os.environ["PIP_CONFIG_FILE"] = os.devnull
     cleanups: list[Callable[[], None]] = []
     try:
         base_python = make_base_venv(root / "base", wheels)
@@ -133,7 +129,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
                 "COMFYBURST_WORKER_ENV_PIP_ARGS": " ".join(pip_args(wheels)),
                 "PIP_CONFIG_FILE": os.devnull,
             }
-            stack = start_stack(root / "stack", cleanups.append, settings_env)
+            cloud_env = start_cloud(root / "stack", cleanups.append, settings_env)
 
             def new_pack(name: str) -> tuple[Path, str]:
                 work = root / f"work-{name}"
@@ -144,14 +140,10 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
                 subprocess.run(argv, check=True, env={**os.environ, **GIT_ENV})
                 return work, text
 
-            yield Rig(root, stack.cloud_env, new_pack, cleanups.append)
+            yield Rig(cloud_env, new_pack)
     finally:
         for cleanup in reversed(cleanups):
             cleanup()
-        if saved is None:
-            os.environ.pop("PIP_CONFIG_FILE", None)
-        else:
-            os.environ["PIP_CONFIG_FILE"] = saved
 
 
 @pytest.fixture(
@@ -169,13 +161,19 @@ def frontend(
         front_end_root = COMFYUI_FRONTEND_ROOT
     custom_nodes, pack = rig.new_pack(f"envpack-{request.param}")
     root = tmp_path_factory.mktemp(f"comfy-{request.param}")
-    stack = start_comfyui(rig.add_cleanup, root, rig.cloud_env, front_end_root, custom_nodes)
-    browser = _open_page(stack.url, tmp_path_factory.mktemp("chromium-profile"))
+    # Its own ComfyUI, stopped when this frontend's tests end (not with the module's cloud).
+    cleanups: list[Callable[[], None]] = []
     try:
-        commit = pack.rpartition("@")[2]
-        yield Frontend(browser, lambda: _real_queued(stack), commit, stack), pack
+        stack = start_comfyui(cleanups.append, root, rig.cloud_env, front_end_root, custom_nodes)
+        browser = _open_page(stack.url, tmp_path_factory.mktemp("chromium-profile"))
+        try:
+            commit = pack.rpartition("@")[2]
+            yield Frontend(browser, lambda: _real_queued(stack), commit, stack), pack
+        finally:
+            browser.close()
     finally:
-        browser.close()
+        for cleanup in reversed(cleanups):
+            cleanup()
 
 
 def _notice_text(browser: Browser, pattern: str, timeout_s: float) -> str:

@@ -212,6 +212,27 @@ def test_queue_on_gpu_asks_for_the_environment_and_queues_the_job_in_it(
     assert len(page.node_page.queued) == 1, "a graph whose environment failed was queued"
 
 
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [
+        ("environments_disabled", "builds no custom-node environments"),
+        ("pack_not_allowed", "add its source to custom_node_sources"),
+        ("registry_not_configured", "set custom_node_registry_url"),
+        ("environment_limit_reached", "refused the environment of x@1 (403"),
+    ],
+)
+def test_each_refusal_of_an_environment_tells_the_user_what_to_ask_for(
+    code: str, words: str
+) -> None:
+    from comfy_node._vendor.comfyburst_core.client import ApiError
+
+    error = ApiError(403, {"error": {"code": code, "message": "the API's reason"}})
+    told = str(environments._refusal(error, ["x@1"]))
+    assert words in told, told
+    if code != "environments_disabled":
+        assert "the API's reason" in told
+
+
 @pytest.mark.emulator
 @pytest.mark.parametrize(
     ("remote", "words"),

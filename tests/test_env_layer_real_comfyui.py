@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,14 +30,15 @@ from comfyburst_worker.env_job import EnvBuildRunner
 from comfyburst_worker.env_layers import LayerCache
 from localcloud import _procs
 from localcloud.cloud import fake_gcs_binary
+from tests._comfy_real_support import _python
 from tests._env_pack_support import (
+    build_job,
     double_and_show_pack,
     git_http_server,
     make_wheel,
     pip_args,
     serve_pack,
 )
-from tests.test_environments_build import _build_job
 
 pytestmark = [pytest.mark.real_comfyui, pytest.mark.timeout(900)]
 
@@ -57,10 +57,8 @@ def _comfyui() -> tuple[Path, Path]:
     comfy = Path(os.environ["COMFYUI_DIR"])
     if not (comfy / "main.py").is_file():
         pytest.skip(f"COMFYUI_DIR={comfy} has no main.py")
-    candidates = [Path(p) for p in [os.environ.get("COMFYUI_PYTHON")] if p]
-    candidates += [comfy / "venv" / "bin" / "python", comfy / ".venv" / "bin" / "python"]
-    python = next((p for p in candidates if p.is_file()), None)
-    if python is None:
+    python = _python(comfy)
+    if python is None or not python.is_file():
         pytest.skip("set COMFYUI_PYTHON to the Python that runs ComfyUI")
     return comfy, python
 
@@ -98,8 +96,10 @@ def bucket(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[GcsBlobS
         _procs.stop_services([service])
 
 
-def _start_comfyui(comfy: Path, python: Path, layer_file: Path, root: Path) -> tuple[Any, str]:
-    """ComfyUI started through the image's start with `layer_file`; the process and its URL."""
+def _start_comfyui(
+    comfy: Path, python: Path, layer_file: Path, root: Path
+) -> tuple[_procs.Service, str]:
+    """ComfyUI started through the image's start with `layer_file`; the service and its URL."""
     port = _procs.free_port()
     argv = [str(python), "-I", str(START), "main.py", "--cpu", "--listen", "127.0.0.1"]
     argv += ["--port", str(port), "--disable-auto-launch"]
@@ -113,15 +113,10 @@ def _start_comfyui(comfy: Path, python: Path, layer_file: Path, root: Path) -> t
         "COMFYBURST_COMFYUI_LAYER_FILE": str(layer_file),
         "COMFYBURST_COMFYUI_LAYER_PATHS": str(root / "layer-paths.yaml"),
     }
-    with (root / "comfyui.log").open("wb") as log:
-        process = subprocess.Popen(
-            argv, cwd=comfy, env=env, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-    return process, f"http://127.0.0.1:{port}"
+    return _procs.spawn("comfyui", argv, env, root, cwd=comfy), f"http://127.0.0.1:{port}"
 
 
-def _poll(what: str, deadline_s: float, check: Any, process: Any, log: Path) -> Any:
+def _poll(what: str, deadline_s: float, check: Any, service: _procs.Service) -> Any:
     """`check()` until it answers something; fails with ComfyUI's log if it exits or is late."""
     deadline = time.monotonic() + deadline_s
     while True:
@@ -131,8 +126,8 @@ def _poll(what: str, deadline_s: float, check: Any, process: Any, log: Path) -> 
             found = None
         if found is not None:
             return found
-        text = log.read_text(errors="replace")[-4000:]
-        assert process.poll() is None, f"ComfyUI exited ({what}):\n{text}"
+        text = service.log_tail(60)
+        assert service.alive(), f"ComfyUI exited ({what}):\n{text}"
         assert time.monotonic() < deadline, f"{what}: nothing after {deadline_s} s:\n{text}"
         time.sleep(0.5)
 
@@ -152,7 +147,7 @@ def test_a_built_layer_runs_its_node_in_a_real_comfyui(
         )
         builder = LayerBuilder(base_python=python, pip_args=pip_args(wheels), comfyui_dir=comfy)
         runner = EnvBuildRunner(bucket, BUCKET, tmp_path / "build-vm", builder, (hostport,))
-        job = _build_job([pack])
+        job = build_job("env-" + "1" * 64, [pack])
         started = time.monotonic()
         result = runner.run(job)
         build_s = time.monotonic() - started
@@ -175,15 +170,14 @@ def test_a_built_layer_runs_its_node_in_a_real_comfyui(
     layer_file = tmp_path / "run-vm" / "run" / "comfyui-layer.json"
     write_layer_file(layer_file, layer)
 
-    process, url = _start_comfyui(comfy, python, layer_file, tmp_path / "comfyui")
-    log = tmp_path / "comfyui" / "comfyui.log"
+    service, url = _start_comfyui(comfy, python, layer_file, tmp_path / "comfyui")
     try:
 
         def object_info() -> Any:
             answer = requests.get(f"{url}/object_info", timeout=30)
             return answer.json() if answer.status_code == 200 else None
 
-        info = _poll("/object_info", START_TIMEOUT_S, object_info, process, log)
+        info = _poll("/object_info", START_TIMEOUT_S, object_info, service)
         probed = json.loads(built.object_info_json)
         for name in (DOUBLE, SHOW):
             assert name in info, f"{name} is not in the real ComfyUI's /object_info"
@@ -204,19 +198,14 @@ def test_a_built_layer_runs_its_node_in_a_real_comfyui(
             done = status.get("completed") or status.get("status_str") == "error"
             return entry[prompt_id] if done else None
 
-        entry = _poll("the prompt", PROMPT_TIMEOUT_S, ended, process, log)
+        entry = _poll("the prompt", PROMPT_TIMEOUT_S, ended, service)
         assert entry["status"]["status_str"] == "success", entry["status"]
         # 21 doubled by the requirement's FACTOR: the layer's site-packages were imported.
         assert entry["outputs"]["2"]["text"] == ["42"], entry["outputs"]
-        text = log.read_text(errors="replace")
+        text = service.log_path.read_text(errors="replace")
         assert str(layer.custom_nodes) in text, "ComfyUI did not name the layer's custom_nodes"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        _procs.stop_services([service], grace_s=30)
     after = _venv_state(python)
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
     assert not changed, f"the base venv changed: {changed[:10]}"

@@ -18,10 +18,8 @@ from comfyburst.preflight import Catalogue
 from comfyburst.schema import (
     DoneManifest,
     DoneStatus,
-    EnvironmentBuild,
     Job,
     Lease,
-    RequestSummary,
     VmRecord,
     VmRef,
 )
@@ -30,6 +28,7 @@ from comfyburst_worker.env_build import BuildFailed, LayerBuilder
 from comfyburst_worker.env_job import EnvBuildRunner, archive_name
 from tests._env_pack_support import (
     NODE_TYPE,
+    build_job,
     git_http_server,
     make_base_venv,
     make_pack_repo,
@@ -147,17 +146,7 @@ def test_a_pack_without_node_types_fails(material: dict[str, Path], tmp_path: Pa
 
 
 def _build_job(packs: list[str]) -> Job:
-    now = datetime.now(UTC)
-    return Job(
-        job_id="b" * 32,
-        request=RequestSummary(
-            node_count=0, class_types=[], models=[], input_names=[], workflow_bytes=0
-        ),
-        created_at=now,
-        deadline_at=now + timedelta(hours=1),
-        state_changed_at=now,
-        environment_build=EnvironmentBuild(environment_id="env-" + "1" * 64, packs=packs),
-    )
+    return build_job("env-" + "1" * 64, packs)
 
 
 def test_the_worker_checks_each_pack_again_before_git_runs(tmp_path: Path) -> None:

@@ -3,7 +3,8 @@ node loaded, in headless Chromium, sending jobs to a local cloud (its VMs run th
 stand-in).
 
     COMFYUI_DIR=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/venv/bin/python \\
-        .venv/bin/python -m tools.screenshots [--out docs/img] [--environments]
+        .venv/bin/python -m tools.screenshots [--out docs/img] [--environments] \\
+        [--front-end-root DIR]
 
 COMFYUI_DIR is set up as for the `real_comfyui` tests (tests/_comfy_real_support.py: the node
 linked into its custom_nodes/, `pip install ./functions/core` with its Python); Chromium from

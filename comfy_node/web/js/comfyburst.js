@@ -69,8 +69,8 @@ function toast(summary, detail, severity = "error") {
 // The status of the GPU environment being built for a queued graph: one notice, replaced by
 // each update (a toast where the frontend has its service, else a small banner of our own).
 // Frontends whose toasts are kept by id (1.58's toast store: `info(title, {id})` replaces the
-// toast of that id; their `add` returns nothing to remove) get one toast of our own id; older
-// ones (PrimeVue's service) remove the message they were given before adding the next.
+// toast of that id; it has no `remove`) get one toast of our own id; older ones (PrimeVue's
+// service) remove the message they were given before adding the next.
 let statusToast = null;
 function showStatus(text) {
   if (!text) return;
