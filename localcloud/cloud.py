@@ -363,7 +363,7 @@ class LocalCloud:
             _procs.wait_until(lambda: find() is not None, bridge, cfg.startup_timeout_s, "READY")
         if "on_result" in targets:
             self._create_webhooks_subscription(self.env["COMFYBURST_ON_RESULT_URL"])
-        if "reaper" in targets:
+        if "reaper" in targets and cfg.reaper_period_s is not None:
             timer = self._spawn(
                 "reaper-timer",
                 [

@@ -88,7 +88,8 @@ class LocalCloudConfig:
     zones: tuple[str, ...] = ("us-central1-a", "us-central1-b")
     pool_label: str = "comfyburst-pool=local"
     bucket_prefix: str = "comfyburst-local"
-    reaper_period_s: float = 3.0
+    # None: no scheduler (tests that drive every step themselves call the reaper when they mean to).
+    reaper_period_s: float | None = 3.0
     start_functions: bool = True
     start_compute: bool = True
     guest_argv: list[str] | None = field(default_factory=default_guest_argv)

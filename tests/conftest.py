@@ -44,7 +44,10 @@ def localcloud_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
         env = read_env_file(REPO_ROOT / reuse)
     else:
         state_dir = tmp_path_factory.mktemp("localcloud")
-        cloud = LocalCloud(LocalCloudConfig.ephemeral(state_dir, reaper_period_s=2.0))
+        # No scheduler: this cloud's tests drive each step (a reaper pass too) themselves; a
+        # background pass would act on their half-made state (a lease whose job is absent is
+        # released) between a test's read and its conditional write.
+        cloud = LocalCloud(LocalCloudConfig.ephemeral(state_dir, reaper_period_s=None))
         try:
             cloud.start()
         except EmulatorsMissing as exc:

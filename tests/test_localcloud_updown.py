@@ -104,7 +104,10 @@ def test_up_then_down_leaves_nothing_running(tmp_path: Path) -> None:
         status = run_cli(tmp_path, "status")
         assert status.returncode == 0, status.stdout
         services = _procs.recorded(tmp_path)
-        assert {"firestore", "pubsub", "gcs", "compute"} <= {s.name for s in services}
+        # The scheduler too: `up` calls the reaper every period (conftest's cloud does not).
+        assert {"firestore", "pubsub", "gcs", "compute", "reaper-timer"} <= {
+            s.name for s in services
+        }
         pids = {p for s in services for p in (s.pid, *_procs.descendants(s.pid))}
         ports = env_ports(env)
         assert ports <= listening_ports()
