@@ -164,6 +164,11 @@ def test_settings_need_a_build_user_beside_the_prefix(tmp_path: Path) -> None:
     assert runner.builder is not None and runner.reaper is not None
     assert runner.reaper.user == "comfyburst-build" and runner.reaper.as_user == AS_BUILD
     assert runner.reaper.python == base["env_base_python"]
+    # ComfyUI's folders go to the reaper (a build user owning one is ComfyUI's).
+    folders = {runner.reaper.comfyui_folders} == {
+        (both.comfyui_input_dir, both.comfyui_output_dir, both.comfyui_temp_dir)
+    }
+    assert folders
     # The local cloud's one user: nothing to reap (a kill -1 there would end the worker's own).
     local = local_settings(url, models, env_build_unisolated=True, **base)
     runner = EnvBuildRunner.of_settings(local, InMemoryBlobStore(), local_config())
@@ -207,3 +212,26 @@ def test_the_script_refuses_a_user_it_does_not_run_as(tmp_path: Path) -> None:
     code, answer, calls = _reap_for_real(tmp_path, "comfyburst-build", os.getuid() + 4242)
     assert code == 2 and "not the build user comfyburst-build" in answer["refused"]
     assert calls == ""
+
+
+def test_a_build_user_owning_comfyuis_folders_is_refused_before_anything_runs(
+    tmp_path: Path,
+) -> None:
+    """env_build_user naming ComfyUI's user (here: this process's, owner of the folder): the
+    kill would end ComfyUI with every build, so the build is refused before the script runs."""
+    events: list[str] = []
+    runner, blobs, run = _runner(tmp_path, events, OK, OK)
+    output = tmp_path / "output"
+    output.mkdir()
+    assert runner.reaper is not None
+    runner.reaper.user = pwd.getpwuid(os.getuid()).pw_name
+    runner.reaper.comfyui_folders = (tmp_path / "absent", output)
+    result = runner.run(_job())
+    assert result.status is DoneStatus.FAILED and result.error is not None
+    assert f"owns ComfyUI's folder {output}" in result.error.message
+    assert events == [] and run.argvs == []
+    assert blobs.read("models", f"environments/{ENV_ID}/layer.tar.gz") is None
+    # A user owning none of them goes on to the script.
+    runner.reaper.comfyui_folders = (tmp_path / "absent",)
+    assert runner.run(_job()).status is DoneStatus.SUCCEEDED
+    assert events[0] == "reap:0"

@@ -92,7 +92,12 @@ class EnvBuildRunner:
             )
         reaper = None
         if prefixed and base is not None:
-            reaper = reaper_of_settings(build_user, shlex.split(as_user), Path(base))
+            folders = [
+                Path(folder)
+                for name in ("comfyui_input_dir", "comfyui_output_dir", "comfyui_temp_dir")
+                if (folder := getattr(settings, name, None)) is not None
+            ]
+            reaper = reaper_of_settings(build_user, shlex.split(as_user), Path(base), folders)
         return cls(
             blobs,
             getattr(config, "models_bucket", None),

@@ -12,8 +12,12 @@ runs `REAP_SCRIPT` through `env_build_as`, AS the build's user, which:
   caller may signal a process whose real or saved set-user-ID is its real or effective user ID.
   A zombie is not counted: it runs nothing and goes when its parent (init, after the kill)
   reaps it;
-- removes what that user left in /tmp, /var/tmp and /dev/shm (POSIX shared memory), and its
-  System V shared memory, semaphores and message queues (the owner may IPC_RMID them).
+- removes what that user left in /tmp, /var/tmp, /dev/shm (POSIX shared memory) and
+  /dev/mqueue (POSIX message queues: unlinking the file removes the queue), and its System V
+  shared memory, semaphores and message queues (the owner may IPC_RMID them).
+
+Before it runs the script, the worker refuses a build user that owns one of ComfyUI's folders
+(input, output, temp): that is ComfyUI's user, and the kill would end ComfyUI with every build.
 
 It prints one JSON line; `BuildReaper.reap` raises `ProcessesLeft` when a process survived,
 the script refused, or it did not answer.
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -68,7 +73,7 @@ while True:
     time.sleep(0.05)
 
 removed = 0
-for top in ("/tmp", "/var/tmp", "/dev/shm"):
+for top in ("/tmp", "/var/tmp", "/dev/shm", "/dev/mqueue"):
     try:
         entries = list(os.scandir(top))
     except OSError:
@@ -119,6 +124,9 @@ class BuildReaper:
     wait_s: float = 10.0
     worker_uid: int = field(default_factory=os.getuid)
     run: Runner = field(default=subprocess.run)
+    # ComfyUI's folders (input, output, temp: its user's own): a build user owning one is
+    # ComfyUI's user, whose ComfyUI the kill would end with every build.
+    comfyui_folders: tuple[Path, ...] = ()
 
     def argv(self) -> list[str]:
         """The command line: `-I` so nothing in the build user's reach is imported first."""
@@ -128,6 +136,7 @@ class BuildReaper:
     def reap(self, when: str) -> int:
         """Ends the user's processes; how many leftovers it removed. `when` names the moment
         (before/after the build) in the error; raises ProcessesLeft."""
+        self._refuse_comfyuis_user(when)
         try:
             done = self.run(
                 self.argv(),
@@ -157,9 +166,32 @@ class BuildReaper:
             message = f"ending the build user's processes failed {when} (exit {done.returncode})"
         raise ProcessesLeft(None, message, tail_of(done))
 
+    def _refuse_comfyuis_user(self, when: str) -> None:
+        """ProcessesLeft before anything runs where the build user owns one of ComfyUI's
+        folders (the script itself refuses root and the worker's user)."""
+        try:
+            uid = pwd.getpwnam(self.user).pw_uid
+        except KeyError:
+            return  # no such user here: the prefix fails to run as it, and the script says so
+        for folder in self.comfyui_folders:
+            try:
+                owner = folder.stat().st_uid
+            except OSError:
+                continue
+            if owner == uid:
+                message = (
+                    f"ending the build user's processes refused {when}: the build user "
+                    f"{self.user} owns ComfyUI's folder {folder} (builds need a user of their "
+                    "own: env_build_user)"
+                )
+                raise ProcessesLeft(None, message)
 
-def of_settings(user: str, as_user: Sequence[str], python: Path | None) -> BuildReaper | None:
+
+def of_settings(
+    user: str, as_user: Sequence[str], python: Path | None, comfyui_folders: Sequence[Path] = ()
+) -> BuildReaper | None:
     """The reaper of a worker whose builds run as `user`; None where builds have no own user."""
     if not user.strip() or not as_user or python is None:
         return None
-    return BuildReaper(user=user.strip(), as_user=tuple(as_user), python=python)
+    folders = tuple(comfyui_folders)
+    return BuildReaper(user.strip(), tuple(as_user), python, comfyui_folders=folders)
