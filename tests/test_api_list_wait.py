@@ -250,12 +250,28 @@ def _created(cloud: Cloud, state: JobState = JobState.RUNNING) -> str:
     return job.job_id
 
 
-def test_wait_answers_when_progress_changes(cloud: Cloud) -> None:
+def _waiting(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Set once the request's wait has begun: its baseline read is done, so a change made
+    after it is one the wait must see (a change before it would be the baseline itself)."""
+    began = threading.Event()
+    views = cloud.deps.views
+    wait_for = views.wait_for
+
+    def signalled(*args: Any, **kwargs: Any) -> Any:
+        began.set()
+        return wait_for(*args, **kwargs)
+
+    monkeypatch.setattr(views, "wait_for", signalled)
+    return began
+
+
+def test_wait_answers_when_progress_changes(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
     job_id = _created(cloud)
     progress = Progress(node="3", value=4, max=10, fraction=0.4)
+    waiting = _waiting(cloud, monkeypatch)
 
     def later() -> None:
-        time.sleep(0.5)
+        assert waiting.wait(30)
         cloud.store.patch_job(job_id, {"progress": progress.model_dump()})
 
     threading.Thread(target=later, daemon=True).start()
@@ -268,18 +284,21 @@ def test_wait_answers_when_progress_changes(cloud: Cloud) -> None:
     assert waited_s < 30
 
 
-def test_wait_answers_when_state_changes(cloud: Cloud) -> None:
+def test_wait_answers_when_state_changes(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
     job_id = _created(cloud, JobState.QUEUED)
+    waiting = _waiting(cloud, monkeypatch)
 
     def later() -> None:
-        time.sleep(0.3)
+        assert waiting.wait(30)
         cloud.store.update_job(
             job_id, lambda job: job.model_copy(update={"state": JobState.RUNNING})
         )
 
     threading.Thread(target=later, daemon=True).start()
+    began = time.monotonic()
     response = cloud.client.get(f"/jobs/{job_id}?wait_s=60")
     assert response.get_json()["state"] == "running"
+    assert time.monotonic() - began < 30  # the change answered it, not the 60 s
 
 
 def test_wait_without_a_change_answers_the_job_as_it_is_after_wait_s(cloud: Cloud) -> None:

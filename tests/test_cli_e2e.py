@@ -15,6 +15,12 @@ from tests._e2e_support import INVERT, e2e_env
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 
+@pytest.fixture
+def localcloud_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The shared e2e cloud (conftest's autouse wipe empties it, and starts no other)."""
+    return e2e_env(request)
+
+
 def test_submit_wait_saves_the_outputs(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -174,6 +174,9 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
             "COMFYBURST_WORKER_ENV_BUILD_UNISOLATED": "true",
             "COMFYBURST_WORKER_ENV_PIP_ARGS": " ".join(pip_args(wheels)),
             "PIP_CONFIG_FILE": os.devnull,
+            # One boot for the test's four jobs (a later job's environment_s == 0 needs the same
+            # ComfyUI): the VM stays up between them however slow the machine is.
+            "COMFYBURST_DRAIN_GRACE_S": "120",
         }
         state_dir = tmp_path_factory.mktemp("env-run-cloud")
         config = cloud_config(state_dir, pool_size=1, settings_env=settings_env)

@@ -17,6 +17,12 @@ from tests._e2e_support import e2e_env, invert_workflow, with_node
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 
+@pytest.fixture
+def localcloud_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The shared e2e cloud (conftest's autouse wipe empties it, and starts no other)."""
+    return e2e_env(request)
+
+
 def test_previews_reach_the_node_while_the_job_samples(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:

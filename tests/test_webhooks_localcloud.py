@@ -12,6 +12,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -49,7 +50,10 @@ def webhook_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from localcloud.cloud import LocalCloud
     from localcloud.scenarios.harness import cloud_config, warm_up
 
-    running = LocalCloud(cloud_config(tmp_path_factory.mktemp("webhooks"), pool_size=1))
+    # Ten attempts, as deployed: the faulty-receivers test starts its late receiver after two
+    # refusals, and the attempts left are its margin on a busy machine.
+    config = cloud_config(tmp_path_factory.mktemp("webhooks"), pool_size=1)
+    running = LocalCloud(replace(config, webhook_max_delivery_attempts=10))
     running.start()
     try:
         warm_up(running.env)
