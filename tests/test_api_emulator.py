@@ -60,7 +60,15 @@ def settings(function_settings: Any, standin: Any) -> Any:
 class Cloud:
     """The app of functions/main.py on emulator-backed adapters, and ways to look inside."""
 
-    def __init__(self, settings: Any, standin: Any, blobs: Any, signer: Any, publisher: Any):
+    def __init__(
+        self,
+        settings: Any,
+        standin: Any,
+        blobs: Any,
+        signer: Any,
+        publisher: Any,
+        clock: Any = None,
+    ):
         import functions_framework
 
         self.settings, self.standin, self.blobs = settings, standin, blobs
@@ -72,7 +80,7 @@ class Cloud:
             signer=signer,
             publisher=publisher,
             fleet=wiring.fleet(settings),
-            clock=wiring.clock(),
+            clock=clock or wiring.clock(),
             views=wiring.job_views(settings),
         )
         app = functions_framework.create_app(target="api", source=str(MAIN_SOURCE))

@@ -49,7 +49,7 @@ def _as(name: str) -> dict[str, str]:
 
 @pytest.fixture
 def make_cloud(settings: Any, standin: Any, blob_store: Any, signer: Any, publisher: Any) -> Any:  # noqa: F811
-    def make(limits: dict[str, Any]) -> Cloud:
+    def make(limits: dict[str, Any], clock: Any = None) -> Cloud:
         suffix = uuid.uuid4().hex[:8]
         keyed = type(settings).model_validate(
             {
@@ -68,7 +68,7 @@ def make_cloud(settings: Any, standin: Any, blob_store: Any, signer: Any, publis
                 "caller_limits": limits,
             }
         )
-        return Cloud(keyed, standin, blob_store, signer, publisher)
+        return Cloud(keyed, standin, blob_store, signer, publisher, clock)
 
     return make
 
@@ -186,9 +186,11 @@ def test_bad_usage_parameters_answer_400_naming_the_field(make_cloud: Any) -> No
 def test_a_budget_crossed_by_a_completed_job_refuses_the_next_submit_not_the_running_job(
     make_cloud: Any,
 ) -> None:
-    # Three hours on the t4 ($0.35 per hour) cost $1.05: past ana's $1 budget.
-    cloud = make_cloud({"callers": {"key:ana": {"monthly_budget_usd": 1.0}}})
-    now = datetime.now(UTC)
+    # Three hours on the t4 ($0.35 per hour) cost $1.05: past ana's $1 budget. The API's clock
+    # is mid-month: with the real one, a run in a month's first minutes would put the first
+    # job's receipt in the month before, which the budget does not count.
+    now = datetime(2026, 11, 15, 12, 0, tzinfo=UTC)
+    cloud = make_cloud({"callers": {"key:ana": {"monthly_budget_usd": 1.0}}}, FixedClock(now))
     _running(cloud, "b-first", "key:ana", "t4", now - timedelta(hours=4))
     _running(cloud, "b-second", "key:ana", "t4", now - timedelta(hours=4))
     before = cloud.submit(body(options={"gpu_class": "t4"}), **_as("ana"))
@@ -208,7 +210,7 @@ def test_a_budget_crossed_by_a_completed_job_refuses_the_next_submit_not_the_run
     assert cloud.submit(body(options={"gpu_class": "t4"}), **_as("bo")).status_code == 202
 
     # The job that was running when the budget was crossed ends normally, with its receipt.
-    second = _complete(cloud, "b-second", now, run_s=600, idle_s=0)
+    second = _complete(cloud, "b-second", now - timedelta(seconds=30), run_s=600, idle_s=0)
     assert second.state is JobState.SUCCEEDED and second.error is None
     spent = _usage(cloud, "ana", group_by="caller").get_json()["total"]
     assert _cents(spent["cost_usd"]) == _cents(first.receipt.cost_usd + second.receipt.cost_usd)
