@@ -30,6 +30,21 @@ resource "google_firestore_field" "jobs_expire_at" {
   depends_on = [google_firestore_database.default]
 }
 
+# vms_warm_idle/{vm}-{ms}.expire_at: a warm stretch is kept WARM_IDLE_KEPT_DAYS
+# (domain/usage.py) after it ended; the VM's worker sets it.
+resource "google_firestore_field" "warm_idle_expire_at" {
+  project    = var.project_id
+  database   = "(default)"
+  collection = "vms_warm_idle"
+  field      = "expire_at"
+
+  ttl_config {}
+
+  index_config {}
+
+  depends_on = [google_firestore_database.default]
+}
+
 # FirestoreJobStore.list_jobs: `state in [...]` ordered by created_at (the reaper's and the
 # draining worker's queue scans) needs a composite index in real Firestore; the same scan of one
 # GPU class's queue (`gpu_class ==`: the draining worker when the oldest live jobs are all of

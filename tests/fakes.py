@@ -11,7 +11,7 @@ from itertools import count
 from comfyburst.domain import scheduling
 from comfyburst.errors import CapacityError, JobExists, NotFound, PreconditionFailed
 from comfyburst.ports import JobMutation, JobWrite, LeaseRead, LeaseWrite, SlotRequest, VmStatus
-from comfyburst.schema import Job, VmRecord
+from comfyburst.schema import Job, VmRecord, WarmIdle
 from comfyburst.states import JobState
 
 
@@ -38,6 +38,7 @@ class InMemoryJobStore:
         self._versions = count(1)
         self.job_versions: dict[str, int] = {}  # bumped on each job write (commit preconditions)
         self.slots: dict[str, dict[str, scheduling.Reservation]] = {}  # class -> reservations
+        self.warm_idle: dict[tuple[str, datetime], WarmIdle] = {}  # (vm, started_at) -> stretch
 
     def create_job(self, job: Job) -> tuple[Job, bool]:
         with self._lock:
@@ -130,6 +131,10 @@ class InMemoryJobStore:
     def release_slot(self, gpu_class: str, name: str) -> None:
         with self._lock:
             self.slots.get(gpu_class, {}).pop(name, None)
+
+    def add_warm_idle(self, record: WarmIdle) -> None:
+        with self._lock:
+            self.warm_idle[(record.vm_name, record.started_at)] = record.model_copy()
 
     def put_vm(self, vm: VmRecord, expected_version: object | None) -> object:
         with self._lock:

@@ -83,6 +83,54 @@ def test_a_drained_job_shows_its_idle_wait_and_no_boot():
     assert receipt.cost_usd == 0.02
 
 
+def test_a_claim_by_a_warm_vm_bills_the_drain_before_the_hold_not_the_hold():
+    job = make_job("j3", T0, JobState.RUNNING)
+    # Its previous job ended at 100, the drain grace ran out at 105 and the VM held the warm
+    # lease until this claim, at 4,000: the 5 s drain are this job's idle, the rest is not.
+    worker = JobPhases(
+        idle_since_at=_at(100), warm_since_at=_at(105), claimed_at=_at(4000), done_at=_at(4010)
+    )
+    receipt = receipt_of(merge_phases(job, worker, running_at=_at(10)), "l4", 3.6)
+    assert (receipt.boot_s, receipt.idle_s, receipt.run_s, receipt.billed_s) == (0, 5, 10, 15)
+    # A VM that booted for the schedule and took this as its first job: no idle, no boot.
+    first = JobPhases(warm_since_at=_at(14), claimed_at=_at(4000), done_at=_at(4010))
+    receipt = receipt_of(merge_phases(job, first, running_at=_at(10)), "l4", 3.6)
+    assert (receipt.boot_s, receipt.idle_s, receipt.billed_s) == (0, 0, 10)
+
+
+def test_the_phase_log_keeps_warm_stretches_off_the_jobs_and_hands_them_over():
+    clock = FixedClock(T0)
+    booted = T0 - timedelta(seconds=20)
+    log = PhaseLog(clock, T0, booted)
+    log.booted_without_job()  # the reaper started it for the warm schedule
+    clock.advance(600)
+    log.hold_warm()  # its drain grace ended inside the window: the stretch began at boot
+    first = log.claimed(drained=True)
+    assert first.guest_booted_at is None and first.agent_up_at is None  # not this job's boot
+    assert first.warm_since_at == booted and first.idle_since_at is None
+    assert log.end_warm() == (booted, T0 + timedelta(seconds=600))
+    clock.advance(10)
+    log.done(first)
+    assert log.idle_after_s() == 0.0
+    # Its drain (5 s), then warm (300 s) until the next claim.
+    clock.advance(5)
+    log.hold_warm()
+    clock.advance(300)
+    log.hold_warm()  # a later grace of the same stretch: it still began at the first
+    assert log.idle_after_s() == 5.0  # idle after the job ends where the stretch began
+    second = log.claimed(drained=True)
+    assert second.idle_since_at == first.done_at and second.warm_since_at == _at(615)
+    assert log.end_warm() == (_at(615), _at(915)) and log.end_warm() is None
+    receipt = receipt_of(second.model_copy(update={"done_at": _at(920)}), "l4", 3.6)
+    assert receipt.idle_s == 5.0 and receipt.run_s == 5.0
+    # Without a warm hold, a drained claim is as before: idle since the last run.
+    clock.advance(5)
+    log.done(second)
+    clock.advance(2)
+    third = log.claimed(drained=True)
+    assert third.warm_since_at is None and third.idle_since_at == _at(920)
+
+
 def test_the_idle_after_the_last_job_shows_on_the_job_only():
     job = make_job("j1", T0, JobState.SUCCEEDED)
     receipt = receipt_of(merge_phases(job, _boot_phases(), _at(10)), "l4", 3.6)

@@ -10,6 +10,7 @@ import pytest
 from comfyburst.domain.usage import (
     GroupBy,
     UsageEntry,
+    WarmIdleEntry,
     check_budget,
     month_start,
     next_month_start,
@@ -58,6 +59,32 @@ def test_the_idle_after_a_job_is_shown_apart_from_its_cost() -> None:
     assert row.cost_usd == 0.5  # the receipt's cost only
     assert row.idle_after_s == 30.0 and row.idle_after_cost_usd == 0.03  # 30 s at $3.6/h
     assert spent_usd([entry]) == 0.5  # a budget counts the receipts
+
+
+def test_warm_vms_idle_is_shown_apart_to_an_admin_only() -> None:
+    entry = UsageEntry("key:a", NOW, _receipt("t4", 0.5))
+    warm = [
+        WarmIdleEntry("t4", NOW, 3600.0, 0.35),  # an hour held warm at $0.35/h
+        WarmIdleEntry("h100", NOW - timedelta(days=1), 0.001, 11.06),
+    ]
+    for group_by, keys in (
+        ("caller", ["(warm VMs)", "key:a"]),
+        ("class", ["h100", "t4"]),
+        ("day", ["2026-12-06", "2026-12-07"]),
+    ):
+        admin = report(
+            parse_query({"group_by": [group_by]}, NOW, None, all_callers=True), [entry], warm
+        )
+        assert [row.key for row in admin.rows] == keys
+        assert admin.total.cost_usd == 0.5 and admin.total.jobs == 1  # the receipts only
+        assert admin.total.warm_idle_s == 3600.001
+        # Whole micro-dollars: 0.35 + 11.06 * 0.001 / 3600 (0.000003) = 0.350003.
+        assert admin.total.warm_idle_cost_usd == 0.350003
+    rows = {row.key: row for row in admin.rows}
+    assert rows["2026-12-07"].warm_idle_cost_usd == 0.35 and rows["2026-12-07"].cost_usd == 0.5
+    own = report(parse_query({}, NOW, "key:a", all_callers=False), [entry], warm)
+    assert [row.key for row in own.rows] == ["key:a"]
+    assert own.total.warm_idle_s == 0 and own.total.warm_idle_cost_usd == 0
 
 
 def test_the_default_range_is_this_month_and_group_by_is_the_caller() -> None:

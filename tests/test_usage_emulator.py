@@ -20,7 +20,7 @@ from werkzeug.serving import make_server
 
 from comfyburst.domain import gpu_classes
 from comfyburst.domain.receipts import job_pricer
-from comfyburst.schema import JobPhases
+from comfyburst.schema import JobPhases, WarmIdle
 from comfyburst.services.complete import CompletionDeps, StorageObject, handle_done_flag
 from comfyburst.states import JobState
 from comfyburst_cli.main import app
@@ -167,6 +167,44 @@ def test_usage_sums_equal_the_receipts_of_the_same_jobs_to_the_cent(make_cloud: 
     assert first.get_json()["total"]["jobs"] == 2
 
 
+def test_warm_vms_idle_reaches_an_admins_usage_apart_at_the_class_price(
+    make_cloud: Any,
+) -> None:
+    """Stretches the VMs' workers recorded (FirestoreJobStore.add_warm_idle), read back in the
+    range by their end, priced at their class's price, shown to an admin only."""
+    cloud = make_cloud({})
+    at = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+    _running(cloud, "w1", "key:ana", "t4", at - timedelta(hours=1))
+    ended = _complete(cloud, "w1", at, run_s=60, idle_s=0)
+    for vm, gpu_class, end, seconds in (
+        ("vm-a", "t4", at, 3600.0),  # an hour at $0.35
+        ("vm-b", "h100", at + timedelta(days=1), 1800.0),  # half an hour at $11.06
+        ("vm-a", "t4", datetime(2026, 12, 1, 0, 0, tzinfo=UTC), 60.0),  # out of the range
+    ):
+        stretch = WarmIdle(
+            vm_name=vm,
+            gpu_class=gpu_class,
+            started_at=end - timedelta(seconds=seconds),
+            ended_at=end,
+            idle_s=seconds,
+        )
+        cloud.store.add_warm_idle(stretch)
+        cloud.store.add_warm_idle(stretch)  # a retried write: the same document
+    span = {"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"}
+    admin = _usage(cloud, "boss", **span, group_by="class").get_json()
+    rows = {row["key"]: row for row in admin["rows"]}
+    assert rows["t4"]["warm_idle_s"] == 3600.0 and rows["t4"]["warm_idle_cost_usd"] == 0.35
+    assert rows["h100"]["warm_idle_s"] == 1800.0 and rows["h100"]["warm_idle_cost_usd"] == 5.53
+    assert rows["h100"]["jobs"] == 0
+    total = admin["total"]
+    assert total["warm_idle_cost_usd"] == 5.88 and total["cost_usd"] == ended.receipt.cost_usd
+    by_caller = _usage(cloud, "boss", **span).get_json()
+    assert [row["key"] for row in by_caller["rows"]] == ["(warm VMs)", "key:ana"]
+    mine = _usage(cloud, "ana", **span, group_by="class").get_json()
+    assert [row["key"] for row in mine["rows"]] == ["t4"]
+    assert mine["total"]["warm_idle_s"] == 0 and mine["total"]["warm_idle_cost_usd"] == 0
+
+
 def test_bad_usage_parameters_answer_400_naming_the_field(make_cloud: Any) -> None:
     cloud = make_cloud({})
     for params, field in (
@@ -245,6 +283,21 @@ def test_the_cli_prints_the_table_and_writes_the_csv(
         assert float(rows[0]["cost_usd"]) == ended.receipt.cost_usd
         refused = CliRunner().invoke(app, ["usage", "--group-by", "vm"], env=env)
         assert refused.exit_code == 2 and "group_by" in refused.output
+        assert "warm idle" not in shown.output  # a caller's own usage has none
+        # An admin's table and CSV show the warm VMs' idle apart.
+        stretch = WarmIdle(
+            vm_name="vm-w", gpu_class="h100", started_at=at - timedelta(hours=2),
+            ended_at=at - timedelta(hours=1), idle_s=3600.0,
+        )  # fmt: skip
+        cloud.store.add_warm_idle(stretch)
+        admin = {**env, "COMFYBURST_API_KEY": KEYS["boss"]}
+        shown = CliRunner().invoke(
+            app, ["usage", *span, "--group-by", "class", "--csv", str(csv_path)], env=admin
+        )
+        assert shown.exit_code == 0, shown.output
+        assert "warm idle" in shown.output and "$11.06" in shown.output
+        rows = list(csv.DictReader(csv_path.read_text(encoding="utf-8").splitlines()))
+        assert float(rows[0]["warm_idle_cost_usd"]) == 11.06
     finally:
         server.shutdown()
         thread.join(timeout=10)

@@ -1,6 +1,8 @@
 """Warm schedules end to end on the local cloud: with a window open today, the VM of the first
 job stays up past its drain grace holding the warm lease, and the next job's receipt shows no
-boot; the reaper, run with a schedule closed at its (injected) `now`, stops that warm VM."""
+boot and none of the time it was held warm (recorded apart); the reaper, run with a schedule
+closed at its (injected) `now`, stops that warm VM, and run later starts it again for the
+schedule: the first job of that boot carries neither the boot nor the wait."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import pytest
 
 from comfyburst.adapters.clock import SystemClock
 from comfyburst.client import ApiClient, ClientSettings
+from comfyburst.domain._reaper_warm import STOP_LEASE_S
 from comfyburst.domain.gpu_classes import GpuClasses
 from comfyburst.domain.reaper import warm_lease_id
 from comfyburst.domain.warm import DAY_NAMES, WarmWindow
@@ -93,12 +96,18 @@ def test_a_warm_vm_takes_the_next_job_without_boot_and_stops_outside(
 
     # Past its 5 s drain grace the worker stays, holding the warm lease.
     _until("the VM to stay warm", lambda: lease() == warm_lease_id(vm), timeout_s=90)
+    time.sleep(8.0)  # held warm a while
     second = client.wait(client.submit(request)["job_id"], poll_s=0.3, timeout_s=240)
     assert second["state"] == "succeeded", second.get("error")
     warm = store.get_job(second["job_id"])
     assert warm is not None and warm.vm is not None and warm.receipt is not None
     assert warm.vm.name == vm
     assert warm.receipt.boot_s == 0, warm.receipt
+    # Its idle is the 5 s drain grace after the first job; the 8 s and more the VM was held
+    # warm are the schedule's, recorded apart (what an admin's usage shows).
+    assert warm.receipt.idle_s < 7.0, warm.receipt
+    (held,) = _until("the warm stretch recorded", lambda: _warm_stretches(store, vm))
+    assert held["idle_s"] >= 8.0 and held["gpu_class"] == "l4"
     _until("the VM to be warm again", lambda: lease() == warm_lease_id(vm), timeout_s=90)
 
     # Outside the window (the schedule, as the reaper sees it at `now`, is closed then).
@@ -128,3 +137,29 @@ def test_a_warm_vm_takes_the_next_job_without_boot_and_stops_outside(
         lambda: next(s.status for s in fleet.list() if s.name == vm) == "TERMINATED",
         timeout_s=60,
     )
+    # Its worker, stopped while held warm, recorded that stretch at the shutdown signal.
+    _until("the stretch its stop ended", lambda: len(_warm_stretches(store, vm)) >= 2)
+
+    # Inside the window again once its stop's marker has expired (the reaper's `now` past it):
+    # the reaper starts the VM for the schedule, with no job. The first job it takes shows
+    # neither that boot nor the wait on its receipt; both are the schedule's stretch.
+    later = SystemClock().now() + timedelta(seconds=STOP_LEASE_S + 1)
+    summary = run_reaper(deps, policy, later)
+    starts = [(a["name"], a["outcome"]) for a in summary["actions"] if a["action"] == "StartWarmVm"]
+    assert starts == [(vm, "applied")], summary["actions"]
+    _until("the started VM to be warm", lambda: lease() == warm_lease_id(vm), timeout_s=120)
+    third = client.wait(client.submit(request)["job_id"], poll_s=0.3, timeout_s=240)
+    assert third["state"] == "succeeded", third.get("error")
+    started = store.get_job(third["job_id"])
+    assert started is not None and started.vm is not None and started.vm.name == vm
+    receipt = started.receipt
+    assert receipt is not None and (receipt.boot_s, receipt.idle_s) == (0, 0), receipt
+    booted = _until("its stretch recorded", lambda: _warm_stretches(store, vm)[2:])
+    # From its boot, past its drain grace, to the claim.
+    assert booted[0]["idle_s"] >= 5.0, _warm_stretches(store, vm)
+
+
+def _warm_stretches(store: Any, vm: str) -> list[dict[str, Any]]:
+    """The warm stretches the VM's worker recorded (`vms_warm_idle`), oldest first."""
+    docs = [snap.to_dict() for snap in store._client.collection("vms_warm_idle").stream()]
+    return sorted((d for d in docs if d["vm_name"] == vm), key=lambda d: d["started_at"])

@@ -399,9 +399,10 @@ def test_the_worker_hands_the_store_the_deployments_collection_names(monkeypatch
     config = local_config(jobs_collection="team-jobs", vms_collection="team-vms")
     store, _blobs, _clock = _cloud_adapters(config)
     assert isinstance(store, FirestoreJobStore)
-    # (the pool's slot reservations live beside the VM documents: `{vms_collection}_slots`)
+    # (the pool's slot reservations and the warm stretches live beside the VM documents:
+    # `{vms_collection}_slots`, `{vms_collection}_warm_idle`)
     names = store._client.names  # type: ignore[attr-defined]
-    assert names == ["team-jobs", "team-vms", "idempotency", "team-vms_slots"]
+    assert names == ["team-jobs", "team-vms", "idempotency", "team-vms_slots", "team-vms_warm_idle"]
 
 
 @pytest.mark.parametrize(

@@ -151,3 +151,40 @@ def test_the_reaper_retries_a_preempted_job_whose_attempts_would_be_spent():
     spent = job.model_copy(update={"preemptions": 0})
     actions = reaper.plan([spent], [], [], now, policy)
     assert any(isinstance(a, reaper.FailJob) and a.job_id == job.job_id for a in actions)
+
+
+_SHUTDOWN = """
+import os, signal, sys
+from comfyburst.adapters.clock import SystemClock
+from comfyburst_worker.preemption import PreemptionWatch
+from tests.fakes import InMemoryJobStore
+
+watch = PreemptionWatch("127.0.0.1:9", InMemoryJobStore(), SystemClock(), "vm-x")
+marker = sys.argv[1]
+watch.shutdown_hooks.append(lambda: open(marker, "a").write("hook\\n"))
+watch.shutdown_hooks.insert(0, lambda: 1 / 0)  # one failing hook stops none of the others
+signal.signal(signal.SIGTERM, watch.on_shutdown_signal)
+os.kill(os.getpid(), signal.SIGTERM)
+open(marker, "a").write("survived\\n")
+"""
+
+
+def test_a_shutdown_signal_runs_the_hooks_then_ends_the_process(tmp_path: Path) -> None:
+    """A stop (no preemption: the metadata server cannot even be read) still runs what the agent
+    must record (its warm stretch), then ends the process as SIGTERM's default would."""
+    import signal
+    import subprocess
+    import sys
+
+    marker = tmp_path / "hooks"
+    done = subprocess.run(
+        [sys.executable, "-c", _SHUTDOWN, str(marker)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,  # the repository: `tests` importable
+        check=False,
+    )
+    assert done.returncode == -signal.SIGTERM, done.stderr
+    assert marker.read_text() == "hook\n"
+    assert "shutdown hook failed" in done.stderr

@@ -27,6 +27,8 @@ COLUMNS = (
     "cost_usd",
     "idle_after_s",
     "idle_after_cost_usd",
+    "warm_idle_s",
+    "warm_idle_cost_usd",
 )
 
 
@@ -41,7 +43,8 @@ def usage(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="The API's answer as JSON")] = False,
 ) -> None:
-    """Show what jobs cost: receipts summed per caller, GPU class or day (idle after apart)."""
+    """Show what jobs cost: receipts summed per caller, GPU class or day (idle after apart;
+    an admin also sees warm VMs' idle apart)."""
     with cli_errors():
         answer = api_client().usage(start=start, end=end, group_by=group_by)
         if csv_file is not None:
@@ -65,22 +68,25 @@ def to_csv(answer: dict[str, Any]) -> str:
 def _table(answer: dict[str, Any]) -> Table:
     scope = "every caller" if answer.get("all_callers") else "your jobs"
     title = f"{scope}, {answer.get('from')} to {answer.get('to')}"
+    warm = bool(answer.get("all_callers"))  # warm VMs' idle: an admin's usage only
+    headers = [str(answer.get("group_by", "key")), "jobs", "billed s", "cost"]
+    headers += ["idle after s", "idle after cost"]
     table = Table(
-        str(answer.get("group_by", "key")),
-        "jobs",
-        "billed s",
-        "cost",
-        "idle after s",
-        "idle after cost",
-        title=escape(title),
+        *headers, *(["warm idle s", "warm idle cost"] if warm else []), title=escape(title)
     )
     for row in [*(answer.get("rows") or []), answer.get("total") or {}]:
-        table.add_row(
+        cells = [
             escape(str(row.get("key", ""))),
             str(row.get("jobs", 0)),
             f"{float(row.get('billed_s') or 0):.1f}",
             f"${float(row.get('cost_usd') or 0):.2f}",
             f"{float(row.get('idle_after_s') or 0):.1f}",
             f"${float(row.get('idle_after_cost_usd') or 0):.2f}",
-        )
+        ]
+        if warm:
+            cells += [
+                f"{float(row.get('warm_idle_s') or 0):.1f}",
+                f"${float(row.get('warm_idle_cost_usd') or 0):.2f}",
+            ]
+        table.add_row(*cells)
     return table

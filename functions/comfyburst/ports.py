@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Protocol
 
 from comfyburst.domain.environments import Environment
-from comfyburst.schema import Job, VmRecord
+from comfyburst.schema import Job, VmRecord, WarmIdle
 from comfyburst.states import JobState
 
 # A function given the current job, returning the job to store (or None to leave it as it is).
@@ -114,6 +114,10 @@ class JobStore(Protocol):
         `expected_version=None` means create-if-absent. Raises PreconditionFailed when the
         document changed or already exists. Returns the new version.
         """
+        ...
+
+    def add_warm_idle(self, record: WarmIdle) -> None:
+        """Record a warm stretch of a VM (`{vms}_warm_idle`; written again, the same)."""
         ...
 
     def reserve_slot(self, request: SlotRequest) -> str | None:

@@ -484,6 +484,11 @@ class JobPhases(_Strict):
     idle_since_at: datetime | None = Field(
         default=None, description="A drain claim: when the VM's previous job ended."
     )
+    warm_since_at: datetime | None = Field(
+        default=None,
+        description="A claim by a VM held for its class's warm schedule: when that hold began "
+        "(its idle from then to the claim is the schedule's, not this job's).",
+    )
     claimed_at: datetime | None = Field(default=None, description="The worker claimed the job.")
     comfyui_ready_at: datetime | None = Field(
         default=None, description="ComfyUI's first 200 (first job of a boot only)."
@@ -501,6 +506,21 @@ class JobPhases(_Strict):
     )
     done_at: datetime | None = Field(
         default=None, description="The worker's run ended (before its done flag)."
+    )
+
+
+class WarmIdle(_Strict):
+    """A stretch a VM ran holding no job for its class's warm schedule (or booted with none):
+    not any job's cost; usage shows it apart (`vms_warm_idle`, written by the VM's worker when
+    the stretch ends: at a claim or at power-off)."""
+
+    vm_name: str
+    gpu_class: str
+    started_at: datetime
+    ended_at: datetime
+    idle_s: float = Field(ge=0)
+    expire_at: datetime | None = Field(
+        default=None, description="Firestore TTL field: past the longest usage range."
     )
 
 

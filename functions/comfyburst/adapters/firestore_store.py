@@ -23,10 +23,11 @@ from comfyburst.adapters._firestore_docs import (
 from comfyburst.adapters._firestore_docs import (
     job_doc as job_doc,  # tests and tools seed jobs with it
 )
+from comfyburst.adapters.firestore_usage import warm_idle_collection
 from comfyburst.domain import scheduling
 from comfyburst.errors import Contended, JobExists, NotFound, PreconditionFailed
 from comfyburst.ports import JobMutation, JobWrite, LeaseRead, LeaseWrite, SlotRequest
-from comfyburst.schema import Job, VmRecord
+from comfyburst.schema import Job, VmRecord, WarmIdle
 from comfyburst.states import JobState
 
 # A job document has a few writers at most (API cancel, worker, trigger, reaper, duplicate done
@@ -86,6 +87,7 @@ class FirestoreJobStore:
         self._vms = client.collection(settings.vms_collection)
         self._idempotency = client.collection(settings.idempotency_collection)
         self._slots = client.collection(f"{settings.vms_collection}_slots")
+        self._warm_idle = client.collection(warm_idle_collection(settings.vms_collection))
 
     # --- jobs -------------------------------------------------------------------------
 
@@ -263,6 +265,11 @@ class FirestoreJobStore:
         except (gexc.AlreadyExists, gexc.FailedPrecondition, gexc.NotFound) as exc:
             raise PreconditionFailed(f"vm {vm.name} changed: {exc.message}") from None
         return result.update_time
+
+    def add_warm_idle(self, record: WarmIdle) -> None:
+        # One document per stretch (the VM and its start): a retried write is the same write.
+        stamp = int(record.started_at.timestamp() * 1000)
+        self._warm_idle.document(f"{record.vm_name}-{stamp}").set(to_doc(record))
 
     # --- one commit: leases and the job ---------------------------------------------------
 

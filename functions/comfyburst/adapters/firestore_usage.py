@@ -7,6 +7,9 @@ document read each). A caller's query is served by the composite index `jobs_usa
 (terraform/firestore.tf); everyone's by the automatic single-field index on `finished_at`.
 `finished_at` is set only on a job's terminal transition, so the range holds terminal jobs
 only; jobs without a receipt are skipped here.
+
+Warm stretches (`{vms}_warm_idle`, schema.WarmIdle, written by the VMs' workers) are read for an
+admin's usage only: `ended_at` in the range (its automatic single-field index), in pages.
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ from typing import Any
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from comfyburst.adapters._firestore_docs import convert
+from comfyburst.adapters._firestore_docs import convert, from_doc
 from comfyburst.domain.usage import UsageEntry
-from comfyburst.schema import Receipt
+from comfyburst.schema import Receipt, WarmIdle
 
 PAGE_SIZE = 1000
 _FIELDS = ["caller", "finished_at", "receipt", "idle_after_s"]
@@ -63,3 +66,27 @@ def _entry(data: dict[str, Any]) -> UsageEntry | None:
         receipt=Receipt.model_validate(fields["receipt"]),
         idle_after_s=fields.get("idle_after_s"),
     )
+
+
+def warm_idle_collection(vms_collection: str) -> str:
+    """The collection of warm stretches, beside the VM documents'."""
+    return f"{vms_collection}_warm_idle"
+
+
+def warm_idle_entries(collection: Any, start: datetime, end: datetime) -> Iterator[WarmIdle]:
+    """The warm stretches that ended in [start, end), oldest first, a page at a time."""
+    q: Any = (
+        collection.where(filter=FieldFilter("ended_at", ">=", start))
+        .where(filter=FieldFilter("ended_at", "<", end))
+        .order_by("ended_at", direction=firestore.Query.ASCENDING)
+        .order_by("__name__", direction=firestore.Query.ASCENDING)
+    )
+    last = None
+    while True:
+        page = q.start_after(last) if last is not None else q
+        snaps = list(page.limit(PAGE_SIZE).stream())
+        for snap in snaps:
+            yield from_doc(WarmIdle, snap.to_dict())
+        if len(snaps) < PAGE_SIZE:
+            return
+        last = snaps[-1]

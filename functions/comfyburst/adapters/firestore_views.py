@@ -20,10 +20,14 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from comfyburst.adapters._firestore_docs import from_doc
-from comfyburst.adapters.firestore_usage import finished_entries
+from comfyburst.adapters.firestore_usage import (
+    finished_entries,
+    warm_idle_collection,
+    warm_idle_entries,
+)
 from comfyburst.domain.job_query import JobQuery
 from comfyburst.domain.usage import UsageEntry
-from comfyburst.schema import Job
+from comfyburst.schema import Job, WarmIdle
 from comfyburst.states import JobState
 
 
@@ -33,6 +37,7 @@ class FirestoreJobViews:
     def __init__(self, client: firestore.Client, settings: Any) -> None:
         self._client = client
         self._jobs = client.collection(settings.jobs_collection)
+        self._warm_idle = client.collection(warm_idle_collection(settings.vms_collection))
 
     def list_page(self, query: JobQuery, limit: int) -> list[Job]:
         q: Any = self._jobs
@@ -83,6 +88,10 @@ class FirestoreJobViews:
     ) -> Iterator[UsageEntry]:
         """The receipts of terminal jobs finished in [start, end) (adapters/firestore_usage.py)."""
         return finished_entries(self._jobs, caller, start, end, all_callers=all_callers)
+
+    def warm_idle_entries(self, start: datetime, end: datetime) -> Iterator[WarmIdle]:
+        """The warm stretches that ended in [start, end) (adapters/firestore_usage.py)."""
+        return warm_idle_entries(self._warm_idle, start, end)
 
     def wait_for(self, job_id: str, changed: Callable[[Job], bool], timeout_s: float) -> Job | None:
         done = threading.Event()

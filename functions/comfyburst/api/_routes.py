@@ -36,6 +36,7 @@ from comfyburst.api.views import (
 from comfyburst.domain import gpu_classes
 from comfyburst.domain.environments import EnvironmentNotFound
 from comfyburst.domain.json_safety import bounded_mapping
+from comfyburst.domain.receipts import class_pricer
 from comfyburst.domain.request_policy import RequestPolicy
 from comfyburst.errors import PayloadTooLarge
 from comfyburst.services import cancel, environments, preview, status, submit, uploads, usage
@@ -138,6 +139,9 @@ def _route(request: flask.Request, path: str, deps: Callable[[], ApiDeps]) -> fl
             api.clock.now(),
             caller=caller,
             admins=admin_principals(api.settings),
+            price_of=class_pricer(
+                gpu_classes.for_settings(api.settings), api.settings.pool_price_per_hour
+            ),
         )
         return flask.Response(
             answer.model_dump_json(by_alias=True), 200, mimetype="application/json"

@@ -58,6 +58,18 @@ def class_price(
     return found.name, found.price_per_hour
 
 
+def class_pricer(classes: GpuClasses, derived_price: float) -> Callable[[str], float]:
+    """A class's USD per VM hour by name; 0 for a class the deployment no longer has."""
+
+    def price(name: str) -> float:
+        try:
+            return class_price(classes, name, derived_price)[1]
+        except ValueError:
+            return 0.0
+
+    return price
+
+
 def job_pricer(classes: GpuClasses, derived_price: float) -> Callable[[Job], tuple[str, float]]:
     """What the completion asks for a job's receipt: its class and that class's price."""
     return lambda job: class_price(classes, job.gpu_class, derived_price)
@@ -71,7 +83,11 @@ def receipt_of(phases: JobPhases, gpu_class: str, price_per_hour: float) -> Rece
     """The receipt of a run from its phases (see `Receipt` for what each part covers)."""
     boot_from = phases.running_at or phases.guest_booted_at or phases.agent_up_at
     boot_s = _span_s(boot_from, phases.claimed_at)
-    idle_s = _span_s(phases.idle_since_at, phases.claimed_at)
+    # A VM held warm before the claim: only the drain before the hold is this job's idle.
+    idle_end = phases.claimed_at
+    if phases.warm_since_at is not None and idle_end is not None:
+        idle_end = min(phases.warm_since_at, idle_end)
+    idle_s = _span_s(phases.idle_since_at, idle_end)
     run_s = _span_s(phases.claimed_at, phases.done_at)
     billed_s = round(boot_s + idle_s + run_s, 3)
     return Receipt(

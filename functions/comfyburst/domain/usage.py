@@ -7,6 +7,11 @@ a receipt (a job ended without a done flag has none and costs nothing here). Amo
 as whole micro-dollars and milliseconds, the receipts' own precision, so a total is exactly the
 sum of its receipts. The VM's idle after a caller's last job (`idle_after_s`, written later) is
 shown apart and is not part of `cost_usd`, nor of what a budget counts.
+
+Warm VMs (a class's warm schedule) idle for nobody: their stretches (schema.WarmIdle) are shown
+apart too, to an admin only (`warm_idle_s`, `warm_idle_cost_usd`: in the class's row and the
+day's row of the day the stretch ended, in a `(warm VMs)` row by caller, and in the total), at
+the class's price; never in `cost_usd` or a budget.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from comfyburst.schema import Receipt
 
 # The longest range one `GET /usage` reads: a year and a day (a leap year's usage).
 MAX_RANGE_DAYS = 367
+# How long a warm stretch's document is kept (its `expire_at`, a Firestore TTL field).
+WARM_IDLE_KEPT_DAYS = 400
 _MICRO = 1_000_000
 _MILLI = 1_000
 
@@ -43,6 +50,16 @@ class UsageEntry:
     finished_at: datetime
     receipt: Receipt
     idle_after_s: float | None = None
+
+
+@dataclass(frozen=True)
+class WarmIdleEntry:
+    """What usage reads of one warm stretch (schema.WarmIdle), with its class's price."""
+
+    gpu_class: str
+    ended_at: datetime
+    idle_s: float
+    price_per_hour: float
 
 
 @dataclass(frozen=True)
@@ -66,6 +83,12 @@ class UsageRow(BaseModel):
     cost_usd: float = Field(description="The sum of the receipts' cost_usd.")
     idle_after_s: float = Field(description="Idle of the VMs after these jobs until power-off.")
     idle_after_cost_usd: float = Field(description="What that idle cost; not in cost_usd.")
+    warm_idle_s: float = Field(
+        default=0.0, description="Warm VMs' idle holding no job (an admin's usage only)."
+    )
+    warm_idle_cost_usd: float = Field(
+        default=0.0, description="What that idle cost at the class's price; not in cost_usd."
+    )
 
 
 class UsageReport(BaseModel):
@@ -142,6 +165,8 @@ class _Sum:
     cost_micro: int = 0
     idle_after_ms: int = 0
     idle_after_micro: int = 0
+    warm_idle_ms: int = 0
+    warm_idle_micro: int = 0
 
     def add(self, entry: UsageEntry) -> None:
         r = entry.receipt
@@ -156,6 +181,10 @@ class _Sum:
             self.idle_after_ms += round(idle * _MILLI)
             self.idle_after_micro += round(cost_usd(idle, r.price_per_hour) * _MICRO)
 
+    def add_warm(self, entry: WarmIdleEntry) -> None:
+        self.warm_idle_ms += round(entry.idle_s * _MILLI)
+        self.warm_idle_micro += round(cost_usd(entry.idle_s, entry.price_per_hour) * _MICRO)
+
     def row(self, key: str) -> UsageRow:
         return UsageRow(
             key=key,
@@ -167,6 +196,8 @@ class _Sum:
             cost_usd=self.cost_micro / _MICRO,
             idle_after_s=self.idle_after_ms / _MILLI,
             idle_after_cost_usd=self.idle_after_micro / _MICRO,
+            warm_idle_s=self.warm_idle_ms / _MILLI,
+            warm_idle_cost_usd=self.warm_idle_micro / _MICRO,
         )
 
 
@@ -178,13 +209,29 @@ def group_key(entry: UsageEntry, group_by: GroupBy) -> str:
     return entry.finished_at.astimezone(UTC).date().isoformat()
 
 
-def report(query: UsageQuery, entries: Iterable[UsageEntry]) -> UsageReport:
-    """The rows (sorted by key) and their total."""
+WARM_ROW = "(warm VMs)"
+
+
+def warm_key(entry: WarmIdleEntry, group_by: GroupBy) -> str:
+    if group_by is GroupBy.CALLER:
+        return WARM_ROW
+    if group_by is GroupBy.CLASS:
+        return entry.gpu_class
+    return entry.ended_at.astimezone(UTC).date().isoformat()
+
+
+def report(
+    query: UsageQuery, entries: Iterable[UsageEntry], warm: Iterable[WarmIdleEntry] = ()
+) -> UsageReport:
+    """The rows (sorted by key) and their total; `warm` only in an admin's report."""
     groups: dict[str, _Sum] = {}
     total = _Sum()
     for entry in entries:
         groups.setdefault(group_key(entry, query.group_by), _Sum()).add(entry)
         total.add(entry)
+    for stretch in warm if query.all_callers else ():
+        groups.setdefault(warm_key(stretch, query.group_by), _Sum()).add_warm(stretch)
+        total.add_warm(stretch)
     return UsageReport(
         start=query.start,
         end=query.end,

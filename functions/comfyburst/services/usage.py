@@ -12,7 +12,7 @@ month.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +23,7 @@ from comfyburst.domain.usage import (
     UsageEntry,
     UsageQuery,
     UsageReport,
+    WarmIdleEntry,
     check_budget,
     month_start,
     parse_query,
@@ -49,10 +50,24 @@ def get_usage(
     *,
     caller: str | None,
     admins: Collection[str],
+    price_of: Callable[[str], float] | None = None,
 ) -> UsageReport:
-    """The usage table: the caller's own jobs; an admin's: every caller's."""
+    """The usage table: the caller's own jobs; an admin's: every caller's, and the warm VMs'
+    idle (priced by `price_of(gpu_class)`)."""
     query = parse_query(args, now, caller, all_callers=tenancy.is_admin(caller, admins))
-    return report(query, _bounded(_entries(views, None, query), query))
+    warm = _warm_entries(views, query, price_of) if query.all_callers else iter(())
+    return report(query, _bounded(_entries(views, None, query), query), warm)
+
+
+def _warm_entries(
+    views: Any, query: UsageQuery, price_of: Callable[[str], float] | None
+) -> Iterator[WarmIdleEntry]:
+    read = getattr(views, "warm_idle_entries", None)
+    if read is None:
+        return
+    for stretch in read(query.start, query.end):
+        price = price_of(stretch.gpu_class) if price_of is not None else 0.0
+        yield WarmIdleEntry(stretch.gpu_class, stretch.ended_at, stretch.idle_s, price)
 
 
 def check_monthly_budget(

@@ -156,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
             if settings.drain_listen
             else None
         )
-        Agent(services, vm, booted_at, preemption, phases, gpu_class, queue).run(boot_job)
+        agent = Agent(services, vm, booted_at, preemption, phases, gpu_class, queue)
+        # Stopped (the reaper's warm stop) or preempted while held warm: the stretch so far.
+        preemption.shutdown_hooks.append(agent.end_warm_now)
+        agent.run(boot_job)
         log.info("no more work; powering off (%s)", settings.poweroff_command)
     except Exception:
         # Powering off beats a restart loop: systemd would bring the agent back into the

@@ -21,15 +21,25 @@ before the next claim; an agent that cannot empty them claims no further job.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from comfyburst.domain.reaper import DRAIN_LEASE_PREFIX, warm_lease_id
+from comfyburst.domain.usage import WARM_IDLE_KEPT_DAYS
 from comfyburst.domain.warm import parse_schedule, stays_warm
 from comfyburst.errors import PreconditionFailed
 from comfyburst.ports import Clock, JobStore
-from comfyburst.schema import DoneManifest, DoneStatus, Job, JobPhases, VmRef, WorkerTimings
+from comfyburst.schema import (
+    DoneManifest,
+    DoneStatus,
+    Job,
+    JobPhases,
+    VmRef,
+    WarmIdle,
+    WorkerTimings,
+)
 from comfyburst.states import JobState
 from comfyburst_worker._drain_wait import DrainWait, QueueSignal
 from comfyburst_worker._queue_pick import CANDIDATES, ranked_queued
@@ -94,6 +104,7 @@ class Agent:
         # Set when the folders could not be emptied: no other job may run on what is left.
         self.tainted = False
         self._env_runner: EnvBuildRunner | None = None
+        self._warm_writes: list[threading.Thread] = []  # joined before power-off
         # A listen on this class's queue (started by the caller): wakes the drain at once.
         settings = services.settings
         self.waiter = DrainWait(
@@ -116,6 +127,8 @@ class Agent:
             claim_s = time.monotonic() - t0
             if job is None:
                 log.warning("job %s is not this VM's to claim; draining", boot_job_id)
+        if boot_job_id is None:
+            self.phases.booted_without_job()
         if job is None:
             self._hold_for_drain(boot_job_id)
         since = self.booted_at
@@ -130,9 +143,13 @@ class Agent:
                 break
             self.holder = job.job_id
             phases = self.phases.claimed(drained=drained)
+            self._record_warm(self.phases.end_warm())
             job, claim_s = self._run_one(job, claim_s, since, phases)
             since = time.monotonic()
         self._record_idle_after()
+        self._record_warm(self.phases.end_warm())
+        for writer in self._warm_writes:
+            writer.join(timeout=10)
         self.s.leases.release([self.holder, self.drain_id, self.warm_id, *self.finished])
         self.s.cache.wait_for_mirrors()
         self.s.follower.close()
@@ -158,6 +175,38 @@ class Agent:
             self.s.store.patch_job(self.finished[-1], {"idle_after_s": idle_s})
         except Exception as exc:  # the receipt lacks it; the VM still powers off
             log.warning("idle time of %s not recorded: %s", self.finished[-1], exc)
+
+    def end_warm_now(self) -> None:
+        """At a shutdown signal: the warm stretch on, if any, recorded before the process
+        ends (the write waited for a few seconds at most)."""
+        self._record_warm(self.phases.end_warm())
+        for writer in self._warm_writes:
+            writer.join(timeout=5)
+
+    def _record_warm(self, stretch: tuple[datetime, datetime] | None) -> None:
+        """A warm stretch that ended, recorded apart (usage shows it to admins), written beside
+        the claim's run rather than before it; the VM goes on whatever the write does."""
+        if stretch is None:
+            return
+        started, ended = stretch
+        record = WarmIdle(
+            vm_name=self.vm.name,
+            gpu_class=self.vm_class.name,
+            started_at=started,
+            ended_at=ended,
+            idle_s=round(max(0.0, (ended - started).total_seconds()), 3),
+            expire_at=ended + timedelta(days=WARM_IDLE_KEPT_DAYS),
+        )
+
+        def write() -> None:
+            try:
+                self.s.store.add_warm_idle(record)
+            except Exception as exc:
+                log.warning("warm stretch of %s not recorded: %s", self.vm.name, exc)
+
+        writer = threading.Thread(target=write, name="warm-idle", daemon=True)
+        writer.start()
+        self._warm_writes.append(writer)
 
     def _run_one(
         self, job: Job, claim_s: float, since: float, phases: JobPhases
@@ -337,6 +386,7 @@ class Agent:
             log.info("warm lease of %s taken (the reaper stops it); powering off", self.vm.name)
             return False
         self.holder, self.drain_until = self.warm_id, until
+        self.phases.hold_warm()
         return True
 
     def _claim_next(self, previous: str | None) -> Job | None:

@@ -75,7 +75,13 @@ class ComfyReadyProbe:
 
 
 class PhaseLog:
-    """Hands each claimed job its phases; the first job of the boot gets the boot's steps."""
+    """Hands each claimed job its phases; the first job of the boot gets the boot's steps.
+
+    Warm time is no job's: a VM that booted with no job (the reaper started it for its class's
+    warm schedule), or that holds the warm lease past its drain grace, idles for the schedule.
+    The job it then claims gets neither the boot's steps nor that idle (`warm_since_at` ends its
+    idle), and `end_warm` hands the stretch to the agent, which records it apart.
+    """
 
     def __init__(
         self,
@@ -92,11 +98,32 @@ class PhaseLog:
         )
         self._boot_unclaimed = True
         self.last_done_at: datetime | None = None  # the end of the latest run on this VM
+        self.warm_since: datetime | None = None  # the current warm stretch's start
+
+    def booted_without_job(self) -> None:
+        """The boot was for no job: its time until a claim is a warm stretch, not a job's."""
+        self._boot_unclaimed = False
+        self.warm_since = self.booted_at or self.agent_up_at
+
+    def hold_warm(self) -> None:
+        """The VM holds the warm lease from now (a stretch already begun goes on)."""
+        if self.warm_since is None:
+            self.warm_since = self.clock.now()
+
+    def end_warm(self) -> tuple[datetime, datetime] | None:
+        """The warm stretch that ends now (a claim, or power-off), if one is on."""
+        started, self.warm_since = self.warm_since, None
+        return None if started is None else (started, self.clock.now())
 
     def claimed(self, *, drained: bool) -> JobPhases:
-        """Phases of a job claimed now; `drained`: found by the drain poll (the VM idled)."""
+        """Phases of a job claimed now; `drained`: found by the drain poll (the VM idled).
+        A warm stretch on stays on until `end_warm`."""
         phases = JobPhases(claimed_at=self.clock.now())
-        if self._boot_unclaimed:
+        if self.warm_since is not None:
+            self._boot_unclaimed = False
+            phases.idle_since_at = self.last_done_at
+            phases.warm_since_at = self.warm_since
+        elif self._boot_unclaimed:
             self._boot_unclaimed = False
             phases.guest_booted_at, phases.agent_up_at = self.booted_at, self.agent_up_at
         elif drained:
@@ -117,7 +144,9 @@ class PhaseLog:
         return phases
 
     def idle_after_s(self) -> float | None:
-        """Seconds since the latest run ended (the VM's idle before it powers off)."""
+        """Seconds since the latest run ended (the VM's idle before it powers off), up to a
+        warm stretch's start (the stretch is recorded apart)."""
         if self.last_done_at is None:
             return None
-        return round(max(0.0, (self.clock.now() - self.last_done_at).total_seconds()), 3)
+        end = self.warm_since or self.clock.now()
+        return round(max(0.0, (end - self.last_done_at).total_seconds()), 3)

@@ -68,6 +68,9 @@ class PreemptionWatch:
         self._job: Job | None = None
         self._stop: _Stoppable | None = None
         self._acting = False  # a requeue is under way (in the watch thread or the handler)
+        # Run at a shutdown signal (a stop or a preemption) before the process ends: what the
+        # agent must still record (its warm stretch).
+        self.shutdown_hooks: list[Callable[[], None]] = []
         self._thread = threading.Thread(target=self._run, name="preemption-watch", daemon=True)
 
     def start(self) -> PreemptionWatch:
@@ -133,6 +136,11 @@ class PreemptionWatch:
         except Exception:
             log.exception("preemption handling at shutdown failed")
         finally:
+            for hook in self.shutdown_hooks:
+                try:
+                    hook()
+                except Exception:
+                    log.exception("shutdown hook failed")
             self._halt.set()
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
