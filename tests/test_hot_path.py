@@ -16,7 +16,7 @@ from comfyburst.ports import VmStatus
 from comfyburst.schema import Lease, VmRecord, VmRef
 from comfyburst.services.submit import submit_job
 from comfyburst.states import JobState
-from comfyburst_worker.claims import boot_job
+from comfyburst_worker.claims import BootLease, boot_job, boot_lease
 from tests._api_support import body, fake_env
 from tests.fakes import FixedClock, InMemoryJobStore
 
@@ -230,20 +230,25 @@ def _store_with_lease(job_id: str | None, expires_in_s: float) -> tuple[Any, Any
 
 
 @pytest.mark.parametrize(
-    ("job_id", "expires_in_s", "expected"),
+    ("job_id", "expires_in_s", "expected", "drain_marker"),
     [
-        ("job-1", 60, "job-1"),
-        ("job-1", -1, None),  # expired: not this boot's
-        ("drain:gpu-a1", 60, None),
-        ("delete:gpu-a1", 60, None),
-        (None, 0, None),
+        ("job-1", 60, "job-1", False),
+        ("job-1", -1, None, False),  # expired: not this boot's
+        ("drain:gpu-a1", 60, None, True),  # the reaper's warm start (or this VM's own drain)
+        ("drain:gpu-a1", -1, None, False),
+        ("drain:warm:gpu-a1", 60, None, False),
+        ("drain:stop:gpu-a1", 60, None, False),
+        ("drain:gpu-b2", 60, None, False),  # another VM's marker is not this boot's
+        ("delete:gpu-a1", 60, None, False),
+        (None, 0, None, False),
     ],
 )
 def test_the_worker_takes_its_boot_job_from_its_lease(
-    job_id: str | None, expires_in_s: float, expected: str | None
+    job_id: str | None, expires_in_s: float, expected: str | None, drain_marker: bool
 ) -> None:
     store, clock, vm = _store_with_lease(job_id, expires_in_s)
     assert boot_job(store, vm, clock.now()) == expected
+    assert boot_lease(store, vm, clock.now()) == BootLease(expected, drain_marker)
 
 
 def test_no_lease_document_or_an_unreadable_one_means_drain() -> None:
@@ -256,3 +261,4 @@ def test_no_lease_document_or_an_unreadable_one_means_drain() -> None:
 
     store.get_vm = broken
     assert boot_job(store, vm, clock.now()) is None
+    assert boot_lease(store, vm, clock.now()) == BootLease()  # not taken for a warm start

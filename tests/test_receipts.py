@@ -104,19 +104,21 @@ def test_the_phase_log_keeps_warm_stretches_off_the_jobs_and_hands_them_over():
     log = PhaseLog(clock, T0, booted)
     log.booted_without_job()  # the reaper started it for the warm schedule
     clock.advance(600)
-    log.hold_warm()  # its drain grace ended inside the window: the stretch began at boot
+    log.hold_warm(clock.now())  # its drain grace ended in the window: the stretch began at T0
+    assert log.warm_so_far() == (T0, _at(600)) and log.warm_so_far() == (T0, _at(600))
     first = log.claimed(drained=True)
     assert first.guest_booted_at is None and first.agent_up_at is None  # not this job's boot
-    assert first.warm_since_at == booted and first.idle_since_at is None
-    assert log.end_warm() == (booted, T0 + timedelta(seconds=600))
+    assert first.warm_since_at == T0 and first.idle_since_at is None
+    assert log.end_warm() == (T0, T0 + timedelta(seconds=600))
+    assert log.warm_so_far() is None
     clock.advance(10)
     log.done(first)
     assert log.idle_after_s() == 0.0
     # Its drain (5 s), then warm (300 s) until the next claim.
     clock.advance(5)
-    log.hold_warm()
+    log.hold_warm(clock.now())
     clock.advance(300)
-    log.hold_warm()  # a later grace of the same stretch: it still began at the first
+    log.hold_warm(clock.now())  # a later grace of the same stretch: it began at the first
     assert log.idle_after_s() == 5.0  # idle after the job ends where the stretch began
     second = log.claimed(drained=True)
     assert second.idle_since_at == first.done_at and second.warm_since_at == _at(615)
@@ -129,6 +131,17 @@ def test_the_phase_log_keeps_warm_stretches_off_the_jobs_and_hands_them_over():
     clock.advance(2)
     third = log.claimed(drained=True)
     assert third.warm_since_at is None and third.idle_since_at == _at(920)
+
+
+def test_a_boot_whose_job_was_not_claimable_held_warm_starts_its_stretch_at_the_agent():
+    clock = FixedClock(T0)
+    log = PhaseLog(clock, T0, T0 - timedelta(seconds=20))
+    clock.advance(65)  # its boot job was gone; it drained its grace, then was held warm
+    log.hold_warm(clock.now())
+    assert log.warm_so_far() == (T0, _at(65))  # the time since the agent's start: no job's
+    clock.advance(100)
+    first = log.claimed(drained=True)
+    assert first.guest_booted_at is None and first.warm_since_at == T0
 
 
 def test_the_idle_after_the_last_job_shows_on_the_job_only():

@@ -154,3 +154,36 @@ def test_submit_s_budget_check_sums_the_month_s_terminal_jobs_of_the_caller() ->
         check_monthly_budget(None, store, "key:a", limits, NOW)  # $1.00: reached
     assert refused.value.details["spent_usd"] == 1.0
     check_monthly_budget(None, store, "key:a", Limits(), NOW)  # no budget: nothing read
+
+
+def test_an_admins_range_with_more_warm_stretches_than_an_answer_reads_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from comfyburst.schema import WarmIdle
+    from comfyburst.services import usage as service
+
+    monkeypatch.setattr(service, "MAX_USAGE_JOBS", 2)
+    read: list[str] = []
+
+    class _Views:
+        def usage_entries(self, *args: object, **kwargs: object) -> list[UsageEntry]:
+            return []
+
+        def warm_idle_entries(self, start: datetime, end: datetime) -> list[WarmIdle]:
+            read.append("warm")
+            at = end - timedelta(hours=1)
+            return [WarmIdle(vm_name="v", gpu_class="t4", started_at=at, ended_at=at, idle_s=1)] * 3
+
+    with pytest.raises(service.UsageRangeTooLarge):
+        service.get_usage(_Views(), {}, NOW, caller="key:boss", admins={"key:boss"})
+    # A caller's own usage never reads them.
+    read.clear()
+    own = service.get_usage(_Views(), {}, NOW, caller="key:a", admins={"key:boss"})
+    assert read == [] and own.total.warm_idle_s == 0
+
+    class _ManyJobs(_Views):
+        def usage_entries(self, *args: object, **kwargs: object) -> list[UsageEntry]:
+            return [UsageEntry("key:a", NOW, _receipt("t4", 0.1))] * 3
+
+    with pytest.raises(service.UsageRangeTooLarge, match="3|jobs finished"):
+        service.get_usage(_ManyJobs(), {}, NOW, caller="key:a", admins={"key:boss"})

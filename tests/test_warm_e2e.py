@@ -41,7 +41,8 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from localcloud.scenarios.harness import cloud_config, running_cloud
 
     base = cloud_config(tmp_path_factory.mktemp("warm"), pool_size=1)
-    config = replace(base, gpu_classes=(L4,))
+    # No background reaper: the test runs each pass itself (a submit dispatches by itself).
+    config = replace(base, gpu_classes=(L4,), reaper_period_s=None)
     declared = json.loads(_gpu_classes.settings_env(config)["COMFYBURST_GPU_CLASSES"])
     window = {"days": _today_and_tomorrow(), "from": "00:00", "to": "24:00", "vms": 1}
     declared[0]["warm"] = [window]
@@ -103,11 +104,18 @@ def test_a_warm_vm_takes_the_next_job_without_boot_and_stops_outside(
     assert warm is not None and warm.vm is not None and warm.receipt is not None
     assert warm.vm.name == vm
     assert warm.receipt.boot_s == 0, warm.receipt
-    # Its idle is the 5 s drain grace after the first job; the 8 s and more the VM was held
-    # warm are the schedule's, recorded apart (what an admin's usage shows).
-    assert warm.receipt.idle_s < 7.0, warm.receipt
-    (held,) = _until("the warm stretch recorded", lambda: _warm_stretches(store, vm))
-    assert held["idle_s"] >= 8.0 and held["gpu_class"] == "l4"
+    # Its idle is the drain grace after the first job, up to the warm hold; the 8 s and more
+    # the VM was then held warm are the schedule's, recorded apart (an admin's usage shows it).
+    phases = warm.phases
+    assert phases is not None and phases.idle_since_at and phases.warm_since_at
+    span = round((phases.warm_since_at - phases.idle_since_at).total_seconds(), 3)
+    assert warm.receipt.idle_s == span, warm.receipt
+    (held,) = _until(
+        "the warm stretch recorded up to the claim",
+        lambda: [d for d in _warm_stretches(store, vm) if d["ended_at"] >= phases.claimed_at],
+    )
+    assert held["started_at"] == phases.warm_since_at and held["gpu_class"] == "l4"
+    assert held["idle_s"] >= 8.0
     _until("the VM to be warm again", lambda: lease() == warm_lease_id(vm), timeout_s=90)
 
     # Outside the window (the schedule, as the reaper sees it at `now`, is closed then).
@@ -121,6 +129,7 @@ def test_a_warm_vm_takes_the_next_job_without_boot_and_stops_outside(
     classes = tuple(c.model_copy(update={"warm": [closed]}) for c in policy.classes.classes)
     outside = replace(policy, classes=GpuClasses(classes, policy.classes.default))
     deps = ReaperDeps(store, fleet, wiring.publisher(settings), SystemClock())
+    stopped_at = SystemClock().now()
     # The warm worker rewrites its VM's document every drain grace: a stop whose conditional
     # write lands just after such a rewrite is skipped (the document changed) and the next
     # pass applies it, as the next scheduled pass would.
@@ -137,8 +146,19 @@ def test_a_warm_vm_takes_the_next_job_without_boot_and_stops_outside(
         lambda: next(s.status for s in fleet.list() if s.name == vm) == "TERMINATED",
         timeout_s=60,
     )
-    # Its worker, stopped while held warm, recorded that stretch at the shutdown signal.
-    _until("the stretch its stop ended", lambda: len(_warm_stretches(store, vm)) >= 2)
+    # Its worker, stopped while held warm, recorded that stretch up to its end, and the idle
+    # after the second job up to where the stretch began.
+    (last,) = _until(
+        "the stretch its stop ended",
+        lambda: [d for d in _warm_stretches(store, vm)[1:] if d["ended_at"] >= stopped_at],
+    )
+    after = _until(
+        "the second job's idle after it",
+        lambda: (j := store.get_job(second["job_id"])) and j.idle_after_s is not None and j,
+    )
+    assert phases.done_at is not None
+    drained = (last["started_at"] - after.phases.done_at).total_seconds()
+    assert after.idle_after_s == pytest.approx(drained, abs=0.002), (after.idle_after_s, last)
 
     # Inside the window again once its stop's marker has expired (the reaper's `now` past it):
     # the reaper starts the VM for the schedule, with no job. The first job it takes shows
@@ -154,9 +174,15 @@ def test_a_warm_vm_takes_the_next_job_without_boot_and_stops_outside(
     assert started is not None and started.vm is not None and started.vm.name == vm
     receipt = started.receipt
     assert receipt is not None and (receipt.boot_s, receipt.idle_s) == (0, 0), receipt
-    booted = _until("its stretch recorded", lambda: _warm_stretches(store, vm)[2:])
-    # From its boot, past its drain grace, to the claim.
-    assert booted[0]["idle_s"] >= 5.0, _warm_stretches(store, vm)
+    claimed_at = started.phases.claimed_at if started.phases else None
+    assert claimed_at is not None and started.phases.warm_since_at is not None
+    # From its agent's start, past its drain grace, to the claim.
+    (booted,) = _until(
+        "its stretch recorded up to the claim",
+        lambda: [d for d in _warm_stretches(store, vm)[2:] if d["ended_at"] >= claimed_at],
+    )
+    assert booted["started_at"] == started.phases.warm_since_at
+    assert booted["idle_s"] >= 5.0, _warm_stretches(store, vm)
 
 
 def _warm_stretches(store: Any, vm: str) -> list[dict[str, Any]]:

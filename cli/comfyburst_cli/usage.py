@@ -69,11 +69,12 @@ def _table(answer: dict[str, Any]) -> Table:
     scope = "every caller" if answer.get("all_callers") else "your jobs"
     title = f"{scope}, {answer.get('from')} to {answer.get('to')}"
     warm = bool(answer.get("all_callers"))  # warm VMs' idle: an admin's usage only
-    headers = [str(answer.get("group_by", "key")), "jobs", "billed s", "cost"]
-    headers += ["idle after s", "idle after cost"]
-    table = Table(
-        *headers, *(["warm idle s", "warm idle cost"] if warm else []), title=escape(title)
-    )
+    table = Table(title=escape(title))
+    table.add_column(str(answer.get("group_by", "key")))
+    numbers = ["jobs", "billed s", "cost", "idle after s", "idle after cost"]
+    for header in [*numbers, *(["warm idle s", "warm idle cost"] if warm else [])]:
+        # A narrow terminal folds a figure onto a second line rather than cutting it short.
+        table.add_column(header, justify="right", overflow="fold")
     for row in [*(answer.get("rows") or []), answer.get("total") or {}]:
         cells = [
             escape(str(row.get("key", ""))),

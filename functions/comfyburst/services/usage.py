@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from comfyburst.domain import tenancy
 from comfyburst.domain.caller_limits import Limits
@@ -34,6 +34,7 @@ from comfyburst.schema import Job
 from comfyburst.states import JobState
 
 MAX_USAGE_JOBS = 100_000
+_T = TypeVar("_T")
 
 
 class UsageRangeTooLarge(InvalidRequest):
@@ -56,7 +57,7 @@ def get_usage(
     idle (priced by `price_of(gpu_class)`)."""
     query = parse_query(args, now, caller, all_callers=tenancy.is_admin(caller, admins))
     warm = _warm_entries(views, query, price_of) if query.all_callers else iter(())
-    return report(query, _bounded(_entries(views, None, query), query), warm)
+    return report(query, _bounded(_entries(views, None, query), "jobs finished"), warm)
 
 
 def _warm_entries(
@@ -65,7 +66,7 @@ def _warm_entries(
     read = getattr(views, "warm_idle_entries", None)
     if read is None:
         return
-    for stretch in read(query.start, query.end):
+    for stretch in _bounded(read(query.start, query.end), "warm stretches ended"):
         price = price_of(stretch.gpu_class) if price_of is not None else 0.0
         yield WarmIdleEntry(stretch.gpu_class, stretch.ended_at, stretch.idle_s, price)
 
@@ -86,16 +87,16 @@ def check_monthly_budget(
     check_budget(budget, spent_micro / 1_000_000, now)
 
 
-def _bounded(entries: Iterable[UsageEntry], query: UsageQuery) -> Iterator[UsageEntry]:
-    for n, entry in enumerate(entries, start=1):
+def _bounded(items: Iterable[_T], what: str) -> Iterator[_T]:
+    """`items`, refused past MAX_USAGE_JOBS of them (422 usage_range_too_large)."""
+    for n, item in enumerate(items, start=1):
         if n > MAX_USAGE_JOBS:
             raise UsageRangeTooLarge(
-                f"more than {MAX_USAGE_JOBS} jobs finished between from and to; "
-                "ask for a shorter range",
+                f"more than {MAX_USAGE_JOBS} {what} between from and to; ask for a shorter range",
                 field="from",
                 details={"max_jobs": MAX_USAGE_JOBS},
             )
-        yield entry
+        yield item
 
 
 def _entries(views: Any, store: Any, query: UsageQuery) -> Iterator[UsageEntry]:

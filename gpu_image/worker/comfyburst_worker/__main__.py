@@ -16,8 +16,7 @@ from comfyburst_worker._drain_wait import QueueSignal
 from comfyburst_worker._hosts import HostPolicy
 from comfyburst_worker._secrets import CIVITAI_HOST, HUGGINGFACE_HOST, load_auth_headers
 from comfyburst_worker.agent import Agent, poweroff
-from comfyburst_worker.claims import LeaseKeeper
-from comfyburst_worker.claims import boot_job as boot_job_from_lease
+from comfyburst_worker.claims import LeaseKeeper, boot_lease
 from comfyburst_worker.comfy_client import ComfyClient
 from comfyburst_worker.comfy_env import ComfyEnv
 from comfyburst_worker.env_layers import LayerCache
@@ -135,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         store, blobs, clock = _cloud_adapters(config)
         # The job comes from this VM's lease, committed with the job before the start.
-        boot_job = boot_job_from_lease(store, vm, clock.now())
+        lease = boot_lease(store, vm, clock.now())
+        boot_job = lease.job_id
         log.info("agent on %s/%s; boot job %s", vm.zone, vm.name, boot_job or "-")
         auth = load_auth_headers(config)
         services = build_services(settings, config, vm, store, blobs, clock, auth)
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         agent = Agent(services, vm, booted_at, preemption, phases, gpu_class, queue)
         # Stopped (the reaper's warm stop) or preempted while held warm: the stretch so far.
         preemption.shutdown_hooks.append(agent.end_warm_now)
-        agent.run(boot_job)
+        agent.run(boot_job, started_for_warm=lease.drain_marker)
         log.info("no more work; powering off (%s)", settings.poweroff_command)
     except Exception:
         # Powering off beats a restart loop: systemd would bring the agent back into the

@@ -111,8 +111,10 @@ class Agent:
             queue, settings.drain_poll_interval_s, settings.drain_listen_poll_interval_s
         )
 
-    def run(self, boot_job_id: str | None) -> None:
-        """Claim, run and drain until no work is left; the caller powers off."""
+    def run(self, boot_job_id: str | None, started_for_warm: bool = False) -> None:
+        """Claim, run and drain until no work is left; the caller powers off.
+        `started_for_warm`: the VM's lease was the drain marker the reaper's warm start sets;
+        inside its class's warm window the time until a claim is the schedule's."""
         job: Job | None = None
         claim_s = 0.0
         # Whatever a crashed or killed agent left; raises (no claim) if it cannot be removed.
@@ -127,7 +129,8 @@ class Agent:
             claim_s = time.monotonic() - t0
             if job is None:
                 log.warning("job %s is not this VM's to claim; draining", boot_job_id)
-        if boot_job_id is None:
+        in_window = stays_warm(self.warm, self.vm_class.name, self.s.clock.now())
+        if boot_job_id is None and started_for_warm and in_window:
             self.phases.booted_without_job()
         if job is None:
             self._hold_for_drain(boot_job_id)
@@ -177,10 +180,13 @@ class Agent:
             log.warning("idle time of %s not recorded: %s", self.finished[-1], exc)
 
     def end_warm_now(self) -> None:
-        """At a shutdown signal: the warm stretch on, if any, recorded before the process
-        ends (the write waited for a few seconds at most)."""
+        """At a shutdown signal: while the VM idles (no job runs), the last job's idle after
+        it and the warm stretch on, if any, recorded before the process ends (the writes
+        waited for a few seconds at most)."""
+        if self.holder in (self.drain_id, self.warm_id):
+            self._record_idle_after()
         self._record_warm(self.phases.end_warm())
-        for writer in self._warm_writes:
+        for writer in list(self._warm_writes):
             writer.join(timeout=5)
 
     def _record_warm(self, stretch: tuple[datetime, datetime] | None) -> None:
@@ -198,7 +204,11 @@ class Agent:
             expire_at=ended + timedelta(days=WARM_IDLE_KEPT_DAYS),
         )
 
+        earlier = [w for w in self._warm_writes if w.is_alive()]
+
         def write() -> None:
+            for previous in earlier:  # in order: a stretch's later end is written last
+                previous.join(timeout=10)
             try:
                 self.s.store.add_warm_idle(record)
             except Exception as exc:
@@ -206,7 +216,7 @@ class Agent:
 
         writer = threading.Thread(target=write, name="warm-idle", daemon=True)
         writer.start()
-        self._warm_writes.append(writer)
+        self._warm_writes = [*earlier, writer]
 
     def _run_one(
         self, job: Job, claim_s: float, since: float, phases: JobPhases
@@ -386,7 +396,10 @@ class Agent:
             log.info("warm lease of %s taken (the reaper stops it); powering off", self.vm.name)
             return False
         self.holder, self.drain_until = self.warm_id, until
-        self.phases.hold_warm()
+        self.phases.hold_warm(now)
+        # The stretch so far, written at each renewal (the same document each time): a VM that
+        # dies without its shutdown signal loses at most one grace of it.
+        self._record_warm(self.phases.warm_so_far())
         return True
 
     def _claim_next(self, previous: str | None) -> Job | None:

@@ -38,24 +38,41 @@ def claim_starting(store: JobStore, job_id: str, vm: VmRef, clock: Clock) -> Job
     return _claimed(store.update_job(job_id, mutate), vm)
 
 
-def boot_job(store: JobStore, vm: VmRef, now: datetime) -> str | None:
+@dataclass(frozen=True)
+class BootLease:
+    """What this VM's lease says of its boot: the job it booted for, or whether it was
+    started for no job (the live drain marker `drain:{vm}` the reaper leases a VM it starts
+    for a warm schedule; a restarted agent of a draining VM reads the same marker)."""
+
+    job_id: str | None = None
+    drain_marker: bool = False
+
+
+def boot_lease(store: JobStore, vm: VmRef, now: datetime) -> BootLease:
     """The job this VM booted for: the one its lease (`vms/{name}`) names while live.
 
     The dispatcher commits that lease together with the job `starting` on this VM, before it
     requests the start, so no per-job metadata is needed; `claim_starting` checks the rest.
-    A drain or delete marker, or no live lease: None (the agent drains).
+    A drain or delete marker, or no live lease (or an unreadable one): no job (the agent drains).
     """
     try:
         record, _ = store.get_vm(vm.name)
     except Exception as exc:  # the drain path lists starting jobs naming this VM anyway
         log.warning("reading this VM's lease failed: %s", exc)
-        return None
+        return BootLease()
     lease = record.lease if record is not None else None
     if lease is None or lease.expires_at <= now:
-        return None
+        return BootLease()
+    if lease.job_id == f"{DRAIN_LEASE_PREFIX}{vm.name}":
+        return BootLease(drain_marker=True)
     if lease.job_id.startswith((DRAIN_LEASE_PREFIX, DELETE_LEASE_PREFIX)):
-        return None
-    return lease.job_id
+        return BootLease()
+    return BootLease(job_id=lease.job_id)
+
+
+def boot_job(store: JobStore, vm: VmRef, now: datetime) -> str | None:
+    """The job this VM booted for (`boot_lease`), or None."""
+    return boot_lease(store, vm, now).job_id
 
 
 def queued_claim(vm: VmRef, clock: Clock, vm_class: VmClass | None = None) -> ClaimRule:

@@ -101,14 +101,21 @@ class PhaseLog:
         self.warm_since: datetime | None = None  # the current warm stretch's start
 
     def booted_without_job(self) -> None:
-        """The boot was for no job: its time until a claim is a warm stretch, not a job's."""
+        """The VM was started for the warm schedule: from the agent's start (a restarted
+        agent's too: the time before it is on the jobs it ran) until a claim is a warm
+        stretch, not a job's; the boot's steps are nobody's."""
         self._boot_unclaimed = False
-        self.warm_since = self.booted_at or self.agent_up_at
+        self.warm_since = self.agent_up_at
 
-    def hold_warm(self) -> None:
-        """The VM holds the warm lease from now (a stretch already begun goes on)."""
+    def hold_warm(self, at: datetime) -> None:
+        """The VM holds the warm lease from `at` (a stretch already begun goes on). Before
+        any claim of this boot (its boot job was not claimable), from the agent's start."""
         if self.warm_since is None:
-            self.warm_since = self.clock.now()
+            self.warm_since = self.agent_up_at if self._boot_unclaimed else at
+
+    def warm_so_far(self) -> tuple[datetime, datetime] | None:
+        """The warm stretch on, up to now (it goes on)."""
+        return None if self.warm_since is None else (self.warm_since, self.clock.now())
 
     def end_warm(self) -> tuple[datetime, datetime] | None:
         """The warm stretch that ends now (a claim, or power-off), if one is on."""
