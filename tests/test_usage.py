@@ -185,5 +185,5 @@ def test_an_admins_range_with_more_warm_stretches_than_an_answer_reads_is_refuse
         def usage_entries(self, *args: object, **kwargs: object) -> list[UsageEntry]:
             return [UsageEntry("key:a", NOW, _receipt("t4", 0.1))] * 3
 
-    with pytest.raises(service.UsageRangeTooLarge, match="3|jobs finished"):
+    with pytest.raises(service.UsageRangeTooLarge, match="jobs finished"):
         service.get_usage(_ManyJobs(), {}, NOW, caller="key:a", admins={"key:boss"})
