@@ -142,7 +142,7 @@ def test_bad_input_is_a_4xx_that_writes_nothing(
     answer = cloud.client.post("/environments", headers=_as("ana"), **kwargs)
     assert answer.status_code == status, answer.get_json()
     assert answer.get_json()["error"]["code"] == code
-    assert _documents(cloud) == []
+    assert _documents(cloud) == [] and cloud.nothing_written()  # no job, object or key either
 
 
 @pytest.fixture

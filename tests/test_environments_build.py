@@ -122,21 +122,25 @@ def test_a_pack_pinning_another_torch_fails_and_the_base_is_unchanged(
 def test_a_commit_that_does_not_exist_fails(material: dict[str, Path], tmp_path: Path) -> None:
     pack = _pack(material, "no-commit")
     missing = pack.rpartition("@")[0] + "@" + "0" * 40
+    before = tree_hash(material["base"])
     with pytest.raises(BuildFailed) as failed:
         _builder(material).build([missing], tmp_path / "layer")
     assert failed.value.pack == missing
     assert f"commit {'0' * 40} does not exist" in failed.value.message
+    assert tree_hash(material["base"]) == before
 
 
 def test_a_pack_whose_import_raises_fails_with_its_traceback(
     material: dict[str, Path], tmp_path: Path
 ) -> None:
     pack = _pack(material, "raises", init_text="raise RuntimeError('pack is broken here')\n")
+    before = tree_hash(material["base"])
     with pytest.raises(BuildFailed) as failed:
         _builder(material).build([pack], tmp_path / "layer")
     assert failed.value.pack == pack
     assert failed.value.message == "importing the pack raised"
     assert "pack is broken here" in failed.value.tail
+    assert tree_hash(material["base"]) == before
 
 
 def test_a_pack_without_node_types_fails(material: dict[str, Path], tmp_path: Path) -> None:
