@@ -58,6 +58,9 @@ class InMemoryJobStore:
             job = self.jobs.get(job_id)
             return job.model_copy(deep=True) if job else None
 
+    def get_jobs(self, job_ids: Sequence[str]) -> list[Job]:
+        return [job for job_id in dict.fromkeys(job_ids) if (job := self.get_job(job_id))]
+
     def read_job(self, job_id: str) -> tuple[Job | None, object | None]:
         with self._lock:
             job = self.get_job(job_id)

@@ -19,9 +19,11 @@ import pytest
 import requests
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-SYSTEMD = REPO / "gpu_image" / "systemd"
-SCRIPTS = REPO / "gpu_image" / "scripts"
+from tests._image_units import SCRIPTS, SYSTEMD
+from tests._image_units import common as _common
+from tests._image_units import unit as _unit
+from tests._image_units import unit_env as _env
+
 START = SYSTEMD / "comfyui_start.py"
 BASE_ARGS = ["--listen", "127.0.0.1", "--port", "8188"]
 
@@ -205,22 +207,6 @@ def test_a_layer_file_the_worker_never_writes_stops_the_start(
 
 
 # --- The image's wiring -----------------------------------------------------------------------
-
-
-def _unit(name: str) -> dict[str, list[str]]:
-    from tests.bake.systemctl_standin import parse_unit_text
-
-    return parse_unit_text((SYSTEMD / name).read_text())
-
-
-def _env(name: str) -> dict[str, str]:
-    return dict(w.split("=", 1) for v in _unit(name)["Environment"] for w in shlex.split(v))
-
-
-def _common(name: str) -> str:
-    found = re.search(rf"^readonly {name}=(\S+)$", (SCRIPTS / "common.sh").read_text(), re.M)
-    assert found is not None, name
-    return found.group(1)
 
 
 def test_comfyui_unit_runs_the_start_with_comfyuis_own_python() -> None:

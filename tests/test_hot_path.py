@@ -16,7 +16,7 @@ from comfyburst.ports import VmStatus
 from comfyburst.schema import Lease, VmRecord, VmRef
 from comfyburst.services.submit import submit_job
 from comfyburst.states import JobState
-from comfyburst_worker.claims import BootLease, boot_job, boot_lease
+from comfyburst_worker.claims import BootLease, boot_lease
 from tests._api_support import body, fake_env
 from tests.fakes import FixedClock, InMemoryJobStore
 
@@ -247,18 +247,17 @@ def test_the_worker_takes_its_boot_job_from_its_lease(
     job_id: str | None, expires_in_s: float, expected: str | None, drain_marker: bool
 ) -> None:
     store, clock, vm = _store_with_lease(job_id, expires_in_s)
-    assert boot_job(store, vm, clock.now()) == expected
     assert boot_lease(store, vm, clock.now()) == BootLease(expected, drain_marker)
 
 
 def test_no_lease_document_or_an_unreadable_one_means_drain() -> None:
     store, clock = InMemoryJobStore(), FixedClock()
     vm = VmRef(name="gpu-x", zone="zone-a")
-    assert boot_job(store, vm, clock.now()) is None
+    assert boot_lease(store, vm, clock.now()).job_id is None
 
     def broken(name: str) -> Any:
         raise PreconditionFailed("store down")
 
     store.get_vm = broken
-    assert boot_job(store, vm, clock.now()) is None
+    assert boot_lease(store, vm, clock.now()).job_id is None
     assert boot_lease(store, vm, clock.now()) == BootLease()  # not taken for a warm start

@@ -6,23 +6,11 @@ from __future__ import annotations
 
 import re
 import shlex
-from pathlib import Path
 
-from tests.bake.systemctl_standin import environment, parse_unit_text
-
-REPO = Path(__file__).resolve().parents[1]
-SYSTEMD = REPO / "gpu_image" / "systemd"
-SCRIPTS = REPO / "gpu_image" / "scripts"
-
-
-def _common(name: str) -> str:
-    found = re.search(rf"^readonly {name}=(\S+)$", (SCRIPTS / "common.sh").read_text(), re.M)
-    assert found is not None, name
-    return found.group(1)
-
-
-def _unit(name: str) -> dict[str, list[str]]:
-    return parse_unit_text((SYSTEMD / name).read_text())
+from tests._image_units import SCRIPTS, SYSTEMD
+from tests._image_units import common as _common
+from tests._image_units import unit as _unit
+from tests.bake.systemctl_standin import environment
 
 
 def _useradd(user_var: str) -> list[str]:

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +63,10 @@ def test_bound_of_nothing_is_nothing() -> None:
 
 def test_entry_times_are_naive_local_and_aware_ones_convert() -> None:
     assert entry_time("2026-12-07T06:56:48.498096") == datetime(2026, 12, 7, 6, 56, 48, 498096)
-    aware = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
+    # +05:00, a zone no test machine is in: a time left unconverted would differ.
+    aware = datetime(2026, 12, 7, 6, 0, tzinfo=timezone(timedelta(hours=5)))
     assert entry_time(aware.isoformat()) == aware.astimezone().replace(tzinfo=None)
+    assert entry_time(aware.isoformat()) != aware.replace(tzinfo=None)
     assert entry_time("yesterday") is None and entry_time(12) is None
 
 

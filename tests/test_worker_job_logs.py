@@ -112,7 +112,7 @@ def test_only_a_run_still_ours_stores_its_log(standin, status: DoneStatus | None
 def test_comfyui_and_the_worker_run_in_utc_so_no_hour_of_their_log_repeats() -> None:
     """Log entries and the run's window are naive local times: in a zone with daylight saving
     the fall-back hour repeats, and another job's lines would fall in a later job's window."""
-    from tests.test_comfyui_start import _env
+    from tests._image_units import unit_env as _env
 
     assert _env("comfyui.service")["TZ"] == "UTC"
     assert _env("comfyburst-worker.service")["TZ"] == "UTC"

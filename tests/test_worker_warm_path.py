@@ -26,7 +26,7 @@ from tests.fakes import InMemoryBlobStore, InMemoryJobStore
 
 VM = VmRef(name="comfyburst-gpu-0", zone="us-central1-a")
 # Generous: a write held for the upload is released within milliseconds when they overlap.
-_HOLD_S = 5.0
+_HOLD_S = 30.0
 # How long the last progress write waits for the flag: the run's join waits this out.
 _LAST_HOLD_S = 1.0
 
@@ -71,14 +71,15 @@ class _RecordingBlobs(InMemoryBlobStore):
         self.events = events
 
     def write(self, bucket: str, name: str, data: bytes, *args: Any, **kwargs: Any) -> int:
-        if name.endswith("/done.json"):
-            self.events.flag_attempted.set()
         generation = super().write(bucket, name, data, *args, **kwargs)
         if "/outputs/" in name:
             self.events.add("output written")
             self.events.output_written.set()
         elif name.endswith("/done.json"):
             self.events.add("done flag written")
+            # After the flag is recorded: a progress write the code failed to join first
+            # (released by this) is then recorded after it.
+            self.events.flag_attempted.set()
         return generation
 
 

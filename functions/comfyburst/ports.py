@@ -75,6 +75,10 @@ class JobStore(Protocol):
 
     def get_job(self, job_id: str) -> Job | None: ...
 
+    def get_jobs(self, job_ids: Sequence[str]) -> list[Job]:
+        """The jobs of `job_ids` that exist, read in one round trip (any order)."""
+        ...
+
     def read_job(self, job_id: str) -> tuple[Job | None, object | None]:
         """The job and an opaque version token for a conditional write (`commit`)."""
         ...

@@ -242,7 +242,7 @@ class Guests(_Background):
             services = self.services(ref, vm["metadata"])
             agent = Agent(services, ref)
             agent.runner = HeldRunner(self.work_s)
-            agent.run(_boot_job(services, ref, vm["metadata"]))
+            agent.run(_boot_job(services, ref))
         except Exception:
             if not self._stop.is_set():
                 self.agent_errors += 1
@@ -252,16 +252,12 @@ class Guests(_Background):
             self.power_off(vm["zone"], vm["name"])
 
 
-def _boot_job(services: Any, vm: Any, metadata: dict[str, str]) -> str | None:
+def _boot_job(services: Any, vm: Any) -> str | None:
     """The job this boot is for, as the worker's entry point finds it: from the VM's lease
-    where the worker reads it there (`claims.boot_job`), else from the metadata hint."""
-    from comfyburst_worker import claims
+    (`claims.boot_lease`)."""
+    from comfyburst_worker.claims import boot_lease
 
-    from_lease = getattr(claims, "boot_job", None)
-    if from_lease is None:
-        return metadata.get("comfyburst-job")
-    found: str | None = from_lease(services.store, vm, services.clock.now())
-    return found
+    return boot_lease(services.store, vm, services.clock.now()).job_id
 
 
 def idle_parts() -> _Idle:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -39,6 +40,10 @@ TRANSACTION_MAX_ATTEMPTS = 5
 CONTENDED_RUNS = 12
 CONTENDED_BACKOFF_MAX_S = 2.0
 LIST_PAGE_SIZE = 300
+
+
+# `last_started`'s one-document queries in flight at once.
+_SERVED_QUERIES_AT_ONCE = 8
 
 
 class CollectionNames(Protocol):
@@ -116,8 +121,12 @@ class FirestoreJobStore:
         return earlier
 
     def get_job(self, job_id: str) -> Job | None:
-        snap = self._jobs.document(job_id).get()
-        return from_doc(Job, snap.to_dict()) if snap.exists else None
+        return self.read_job(job_id)[0]
+
+    def get_jobs(self, job_ids: Sequence[str]) -> list[Job]:
+        refs = [self._jobs.document(job_id) for job_id in dict.fromkeys(job_ids)]
+        snaps = self._client.get_all(refs) if refs else []
+        return [from_doc(Job, snap.to_dict()) for snap in snaps if snap.exists]
 
     def read_job(self, job_id: str) -> tuple[Job | None, object | None]:
         snap = self._jobs.document(job_id).get()
@@ -216,8 +225,8 @@ class FirestoreJobStore:
         recently": one query of one document per caller (`caller ==`, `gpu_class ==`, ordered
         by started_at descending, only that field read; index jobs_served). A caller whose
         jobs of the class never started is absent (its null `started_at` sorts last)."""
-        found: dict[str | None, datetime] = {}
-        for caller in dict.fromkeys(callers):
+
+        def latest(caller: str | None) -> datetime | None:
             query = (
                 self._jobs.where(filter=FieldFilter("caller", "==", caller))
                 .where(filter=FieldFilter("gpu_class", "==", gpu_class))
@@ -228,8 +237,17 @@ class FirestoreJobStore:
             for snap in query.stream():
                 at = (snap.to_dict() or {}).get("started_at")
                 if isinstance(at, datetime):
-                    found[caller] = at
-        return found
+                    return at
+            return None
+
+        # The queries at once (a claim waits on them): their round trips overlap.
+        wanted = list(dict.fromkeys(callers))
+        if len(wanted) <= 1:
+            starts = [latest(caller) for caller in wanted]
+        else:
+            with ThreadPoolExecutor(min(len(wanted), _SERVED_QUERIES_AT_ONCE)) as pool:
+                starts = list(pool.map(latest, wanted))
+        return {c: at for c, at in zip(wanted, starts, strict=True) if at is not None}
 
     def list_unpublished_results(self, limit: int = 100) -> list[Job]:
         # Equality filters only (`== None` is IS_NULL): served by single-field indexes, no

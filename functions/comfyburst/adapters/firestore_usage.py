@@ -36,21 +36,26 @@ def finished_entries(
     q: Any = jobs
     if not all_callers:
         q = q.where(filter=FieldFilter("caller", "==", caller))
+    for snap in _in_range(q.select(_FIELDS), "finished_at", start, end):
+        entry = _entry(snap.to_dict() or {})
+        if entry is not None:
+            yield entry
+
+
+def _in_range(query: Any, field: str, start: datetime, end: datetime) -> Iterator[Any]:
+    """The documents of `query` whose `field` lies in [start, end), ordered by it then by
+    document id, read in pages of PAGE_SIZE with a cursor."""
     q = (
-        q.where(filter=FieldFilter("finished_at", ">=", start))
-        .where(filter=FieldFilter("finished_at", "<", end))
-        .order_by("finished_at", direction=firestore.Query.ASCENDING)
+        query.where(filter=FieldFilter(field, ">=", start))
+        .where(filter=FieldFilter(field, "<", end))
+        .order_by(field, direction=firestore.Query.ASCENDING)
         .order_by("__name__", direction=firestore.Query.ASCENDING)
-        .select(_FIELDS)
     )
     last = None
     while True:
         page = q.start_after(last) if last is not None else q
         snaps = list(page.limit(PAGE_SIZE).stream())
-        for snap in snaps:
-            entry = _entry(snap.to_dict() or {})
-            if entry is not None:
-                yield entry
+        yield from snaps
         if len(snaps) < PAGE_SIZE:
             return
         last = snaps[-1]
@@ -75,18 +80,5 @@ def warm_idle_collection(vms_collection: str) -> str:
 
 def warm_idle_entries(collection: Any, start: datetime, end: datetime) -> Iterator[WarmIdle]:
     """The warm stretches that ended in [start, end), oldest first, a page at a time."""
-    q: Any = (
-        collection.where(filter=FieldFilter("ended_at", ">=", start))
-        .where(filter=FieldFilter("ended_at", "<", end))
-        .order_by("ended_at", direction=firestore.Query.ASCENDING)
-        .order_by("__name__", direction=firestore.Query.ASCENDING)
-    )
-    last = None
-    while True:
-        page = q.start_after(last) if last is not None else q
-        snaps = list(page.limit(PAGE_SIZE).stream())
-        for snap in snaps:
-            yield from_doc(WarmIdle, snap.to_dict())
-        if len(snaps) < PAGE_SIZE:
-            return
-        last = snaps[-1]
+    for snap in _in_range(collection, "ended_at", start, end):
+        yield from_doc(WarmIdle, snap.to_dict())

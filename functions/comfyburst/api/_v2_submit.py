@@ -94,10 +94,9 @@ def _claim(api: Any, caller: str | None, key: str) -> str:
     window = int(now.timestamp() // KEY_TTL.total_seconds())
     # Any body, valid or not, with a claimed key is refused as such (a claim made meanwhile is
     # found by the submit itself: created False).
-    for earlier in (window, window - 1):
-        job = api.store.get_job(submit.keyed_job_id(caller, _windowed(key, earlier)))
-        if job is not None and now - job.created_at < KEY_TTL:
-            raise _reused()
+    ids = [submit.keyed_job_id(caller, _windowed(key, w)) for w in (window, window - 1)]
+    if any(now - job.created_at < KEY_TTL for job in api.store.get_jobs(ids)):  # one round trip
+        raise _reused()
     return _windowed(key, window)
 
 

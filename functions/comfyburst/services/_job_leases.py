@@ -5,7 +5,7 @@ the job, with its idempotency document); the commit that gives a refused VM's le
 the job back `queued`. One Firestore commit each, under the preconditions of both documents
 (the VM document's read version, the job's), so a lease never names a job that does not exist,
 two dispatchers never both hold a live lease, and a job that left `queued` meanwhile (claimed,
-cancelled) is never moved. The worker learns its boot job from this lease (claims.boot_job).
+cancelled) is never moved. The worker learns its boot job from this lease (claims.boot_lease).
 """
 
 from __future__ import annotations

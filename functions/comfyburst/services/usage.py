@@ -56,7 +56,8 @@ def get_usage(
     """The usage table: the caller's own jobs; an admin's: every caller's, and the warm VMs'
     idle (priced by `price_of(gpu_class)`)."""
     query = parse_query(args, now, caller, all_callers=tenancy.is_admin(caller, admins))
-    warm = _warm_entries(views, query, price_of) if query.all_callers else iter(())
+    # Read only when iterated: `report` takes the warm stretches in an admin's report only.
+    warm = _warm_entries(views, query, price_of)
     return report(query, _bounded(_entries(views, None, query), "jobs finished"), warm)
 
 

@@ -70,11 +70,6 @@ def boot_lease(store: JobStore, vm: VmRef, now: datetime) -> BootLease:
     return BootLease(job_id=lease.job_id)
 
 
-def boot_job(store: JobStore, vm: VmRef, now: datetime) -> str | None:
-    """The job this VM booted for (`boot_lease`), or None."""
-    return boot_lease(store, vm, now).job_id
-
-
 def queued_claim(vm: VmRef, clock: Clock, vm_class: VmClass | None = None) -> ClaimRule:
     """`queued → running` on this VM (the draining worker taking the next job), only a job
     of this VM's GPU class, decided on the job as read for the claim (its class may have

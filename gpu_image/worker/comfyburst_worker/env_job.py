@@ -90,14 +90,14 @@ class EnvBuildRunner:
                 comfyui_dir=getattr(settings, "env_comfyui_dir", None),
                 registry=registry_of(config),
             )
-        reaper = None
-        if prefixed and base is not None:
-            folders = [
-                Path(folder)
-                for name in ("comfyui_input_dir", "comfyui_output_dir", "comfyui_temp_dir")
-                if (folder := getattr(settings, name, None)) is not None
-            ]
-            reaper = reaper_of_settings(build_user, shlex.split(as_user), Path(base), folders)
+        folders = [
+            Path(folder)
+            for name in ("comfyui_input_dir", "comfyui_output_dir", "comfyui_temp_dir")
+            if (folder := getattr(settings, name, None)) is not None
+        ]
+        # None where builds have no own user (no prefix, no build user or no base venv).
+        python = Path(base) if base is not None else None
+        reaper = reaper_of_settings(build_user, shlex.split(as_user), python, folders)
         return cls(
             blobs,
             getattr(config, "models_bucket", None),
